@@ -1,0 +1,2 @@
+//! The `agora` binary (placeholder until the node issue lands).
+fn main() {}

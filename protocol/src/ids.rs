@@ -1,0 +1,183 @@
+//! Identifiers as newtypes, validated when built and when decoded.
+//!
+//! Node, framework and task ids are short printable strings (they appear in
+//! logs, the CLI and file names); bid and lease ids are numbers local to the
+//! node that made them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The string was empty.
+    #[error("an id cannot be empty")]
+    Empty,
+    /// The string was longer than [`MAX_ID_LEN`].
+    #[error("id is {len} bytes long; the limit is {MAX_ID_LEN}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The string held a character outside `[A-Za-z0-9._:@-]`.
+    #[error("id {id:?} has the character {ch:?}; use letters, digits and . _ - : @")]
+    BadChar {
+        /// The offending id.
+        id: String,
+        /// The first character that is not allowed.
+        ch: char,
+    },
+}
+
+fn validate(s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong { len: s.len() });
+    }
+    if let Some(ch) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
+    {
+        return Err(IdError::BadChar {
+            id: s.to_string(),
+            ch,
+        });
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Builds the id after checking length and characters.
+            ///
+            /// # Errors
+            /// [`IdError`] when the string is empty, too long or has a character
+            /// outside `[A-Za-z0-9._:@-]`.
+            pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                validate(&s)?;
+                Ok(Self(s))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A node of the cluster (unique, stable across restarts of that node).
+    NodeId
+);
+string_id!(
+    /// A framework: one registered scheduler program, homed on one node.
+    FrameworkId
+);
+string_id!(
+    /// A task, unique in the cluster: `FRAMEWORK.SEQ`.
+    TaskId
+);
+
+impl TaskId {
+    /// The id of the `seq`-th task of `framework`.
+    pub fn for_framework(framework: &FrameworkId, seq: u64) -> Self {
+        // A framework id is at most MAX_ID_LEN; keep the result within bounds.
+        let suffix = format!(".{seq}");
+        let keep = MAX_ID_LEN
+            .saturating_sub(suffix.len())
+            .min(framework.0.len());
+        TaskId(format!("{}{}", &framework.0[..keep], suffix))
+    }
+}
+
+macro_rules! number_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+number_id!(
+    /// A bid, numbered by the bidder that sent it (unique per bidder).
+    BidId
+);
+number_id!(
+    /// A lease, numbered by the auctioneer that granted it (unique per node).
+    LeaseId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated_on_decode() {
+        assert!(NodeId::new("n-1.eu:7000").is_ok());
+        assert_eq!(NodeId::new(""), Err(IdError::Empty));
+        assert!(matches!(
+            NodeId::new("a b"),
+            Err(IdError::BadChar { ch: ' ', .. })
+        ));
+        assert!(matches!(
+            NodeId::new("x".repeat(200)),
+            Err(IdError::TooLong { len: 200 })
+        ));
+        let bad: Result<NodeId, _> = serde_json::from_str("\"a/b\"");
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn task_ids_stay_within_bounds() {
+        let fw = FrameworkId::new("f".repeat(MAX_ID_LEN)).unwrap();
+        let t = TaskId::for_framework(&fw, 123456);
+        assert!(TaskId::new(t.as_str()).is_ok());
+        assert!(t.as_str().ends_with(".123456"));
+    }
+}

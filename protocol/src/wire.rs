@@ -1,0 +1,517 @@
+//! Every message that crosses a process boundary, as plain serde types.
+//!
+//! [`PeerMessage`] travels node to node (over libp2p request-response in the
+//! node, over the modelled network in the simulator). [`ClientMessage`] and
+//! [`ServerMessage`] travel on a node's framework socket. Encoding lives in
+//! [`crate::codec`]. The types stay plain (externally tagged enums, no
+//! skipped fields) so postcard and JSON encode them the same way everywhere;
+//! new variants go at the end, and a breaking change bumps
+//! [`PROTOCOL_VERSION`].
+
+use crate::constraint::Attributes;
+use crate::ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
+use crate::resources::{Dimension, Resources};
+use crate::task::{TaskSpec, TaskState, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+/// The version both the peer protocol and the framework socket speak.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The libp2p protocol name of the peer protocol.
+pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/1";
+
+// ---------------------------------------------------------------- peers
+
+/// A request for resources, sent by a bidder to a candidate node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bid {
+    /// Unique per bidder.
+    pub bid_id: BidId,
+    /// The task being placed.
+    pub task_id: TaskId,
+    /// Its framework.
+    pub framework: FrameworkId,
+    /// The framework's DRF weight (at least 1).
+    pub weight: u32,
+    /// What to run and what it needs.
+    pub spec: TaskSpec,
+    /// A tie-breaker after priority and fair share: higher wins.
+    pub price: u64,
+}
+
+/// A lease on resources, granted in answer to a [`Bid`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Award {
+    /// The bid answered.
+    pub bid_id: BidId,
+    /// Its task.
+    pub task_id: TaskId,
+    /// The lease to confirm or release.
+    pub lease_id: LeaseId,
+    /// How long the lease holds without a confirm, in milliseconds.
+    pub lease_ms: u32,
+    /// Concrete ports reserved for the task.
+    pub ports: Vec<u16>,
+}
+
+/// Why a bid lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The node does not have enough free in these dimensions.
+    Insufficient(Vec<Dimension>),
+    /// Other bids in the same window ranked higher and took what was free.
+    Outbid,
+    /// The node's attributes do not satisfy the task's constraints.
+    Constraints,
+    /// The node holds too many undecided bids; try elsewhere.
+    Busy,
+    /// The spec broke a limit (the text says which).
+    InvalidSpec(String),
+    /// The node is leaving the cluster.
+    Draining,
+}
+
+/// A lost bid, with the node's current free vector so the bidder's view heals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The bid answered.
+    pub bid_id: BidId,
+    /// Its task.
+    pub task_id: TaskId,
+    /// Why.
+    pub reason: RejectReason,
+    /// The node's free resources now.
+    pub free: Resources,
+    /// The version of that free vector (it grows with every ledger change).
+    pub free_version: u64,
+}
+
+/// "Launch the task on this lease."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirm {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Its task.
+    pub task_id: TaskId,
+}
+
+/// The lease is now a running allocation and the task is being launched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmed {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Its task.
+    pub task_id: TaskId,
+}
+
+/// The confirm came too late (the lease expired) or named an unknown lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmRefused {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Its task.
+    pub task_id: TaskId,
+    /// Why, for the log.
+    pub reason: String,
+}
+
+/// "I do not need this lease."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Its task.
+    pub task_id: TaskId,
+}
+
+/// A task's new state, from the node running it to its home node; resent
+/// until acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// Grows with each update the node sends for this task.
+    pub seq: u64,
+    /// The task's framework.
+    pub framework: FrameworkId,
+    /// The status.
+    pub status: TaskStatus,
+}
+
+/// Acknowledges a [`StatusUpdate`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAck {
+    /// The task.
+    pub task_id: TaskId,
+    /// The update's sequence number.
+    pub seq: u64,
+}
+
+/// "Kill this task" (TERM, then KILL after its grace period).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kill {
+    /// The task.
+    pub task_id: TaskId,
+}
+
+/// Which output file of a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Reads part of a task's output from the node that ran it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRead {
+    /// Chosen by the reader, echoed in the answer.
+    pub request_id: u64,
+    /// The task.
+    pub task_id: TaskId,
+    /// Which file.
+    pub stream: LogStream,
+    /// Byte offset to start at.
+    pub offset: u64,
+    /// At most this many bytes (the node caps it at [`MAX_LOG_CHUNK`]).
+    pub max_bytes: u32,
+}
+
+/// Largest chunk of log returned by one read.
+pub const MAX_LOG_CHUNK: u32 = 256 * 1024;
+
+/// Part of a task's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// From the request.
+    pub request_id: u64,
+    /// The task.
+    pub task_id: TaskId,
+    /// The bytes read.
+    pub data: Vec<u8>,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// True when `next_offset` is the end of the file as it is now.
+    pub eof: bool,
+    /// Set when the log could not be read (unknown task, IO error).
+    pub error: Option<String>,
+}
+
+/// Asks a node which tasks it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListTasks {
+    /// Chosen by the asker, echoed in the answer.
+    pub request_id: u64,
+}
+
+/// One task as listed by a node or a home node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRow {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its job name.
+    pub name: String,
+    /// Its framework.
+    pub framework: FrameworkId,
+    /// Its state.
+    pub state: TaskState,
+    /// Where it was placed.
+    pub node: Option<NodeId>,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// What it holds.
+    pub resources: Resources,
+    /// Why it ended, if it failed or was lost.
+    pub reason: Option<String>,
+}
+
+/// A node's answer to [`ListTasks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskList {
+    /// From the request.
+    pub request_id: u64,
+    /// The tasks.
+    pub tasks: Vec<TaskRow>,
+}
+
+/// Everything one node says to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerMessage {
+    /// Bidder → auctioneer.
+    Bid(Bid),
+    /// Auctioneer → bidder.
+    Award(Award),
+    /// Auctioneer → bidder.
+    Reject(Reject),
+    /// Bidder → auctioneer.
+    Confirm(Confirm),
+    /// Auctioneer → bidder.
+    Confirmed(Confirmed),
+    /// Auctioneer → bidder.
+    ConfirmRefused(ConfirmRefused),
+    /// Bidder → auctioneer.
+    Release(Release),
+    /// Running node → home node.
+    Status(StatusUpdate),
+    /// Home node → running node.
+    StatusAck(StatusAck),
+    /// Home node → running node.
+    Kill(Kill),
+    /// Any node → running node.
+    LogRead(LogRead),
+    /// Running node → reader.
+    LogChunk(LogChunk),
+    /// Any node → any node.
+    ListTasks(ListTasks),
+    /// Answer to `ListTasks`.
+    TaskList(TaskList),
+}
+
+impl PeerMessage {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Bid(_) => "bid",
+            PeerMessage::Award(_) => "award",
+            PeerMessage::Reject(_) => "reject",
+            PeerMessage::Confirm(_) => "confirm",
+            PeerMessage::Confirmed(_) => "confirmed",
+            PeerMessage::ConfirmRefused(_) => "confirm_refused",
+            PeerMessage::Release(_) => "release",
+            PeerMessage::Status(_) => "status",
+            PeerMessage::StatusAck(_) => "status_ack",
+            PeerMessage::Kill(_) => "kill",
+            PeerMessage::LogRead(_) => "log_read",
+            PeerMessage::LogChunk(_) => "log_chunk",
+            PeerMessage::ListTasks(_) => "list_tasks",
+            PeerMessage::TaskList(_) => "task_list",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- framework socket
+
+/// Announces a framework. The first message after the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// A human name, e.g. "batch" or "cli".
+    pub name: String,
+    /// A role for grouping, e.g. "analytics" (may be empty).
+    pub role: String,
+    /// DRF weight, at least 1: a framework of weight 2 is entitled to twice
+    /// the dominant share of one of weight 1.
+    pub weight: u32,
+    /// How long its tasks survive a disconnect, in milliseconds.
+    pub failover_timeout_ms: u32,
+    /// Set to reattach to an existing framework after a disconnect.
+    pub framework_id: Option<FrameworkId>,
+}
+
+/// Submits tasks for the home node's bidder to place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submit {
+    /// Chosen by the client, echoed in the answer.
+    pub request_id: u64,
+    /// The tasks (at most [`MAX_SUBMIT`] per message).
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// Largest number of tasks in one [`Submit`].
+pub const MAX_SUBMIT: usize = 10_000;
+
+/// Offer mode: bid for a task on a node the framework chose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidOn {
+    /// Chosen by the client, echoed in the answer.
+    pub request_id: u64,
+    /// The node.
+    pub node: NodeId,
+    /// The task.
+    pub task: TaskSpec,
+}
+
+/// Reads part of a task's output wherever it ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadLog {
+    /// Chosen by the client, echoed in the answer.
+    pub request_id: u64,
+    /// The task.
+    pub task_id: TaskId,
+    /// Which file.
+    pub stream: LogStream,
+    /// Byte offset.
+    pub offset: u64,
+    /// At most this many bytes.
+    pub max_bytes: u32,
+}
+
+/// Everything a framework says to its node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Announce (or re-attach) the framework.
+    Register(Register),
+    /// Place tasks through the home node's bidder.
+    Submit(Submit),
+    /// Start receiving offers.
+    SubscribeOffers,
+    /// Stop receiving offers.
+    UnsubscribeOffers,
+    /// Bid on a named node.
+    BidOn(BidOn),
+    /// Kill a task.
+    Kill(Kill),
+    /// Ask for the current state of these tasks (all of the framework's if empty).
+    Reconcile(Vec<TaskId>),
+    /// Acknowledge a status update.
+    Ack(StatusAck),
+    /// List every task this node knows of.
+    ListTasks(ListTasks),
+    /// List the cluster as this node sees it.
+    ListNodes(ListTasks),
+    /// Read a task's output.
+    ReadLog(ReadLog),
+}
+
+/// The node's answer to the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the node speaks.
+    pub version: u32,
+    /// The node.
+    pub node_id: NodeId,
+}
+
+/// Answer to [`Register`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The framework's id (keep it to reattach after a disconnect).
+    pub framework_id: FrameworkId,
+    /// True when this reattached to an existing framework.
+    pub reattached: bool,
+}
+
+/// Answer to [`Submit`] or [`BidOn`]: the ids given to the tasks, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// From the request.
+    pub request_id: u64,
+    /// The task ids.
+    pub task_ids: Vec<TaskId>,
+}
+
+/// Free resources on one node, as the home node's gossip view has them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The node.
+    pub node: NodeId,
+    /// What it has free.
+    pub free: Resources,
+    /// What it has in all.
+    pub total: Resources,
+    /// Its attributes.
+    pub attrs: Attributes,
+    /// The version of `free`.
+    pub version: u64,
+}
+
+/// A status update for a framework; resent until acknowledged with `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// Acknowledge with this.
+    pub seq: u64,
+    /// The task's job name.
+    pub name: String,
+    /// The status.
+    pub status: TaskStatus,
+}
+
+/// One node as a framework sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRow {
+    /// The node.
+    pub id: NodeId,
+    /// Its gossip address.
+    pub addr: String,
+    /// Whether the failure detector holds it alive.
+    pub alive: bool,
+    /// What it has in all.
+    pub total: Resources,
+    /// What it has free.
+    pub free: Resources,
+    /// Its attributes.
+    pub attrs: Attributes,
+}
+
+/// Answer to `ListNodes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// From the request.
+    pub request_id: u64,
+    /// The nodes.
+    pub nodes: Vec<NodeRow>,
+}
+
+/// What went wrong, as a stable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The first frame was not a valid handshake.
+    BadHandshake,
+    /// The client speaks a protocol version the node does not.
+    UnsupportedVersion,
+    /// A frame could not be decoded.
+    BadFrame,
+    /// A frame exceeded the maximum size.
+    FrameTooLarge,
+    /// A message came before `register`.
+    NotRegistered,
+    /// A task spec broke a rule.
+    InvalidSpec,
+    /// No such task.
+    UnknownTask,
+    /// No such node, or it is dead.
+    UnknownNode,
+    /// A bounded queue is full; retry later.
+    Busy,
+    /// A framework id to reattach to is unknown.
+    UnknownFramework,
+    /// Something failed inside the node.
+    Internal,
+}
+
+/// An error for the client. Fatal codes close the connection after sending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// A stable code.
+    pub code: ErrorCode,
+    /// What was wrong and what to do, for a person.
+    pub message: String,
+    /// The request it answers, if it answers one.
+    pub request_id: Option<u64>,
+}
+
+/// Everything a node says to a framework.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Answer to the handshake.
+    Welcome(Welcome),
+    /// Answer to `register`.
+    Registered(Registered),
+    /// Answer to `submit` and `bid_on`.
+    Submitted(Submitted),
+    /// Offers, for subscribed frameworks.
+    Offers(Vec<Offer>),
+    /// A task's status changed (or a reconcile answer).
+    Status(StatusEvent),
+    /// Answer to `list_tasks`.
+    Tasks(TaskList),
+    /// Answer to `list_nodes`.
+    Nodes(NodeList),
+    /// Answer to `read_log`.
+    Log(LogChunk),
+    /// Something was wrong.
+    Error(ErrorReply),
+}

@@ -1,0 +1,2 @@
+//! The `agora-sim` binary (placeholder until the simulator issue lands).
+fn main() {}

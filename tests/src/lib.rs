@@ -1,0 +1,1 @@
+//! Multi-process cluster tests live in tests/tests/; this library is empty.
