@@ -1,5 +1,91 @@
 //! agora-node: the `agora` binary's library — daemon, CLI, executor and IO
 //! around the pure state machines of `agora-protocol`.
+//!
+//! - [`cli`] and [`config`]: flags, the TOML config file, defaults.
+//! - [`agent`]: a running node (one task owning every state machine).
+//! - [`p2p`], [`gossip`], [`socket`], [`executor`]: its IO.
+//! - [`client`] and [`commands`]: the CLI's side of the framework socket.
+//! - [`demo`]: `agora demo`, a throwaway local cluster.
+//!
+//! [`run`] is the whole program; `main` maps its result to an exit code:
+//! 0 success, 1 `run --wait` saw a task not finish ok, 2 any error (printed
+//! as one line, the whole cause chain, on stderr).
 
+pub mod agent;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod demo;
 pub mod executor;
 pub mod gossip;
+pub mod identity;
+pub mod p2p;
+pub mod socket;
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+
+/// The default socket path for CLI commands.
+pub fn default_socket() -> PathBuf {
+    PathBuf::from(config::DEFAULT_DATA_DIR).join("agora.sock")
+}
+
+fn init_logging(format: &str, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Parses the command line and runs it; returns the exit code.
+///
+/// # Errors
+/// Any failure, for `main` to print with `{:#}`.
+pub fn run() -> anyhow::Result<i32> {
+    let cli = cli::Cli::parse();
+    let socket = cli.socket.clone();
+    match cli.command {
+        cli::Command::Keygen => {
+            println!("{}", gossip::ClusterKey::generate().to_base64());
+            Ok(0)
+        }
+        cli::Command::Agent(args) => {
+            let merged = config::merge(*args, socket)?;
+            let cfg = config::AgentConfig::resolve(merged)?;
+            init_logging(&cfg.log_format, cfg.log_level.as_deref());
+            runtime()?.block_on(agent::run(cfg))?;
+            Ok(0)
+        }
+        cli::Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        cmd => {
+            let socket = socket.unwrap_or_else(default_socket);
+            let rt = runtime()?;
+            match cmd {
+                cli::Command::Run(a) => rt.block_on(commands::run(&socket, a)),
+                cli::Command::Ps(a) => rt.block_on(commands::ps(&socket, a)),
+                cli::Command::Nodes(a) => rt.block_on(commands::nodes(&socket, a)),
+                cli::Command::Logs(a) => rt.block_on(commands::logs(&socket, a)),
+                cli::Command::Kill(a) => rt.block_on(commands::kill(&socket, a)),
+                cli::Command::Keygen | cli::Command::Agent(_) | cli::Command::Demo(_) => Ok(0),
+            }
+        }
+    }
+}

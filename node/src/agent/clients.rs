@@ -1,0 +1,670 @@
+//! What the core does with framework socket messages, and its periodic
+//! work: status re-sends, failover timeouts, offers and query deadlines.
+//! The rules are those of docs/FRAMEWORK_API.md (register, submit,
+//! offers, bid_on, kill, reconcile, ack, list_tasks, list_nodes, read_log).
+
+use super::core::{Conn, Core, framework_of};
+use super::frameworks::{Framework, MAX_FRAMEWORKS};
+use super::queries::{LogQuery, MAX_ROWS, QUERY_TIMEOUT, TaskQuery, merge_rows};
+use crate::socket::ClientCmd;
+use agora_protocol::bidder;
+use agora_protocol::wire::{
+    BidOn, ClientMessage, ErrorCode, ErrorReply, ListTasks, LogChunk, LogRead, MAX_LOG_CHUNK,
+    MAX_SUBMIT, NodeList, NodeRow, PeerMessage, ReadLog, Register, Registered, ServerMessage,
+    StatusEvent, Submit, Submitted, TaskList,
+};
+use agora_protocol::{FrameworkId, Instant, NodeId, TaskId, offers};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Offers are sent at most this often.
+const OFFER_EVERY: Duration = Duration::from_secs(1);
+/// Re-sends per framework per tick.
+const RESENDS_PER_TICK: usize = 512;
+/// A disconnected framework with nothing left running is forgotten after
+/// its failover timeout or this long, whichever is shorter.
+const FORGET_IDLE: Duration = Duration::from_secs(600);
+
+fn err(code: ErrorCode, message: impl Into<String>, request_id: Option<u64>) -> ServerMessage {
+    ServerMessage::Error(ErrorReply {
+        code,
+        message: message.into(),
+        request_id,
+    })
+}
+
+fn clean_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect()
+}
+
+impl Core {
+    /// Handles a command from a connection task.
+    pub async fn on_client(&mut self, cmd: ClientCmd) {
+        match cmd {
+            ClientCmd::Open { conn, tx } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        tx,
+                        framework: None,
+                        offers: false,
+                    },
+                );
+            }
+            ClientCmd::Closed { conn } => {
+                if let Some(c) = self.conns.remove(&conn)
+                    && let Some(fw) = c.framework
+                    && let Some(f) = self.frameworks.get_mut(&fw)
+                    && f.conn == Some(conn)
+                {
+                    tracing::info!(framework = %fw, "framework disconnected; its tasks keep running for its failover timeout");
+                    f.conn = None;
+                    f.disconnected_at = Some(self.clock.now());
+                }
+            }
+            ClientCmd::Message { conn, msg } => self.on_message(conn, msg).await,
+        }
+    }
+
+    async fn on_message(&mut self, conn: u64, msg: ClientMessage) {
+        let now = self.clock.now();
+        let registered = self.conns.get(&conn).and_then(|c| c.framework.clone());
+        match msg {
+            ClientMessage::ListTasks(l) => return self.start_list_tasks(conn, l),
+            ClientMessage::ListNodes(l) => {
+                let nodes = self
+                    .view
+                    .iter()
+                    .map(|n| NodeRow {
+                        id: n.id.clone(),
+                        addr: n.addr.clone(),
+                        alive: n.alive,
+                        total: n.total,
+                        free: n.free,
+                        attrs: n.attrs.clone(),
+                    })
+                    .collect();
+                return self.reply(
+                    conn,
+                    ServerMessage::Nodes(NodeList {
+                        request_id: l.request_id,
+                        nodes,
+                    }),
+                );
+            }
+            ClientMessage::ReadLog(r) => return self.start_read_log(conn, r).await,
+            ClientMessage::Register(r) => return self.register(conn, now, r),
+            _ => {}
+        }
+        let Some(fw) = registered else {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::NotRegistered,
+                    "register first: only list_tasks, list_nodes and read_log work before register",
+                    None,
+                ),
+            );
+        };
+        match msg {
+            ClientMessage::Submit(s) => self.submit(conn, now, &fw, s),
+            ClientMessage::BidOn(b) => self.bid_on(conn, now, &fw, b),
+            ClientMessage::SubscribeOffers => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.offers = true;
+                }
+                let list = offers::from_view(&self.view, 10_000);
+                self.reply(conn, ServerMessage::Offers(list));
+            }
+            ClientMessage::UnsubscribeOffers => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.offers = false;
+                }
+            }
+            ClientMessage::Kill(k) => self.kill(conn, now, &k.task_id),
+            ClientMessage::Reconcile(ids) => self.reconcile(conn, &fw, ids),
+            ClientMessage::Ack(a) => {
+                if let Some(f) = self.frameworks.get_mut(&fw) {
+                    f.ack(&a.task_id, a.seq);
+                }
+            }
+            ClientMessage::ListTasks(_)
+            | ClientMessage::ListNodes(_)
+            | ClientMessage::ReadLog(_)
+            | ClientMessage::Register(_) => {}
+        }
+    }
+
+    fn register(&mut self, conn: u64, now: Instant, r: Register) {
+        if let Some(fw) = self.conns.get(&conn).and_then(|c| c.framework.clone()) {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::InvalidSpec,
+                    format!("this connection is already registered as {fw}"),
+                    None,
+                ),
+            );
+        }
+        if let Some(id) = r.framework_id {
+            let Some(f) = self.frameworks.get_mut(&id) else {
+                return self.reply(
+                    conn,
+                    err(
+                        ErrorCode::UnknownFramework,
+                        format!("framework {id} is not known on this node (its failover timeout may have passed); register without framework_id"),
+                        None,
+                    ),
+                );
+            };
+            let old = f.conn.replace(conn);
+            f.disconnected_at = None;
+            let events = f.all_unacked(now);
+            if let Some(old) = old
+                && old != conn
+                && let Some(c) = self.conns.get_mut(&old)
+            {
+                c.framework = None;
+            }
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.framework = Some(id.clone());
+            }
+            tracing::info!(framework = %id, resent = events.len(), "framework reattached");
+            self.reply(
+                conn,
+                ServerMessage::Registered(Registered {
+                    framework_id: id,
+                    reattached: true,
+                }),
+            );
+            for e in events {
+                self.reply(conn, ServerMessage::Status(e));
+            }
+            return;
+        }
+        let name = clean_name(&r.name);
+        if name.is_empty() {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::InvalidSpec,
+                    "a framework needs a name of letters, digits, _ or -",
+                    None,
+                ),
+            );
+        }
+        if r.weight == 0 {
+            return self.reply(
+                conn,
+                err(ErrorCode::InvalidSpec, "weight must be at least 1", None),
+            );
+        }
+        if self.frameworks.len() >= MAX_FRAMEWORKS && !self.forget_one_idle() {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::Busy,
+                    format!("this node already holds {MAX_FRAMEWORKS} frameworks; retry later"),
+                    None,
+                ),
+            );
+        }
+        let id_text = format!("{name}-{:08x}@{}", rand::random::<u32>(), self.me);
+        let id = match FrameworkId::new(&id_text) {
+            Ok(id) => id,
+            Err(e) => {
+                return self.reply(conn, err(ErrorCode::InvalidSpec, e.to_string(), None));
+            }
+        };
+        tracing::info!(framework = %id, role = %r.role, weight = r.weight, "framework registered");
+        let f = Framework::new(
+            self.me.clone(),
+            id.clone(),
+            name,
+            r.role,
+            r.weight,
+            Duration::from_millis(u64::from(r.failover_timeout_ms)),
+            conn,
+        );
+        self.frameworks.insert(id.clone(), f);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.framework = Some(id.clone());
+        }
+        self.reply(
+            conn,
+            ServerMessage::Registered(Registered {
+                framework_id: id,
+                reattached: false,
+            }),
+        );
+    }
+
+    /// Forgets the disconnected framework idle longest with nothing active.
+    fn forget_one_idle(&mut self) -> bool {
+        let victim = self
+            .frameworks
+            .values()
+            .filter(|f| f.conn.is_none() && f.bidder.active_tasks() == 0)
+            .min_by_key(|f| f.disconnected_at)
+            .map(|f| f.id.clone());
+        match victim {
+            Some(id) => {
+                self.frameworks.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn submit(&mut self, conn: u64, now: Instant, fw: &FrameworkId, s: Submit) {
+        let rid = Some(s.request_id);
+        if s.tasks.len() > MAX_SUBMIT {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::InvalidSpec,
+                    format!(
+                        "{} tasks in one submit; the limit is {MAX_SUBMIT}",
+                        s.tasks.len()
+                    ),
+                    rid,
+                ),
+            );
+        }
+        for (i, t) in s.tasks.iter().enumerate() {
+            if let Err(e) = t.validate() {
+                return self.reply(
+                    conn,
+                    err(ErrorCode::InvalidSpec, format!("task {i}: {e}"), rid),
+                );
+            }
+        }
+        let Some(f) = self.frameworks.get(fw) else {
+            return;
+        };
+        let limit = bidder::Config::default().max_active_tasks;
+        let active = f.bidder.active_tasks();
+        if active + s.tasks.len() > limit {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::Busy,
+                    format!(
+                        "{active} tasks are already waiting or running (limit {limit}); wait for some to end"
+                    ),
+                    rid,
+                ),
+            );
+        }
+        let Some(f) = self.frameworks.get_mut(fw) else {
+            return;
+        };
+        let mut ids = Vec::with_capacity(s.tasks.len());
+        for t in s.tasks {
+            match f.bidder.submit(now, t) {
+                Ok(id) => ids.push(id),
+                Err(e) => tracing::warn!(error = %e, "bidder refused a validated task"),
+            }
+        }
+        self.reply(
+            conn,
+            ServerMessage::Submitted(Submitted {
+                request_id: s.request_id,
+                task_ids: ids,
+            }),
+        );
+    }
+
+    fn bid_on(&mut self, conn: u64, now: Instant, fw: &FrameworkId, b: BidOn) {
+        let rid = Some(b.request_id);
+        if let Err(e) = b.task.validate() {
+            return self.reply(conn, err(ErrorCode::InvalidSpec, e.to_string(), rid));
+        }
+        if !self.view.get(&b.node).is_some_and(|n| n.alive) {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::UnknownNode,
+                    format!("node {} is unknown or dead in this node's view", b.node),
+                    rid,
+                ),
+            );
+        }
+        let Some(f) = self.frameworks.get_mut(fw) else {
+            return;
+        };
+        match f.bidder.submit_on(now, b.task, b.node) {
+            Ok(id) => self.reply(
+                conn,
+                ServerMessage::Submitted(Submitted {
+                    request_id: b.request_id,
+                    task_ids: vec![id],
+                }),
+            ),
+            Err(e) => self.reply(conn, err(ErrorCode::Busy, e.to_string(), rid)),
+        }
+    }
+
+    fn kill(&mut self, conn: u64, now: Instant, task_id: &TaskId) {
+        let home = framework_of(task_id).filter(|fw| self.frameworks.contains_key(fw));
+        match home.and_then(|fw| self.frameworks.get_mut(&fw)) {
+            Some(f) => match f.bidder.kill(now, task_id) {
+                Ok(()) => {}
+                Err(bidder::Error::AlreadyEnded(_)) => self.reply(
+                    conn,
+                    err(
+                        ErrorCode::UnknownTask,
+                        format!("task {task_id} has already ended"),
+                        None,
+                    ),
+                ),
+                Err(e) => self.reply(conn, err(ErrorCode::UnknownTask, e.to_string(), None)),
+            },
+            None => {
+                // Homed elsewhere: ask every live node; the one running it
+                // kills it and tells the task's home node.
+                let parsed = framework_of(task_id);
+                if parsed.is_none() {
+                    return self.reply(
+                        conn,
+                        err(
+                            ErrorCode::UnknownTask,
+                            format!("{task_id} is not a task id (FRAMEWORK.NUMBER)"),
+                            None,
+                        ),
+                    );
+                }
+                let mut targets = self.live_peers();
+                targets.push(self.me.clone());
+                for n in targets {
+                    self.send(
+                        n,
+                        PeerMessage::Kill(agora_protocol::wire::Kill {
+                            task_id: task_id.clone(),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    fn reconcile(&mut self, conn: u64, fw: &FrameworkId, ids: Vec<TaskId>) {
+        let Some(f) = self.frameworks.get(fw) else {
+            return;
+        };
+        let ids: Vec<TaskId> = if ids.is_empty() {
+            f.bidder
+                .task_rows()
+                .into_iter()
+                .map(|r| r.task_id)
+                .collect()
+        } else {
+            ids
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            match f.bidder.status_of(&id) {
+                Some((name, status)) => out.push(ServerMessage::Status(StatusEvent {
+                    seq: 0,
+                    name,
+                    status,
+                })),
+                None => out.push(err(
+                    ErrorCode::UnknownTask,
+                    format!("task {id} is not known to framework {fw}"),
+                    None,
+                )),
+            }
+        }
+        for m in out {
+            self.reply(conn, m);
+        }
+    }
+
+    // ------------------------------------------------------------ queries
+
+    fn start_list_tasks(&mut self, conn: u64, l: ListTasks) {
+        let mut rows = BTreeMap::new();
+        merge_rows(&mut rows, self.local_rows());
+        let peers = self.live_peers();
+        let Some(qid) = self.queries.next_id().filter(|_| !peers.is_empty()) else {
+            return self.answer_tasks(conn, l.request_id, rows);
+        };
+        for p in &peers {
+            self.send(
+                p.clone(),
+                PeerMessage::ListTasks(ListTasks { request_id: qid }),
+            );
+        }
+        self.queries.tasks.insert(
+            qid,
+            TaskQuery {
+                conn,
+                request_id: l.request_id,
+                rows,
+                waiting: peers.into_iter().collect(),
+                deadline: self.clock.now() + QUERY_TIMEOUT,
+            },
+        );
+    }
+
+    fn answer_tasks(
+        &mut self,
+        conn: u64,
+        request_id: u64,
+        rows: BTreeMap<agora_protocol::TaskId, agora_protocol::wire::TaskRow>,
+    ) {
+        let tasks = rows.into_values().take(MAX_ROWS).collect();
+        self.reply(conn, ServerMessage::Tasks(TaskList { request_id, tasks }));
+    }
+
+    /// A peer's answer to `ListTasks`.
+    pub(super) fn on_task_list(&mut self, from: NodeId, t: TaskList) {
+        let Some(q) = self.queries.tasks.get_mut(&t.request_id) else {
+            return;
+        };
+        if !q.waiting.remove(&from) {
+            return;
+        }
+        merge_rows(&mut q.rows, t.tasks);
+        if q.waiting.is_empty()
+            && let Some(q) = self.queries.tasks.remove(&t.request_id)
+        {
+            self.answer_tasks(q.conn, q.request_id, q.rows);
+        }
+    }
+
+    async fn start_read_log(&mut self, conn: u64, r: ReadLog) {
+        let max_bytes = r.max_bytes.min(MAX_LOG_CHUNK);
+        // Where did it run? Ask a local bidder first.
+        let node = framework_of(&r.task_id)
+            .and_then(|fw| self.frameworks.get(&fw))
+            .and_then(|f| f.bidder.status_of(&r.task_id))
+            .and_then(|(_, s)| s.node);
+        let local_first = node.as_ref().is_none_or(|n| *n == self.me);
+        if local_first {
+            let mut chunk = self
+                .executor
+                .read_log(&r.task_id, r.stream, r.offset, max_bytes)
+                .await;
+            if chunk.error.is_none() || node.is_some() {
+                chunk.request_id = r.request_id;
+                return self.reply(conn, ServerMessage::Log(chunk));
+            }
+        }
+        let targets: Vec<NodeId> = match node {
+            Some(n) if n != self.me => vec![n],
+            _ => self.live_peers(),
+        };
+        let Some(qid) = self.queries.next_id().filter(|_| !targets.is_empty()) else {
+            return self.reply(
+                conn,
+                ServerMessage::Log(LogChunk {
+                    request_id: r.request_id,
+                    task_id: r.task_id.clone(),
+                    data: Vec::new(),
+                    next_offset: r.offset,
+                    eof: true,
+                    error: Some(format!(
+                        "no live node knows task {}; check the id with `agora ps`",
+                        r.task_id
+                    )),
+                }),
+            );
+        };
+        for n in &targets {
+            self.send(
+                n.clone(),
+                PeerMessage::LogRead(LogRead {
+                    request_id: qid,
+                    task_id: r.task_id.clone(),
+                    stream: r.stream,
+                    offset: r.offset,
+                    max_bytes,
+                }),
+            );
+        }
+        self.queries.logs.insert(
+            qid,
+            LogQuery {
+                conn,
+                request_id: r.request_id,
+                task_id: r.task_id,
+                stream: r.stream,
+                waiting: targets.into_iter().collect::<BTreeSet<_>>(),
+                last_error: None,
+                deadline: self.clock.now() + QUERY_TIMEOUT,
+            },
+        );
+    }
+
+    /// A peer's answer to `LogRead`.
+    pub(super) async fn on_log_chunk(&mut self, from: NodeId, mut c: LogChunk) {
+        let Some(q) = self.queries.logs.get_mut(&c.request_id) else {
+            return;
+        };
+        if !q.waiting.remove(&from) {
+            return;
+        }
+        let done = c.error.is_none() || q.waiting.is_empty();
+        if c.error.is_some() {
+            q.last_error = c.error.clone();
+        }
+        if done && let Some(q) = self.queries.logs.remove(&c.request_id) {
+            c.request_id = q.request_id;
+            self.reply(q.conn, ServerMessage::Log(c));
+        }
+    }
+
+    // ------------------------------------------------------------ periodic
+
+    /// Periodic work.
+    pub(super) fn tick(&mut self, now: Instant) {
+        // Status re-sends to connected frameworks.
+        let mut sends = Vec::new();
+        for f in self.frameworks.values_mut() {
+            if let Some(conn) = f.conn {
+                for e in f.due_resends(now, RESENDS_PER_TICK) {
+                    sends.push((conn, ServerMessage::Status(e)));
+                }
+            }
+        }
+        for (conn, m) in sends {
+            self.reply(conn, m);
+        }
+        // Failover: kill the unfinished tasks of frameworks gone too long,
+        // then forget them once nothing is left running.
+        let mut forget = Vec::new();
+        for f in self.frameworks.values_mut() {
+            if f.failover_due(now) && !f.failed_over {
+                f.failed_over = true;
+                tracing::info!(framework = %f.id, "failover timeout passed; killing its unfinished tasks");
+                let active: Vec<TaskId> = f
+                    .bidder
+                    .task_rows()
+                    .into_iter()
+                    .filter(|r| !r.state.is_terminal())
+                    .map(|r| r.task_id)
+                    .collect();
+                for t in active {
+                    let _ = f.bidder.kill(now, &t);
+                }
+            }
+            let idle_for = f.disconnected_at.map(|t| now - t);
+            let gone = f.conn.is_none()
+                && f.bidder.active_tasks() == 0
+                && idle_for.is_some_and(|d| d >= f.failover.min(FORGET_IDLE));
+            if gone {
+                forget.push(f.id.clone());
+            }
+        }
+        for id in forget {
+            tracing::info!(framework = %id, "framework forgotten");
+            self.frameworks.remove(&id);
+        }
+        // Offers, at most once per second, when the view changed.
+        if self.offers_dirty && now - self.last_offers >= OFFER_EVERY {
+            self.offers_dirty = false;
+            self.last_offers = now;
+            let subs: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.offers)
+                .map(|(id, _)| *id)
+                .collect();
+            if !subs.is_empty() {
+                let list = offers::from_view(&self.view, 10_000);
+                for c in subs {
+                    self.reply(c, ServerMessage::Offers(list.clone()));
+                }
+            }
+        }
+        // Query deadlines.
+        let late: Vec<u64> = self
+            .queries
+            .tasks
+            .iter()
+            .filter(|(_, q)| q.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(q) = self.queries.tasks.remove(&id) {
+                self.answer_tasks(q.conn, q.request_id, q.rows);
+            }
+        }
+        let late: Vec<u64> = self
+            .queries
+            .logs
+            .iter()
+            .filter(|(_, q)| q.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(q) = self.queries.logs.remove(&id) {
+                let _ = q.stream;
+                self.reply(
+                    q.conn,
+                    ServerMessage::Log(LogChunk {
+                        request_id: q.request_id,
+                        task_id: q.task_id.clone(),
+                        data: Vec::new(),
+                        next_offset: 0,
+                        eof: true,
+                        error: Some(q.last_error.unwrap_or_else(|| {
+                            format!("no node answered for the log of task {}", q.task_id)
+                        })),
+                    }),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The core of a running node: one value that owns the auctioneer, the
+//! cluster view, every framework's bidder, the libp2p swarm and the
+//! executor, driven by one task (see [`super::run_loop`]).
+//!
+//! After every input the core drains every machine ([`Core::drain`]):
+//! transmits go to libp2p (or straight back in when addressed to this node),
+//! auctioneer events launch and kill tasks, bidder events become status
+//! events for frameworks. Versions of this node's free vector leave the node
+//! offset by the agent's start time in microseconds, so that a restarted
+//! agent's ledger (which counts from 1 again) is still newer than anything
+//! its peers remember.
+
+use super::frameworks::Framework;
+use super::queries::Queries;
+use crate::executor::{ExecEvent, Executor, LaunchRequest, Recovered};
+use crate::gossip::{Gossip, LocalState, Snapshot};
+use crate::p2p::P2p;
+use agora_protocol::auctioneer::{self, Auctioneer};
+use agora_protocol::bidder;
+use agora_protocol::task::TaskState;
+use agora_protocol::view::{ClusterView, NodeInfo, Upsert};
+use agora_protocol::wire::{PeerMessage, ServerMessage, StatusAck, TaskList, TaskRow};
+use agora_protocol::{FrameworkId, Instant, NodeId, TaskId};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Converts between tokio's clock and the protocol's microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Self {
+        Clock {
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Now, for the protocol.
+    pub fn now(&self) -> Instant {
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Instant::from_micros(micros)
+    }
+
+    /// A protocol instant as a tokio instant (far future for MAX).
+    pub fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
+        let capped = t.as_micros().min(86_400_000_000 * 365);
+        self.start + Duration::from_micros(capped)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One socket connection as the core sees it.
+#[derive(Debug)]
+pub struct Conn {
+    /// Where answers go.
+    pub tx: mpsc::Sender<ServerMessage>,
+    /// The framework it registered, if any.
+    pub framework: Option<FrameworkId>,
+    /// Subscribed to offers.
+    pub offers: bool,
+}
+
+/// Periodic work interval.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Least time between two gossip publishes.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+
+/// The node's state. See the module documentation.
+pub struct Core {
+    pub(super) me: NodeId,
+    pub(super) clock: Clock,
+    pub(super) auctioneer: Auctioneer,
+    pub(super) view: ClusterView,
+    pub(super) frameworks: BTreeMap<FrameworkId, Framework>,
+    pub(super) conns: BTreeMap<u64, Conn>,
+    pub(super) p2p: P2p,
+    pub(super) executor: Executor,
+    pub(super) gossip: Gossip,
+    pub(super) queries: Queries,
+    /// Messages this node sent to itself.
+    local: VecDeque<(NodeId, PeerMessage)>,
+    /// Added to every free-vector version that leaves this node.
+    pub(super) version_offset: u64,
+    /// This node's gossip address, as published.
+    gossip_addr: String,
+    /// The published state, minus the ledger fields.
+    pub(super) local_state: LocalState,
+    publish_due: Option<Instant>,
+    last_publish: Instant,
+    pub(super) next_tick: Instant,
+    /// The view changed since offers were last sent.
+    pub(super) offers_dirty: bool,
+    pub(super) last_offers: Instant,
+    /// Placement latencies (bounded ring) for logs and metrics.
+    pub(super) latencies: VecDeque<Duration>,
+    /// Live members at the last snapshot.
+    alive: BTreeSet<NodeId>,
+}
+
+impl Core {
+    /// Assembles a core.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: NodeId,
+        clock: Clock,
+        auctioneer: Auctioneer,
+        p2p: P2p,
+        executor: Executor,
+        gossip: Gossip,
+        local_state: LocalState,
+        version_offset: u64,
+        gossip_addr: String,
+    ) -> Self {
+        let now = clock.now();
+        let mut core = Core {
+            me,
+            clock,
+            auctioneer,
+            view: ClusterView::new(),
+            frameworks: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            p2p,
+            executor,
+            gossip,
+            queries: Queries::default(),
+            local: VecDeque::new(),
+            version_offset,
+            gossip_addr,
+            local_state,
+            publish_due: None,
+            last_publish: now,
+            next_tick: now + TICK,
+            offers_dirty: true,
+            last_offers: Instant::ZERO,
+            latencies: VecDeque::new(),
+            alive: BTreeSet::new(),
+        };
+        core.refresh_self();
+        core
+    }
+
+    /// The next instant the loop must wake at.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.next_tick;
+        for x in [self.auctioneer.poll_timeout(), self.publish_due]
+            .into_iter()
+            .flatten()
+        {
+            t = t.min(x);
+        }
+        for f in self.frameworks.values() {
+            if let Some(x) = f.bidder.poll_timeout() {
+                t = t.min(x);
+            }
+        }
+        t
+    }
+
+    /// Runs every due timer.
+    pub fn on_timeout(&mut self) {
+        let now = self.clock.now();
+        if self.auctioneer.poll_timeout().is_some_and(|t| t <= now) {
+            self.auctioneer.handle_timeout(now);
+        }
+        for f in self.frameworks.values_mut() {
+            if f.bidder.poll_timeout().is_some_and(|t| t <= now) {
+                f.bidder.handle_timeout(now, &mut self.view);
+            }
+        }
+        if self.publish_due.is_some_and(|t| t <= now) {
+            self.publish_due = None;
+            self.publish(now);
+        }
+        if self.next_tick <= now {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+    }
+
+    // ------------------------------------------------------------ gossip
+
+    /// This node's own entry in the view, from its ledger.
+    pub(super) fn refresh_self(&mut self) {
+        let mut info = NodeInfo::new(
+            self.me.clone(),
+            self.auctioneer.capacity(),
+            self.local_state.attrs.clone(),
+        );
+        info.free = self.auctioneer.free();
+        info.version = self.version_offset + self.auctioneer.version();
+        info.allocations = self.auctioneer.allocations();
+        info.addr = self.gossip_addr.clone();
+        self.view.upsert(info);
+    }
+
+    fn schedule_publish(&mut self, now: Instant) {
+        if self.publish_due.is_none() {
+            let at = (self.last_publish + PUBLISH_EVERY).max(now);
+            self.publish_due = Some(at);
+        }
+    }
+
+    fn publish(&mut self, now: Instant) {
+        self.last_publish = now;
+        let mut state = self.local_state.clone();
+        state.total = self.auctioneer.capacity();
+        state.free = self.auctioneer.free();
+        state.version = self.version_offset + self.auctioneer.version();
+        state.allocations = self.auctioneer.allocations();
+        self.gossip.publish(state);
+    }
+
+    /// Publishes the ledger now (used on shutdown).
+    pub fn publish_now(&mut self) {
+        let now = self.clock.now();
+        self.publish(now);
+    }
+
+    /// Diffs a membership snapshot into the view.
+    pub fn on_snapshot(&mut self, snap: &Snapshot) {
+        let now = self.clock.now();
+        let mut changed = false;
+        let mut seen = BTreeSet::new();
+        let mut died = Vec::new();
+        for m in &snap.members {
+            if m.id == self.me {
+                continue;
+            }
+            let Some(st) = &m.state else { continue };
+            seen.insert(m.id.clone());
+            self.p2p.set_peer(&m.id, &st.peer_id, &st.p2p_addr);
+            let was_alive = self.view.get(&m.id).map(|n| n.alive);
+            let info = NodeInfo {
+                id: m.id.clone(),
+                addr: m.gossip_addr.to_string(),
+                total: st.total,
+                free: st.free,
+                version: st.version,
+                attrs: st.attrs.clone(),
+                alive: m.alive,
+                allocations: st.allocations.clone(),
+            };
+            if self.view.upsert(info) != Upsert::Stale {
+                changed = true;
+            }
+            if self.view.set_alive(&m.id, m.alive) {
+                changed = true;
+            }
+            if m.alive {
+                if was_alive != Some(true) {
+                    tracing::info!(node = %m.id, "node is alive");
+                }
+            } else if was_alive == Some(true) {
+                died.push(m.id.clone());
+            }
+        }
+        // Members that vanished from gossip are dead too.
+        let vanished: Vec<NodeId> = self
+            .view
+            .iter()
+            .filter(|n| n.id != self.me && n.alive && !seen.contains(&n.id))
+            .map(|n| n.id.clone())
+            .collect();
+        for id in vanished {
+            self.view.set_alive(&id, false);
+            changed = true;
+            died.push(id);
+        }
+        for id in died {
+            tracing::warn!(node = %id, "node declared dead; its tasks are lost");
+            changed = true;
+            for f in self.frameworks.values_mut() {
+                f.bidder.node_down(now, &id);
+            }
+        }
+        self.alive = self
+            .view
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.id.clone())
+            .collect();
+        if changed {
+            self.auctioneer.set_shares(self.view.fair_shares());
+            self.offers_dirty = true;
+        }
+    }
+
+    /// Live nodes other than this one.
+    pub(super) fn live_peers(&self) -> Vec<NodeId> {
+        self.alive
+            .iter()
+            .filter(|n| **n != self.me)
+            .cloned()
+            .collect()
+    }
+
+    // ------------------------------------------------------------ peers
+
+    /// Sends a message (to this node itself through the local queue).
+    pub(super) fn send(&mut self, to: NodeId, mut msg: PeerMessage) {
+        if let PeerMessage::Reject(r) = &mut msg {
+            r.free_version = r.free_version.saturating_add(self.version_offset);
+        }
+        if to == self.me {
+            self.local.push_back((self.me.clone(), msg));
+        } else {
+            self.p2p.send(&to, msg);
+        }
+    }
+
+    /// Dispatches a message from a node (possibly this one).
+    pub async fn on_peer(&mut self, from: NodeId, msg: PeerMessage) {
+        let now = self.clock.now();
+        match msg {
+            PeerMessage::Bid(_)
+            | PeerMessage::Confirm(_)
+            | PeerMessage::Release(_)
+            | PeerMessage::StatusAck(_)
+            | PeerMessage::Kill(_) => {
+                let kind = msg.kind();
+                if let Err(e) = self.auctioneer.handle_message(now, from.clone(), msg) {
+                    tracing::debug!(%from, kind, error = %e, "auctioneer refused a message");
+                }
+            }
+            PeerMessage::Award(ref a) => {
+                let (task_id, lease_id) = (a.task_id.clone(), a.lease_id);
+                if !self.to_bidder(now, &task_id, from.clone(), msg) {
+                    // Nobody here wants it: give the lease back at once.
+                    self.send(
+                        from,
+                        PeerMessage::Release(agora_protocol::wire::Release { lease_id, task_id }),
+                    );
+                }
+            }
+            PeerMessage::Reject(ref r) => {
+                let task_id = r.task_id.clone();
+                self.view.apply_free(&from, r.free, r.free_version);
+                self.to_bidder(now, &task_id, from, msg);
+            }
+            PeerMessage::Confirmed(ref c) => {
+                let task_id = c.task_id.clone();
+                self.to_bidder(now, &task_id, from, msg);
+            }
+            PeerMessage::ConfirmRefused(ref c) => {
+                let task_id = c.task_id.clone();
+                self.to_bidder(now, &task_id, from, msg);
+            }
+            PeerMessage::Status(u) => {
+                if let Some(f) = self.frameworks.get_mut(&u.framework) {
+                    let _ =
+                        f.bidder
+                            .handle_message(now, from, PeerMessage::Status(u), &mut self.view);
+                } else {
+                    // The framework is gone: acknowledge so the node stops
+                    // re-sending, and stop a task nobody will hear about.
+                    let task_id = u.status.task_id.clone();
+                    tracing::debug!(%from, task = %task_id, "status for an unknown framework; acknowledging");
+                    self.send(
+                        from.clone(),
+                        PeerMessage::StatusAck(StatusAck {
+                            task_id: task_id.clone(),
+                            seq: u.seq,
+                        }),
+                    );
+                    if !u.status.state.is_terminal() {
+                        self.send(
+                            from,
+                            PeerMessage::Kill(agora_protocol::wire::Kill { task_id }),
+                        );
+                    }
+                }
+            }
+            PeerMessage::LogRead(r) => {
+                let mut chunk = self
+                    .executor
+                    .read_log(&r.task_id, r.stream, r.offset, r.max_bytes)
+                    .await;
+                chunk.request_id = r.request_id;
+                self.send(from, PeerMessage::LogChunk(chunk));
+            }
+            PeerMessage::LogChunk(c) => self.on_log_chunk(from, c).await,
+            PeerMessage::ListTasks(l) => {
+                let tasks = self.local_rows();
+                self.send(
+                    from,
+                    PeerMessage::TaskList(TaskList {
+                        request_id: l.request_id,
+                        tasks,
+                    }),
+                );
+            }
+            PeerMessage::TaskList(t) => self.on_task_list(from, t),
+        }
+    }
+
+    /// Hands a message to the bidder of the task's framework; false if
+    /// there is none on this node.
+    fn to_bidder(
+        &mut self,
+        now: Instant,
+        task_id: &TaskId,
+        from: NodeId,
+        msg: PeerMessage,
+    ) -> bool {
+        let Some(fw) = framework_of(task_id) else {
+            return false;
+        };
+        let Some(f) = self.frameworks.get_mut(&fw) else {
+            return false;
+        };
+        if let Err(e) = f.bidder.handle_message(now, from, msg, &mut self.view) {
+            tracing::debug!(error = %e, "bidder refused a message");
+        }
+        true
+    }
+
+    /// Every task this node knows: what it runs and what its frameworks placed.
+    pub(super) fn local_rows(&self) -> Vec<TaskRow> {
+        let mut rows = self.auctioneer.task_rows();
+        for f in self.frameworks.values() {
+            rows.extend(f.bidder.task_rows());
+        }
+        rows
+    }
+
+    // ------------------------------------------------------------ executor
+
+    /// Re-adopts recovered tasks and reports those that ended while down.
+    pub fn recover(&mut self, recovered: Vec<Recovered>) {
+        let now = self.clock.now();
+        for r in recovered {
+            match r {
+                Recovered::Running(req) => {
+                    tracing::info!(task = %req.task_id, "re-attached to a running task");
+                    if let Err(e) = self.auctioneer.adopt(
+                        req.task_id.clone(),
+                        req.framework.clone(),
+                        req.weight,
+                        req.home.clone(),
+                        &req.spec,
+                        req.ports.clone(),
+                        TaskState::Running,
+                    ) {
+                        tracing::warn!(task = %req.task_id, error = %e, "re-attached task does not fit the ledger; it runs on uncounted");
+                    }
+                }
+                Recovered::Ended(req, status) => {
+                    tracing::info!(task = %req.task_id, state = %status.state, "task ended while the agent was down");
+                    self.auctioneer
+                        .report_ended(now, req.home, req.framework, &req.spec, status);
+                }
+            }
+        }
+        self.refresh_self();
+    }
+
+    /// A task's state changed on this node.
+    pub fn on_exec(&mut self, ev: ExecEvent) {
+        let now = self.clock.now();
+        let ExecEvent::Status { request, status } = ev;
+        let terminal = status.state.is_terminal();
+        match self.auctioneer.task_status(now, status.clone()) {
+            Ok(()) => {}
+            Err(auctioneer::Error::UnknownTask(_)) if terminal => {
+                self.auctioneer.report_ended(
+                    now,
+                    request.home.clone(),
+                    request.framework.clone(),
+                    &request.spec,
+                    status,
+                );
+            }
+            Err(e) => {
+                tracing::debug!(task = %request.task_id, error = %e, "executor status not applied");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ draining
+
+    /// Drains every machine until nothing moves.
+    pub async fn drain(&mut self) {
+        let now = self.clock.now();
+        for _ in 0..10_000 {
+            let mut moved = false;
+            while let Some(t) = self.auctioneer.poll_transmit() {
+                moved = true;
+                self.send(t.to, t.msg);
+            }
+            while let Some(ev) = self.auctioneer.poll_event() {
+                moved = true;
+                self.on_auction_event(now, ev);
+            }
+            let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+            for id in ids {
+                loop {
+                    let Some(f) = self.frameworks.get_mut(&id) else {
+                        break;
+                    };
+                    if let Some(t) = f.bidder.poll_transmit() {
+                        moved = true;
+                        self.send(t.to, t.msg);
+                    } else if let Some(ev) = f.bidder.poll_event() {
+                        moved = true;
+                        self.on_bidder_event(now, &id, ev);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            while let Some((from, msg)) = self.local.pop_front() {
+                moved = true;
+                Box::pin(self.on_peer(from, msg)).await;
+            }
+            if !moved {
+                return;
+            }
+        }
+        tracing::warn!("machines still busy after 10000 drain rounds; continuing later");
+    }
+
+    fn on_auction_event(&mut self, now: Instant, ev: auctioneer::Event) {
+        match ev {
+            auctioneer::Event::Launch {
+                task_id,
+                framework,
+                home,
+                spec,
+                ports,
+            } => {
+                let weight = self
+                    .auctioneer
+                    .allocations()
+                    .get(&framework)
+                    .map_or(1, |u| u.weight);
+                tracing::debug!(task = %task_id, "launching");
+                self.executor.launch(LaunchRequest {
+                    task_id,
+                    framework,
+                    weight,
+                    home,
+                    spec,
+                    ports,
+                });
+            }
+            auctioneer::Event::Kill { task_id, grace } => {
+                tracing::debug!(task = %task_id, "killing");
+                self.executor.kill(&task_id, grace);
+            }
+            auctioneer::Event::LedgerChanged { .. } => {
+                self.refresh_self();
+                self.offers_dirty = true;
+                self.schedule_publish(now);
+            }
+            auctioneer::Event::StatusUndeliverable { task_id, home } => {
+                tracing::warn!(task = %task_id, %home, "gave up delivering a status update to the task's home node");
+            }
+        }
+    }
+
+    fn on_bidder_event(&mut self, now: Instant, fw: &FrameworkId, ev: bidder::Event) {
+        match ev {
+            bidder::Event::Status { name, status } => {
+                let Some(f) = self.frameworks.get_mut(fw) else {
+                    return;
+                };
+                let event = f.push_status(now, name, status);
+                if let Some(conn) = f.conn {
+                    self.reply(conn, ServerMessage::Status(event));
+                }
+            }
+            bidder::Event::Placed {
+                task_id,
+                node,
+                latency,
+                attempts,
+            } => {
+                tracing::debug!(task = %task_id, %node, ?latency, attempts, "placed");
+                if self.latencies.len() >= 10_000 {
+                    self.latencies.pop_front();
+                }
+                self.latencies.push_back(latency);
+            }
+        }
+    }
+
+    /// Queues an answer to a connection (dropped with a log line when its
+    /// queue is full: status events are re-sent later anyway).
+    pub(super) fn reply(&mut self, conn: u64, msg: ServerMessage) {
+        if let Some(c) = self.conns.get(&conn)
+            && let Err(e) = c.tx.try_send(msg)
+        {
+            tracing::debug!(conn, error = %e, "client queue full or closed; message dropped");
+        }
+    }
+}
+
+/// The framework a task belongs to (task ids are `FRAMEWORK.SEQ`).
+pub fn framework_of(task: &TaskId) -> Option<FrameworkId> {
+    let (fw, seq) = task.as_str().rsplit_once('.')?;
+    seq.parse::<u64>().ok()?;
+    FrameworkId::new(fw).ok()
+}

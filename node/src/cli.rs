@@ -1,0 +1,228 @@
+//! The command line: a clap-derive tree whose doc comments are the help text.
+//!
+//! `agora agent` runs a node; `agora run|ps|nodes|logs|kill` talk to a node
+//! over its framework socket (`--socket`, or `AGORA_SOCKET`); `agora keygen`
+//! prints a cluster key; `agora demo` runs a throwaway local cluster.
+//! Every `agent` flag is also a key of the TOML file given with `--config`
+//! (same spelling as the flag, e.g. `data-dir = "/var/lib/agora"`); a flag
+//! given on the command line wins over the file.
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Agora: a masterless cluster scheduler. Every machine runs `agora agent`;
+/// frameworks and this CLI talk to their local node over its socket.
+#[derive(Debug, Parser)]
+#[command(name = "agora", version, about, long_about = None)]
+pub struct Cli {
+    /// The node's framework socket (default: the agent's DATA_DIR/agora.sock,
+    /// i.e. /var/lib/agora/agora.sock).
+    #[arg(long, global = true, env = "AGORA_SOCKET")]
+    pub socket: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new cluster key (32 random bytes, base64). Save it to a file
+    /// readable only by the agent's user: `agora keygen > cluster.key`.
+    Keygen,
+    /// Run a node: gossip, auctions, tasks and the framework socket.
+    Agent(Box<AgentArgs>),
+    /// Submit tasks through the auction.
+    Run(RunArgs),
+    /// List tasks (id, name, state, node, exit code) across the cluster.
+    Ps(ListArgs),
+    /// List the cluster's nodes as this node sees them.
+    Nodes(ListArgs),
+    /// Print a task's output, fetched from whichever node ran it.
+    Logs(LogsArgs),
+    /// Kill a task (TERM, then KILL after its grace period).
+    Kill(KillArgs),
+    /// Start a local cluster on loopback, run tasks on it, print where they
+    /// ran and how fast they were placed, and tear it all down.
+    Demo(DemoArgs),
+}
+
+/// `agora agent` flags. Each is also a key in the `--config` TOML file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AgentArgs {
+    /// TOML file whose keys are these flags' long names (flags win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Where the node keeps its identity, checkpoints, sandboxes and socket
+    /// [default: /var/lib/agora].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// This node's id (letters, digits and . _ - : @). Default: HOSTNAME-XXXX,
+    /// generated once and kept in DATA_DIR/node-id.
+    #[arg(long)]
+    pub node_id: Option<String>,
+
+    /// Gossip address (UDP), HOST:PORT [default: 0.0.0.0:7700].
+    #[arg(long)]
+    pub listen: Option<String>,
+
+    /// Gossip address other nodes use to reach this one, when it differs
+    /// from --listen (required in practice when --listen is 0.0.0.0)
+    /// [default: --listen, with 0.0.0.0 replaced by 127.0.0.1].
+    #[arg(long)]
+    pub advertise: Option<String>,
+
+    /// Gossip addresses of nodes already in the cluster, HOST:PORT, comma
+    /// separated or repeated. Empty for the first node.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+
+    /// File holding the cluster key (from `agora keygen`). Required.
+    #[arg(long)]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// Cluster name: nodes with another name ignore each other [default: agora].
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+
+    /// Node-to-node address (libp2p, TCP), HOST:PORT [default: --listen's
+    /// host and its PORT+1].
+    #[arg(long)]
+    pub p2p_listen: Option<String>,
+
+    /// Framework socket path: set with the global `--socket` flag (or
+    /// AGORA_SOCKET) [default: DATA_DIR/agora.sock].
+    #[arg(skip)]
+    pub socket: Option<PathBuf>,
+
+    /// CPUs to offer, e.g. 2 or 0.5 [default: what the host has].
+    #[arg(long)]
+    pub cpus: Option<String>,
+
+    /// Memory to offer, MiB or with a unit (512, 2G) [default: the host's].
+    #[arg(long)]
+    pub mem: Option<String>,
+
+    /// Disk to offer, MiB or with a unit [default: 10G].
+    #[arg(long)]
+    pub disk: Option<String>,
+
+    /// GPUs to offer [default: 0].
+    #[arg(long)]
+    pub gpus: Option<u32>,
+
+    /// Ports handed to tasks that ask for them, e.g. 31000-32000
+    /// [default: 31000-32000].
+    #[arg(long)]
+    pub ports: Option<String>,
+
+    /// Attribute KEY=VALUE for placement constraints (repeatable), e.g.
+    /// zone=eu-1. os, arch and hostname are set automatically.
+    #[arg(long = "attr")]
+    #[serde(rename = "attr")]
+    pub attrs: Option<Vec<String>>,
+
+    /// Gossip round interval in milliseconds [default: 500].
+    #[arg(long)]
+    pub gossip_interval_ms: Option<u64>,
+
+    /// Do not use cgroups even where the host allows them.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub no_cgroups: Option<bool>,
+
+    /// Log format: text or json [default: text].
+    #[arg(long)]
+    pub log_format: Option<String>,
+
+    /// Log filter, e.g. info or agora_node=debug [default: info, or RUST_LOG].
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+/// `agora run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// How many tasks.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// CPUs per task, e.g. 0.5.
+    #[arg(long, default_value = "0.1")]
+    pub cpus: String,
+    /// Memory per task, MiB or with a unit.
+    #[arg(long, default_value = "0")]
+    pub mem: String,
+    /// Placement constraint (repeatable): KEY==VALUE, KEY!=VALUE,
+    /// "KEY in A,B", KEY:unique, KEY:spread.
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// Job name shared by the tasks [default: the program's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable KEY=VALUE for the tasks (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Priority class (higher wins contention first).
+    #[arg(long, default_value_t = 0)]
+    pub priority: u8,
+    /// Give up placing a task after this many seconds (0: node default, 60).
+    #[arg(long, default_value_t = 0)]
+    pub placement_timeout: u32,
+    /// Wait until every task has ended, showing progress on stderr; exit
+    /// non-zero if any did not finish successfully.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print task ids and final states as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Flags of the listing commands.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array with stable snake_case keys.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agora logs` flags.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The task id.
+    pub task: String,
+    /// Print standard error instead of standard output.
+    #[arg(long)]
+    pub stderr: bool,
+}
+
+/// `agora kill` flags.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The task id.
+    pub task: String,
+}
+
+/// `agora demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: u32,
+    /// Number of tasks.
+    #[arg(long, default_value_t = 100)]
+    pub tasks: u32,
+    /// CPUs each node offers.
+    #[arg(long, default_value = "2")]
+    pub cpus: String,
+    /// Keep the temporary directory (and print its path) for inspection.
+    #[arg(long)]
+    pub keep: bool,
+}

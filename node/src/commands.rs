@@ -1,0 +1,480 @@
+//! The CLI's framework commands: `run`, `ps`, `nodes`, `logs`, `kill`.
+//! Each connects to the node's socket as a client ([`crate::client`]);
+//! `run` and `kill` register as the framework `cli`.
+//!
+//! Exit codes: 0 success; 1 `run --wait` saw a task end other than
+//! finished; 2 an error (printed as one line on stderr).
+
+use crate::cli::{KillArgs, ListArgs, LogsArgs, RunArgs};
+use crate::client::Client;
+use agora_protocol::constraint::Constraint;
+use agora_protocol::resources::{format_cpus, parse_cpus, parse_mib};
+use agora_protocol::task::{Command, Priority, TaskSpec, TaskState};
+use agora_protocol::wire::{
+    ClientMessage, ErrorReply, ListTasks, LogStream, NodeRow, ReadLog, Register, ServerMessage,
+    StatusAck, Submit, TaskRow,
+};
+use agora_protocol::{Resources, TaskId};
+use anyhow::{Context, bail};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The CLI's framework keeps its tasks this long after it disconnects.
+pub const CLI_FAILOVER_MS: u32 = 7 * 24 * 3600 * 1000;
+
+fn error_text(e: &ErrorReply) -> String {
+    format!("the node refused: {} ({:?})", e.message, e.code)
+}
+
+/// Registers as the `cli` framework.
+///
+/// # Errors
+/// Connection problems or a refused registration.
+pub async fn register_cli(client: &mut Client) -> anyhow::Result<()> {
+    client
+        .send(&ClientMessage::Register(Register {
+            name: "cli".into(),
+            role: String::new(),
+            weight: 1,
+            failover_timeout_ms: CLI_FAILOVER_MS,
+            framework_id: None,
+        }))
+        .await?;
+    match client.recv().await? {
+        ServerMessage::Registered(_) => Ok(()),
+        ServerMessage::Error(e) => bail!(error_text(&e)),
+        other => bail!("unexpected answer to register: {other:?}"),
+    }
+}
+
+/// Builds the task specs of `agora run`.
+///
+/// # Errors
+/// Invalid quantities, constraints or environment variables.
+pub fn specs(args: &RunArgs) -> anyhow::Result<Vec<TaskSpec>> {
+    let cpu = parse_cpus(&args.cpus).context("--cpus")?;
+    let mem = parse_mib(&args.mem).context("--mem")?;
+    let constraints = args
+        .constraints
+        .iter()
+        .map(|c| c.parse::<Constraint>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--constraint")?;
+    let mut env = BTreeMap::new();
+    for e in &args.env {
+        let (k, v) = e
+            .split_once('=')
+            .with_context(|| format!("--env {e:?} is not KEY=VALUE"))?;
+        env.insert(k.to_string(), v.to_string());
+    }
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.command
+            .first()
+            .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
+            .unwrap_or_else(|| "task".into())
+    });
+    let mut spec = TaskSpec::new(
+        name,
+        Command::Argv(args.command.clone()),
+        Resources::cpu_mem(cpu, mem),
+    );
+    spec.env = env;
+    spec.constraints = constraints;
+    spec.priority = Priority(args.priority);
+    spec.placement_timeout_ms = args.placement_timeout.saturating_mul(1000);
+    spec.validate().context("invalid task")?;
+    Ok(vec![spec; args.count as usize])
+}
+
+/// What `submit_and_wait` observed.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// Task ids in submit order.
+    pub ids: Vec<TaskId>,
+    /// Final (or last seen) state per task.
+    pub states: BTreeMap<TaskId, (TaskState, Option<String>, Option<agora_protocol::NodeId>)>,
+    /// Submit → `starting` (or later) per placed task.
+    pub placement: Vec<Duration>,
+}
+
+/// Submits specs and, if `wait`, follows their status until all have ended.
+///
+/// # Errors
+/// Connection problems or a refused submit.
+pub async fn submit_and_wait(
+    client: &mut Client,
+    specs: Vec<TaskSpec>,
+    wait: bool,
+    progress: bool,
+) -> anyhow::Result<RunOutcome> {
+    let mut out = RunOutcome::default();
+    let started = Instant::now();
+    let total = specs.len();
+    for (i, chunk) in specs.chunks(agora_protocol::wire::MAX_SUBMIT).enumerate() {
+        client
+            .send(&ClientMessage::Submit(Submit {
+                request_id: i as u64 + 1,
+                tasks: chunk.to_vec(),
+            }))
+            .await?;
+        loop {
+            match client.recv().await? {
+                ServerMessage::Submitted(s) => {
+                    out.ids.extend(s.task_ids);
+                    break;
+                }
+                ServerMessage::Error(e) => bail!(error_text(&e)),
+                ServerMessage::Status(ev) => note(client, &mut out, started, ev).await?,
+                _ => {}
+            }
+        }
+    }
+    if !wait {
+        return Ok(out);
+    }
+    let ids: BTreeSet<TaskId> = out.ids.iter().cloned().collect();
+    let mut last_print = Instant::now() - Duration::from_secs(1);
+    loop {
+        let ended = out
+            .states
+            .iter()
+            .filter(|(id, s)| ids.contains(*id) && s.0.is_terminal())
+            .count();
+        if progress && (last_print.elapsed() >= Duration::from_millis(200) || ended == total) {
+            last_print = Instant::now();
+            let running = out
+                .states
+                .values()
+                .filter(|s| matches!(s.0, TaskState::Starting | TaskState::Running))
+                .count();
+            let failed = out
+                .states
+                .values()
+                .filter(|s| s.0.is_terminal() && s.0 != TaskState::Finished)
+                .count();
+            eprint!("\r{ended}/{total} ended, {running} running, {failed} not finished ok   ");
+            let _ = std::io::stderr().flush();
+        }
+        if ended == total {
+            if progress {
+                eprintln!();
+            }
+            return Ok(out);
+        }
+        match client.recv().await? {
+            ServerMessage::Status(ev) => note(client, &mut out, started, ev).await?,
+            ServerMessage::Error(e) => eprintln!("warning: {}", error_text(&e)),
+            _ => {}
+        }
+    }
+}
+
+async fn note(
+    client: &mut Client,
+    out: &mut RunOutcome,
+    started: Instant,
+    ev: agora_protocol::wire::StatusEvent,
+) -> anyhow::Result<()> {
+    if ev.seq > 0 {
+        client
+            .send(&ClientMessage::Ack(StatusAck {
+                task_id: ev.status.task_id.clone(),
+                seq: ev.seq,
+            }))
+            .await?;
+    }
+    let s = ev.status;
+    let first_placed = s.state != TaskState::Staging
+        && !out
+            .states
+            .get(&s.task_id)
+            .is_some_and(|p| p.0 != TaskState::Staging);
+    if first_placed && s.node.is_some() {
+        out.placement.push(started.elapsed());
+    }
+    let old = out.states.get(&s.task_id).map(|p| p.0);
+    if old.is_none_or(|o| o.can_transition_to(s.state)) {
+        out.states.insert(
+            s.task_id.clone(),
+            (s.state, s.reason.clone(), s.node.clone()),
+        );
+    }
+    Ok(())
+}
+
+/// `agora run`.
+///
+/// # Errors
+/// Bad flags, connection problems, a refused submit.
+pub async fn run(socket: &Path, args: RunArgs) -> anyhow::Result<i32> {
+    let specs = specs(&args)?;
+    let mut client = Client::connect(socket).await?;
+    register_cli(&mut client).await?;
+    let outcome = submit_and_wait(&mut client, specs, args.wait, !args.json).await?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = outcome
+            .ids
+            .iter()
+            .map(|id| {
+                let st = outcome.states.get(id);
+                serde_json::json!({
+                    "id": id.as_str(),
+                    "state": st.map_or("staging", |s| s.0.name()),
+                    "node": st.and_then(|s| s.2.as_ref()).map(|n| n.as_str()),
+                    "reason": st.and_then(|s| s.1.clone()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else if !args.wait {
+        for id in &outcome.ids {
+            println!("{id}");
+        }
+    }
+    if !args.wait {
+        return Ok(0);
+    }
+    let bad: Vec<_> = outcome
+        .states
+        .iter()
+        .filter(|(_, s)| s.0 != TaskState::Finished)
+        .collect();
+    if !args.json {
+        eprintln!(
+            "{} tasks: {} finished, {} did not finish ok",
+            outcome.ids.len(),
+            outcome.ids.len() - bad.len(),
+            bad.len()
+        );
+        for (id, (state, reason, _)) in bad.iter().take(20) {
+            eprintln!(
+                "  {id}: {state}{}",
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(if bad.is_empty() { 0 } else { 1 })
+}
+
+/// Lists every task the cluster knows (through `socket`'s node).
+///
+/// # Errors
+/// Connection problems.
+pub async fn list_tasks(client: &mut Client) -> anyhow::Result<Vec<TaskRow>> {
+    client
+        .send(&ClientMessage::ListTasks(ListTasks { request_id: 1 }))
+        .await?;
+    loop {
+        match client.recv().await? {
+            ServerMessage::Tasks(t) => return Ok(t.tasks),
+            ServerMessage::Error(e) => bail!(error_text(&e)),
+            _ => {}
+        }
+    }
+}
+
+/// Lists the nodes as the socket's node sees them.
+///
+/// # Errors
+/// Connection problems.
+pub async fn list_nodes(client: &mut Client) -> anyhow::Result<Vec<NodeRow>> {
+    client
+        .send(&ClientMessage::ListNodes(ListTasks { request_id: 1 }))
+        .await?;
+    loop {
+        match client.recv().await? {
+            ServerMessage::Nodes(n) => return Ok(n.nodes),
+            ServerMessage::Error(e) => bail!(error_text(&e)),
+            _ => {}
+        }
+    }
+}
+
+/// `agora ps`.
+///
+/// # Errors
+/// Connection problems.
+pub async fn ps(socket: &Path, args: ListArgs) -> anyhow::Result<i32> {
+    let mut client = Client::connect(socket).await?;
+    let rows = list_tasks(&mut client).await?;
+    if args.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.task_id.as_str(),
+                    "name": r.name,
+                    "state": r.state.name(),
+                    "node": r.node.as_ref().map(|n| n.as_str()),
+                    "exit_code": r.exit_code,
+                    "framework": r.framework.as_str(),
+                    "cpus": r.resources.cpu_millis as f64 / 1000.0,
+                    "mem_mib": r.resources.mem_mib,
+                    "reason": r.reason,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    println!(
+        "{:<44} {:<16} {:<9} {:<20} EXIT",
+        "ID", "NAME", "STATE", "NODE"
+    );
+    for r in rows {
+        println!(
+            "{:<44} {:<16} {:<9} {:<20} {}",
+            r.task_id,
+            r.name,
+            r.state.name(),
+            r.node.as_ref().map_or("-", |n| n.as_str()),
+            r.exit_code.map_or("-".to_string(), |c| c.to_string())
+        );
+    }
+    Ok(0)
+}
+
+/// `agora nodes`.
+///
+/// # Errors
+/// Connection problems.
+pub async fn nodes(socket: &Path, args: ListArgs) -> anyhow::Result<i32> {
+    let mut client = Client::connect(socket).await?;
+    let rows = list_nodes(&mut client).await?;
+    if args.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id.as_str(),
+                    "addr": n.addr,
+                    "alive": n.alive,
+                    "cpus_total": n.total.cpu_millis as f64 / 1000.0,
+                    "cpus_free": n.free.cpu_millis as f64 / 1000.0,
+                    "mem_total_mib": n.total.mem_mib,
+                    "mem_free_mib": n.free.mem_mib,
+                    "disk_total_mib": n.total.disk_mib,
+                    "disk_free_mib": n.free.disk_mib,
+                    "gpus_total": n.total.gpus,
+                    "gpus_free": n.free.gpus,
+                    "attrs": n.attrs.0,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:<22} {:<6} {:>11} {:>15} ATTRS",
+        "ID", "ADDR", "ALIVE", "CPUS FREE", "MEM FREE MIB"
+    );
+    for n in rows {
+        let attrs: Vec<String> = n.attrs.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<24} {:<22} {:<6} {:>11} {:>15} {}",
+            n.id,
+            n.addr,
+            if n.alive { "yes" } else { "DEAD" },
+            format!(
+                "{}/{}",
+                format_cpus(n.free.cpu_millis),
+                format_cpus(n.total.cpu_millis)
+            ),
+            format!("{}/{}", n.free.mem_mib, n.total.mem_mib),
+            attrs.join(",")
+        );
+    }
+    Ok(0)
+}
+
+/// Reads a whole log stream of a task.
+///
+/// # Errors
+/// Connection problems or the node's error (unknown task, unreadable file).
+pub async fn read_log(
+    client: &mut Client,
+    task: &TaskId,
+    stream: LogStream,
+    mut sink: impl Write,
+) -> anyhow::Result<()> {
+    let mut offset = 0;
+    for request_id in 1u64.. {
+        client
+            .send(&ClientMessage::ReadLog(ReadLog {
+                request_id,
+                task_id: task.clone(),
+                stream,
+                offset,
+                max_bytes: agora_protocol::wire::MAX_LOG_CHUNK,
+            }))
+            .await?;
+        let chunk = loop {
+            match client.recv().await? {
+                ServerMessage::Log(c) if c.request_id == request_id => break c,
+                ServerMessage::Error(e) => bail!(error_text(&e)),
+                _ => {}
+            }
+        };
+        if let Some(e) = chunk.error {
+            bail!("cannot read the log of {task}: {e}");
+        }
+        sink.write_all(&chunk.data)
+            .context("cannot write the log out")?;
+        if chunk.eof || chunk.data.is_empty() {
+            break;
+        }
+        offset = chunk.next_offset;
+    }
+    Ok(())
+}
+
+/// `agora logs`.
+///
+/// # Errors
+/// Bad id, connection problems, unreadable log.
+pub async fn logs(socket: &Path, args: LogsArgs) -> anyhow::Result<i32> {
+    let task =
+        TaskId::new(&args.task).with_context(|| format!("{:?} is not a task id", args.task))?;
+    let mut client = Client::connect(socket).await?;
+    let stream = if args.stderr {
+        LogStream::Stderr
+    } else {
+        LogStream::Stdout
+    };
+    read_log(&mut client, &task, stream, std::io::stdout().lock()).await?;
+    Ok(0)
+}
+
+/// `agora kill`.
+///
+/// # Errors
+/// Bad id, connection problems, unknown task.
+pub async fn kill(socket: &Path, args: KillArgs) -> anyhow::Result<i32> {
+    let task =
+        TaskId::new(&args.task).with_context(|| format!("{:?} is not a task id", args.task))?;
+    let mut client = Client::connect(socket).await?;
+    register_cli(&mut client).await?;
+    client
+        .send(&ClientMessage::Kill(agora_protocol::wire::Kill {
+            task_id: task.clone(),
+        }))
+        .await?;
+    // A listing after the kill: an error about the kill arrives first.
+    client
+        .send(&ClientMessage::ListTasks(ListTasks { request_id: 1 }))
+        .await?;
+    loop {
+        match client.recv().await? {
+            ServerMessage::Error(e) => bail!(error_text(&e)),
+            ServerMessage::Tasks(_) => break,
+            _ => {}
+        }
+    }
+    eprintln!("kill requested for {task}");
+    Ok(0)
+}

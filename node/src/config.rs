@@ -1,0 +1,284 @@
+//! The agent's configuration: flags merged over the `--config` TOML file,
+//! defaults applied, and every value checked once, here, with errors that
+//! say which flag or key was wrong.
+//!
+//! Ports: gossip is UDP on `--listen` (default 0.0.0.0:7700); node-to-node
+//! messages are libp2p over TCP on `--p2p-listen` (default: the same host,
+//! PORT+1); frameworks use the Unix socket DATA_DIR/agora.sock unless
+//! `--socket` says otherwise. Tasks asking for ports get them from `--ports`
+//! (default 31000-32000).
+
+use crate::cli::AgentArgs;
+use agora_protocol::constraint::Attributes;
+use agora_protocol::resources::{PortSet, Resources, parse_cpus, parse_mib};
+use anyhow::{Context, bail};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default gossip port.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7700;
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/agora";
+
+/// Everything an agent needs, resolved and checked.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Node id from the flag or file, if given (else generated and persisted).
+    pub node_id: Option<String>,
+    /// Gossip bind address.
+    pub listen: SocketAddr,
+    /// Gossip address published to peers.
+    pub advertise: SocketAddr,
+    /// Seeds.
+    pub seeds: Vec<String>,
+    /// Cluster key file.
+    pub cluster_key_file: PathBuf,
+    /// Cluster name.
+    pub cluster_id: String,
+    /// libp2p bind address.
+    pub p2p_listen: SocketAddr,
+    /// Framework socket path.
+    pub socket: PathBuf,
+    /// Resources offered (ports count is taken from `ports`).
+    pub capacity: Resources,
+    /// Ports for tasks.
+    pub ports: PortSet,
+    /// Attributes (os, arch, hostname and the operator's labels).
+    pub attrs: Attributes,
+    /// Gossip interval.
+    pub gossip_interval: Duration,
+    /// Whether to try cgroups.
+    pub cgroups: bool,
+    /// "text" or "json".
+    pub log_format: String,
+    /// Log filter.
+    pub log_level: Option<String>,
+}
+
+/// Reads the `--config` file, if any, and lays the flags over it.
+///
+/// # Errors
+/// Unreadable or invalid TOML, with the path.
+pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentArgs> {
+    let file = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<AgentArgs>(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => AgentArgs::default(),
+    };
+    Ok(AgentArgs {
+        config: flags.config,
+        data_dir: flags.data_dir.or(file.data_dir),
+        node_id: flags.node_id.or(file.node_id),
+        listen: flags.listen.or(file.listen),
+        advertise: flags.advertise.or(file.advertise),
+        seeds: flags.seeds.or(file.seeds),
+        cluster_key_file: flags.cluster_key_file.or(file.cluster_key_file),
+        cluster_id: flags.cluster_id.or(file.cluster_id),
+        p2p_listen: flags.p2p_listen.or(file.p2p_listen),
+        socket: socket.or(file.socket),
+        cpus: flags.cpus.or(file.cpus),
+        mem: flags.mem.or(file.mem),
+        disk: flags.disk.or(file.disk),
+        gpus: flags.gpus.or(file.gpus),
+        ports: flags.ports.or(file.ports),
+        attrs: flags.attrs.or(file.attrs),
+        gossip_interval_ms: flags.gossip_interval_ms.or(file.gossip_interval_ms),
+        no_cgroups: flags.no_cgroups.or(file.no_cgroups),
+        log_format: flags.log_format.or(file.log_format),
+        log_level: flags.log_level.or(file.log_level),
+    })
+}
+
+fn resolve_addr(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.to_socket_addrs()
+        .with_context(|| format!("--{flag} {text:?} is not a HOST:PORT address"))?
+        .next()
+        .with_context(|| format!("--{flag} {text:?} resolves to no address"))
+}
+
+fn host_cpus() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64) * 1000
+}
+
+fn host_mem_mib() -> u64 {
+    match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_memory();
+            sys.total_memory() / (1024 * 1024)
+        }
+        Err(_) => 1024,
+    }
+}
+
+fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "localhost".to_string())
+}
+
+impl AgentConfig {
+    /// Applies defaults and checks every value.
+    ///
+    /// # Errors
+    /// The first invalid value, naming its flag and how to fix it.
+    pub fn resolve(args: AgentArgs) -> anyhow::Result<Self> {
+        let data_dir = args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = args
+            .listen
+            .unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_GOSSIP_PORT}"));
+        let listen = resolve_addr("listen", &listen_text)?;
+        let advertise = match &args.advertise {
+            Some(a) => resolve_addr("advertise", a)?,
+            None if listen.ip().is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+            }
+            None => listen,
+        };
+        let p2p_listen = match &args.p2p_listen {
+            Some(a) => resolve_addr("p2p-listen", a)?,
+            None => {
+                let port = listen.port().checked_add(1).with_context(|| {
+                    format!(
+                        "--listen port {} leaves no PORT+1 for libp2p; give --p2p-listen",
+                        listen.port()
+                    )
+                })?;
+                if listen.port() == 0 {
+                    bail!("--listen with port 0 needs an explicit --p2p-listen");
+                }
+                SocketAddr::new(listen.ip(), port)
+            }
+        };
+        let cluster_key_file = args.cluster_key_file.context(
+            "--cluster-key-file is required: create a key with `agora keygen > cluster.key` and give every node the same file",
+        )?;
+        let cpu_millis = match &args.cpus {
+            Some(c) => parse_cpus(c).context("--cpus")?,
+            None => host_cpus(),
+        };
+        let mem_mib = match &args.mem {
+            Some(m) => parse_mib(m).context("--mem")?,
+            None => host_mem_mib(),
+        };
+        let disk_mib = match &args.disk {
+            Some(d) => parse_mib(d).context("--disk")?,
+            None => 10 * 1024,
+        };
+        let ports =
+            PortSet::parse(args.ports.as_deref().unwrap_or("31000-32000")).context("--ports")?;
+        let mut attrs = Attributes::default();
+        attrs.insert("os", std::env::consts::OS);
+        attrs.insert("arch", std::env::consts::ARCH);
+        attrs.insert("hostname", hostname());
+        for label in args.attrs.unwrap_or_default() {
+            let (k, v) = Attributes::parse_label(&label).context("--attr")?;
+            attrs.insert(k, v);
+        }
+        let interval = args.gossip_interval_ms.unwrap_or(500);
+        if !(10..=60_000).contains(&interval) {
+            bail!("--gossip-interval-ms {interval} is out of range; use 10 to 60000");
+        }
+        let log_format = args.log_format.unwrap_or_else(|| "text".to_string());
+        if log_format != "text" && log_format != "json" {
+            bail!("--log-format {log_format:?} is unknown; use text or json");
+        }
+        let socket = args.socket.unwrap_or_else(|| data_dir.join("agora.sock"));
+        Ok(AgentConfig {
+            node_id: args.node_id,
+            listen,
+            advertise,
+            seeds: args
+                .seeds
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            cluster_key_file,
+            cluster_id: args.cluster_id.unwrap_or_else(|| "agora".to_string()),
+            p2p_listen,
+            socket,
+            capacity: Resources {
+                cpu_millis,
+                mem_mib,
+                disk_mib,
+                gpus: args.gpus.unwrap_or(0),
+                ports: 0,
+            },
+            ports,
+            attrs,
+            gossip_interval: Duration::from_millis(interval),
+            cgroups: !args.no_cgroups.unwrap_or(false),
+            log_format,
+            log_level: args.log_level,
+            data_dir,
+        })
+    }
+
+    /// The libp2p address published to peers: the p2p port on the
+    /// advertised gossip host when the bind address is unspecified.
+    pub fn p2p_advertise(&self) -> SocketAddr {
+        if self.p2p_listen.ip().is_unspecified() {
+            SocketAddr::new(self.advertise.ip(), self.p2p_listen.port())
+        } else {
+            self.p2p_listen
+        }
+    }
+}
+
+/// Creates a directory (and parents) with a clear error.
+///
+/// # Errors
+/// Permission or IO errors, with the path.
+pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_keys_match_flags_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("agora-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            "data-dir = \"/tmp/x\"\nlisten = \"127.0.0.1:9000\"\ncpus = \"3\"\nattr = [\"zone=a\"]\ncluster-key-file = \"k\"\nsocket = \"/tmp/s.sock\"\ngossip-interval-ms = 100\nno-cgroups = true\n",
+        )
+        .unwrap();
+        let flags = AgentArgs {
+            config: Some(path),
+            cpus: Some("1".into()),
+            ..AgentArgs::default()
+        };
+        let merged = merge(flags, None).unwrap();
+        let cfg = AgentConfig::resolve(merged).unwrap();
+        assert_eq!(cfg.capacity.cpu_millis, 1000);
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.p2p_listen.port(), 9001);
+        assert_eq!(cfg.attrs.get("zone"), Some("a"));
+        assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
+        assert!(!cfg.cgroups);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "no-such-key = 1\n").unwrap();
+        let err = merge(
+            AgentArgs {
+                config: Some(bad),
+                ..AgentArgs::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("no-such-key"), "{err:#}");
+    }
+}
