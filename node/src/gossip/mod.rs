@@ -12,48 +12,110 @@
 //! gossip.stats();                           // counters for metrics
 //! gossip.leave().await;                     // graceful shutdown
 //! ```
+//!
+//! # How it fits together
+//!
+//! - chitchat 0.13 (scuttlebutt anti-entropy and a phi-accrual failure
+//!   detector) runs the membership. Each node is a `ChitchatId` of its node
+//!   id, a *generation* (milliseconds since the Unix epoch at start, so a
+//!   restarted node is a new member and its old incarnation dies away) and
+//!   its advertised gossip address.
+//! - `state.rs` spells [`LocalState`] as a few short chitchat keys (a few
+//!   hundred bytes per node) and reads peers' keys defensively.
+//! - `relay.rs` is the only socket on the network: chitchat itself talks to
+//!   loopback and every datagram is sealed (`seal.rs`, XChaCha20-Poly1305
+//!   with the cluster key) on the way out and opened on the way in; a
+//!   datagram that fails to open is dropped and counted.
+//! - `view.rs` is the driver task: it applies [`Gossip::publish`] and turns
+//!   chitchat's state into [`Snapshot`]s on a watch channel.
+//!
+//! # Timing defaults
+//!
+//! With the default [`DEFAULT_INTERVAL`] of 1 s, each node gossips with up to
+//! three peers a second. The failure detector (see [`failure_detector_config`])
+//! declares a member dead when the time since its last heartbeat exceeds
+//! `phi_threshold` (8) times the mean interval between heartbeats observed
+//! for it; heartbeats reach a peer about twice per round in small clusters
+//! and more often in larger ones, so a node that stops abruptly is reported
+//! dead after roughly 4 to 9 s (measured: see the tests), well within the
+//! 30 s that lost-task reporting promises. A node that leaves gracefully
+//! ([`Gossip::leave`]) is reported not alive within about one round. Dead
+//! members stay in snapshots (not alive) for [`DEAD_MEMBER_RETENTION`], then
+//! chitchat forgets them.
+//!
+//! # Limits
+//!
+//! Chitchat sends its full digest in every round inside one UDP datagram; the
+//! seal adds 41 bytes, so the largest chitchat datagram that can be sent is
+//! 65,466 bytes ([`relay::MAX_PLAINTEXT`]); a larger one is dropped with a
+//! warning and counted in [`GossipStats::send_failures`]. This caps one cell
+//! at roughly a thousand members.
 
 use agora_protocol::constraint::Attributes;
 use agora_protocol::fairness::FrameworkUsage;
 use agora_protocol::ids::{FrameworkId, NodeId};
 use agora_protocol::resources::Resources;
+use anyhow::{Context, bail};
+use chitchat::transport::Transport;
+use chitchat::{
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
+    spawn_chitchat,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 
-/// The 32-byte secret shared by every node of a cluster (base64 in files).
-#[derive(Clone)]
-pub struct ClusterKey(pub [u8; 32]);
+mod key;
+pub mod relay;
+pub mod seal;
+pub mod state;
+mod view;
 
-impl ClusterKey {
-    /// A fresh random key.
-    pub fn generate() -> Self {
-        todo!("gossip work")
-    }
-    /// Standard base64 of the 32 bytes.
-    pub fn to_base64(&self) -> String {
-        todo!("gossip work")
-    }
-    /// Parses base64 text (surrounding whitespace ignored).
-    ///
-    /// # Errors
-    /// A message saying what is wrong and how to make a key (`agora keygen`).
-    pub fn from_base64(_text: &str) -> anyhow::Result<Self> {
-        todo!("gossip work")
-    }
-    /// Reads a key file written by `agora keygen > FILE`.
-    ///
-    /// # Errors
-    /// Unreadable file or bad content, with the path in the message.
-    pub fn load(_path: &Path) -> anyhow::Result<Self> {
-        todo!("gossip work")
+#[cfg(test)]
+mod tests;
+
+pub use key::ClusterKey;
+
+/// Default gossip round interval (see the module docs for why).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default cluster id (nodes with another id ignore each other).
+pub const DEFAULT_CLUSTER_ID: &str = "agora";
+
+/// How long a dead member stays in snapshots (as not alive) before chitchat
+/// garbage-collects it. Chitchat stops gossiping about it after half of this.
+pub const DEAD_MEMBER_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// How long tombstoned keys are kept before garbage collection.
+const TOMBSTONE_RETENTION: Duration = Duration::from_secs(60 * 60);
+
+/// The chitchat failure detector settings used for a gossip `interval`.
+///
+/// - `phi_threshold` 8 (chitchat's default): dead after 8 mean heartbeat
+///   intervals of silence;
+/// - `initial_interval` = `interval`: the prior mean heartbeat interval
+///   (weight 5) a new member starts with; chitchat's default of 5 s would
+///   make detection take up to 40 s during a member's first minutes;
+/// - `max_interval` = max(10 s, 10 × interval): longer gaps are not samples;
+/// - `sampling_window_size` 1000 (chitchat's default);
+/// - `dead_node_grace_period` = [`DEAD_MEMBER_RETENTION`].
+pub fn failure_detector_config(interval: Duration) -> FailureDetectorConfig {
+    FailureDetectorConfig {
+        phi_threshold: 8.0,
+        sampling_window_size: 1_000,
+        max_interval: (interval * 10).max(Duration::from_secs(10)),
+        initial_interval: interval,
+        dead_node_grace_period: DEAD_MEMBER_RETENTION,
     }
 }
 
 /// How to run gossip.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GossipConfig {
     /// This node.
     pub node_id: NodeId,
@@ -65,10 +127,26 @@ pub struct GossipConfig {
     pub seeds: Vec<String>,
     /// The cluster key.
     pub key: ClusterKey,
-    /// Gossip round interval.
+    /// Gossip round interval ([`DEFAULT_INTERVAL`] unless tests need faster).
     pub interval: Duration,
     /// Cluster name (nodes with another name ignore each other).
     pub cluster_id: String,
+}
+
+impl GossipConfig {
+    /// A configuration with the defaults: advertise = `listen`, no seeds,
+    /// [`DEFAULT_INTERVAL`] and [`DEFAULT_CLUSTER_ID`].
+    pub fn new(node_id: NodeId, listen: SocketAddr, key: ClusterKey) -> Self {
+        GossipConfig {
+            node_id,
+            listen,
+            advertise: listen,
+            seeds: Vec::new(),
+            key,
+            interval: DEFAULT_INTERVAL,
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
+        }
+    }
 }
 
 /// What this node publishes (kept well under 1 KiB).
@@ -88,6 +166,14 @@ pub struct LocalState {
     pub attrs: Attributes,
     /// Per-framework allocation totals on this node.
     pub allocations: BTreeMap<FrameworkId, FrameworkUsage>,
+}
+
+impl LocalState {
+    /// Bytes of chitchat keys and values this state publishes (chitchat adds
+    /// a few bytes of framing per key).
+    pub fn published_len(&self) -> usize {
+        state::encoded_len(self)
+    }
 }
 
 /// One node as gossip knows it (including this node itself).
@@ -110,6 +196,21 @@ pub struct Snapshot {
     pub members: Vec<Member>,
 }
 
+impl Snapshot {
+    /// The member with this id, if gossip knows it.
+    pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.members
+            .binary_search_by(|m| m.id.cmp(id))
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    /// The members the failure detector holds alive.
+    pub fn alive(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.alive)
+    }
+}
+
 /// Counters for metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GossipStats {
@@ -119,38 +220,227 @@ pub struct GossipStats {
     pub bytes_out: u64,
     /// Datagrams dropped because they failed to open with the cluster key.
     pub datagrams_rejected: u64,
+    /// Datagrams received from the network (sealed or not).
+    pub datagrams_in: u64,
+    /// Sealed datagrams sent to the network.
+    pub datagrams_out: u64,
+    /// Datagrams that opened with the key but chitchat could not decode.
+    pub datagrams_malformed: u64,
+    /// Datagrams that could not be sent (unreachable peer, too large).
+    pub send_failures: u64,
 }
 
 /// A running gossip instance.
+///
+/// Dropping it stops gossip abruptly (as a crash would: peers' failure
+/// detectors notice); [`Gossip::leave`] stops it gracefully.
 pub struct Gossip {
-    _private: (),
+    handle: Option<ChitchatHandle>,
+    publish_tx: watch::Sender<LocalState>,
+    counters: Arc<relay::Counters>,
+    driver: JoinHandle<()>,
+    node_id: NodeId,
+    gossip_addr: SocketAddr,
+    advertise: SocketAddr,
+    interval: Duration,
 }
 
 impl Gossip {
     /// Starts gossip: binds the public socket, starts chitchat behind the
     /// sealing relay, and returns a watch of membership snapshots.
     ///
+    /// `listen` may have port 0 (tests): the bound port is then also the
+    /// advertised one, see [`Gossip::gossip_addr`]. The first snapshot
+    /// already holds this node.
+    ///
     /// # Errors
     /// Address in use, bad seeds, and similar, with the address in the message.
     pub async fn start(
-        _config: GossipConfig,
-        _initial: LocalState,
-    ) -> anyhow::Result<(Gossip, tokio::sync::watch::Receiver<Arc<Snapshot>>)> {
-        todo!("gossip work")
+        config: GossipConfig,
+        initial: LocalState,
+    ) -> anyhow::Result<(Gossip, watch::Receiver<Arc<Snapshot>>)> {
+        if config.interval.is_zero() {
+            bail!("the gossip interval must be longer than zero");
+        }
+        for seed in &config.seeds {
+            check_seed(seed)?;
+        }
+        let counters = Arc::new(relay::Counters::default());
+        let sealer = seal::Sealer::new(&config.key, &config.cluster_id);
+        let socket = relay::SealedSocket::bind(config.listen, sealer, counters.clone()).await?;
+        let gossip_addr = socket.public_addr();
+        let advertise = advertise_addr(config.advertise, gossip_addr)?;
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let chitchat_id = ChitchatId::new(config.node_id.as_str(), generation, advertise);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.interval,
+            listen_addr: gossip_addr,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: failure_detector_config(config.interval),
+            marked_for_deletion_grace_period: TOMBSTONE_RETENTION,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V0,
+        };
+        let initial_kvs = state::encode(&initial)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let transport = relay::SealedTransport::new(socket);
+        let handle = spawn_chitchat(chitchat_config, initial_kvs, &transport as &dyn Transport)
+            .await
+            .with_context(|| format!("cannot start gossip on {gossip_addr}"))?;
+        let (publish_tx, publish_rx) = watch::channel(initial);
+        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let mut driver = view::Driver::new(handle.chitchat(), publish_rx, snapshot_tx);
+        driver.refresh().await;
+        let driver = tokio::spawn(driver.run());
+        info!(
+            node = %config.node_id,
+            %gossip_addr,
+            %advertise,
+            generation,
+            seeds = ?config.seeds,
+            interval_ms = config.interval.as_millis() as u64,
+            "gossip started (sealed with the cluster key)"
+        );
+        Ok((
+            Gossip {
+                handle: Some(handle),
+                publish_tx,
+                counters,
+                driver,
+                node_id: config.node_id,
+                gossip_addr,
+                advertise,
+                interval: config.interval,
+            },
+            snapshot_rx,
+        ))
     }
 
-    /// Replaces what this node publishes.
-    pub fn publish(&self, _state: LocalState) {
-        todo!("gossip work")
+    /// Replaces what this node publishes. Never blocks: the driver task
+    /// writes the latest state into chitchat, and only changed keys travel.
+    pub fn publish(&self, state: LocalState) {
+        self.publish_tx.send_replace(state);
     }
 
     /// Counters.
     pub fn stats(&self) -> GossipStats {
-        todo!("gossip work")
+        let c = &self.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        GossipStats {
+            bytes_in: load(&c.bytes_in),
+            bytes_out: load(&c.bytes_out),
+            datagrams_rejected: load(&c.datagrams_rejected),
+            datagrams_in: load(&c.datagrams_in),
+            datagrams_out: load(&c.datagrams_out),
+            datagrams_malformed: load(&c.datagrams_malformed),
+            send_failures: load(&c.send_failures),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The bound gossip socket (the real port when `listen` had port 0).
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    /// The address peers gossip to (what other nodes list as our address,
+    /// and what to pass as a seed to join through this node).
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise
     }
 
     /// Leaves the cluster gracefully and stops.
-    pub async fn leave(self) {
-        todo!("gossip work")
+    ///
+    /// Publishes a "leaving" mark (peers stop counting this node alive as
+    /// soon as it reaches them), pushes it to the live peers at once, waits
+    /// about two gossip rounds (at most 2 s) for it to spread, then stops
+    /// chitchat.
+    pub async fn leave(mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        let chitchat = handle.chitchat();
+        view::mark_leaving(&chitchat).await;
+        let peers: Vec<SocketAddr> = {
+            let chitchat = chitchat.lock().await;
+            let me = chitchat.self_chitchat_id().clone();
+            chitchat
+                .live_nodes()
+                .filter(|id| **id != me)
+                .map(|id| id.gossip_advertise_addr)
+                .take(LEAVE_FANOUT)
+                .collect()
+        };
+        for peer in &peers {
+            if let Err(err) = handle.gossip(*peer) {
+                debug!(%peer, %err, "could not push the leave mark to a peer");
+            }
+        }
+        let linger = (self.interval * 2).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        tokio::time::sleep(linger).await;
+        self.driver.abort();
+        if let Err(err) = handle.shutdown().await {
+            warn!(err = %format!("{err:#}"), "gossip stopped with an error");
+        }
+        info!(node = %self.node_id, peers_told = peers.len(), "left the gossip cluster");
     }
+}
+
+/// How many live peers [`Gossip::leave`] tells directly (the rest hear it
+/// through gossip).
+const LEAVE_FANOUT: usize = 32;
+
+impl Drop for Gossip {
+    fn drop(&mut self) {
+        self.driver.abort();
+        if let Some(handle) = self.handle.take() {
+            // Stops chitchat's server task without any goodbye, as a crash would.
+            handle.abort();
+        }
+    }
+}
+
+/// Checks that a seed looks like `HOST:PORT` (chitchat resolves names).
+fn check_seed(seed: &str) -> anyhow::Result<()> {
+    if seed.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = seed.rsplit_once(':') else {
+        bail!("seed {seed:?}: expected HOST:PORT, e.g. 10.0.0.5:7000");
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        bail!("seed {seed:?}: expected HOST:PORT with a port from 1 to 65535");
+    }
+    Ok(())
+}
+
+/// The address to advertise: `configured`, with the bound port when it says
+/// port 0, and never an unspecified IP (peers could not reach it).
+fn advertise_addr(configured: SocketAddr, bound: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let mut advertise = configured;
+    if advertise.port() == 0 {
+        advertise.set_port(bound.port());
+    }
+    if advertise.ip().is_unspecified() {
+        if bound.ip().is_unspecified() {
+            bail!(
+                "the gossip address to advertise is {advertise}, which peers cannot reach; \
+                 set an advertise address (this machine's address that other nodes can reach)"
+            );
+        }
+        advertise.set_ip(bound.ip());
+    }
+    Ok(advertise)
 }
