@@ -16,13 +16,55 @@
 //! Hidden subcommand: the `agora` CLI has `agora __supervise ARGS...`, which
 //! calls [`supervise_main`] (the per-task supervisor process that outlives an
 //! agent restart).
+//!
+//! How it works:
+//! - Each task runs in `DATA_DIR/sandboxes/TASK/` (its cwd) with `stdout` and
+//!   `stderr` files there, under a supervisor process (`agora __supervise`,
+//!   in its own session) that outlives the agent; see [`supervisor`].
+//!   The supervisor and executor exchange files in `SANDBOX/.agora/`.
+//! - State is checkpointed in `DATA_DIR/tasks/TASK.json` ([`checkpoint`]); a
+//!   restarted agent re-attaches to running supervisors (pidfd, with the
+//!   process start time checked against pid reuse) and reports tasks that
+//!   ended while it was down.
+//! - Limits go through cgroups when the host allows it ([`cgroup`]).
+//!
+//! Reporting rules for the agent:
+//! - A launched task emits `Running` once its process exists, then exactly
+//!   one terminal status (`Finished`, `Failed`, `Killed`, or `Lost` when its
+//!   supervisor vanished without a record). A task that cannot start emits
+//!   only `Failed`.
+//! - A task re-attached at open is returned as [`Recovered::Running`] (no
+//!   new Running event); its end is emitted as an event, once.
+//! - Terminal statuses stay in the checkpoints and are returned again as
+//!   [`Recovered::Ended`] by every later `open` until the agent calls
+//!   [`Executor::forget`]; call it once the status has been handed on (e.g.
+//!   acknowledged by the framework's home node). Logs stay in the sandbox
+//!   after `forget`.
+
+mod cgroup;
+mod checkpoint;
+mod fsutil;
+mod logs;
+mod monitor;
+mod supervisor;
 
 use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
 use agora_protocol::task::{TaskSpec, TaskStatus};
 use agora_protocol::wire::{LogChunk, LogStream};
+use anyhow::Context;
+use checkpoint::Checkpoint;
+use fsutil::Layout;
+use monitor::Shared;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// How to run the executor.
 #[derive(Clone, Debug)]
@@ -38,7 +80,7 @@ pub struct ExecutorConfig {
 }
 
 /// A task to start.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchRequest {
     /// The task.
     pub task_id: TaskId,
@@ -75,9 +117,19 @@ pub enum Recovered {
     Ended(LaunchRequest, TaskStatus),
 }
 
+/// Most kill requests queued for one task (further ones are redundant).
+const KILL_QUEUE: usize = 4;
+
+struct Entry {
+    kill_tx: mpsc::Sender<Duration>,
+    monitor: JoinHandle<()>,
+}
+
 /// The executor of one node.
 pub struct Executor {
-    _private: (),
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    tasks: HashMap<TaskId, Entry>,
 }
 
 impl Executor {
@@ -88,55 +140,227 @@ impl Executor {
     /// # Errors
     /// The data dir cannot be created or read.
     pub async fn open(
-        _config: ExecutorConfig,
-        _events: tokio::sync::mpsc::Sender<ExecEvent>,
+        config: ExecutorConfig,
+        events: tokio::sync::mpsc::Sender<ExecEvent>,
     ) -> anyhow::Result<(Executor, Vec<Recovered>)> {
-        todo!("executor work")
+        let data_dir = std::path::absolute(&config.data_dir)
+            .with_context(|| format!("data dir {}", config.data_dir.display()))?;
+        let layout = Layout { data_dir };
+        for dir in [layout.sandboxes(), layout.checkpoints()] {
+            std::fs::create_dir_all(&dir).with_context(|| {
+                format!(
+                    "cannot create {}; check the --data-dir path and its permissions",
+                    dir.display()
+                )
+            })?;
+        }
+        let (enabled, node) = (config.cgroups, config.node_id.as_str().to_string());
+        let cgroups = tokio::task::spawn_blocking(move || cgroup::Cgroups::detect(enabled, &node))
+            .await
+            .context("cgroup detection stopped")?;
+        tracing::info!("{}", cgroups.describe());
+        let shared = Arc::new(Shared {
+            layout: layout.clone(),
+            node_id: config.node_id.clone(),
+            agora_exe: config.agora_exe.clone(),
+            cgroups,
+            events,
+            cancel: CancellationToken::new(),
+            running: AtomicUsize::new(0),
+        });
+        let node_id = config.node_id.clone();
+        let found = tokio::task::spawn_blocking(
+            move || -> std::io::Result<Vec<(Checkpoint, Option<fsutil::ProcRef>)>> {
+                let mut out = Vec::new();
+                for cp in checkpoint::load_all(&layout)? {
+                    if cp.ended.is_some() {
+                        out.push((cp, None));
+                        continue;
+                    }
+                    match cp.supervisor.clone().filter(fsutil::ProcRef::is_alive) {
+                        Some(sup) => out.push((cp, Some(sup))),
+                        None => out.push((monitor::conclude_offline(&layout, &node_id, cp), None)),
+                    }
+                }
+                Ok(out)
+            },
+        )
+        .await
+        .context("reading checkpoints stopped")?
+        .with_context(|| {
+            format!(
+                "cannot read the checkpoints in {}",
+                shared.layout.checkpoints().display()
+            )
+        })?;
+        let mut exec = Executor {
+            shared,
+            runtime: tokio::runtime::Handle::current(),
+            tasks: HashMap::new(),
+        };
+        let mut recovered = Vec::new();
+        for (cp, supervisor) in found {
+            match (supervisor, &cp.ended) {
+                (Some(sup), _) => {
+                    tracing::info!(task = %cp.request.task_id, supervisor = sup.pid, "re-attached to a running task");
+                    recovered.push(Recovered::Running(cp.request.clone()));
+                    let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
+                    let id = cp.request.task_id.clone();
+                    exec.shared.running.fetch_add(1, Ordering::SeqCst);
+                    let monitor = exec.runtime.spawn(monitor::reattach(
+                        Arc::clone(&exec.shared),
+                        cp,
+                        sup,
+                        kill_rx,
+                    ));
+                    exec.tasks.insert(id, Entry { kill_tx, monitor });
+                }
+                (None, Some(status)) => {
+                    recovered.push(Recovered::Ended(cp.request.clone(), status.clone()))
+                }
+                (None, None) => {}
+            }
+        }
+        Ok((exec, recovered))
     }
 
     /// Starts a task. Reports Running once started, or Failed with the OS
     /// error as the reason when the command cannot start.
-    pub fn launch(&mut self, _request: LaunchRequest) {
-        todo!("executor work")
+    ///
+    /// A task id the executor already knows (running, or ended and not yet
+    /// forgotten) is ignored with a warning: ids are unique in the cluster.
+    ///
+    /// Must be called from within the tokio runtime the executor was opened on
+    /// or any thread (it spawns onto that runtime).
+    pub fn launch(&mut self, request: LaunchRequest) {
+        let id = request.task_id.clone();
+        if self.tasks.contains_key(&id) || self.shared.layout.checkpoint(id.as_str()).exists() {
+            tracing::warn!(task = %id, "launch ignored: this node already has a task with this id");
+            return;
+        }
+        tracing::info!(task = %id, "launching task");
+        let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
+        self.shared.running.fetch_add(1, Ordering::SeqCst);
+        let monitor = self.runtime.spawn(monitor::launch(
+            Arc::clone(&self.shared),
+            Checkpoint::new(request),
+            kill_rx,
+        ));
+        self.tasks.insert(id, Entry { kill_tx, monitor });
     }
 
     /// Kills a task: TERM to its process group, KILL after `grace`.
     /// Reports Killed when it is gone. Unknown tasks are ignored.
-    pub fn kill(&mut self, _task_id: &TaskId, _grace: Duration) {
-        todo!("executor work")
+    pub fn kill(&mut self, task_id: &TaskId, grace: Duration) {
+        match self.tasks.get(task_id) {
+            Some(entry) if !entry.monitor.is_finished() => {
+                // A full queue already holds a kill: nothing is lost.
+                let _ = entry.kill_tx.try_send(grace);
+            }
+            _ => tracing::debug!(task = %task_id, "kill ignored: the task is not running here"),
+        }
     }
 
     /// Reads part of a task's stdout or stderr (at most `max_bytes`, capped
     /// at 256 KiB). Errors go in `LogChunk::error`.
     pub async fn read_log(
         &self,
-        _task_id: &TaskId,
-        _stream: LogStream,
-        _offset: u64,
-        _max_bytes: u32,
+        task_id: &TaskId,
+        stream: LogStream,
+        offset: u64,
+        max_bytes: u32,
     ) -> LogChunk {
-        todo!("executor work")
+        let layout = self.shared.layout.clone();
+        let id = task_id.clone();
+        match tokio::task::spawn_blocking(move || {
+            logs::read(&layout, &id, stream, offset, max_bytes)
+        })
+        .await
+        {
+            Ok(chunk) => chunk,
+            Err(e) => LogChunk {
+                request_id: 0,
+                task_id: task_id.clone(),
+                data: Vec::new(),
+                next_offset: offset,
+                eof: false,
+                error: Some(format!("log read stopped: {e}")),
+            },
+        }
     }
 
     /// Tasks currently running.
     pub fn running(&self) -> usize {
-        todo!("executor work")
+        self.shared.running.load(Ordering::SeqCst)
     }
 
     /// One line for the log and `agora nodes`: "cgroup v2 at ...", or why none.
     pub fn cgroup_mode(&self) -> String {
-        todo!("executor work")
+        self.shared.cgroups.describe()
+    }
+
+    /// The cgroup directories a task gets on this node (empty without
+    /// cgroups). They exist while the task runs and are removed when it ends.
+    pub fn cgroup_dirs(&self, task_id: &TaskId) -> Vec<PathBuf> {
+        self.shared.cgroups.task_dirs(task_id.as_str())
+    }
+
+    /// The sandbox directory of a task (its cwd; `stdout` and `stderr` are there).
+    pub fn sandbox_dir(&self, task_id: &TaskId) -> PathBuf {
+        self.shared.layout.sandbox(task_id.as_str())
+    }
+
+    /// Drops the checkpoint of an ended task, so later opens no longer
+    /// report it as [`Recovered::Ended`]. Its sandbox (and logs) stay.
+    /// Returns false (and does nothing) when the task is still running or
+    /// has no checkpoint.
+    pub fn forget(&mut self, task_id: &TaskId) -> bool {
+        if self
+            .tasks
+            .get(task_id)
+            .is_some_and(|e| !e.monitor.is_finished())
+        {
+            tracing::warn!(task = %task_id, "forget ignored: the task is still running");
+            return false;
+        }
+        let path = self.shared.layout.checkpoint(task_id.as_str());
+        let ended = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
+            .is_some_and(|c| c.ended.is_some());
+        if !ended {
+            return false;
+        }
+        self.tasks.remove(task_id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(task = %task_id, checkpoint = %path.display(), "cannot remove the checkpoint: {e}");
+                false
+            }
+        }
     }
 
     /// Kills nothing; forgets nothing: tasks keep running across an agent
     /// stop (they are re-attached on the next open). Stops the monitors.
-    pub async fn detach(self) {
-        todo!("executor work")
+    pub async fn detach(mut self) {
+        self.shared.cancel.cancel();
+        for (_, entry) in self.tasks.drain() {
+            let _ = entry.monitor.await;
+        }
+    }
+}
+
+impl Drop for Executor {
+    /// Same as [`Executor::detach`] without waiting: the monitors stop, the
+    /// tasks keep running.
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
     }
 }
 
 /// Entry point of `agora __supervise`: runs one task as a supervisor process
 /// and returns the process exit code.
-pub fn supervise_main(_args: Vec<OsString>) -> i32 {
-    todo!("executor work")
+pub fn supervise_main(args: Vec<OsString>) -> i32 {
+    supervisor::run(args)
 }

@@ -1,0 +1,194 @@
+//! Files and processes the executor relies on: the on-disk layout of a
+//! node's data dir, atomic writes (write a temp file, fsync, rename, fsync
+//! the directory), and identifying a process across pid reuse and reboots
+//! (its start time in `/proc/PID/stat` plus the kernel's boot id).
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Directory (under the sandbox) where the supervisor and the executor
+/// exchange files; tasks should leave it alone.
+pub(crate) const META_DIR: &str = ".agora";
+/// The supervisor's instructions, written by the executor.
+pub(crate) const LAUNCH_FILE: &str = "launch.json";
+/// The task's process, written by the supervisor once it has started.
+pub(crate) const PROCESS_FILE: &str = "process.json";
+/// How the task ended (or why it could not start), written by the supervisor.
+pub(crate) const EXIT_FILE: &str = "exit.json";
+/// The supervisor's own stdout and stderr.
+pub(crate) const SUPERVISOR_LOG: &str = "supervisor.log";
+
+/// A file-name component for an id. Ids are `[A-Za-z0-9._:@-]`, so only a
+/// leading dot (`.`, `..`, hidden names) needs care: such ids get a `%`
+/// prefix, a character no id can contain, so two ids never share a name.
+pub(crate) fn component(id: &str) -> String {
+    if id.starts_with('.') || id.is_empty() {
+        format!("%{id}")
+    } else {
+        id.to_string()
+    }
+}
+
+/// The on-disk layout of one node's executor.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    pub data_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn sandboxes(&self) -> PathBuf {
+        self.data_dir.join("sandboxes")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.data_dir.join("tasks")
+    }
+    pub fn sandbox(&self, task: &str) -> PathBuf {
+        self.sandboxes().join(component(task))
+    }
+    pub fn meta(&self, task: &str) -> PathBuf {
+        self.sandbox(task).join(META_DIR)
+    }
+    pub fn checkpoint(&self, task: &str) -> PathBuf {
+        self.checkpoints().join(format!("{}.json", component(task)))
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new
+/// content: temp file, fsync, rename over, fsync the directory.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One process, named so that a reused pid or a reboot is not mistaken for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProcRef {
+    /// Its pid.
+    pub pid: i32,
+    /// Field 22 of /proc/PID/stat (clock ticks after boot).
+    pub start_time: u64,
+    /// /proc/sys/kernel/random/boot_id when it was recorded.
+    pub boot_id: String,
+}
+
+/// The kernel's boot id (empty when unreadable).
+pub(crate) fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// State letter and start time of a process, from /proc/PID/stat.
+pub(crate) fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse
+    // after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl ProcRef {
+    /// Names the process `pid` as it is now.
+    pub fn of(pid: i32) -> Option<ProcRef> {
+        let (_, start_time) = proc_stat(pid)?;
+        Some(ProcRef {
+            pid,
+            start_time,
+            boot_id: boot_id(),
+        })
+    }
+
+    /// True while this very process exists and has not exited (a zombie
+    /// counts as exited).
+    pub fn is_alive(&self) -> bool {
+        if self.boot_id != boot_id() {
+            return false;
+        }
+        match proc_stat(self.pid) {
+            Some((state, start)) => start == self.start_time && !matches!(state, 'Z' | 'X' | 'x'),
+            None => false,
+        }
+    }
+}
+
+/// The conventional name of a signal, for reasons people read.
+pub(crate) fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        _ => "unknown signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_never_escape_or_collide() {
+        assert_eq!(component("fw.1"), "fw.1");
+        assert_eq!(component(".."), "%..");
+        assert_eq!(component("."), "%.");
+        assert_ne!(component(".x"), component("_.x"));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = ProcRef::of(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        let other = ProcRef {
+            start_time: me.start_time + 1,
+            ..me.clone()
+        };
+        assert!(!other.is_alive());
+        let rebooted = ProcRef {
+            boot_id: "another-boot".into(),
+            ..me
+        };
+        assert!(!rebooted.is_alive());
+    }
+}

@@ -1,0 +1,546 @@
+//! One monitor per task: a tokio task that starts the task's supervisor (or
+//! re-attaches to it after an agent restart), notices when the task starts
+//! and ends, carries out kills (TERM to the task's process group, KILL when
+//! the grace period is over), and turns the supervisor's exit record into
+//! the task's final status. Each monitor is the only writer of its task's
+//! checkpoint, so checkpoint writes never race.
+
+use super::ExecEvent;
+use super::cgroup::{self, Cgroups};
+use super::checkpoint::{Checkpoint, KillState};
+use super::fsutil::{
+    LAUNCH_FILE, Layout, ProcRef, SUPERVISOR_LOG, atomic_write, signal_name, unix_ms,
+};
+use super::supervisor::{ExitRecord, LaunchSpec, read_exit, read_process};
+use agora_protocol::ids::NodeId;
+use agora_protocol::task::{Command, TaskState, TaskStatus};
+use rustix::process::{Pid, Signal};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What every monitor shares with the executor.
+pub(crate) struct Shared {
+    pub layout: Layout,
+    pub node_id: NodeId,
+    pub agora_exe: PathBuf,
+    pub cgroups: Cgroups,
+    pub events: mpsc::Sender<ExecEvent>,
+    pub cancel: CancellationToken,
+    pub running: AtomicUsize,
+}
+
+/// Longest pause between two looks for a task's start.
+const MAX_START_POLL: Duration = Duration::from_millis(200);
+/// Pause between two looks at a supervisor that cannot be watched by pidfd.
+const LIVENESS_POLL: Duration = Duration::from_millis(250);
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)
+}
+
+async fn save(shared: &Shared, cp: &mut Checkpoint) {
+    let layout = shared.layout.clone();
+    let mut copy = cp.clone();
+    let task = cp.request.task_id.clone();
+    match blocking(move || copy.save(&layout).map(|()| copy.updated_unix_ms)).await {
+        Ok(Ok(at)) => cp.updated_unix_ms = at,
+        Ok(Err(e)) | Err(e) => tracing::warn!(
+            task = %task,
+            "cannot write the task's checkpoint: {e}; it will not survive an agent restart"
+        ),
+    }
+}
+
+/// Sends an event unless the executor is going away.
+async fn emit(shared: &Shared, event: ExecEvent) {
+    tokio::select! {
+        _ = shared.cancel.cancelled() => {}
+        _ = shared.events.send(event) => {}
+    }
+}
+
+/// How the monitor learns that the supervisor has exited.
+enum Watcher {
+    /// Our own child: wait for it (this also reaps it).
+    Child(tokio::process::Child),
+    /// Another process (after a restart): a pidfd becomes readable on exit.
+    Pidfd(AsyncFd<OwnedFd>, ProcRef),
+    /// No pidfd: look at /proc now and then.
+    Poll(ProcRef),
+}
+
+impl Watcher {
+    /// Watches a supervisor this process did not start.
+    fn attach(process: ProcRef) -> Watcher {
+        let Some(pid) = Pid::from_raw(process.pid) else {
+            return Watcher::Poll(process);
+        };
+        // Open first, then check the start time: if the pid was reused
+        // before the open, the check fails and we do not watch a stranger.
+        match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            // SAFETY: the pidfd is owned by the AsyncFd and neither replaced
+            // nor closed while registered.
+            Ok(fd) if process.is_alive() => {
+                match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                {
+                    Ok(fd) => Watcher::Pidfd(fd, process),
+                    Err(_) => Watcher::Poll(process),
+                }
+            }
+            _ => Watcher::Poll(process),
+        }
+    }
+
+    /// Resolves when the supervisor has exited, with a note when it exited
+    /// abnormally (for the reason of a lost task).
+    async fn exited(&mut self) -> Option<String> {
+        match self {
+            Watcher::Child(child) => match child.wait().await {
+                Ok(status) if status.success() => None,
+                Ok(status) => Some(format!("the supervisor {status}")),
+                Err(e) => Some(format!("cannot wait for the supervisor: {e}")),
+            },
+            Watcher::Pidfd(fd, process) => {
+                if fd.readable().await.is_ok() {
+                    return None;
+                }
+                while process.is_alive() {
+                    tokio::time::sleep(LIVENESS_POLL).await;
+                }
+                None
+            }
+            Watcher::Poll(process) => {
+                while process.is_alive() {
+                    tokio::time::sleep(LIVENESS_POLL).await;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Signals a process group whose leader is `leader`, if it is still that process.
+fn signal_group(leader: &ProcRef, sig: Signal) {
+    if leader.is_alive()
+        && let Some(pid) = Pid::from_raw(leader.pid)
+        && let Err(e) = rustix::process::kill_process_group(pid, sig)
+    {
+        tracing::debug!(pid = leader.pid, "cannot signal process group: {e}");
+    }
+}
+
+/// The final status of a task from what its supervisor recorded.
+pub(crate) fn final_status(
+    node: &NodeId,
+    request: &super::LaunchRequest,
+    exit: Option<ExitRecord>,
+    kill: Option<&KillState>,
+    oom: bool,
+    lost_note: Option<String>,
+) -> TaskStatus {
+    let mut status = TaskStatus::new(
+        request.task_id.clone(),
+        TaskState::Failed,
+        Some(node.clone()),
+    );
+    match &exit {
+        Some(ExitRecord::Exited { code }) => status.exit_code = Some(*code),
+        Some(ExitRecord::Signaled { signal }) => status.signal = Some(*signal),
+        _ => {}
+    }
+    if let Some(kill) = kill {
+        status.state = TaskState::Killed;
+        let how = match &exit {
+            Some(ExitRecord::Signaled { signal: 9 }) => {
+                format!(" (SIGKILL after a {} ms grace period)", kill.grace_ms)
+            }
+            Some(ExitRecord::Signaled { signal }) => format!(" (by {})", signal_name(*signal)),
+            Some(ExitRecord::Exited { code }) => {
+                format!(" (it exited with code {code} after SIGTERM)")
+            }
+            Some(ExitRecord::CannotStart { .. }) | None => " before it started".to_string(),
+        };
+        status.reason = Some(format!("killed on request{how}"));
+        return status;
+    }
+    status.reason = Some(match exit {
+        Some(ExitRecord::Exited { code: 0 }) => {
+            status.state = TaskState::Finished;
+            return status;
+        }
+        Some(ExitRecord::Exited { code }) => format!("exited with code {code}"),
+        Some(ExitRecord::Signaled { signal }) => {
+            let mut r = format!("killed by signal {signal} ({})", signal_name(signal));
+            if oom {
+                r.push_str(&format!(
+                    ": out of memory (the task's limit is {} MiB)",
+                    request.spec.resources.mem_mib
+                ));
+            }
+            r
+        }
+        Some(ExitRecord::CannotStart { reason }) => reason,
+        None => {
+            status.state = TaskState::Lost;
+            let mut r =
+                "the task's supervisor ended without recording how the task ended".to_string();
+            if let Some(note) = lost_note {
+                r.push_str(&format!(" ({note})"));
+            }
+            r
+        }
+    });
+    status
+}
+
+/// Records the final status, frees the cgroups and reports the end.
+async fn finish(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
+    cp.ended = Some(status.clone());
+    save(shared, &mut cp).await;
+    let dirs = cp.cgroups.clone();
+    if !dirs.is_empty() {
+        let _ = blocking(move || cgroup::remove(&dirs)).await;
+    }
+    shared.running.fetch_sub(1, Ordering::SeqCst);
+    tracing::info!(task = %status.task_id, state = %status.state, reason = ?status.reason, "task ended");
+    emit(
+        shared,
+        ExecEvent::Status {
+            request: Box::new(cp.request),
+            status,
+        },
+    )
+    .await;
+}
+
+/// The supervisor's instructions for a request.
+fn launch_spec(
+    shared: &Shared,
+    cp: &Checkpoint,
+    sandbox: &std::path::Path,
+    cgroup_procs: Vec<PathBuf>,
+) -> LaunchSpec {
+    let req = &cp.request;
+    let (program, args) = match &req.spec.command {
+        Command::Shell(line) => ("sh".to_string(), vec!["-c".to_string(), line.clone()]),
+        Command::Argv(argv) => (
+            argv.first().cloned().unwrap_or_default(),
+            argv.iter().skip(1).cloned().collect(),
+        ),
+    };
+    let mut env: Vec<(String, String)> = req
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let ports: Vec<String> = req.ports.iter().map(u16::to_string).collect();
+    env.push(("AGORA_TASK_ID".into(), req.task_id.to_string()));
+    env.push(("AGORA_NODE_ID".into(), shared.node_id.to_string()));
+    env.push(("AGORA_FRAMEWORK_ID".into(), req.framework.to_string()));
+    env.push(("AGORA_SANDBOX".into(), sandbox.display().to_string()));
+    env.push(("AGORA_PORTS".into(), ports.join(",")));
+    LaunchSpec {
+        program,
+        args,
+        env,
+        cwd: sandbox.to_path_buf(),
+        stdout: sandbox.join("stdout"),
+        stderr: sandbox.join("stderr"),
+        cgroup_procs,
+    }
+}
+
+/// Prepares the sandbox, cgroups and checkpoint, then starts the supervisor.
+fn prepare(shared: &Shared, cp: &mut Checkpoint) -> Result<(), String> {
+    let task = cp.request.task_id.as_str().to_string();
+    let sandbox = shared.layout.sandbox(&task);
+    let meta = shared.layout.meta(&task);
+    if sandbox.exists() {
+        let aside = sandbox.with_file_name(format!(
+            "{}.old-{}",
+            sandbox
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            unix_ms()
+        ));
+        tracing::warn!(task = %task, moved_to = %aside.display(), "a sandbox for this task id already exists; moving it aside");
+        std::fs::rename(&sandbox, &aside).map_err(|e| {
+            format!(
+                "cannot move the old sandbox {} aside: {e}",
+                sandbox.display()
+            )
+        })?;
+    }
+    std::fs::create_dir_all(&meta)
+        .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+    let procs = if matches!(shared.cgroups, Cgroups::None { .. }) {
+        Vec::new()
+    } else {
+        match shared.cgroups.create(&task, &cp.request.spec.resources) {
+            Ok(procs) => {
+                cp.cgroups = procs
+                    .iter()
+                    .filter_map(|p| p.parent().map(PathBuf::from))
+                    .collect();
+                procs
+            }
+            Err(e) => {
+                tracing::warn!(task = %task, "running the task without cgroup limits: {e}");
+                Vec::new()
+            }
+        }
+    };
+    let spec = launch_spec(shared, cp, &sandbox, procs);
+    let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+    atomic_write(&meta.join(LAUNCH_FILE), &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", meta.join(LAUNCH_FILE).display()))?;
+    cp.save(&shared.layout)
+        .map_err(|e| format!("cannot write the task's checkpoint: {e}"))
+}
+
+fn spawn_supervisor(shared: &Shared, task: &str) -> io::Result<tokio::process::Child> {
+    let sandbox = shared.layout.sandbox(task);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(shared.layout.meta(task).join(SUPERVISOR_LOG))?;
+    let mut cmd = tokio::process::Command::new(&shared.agora_exe);
+    cmd.arg("__supervise")
+        .arg(&sandbox)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(false);
+    // SAFETY: setsid(2) is async-signal-safe and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()
+                .map(|_| ())
+                .map_err(io::Error::from)
+        });
+    }
+    cmd.spawn()
+}
+
+/// Starts a new task and watches it to the end.
+pub(crate) async fn launch(
+    shared: Arc<Shared>,
+    mut cp: Checkpoint,
+    kill_rx: mpsc::Receiver<Duration>,
+) {
+    let task = cp.request.task_id.as_str().to_string();
+    let prepared = {
+        let shared2 = Arc::clone(&shared);
+        let mut copy = cp.clone();
+        blocking(move || prepare(&shared2, &mut copy).map(|()| copy)).await
+    };
+    cp = match prepared {
+        Ok(Ok(c)) => c,
+        Ok(Err(reason)) => {
+            let status = TaskStatus::new(
+                cp.request.task_id.clone(),
+                TaskState::Failed,
+                Some(shared.node_id.clone()),
+            )
+            .with_reason(reason);
+            return finish(&shared, cp, status).await;
+        }
+        Err(e) => {
+            let status = TaskStatus::new(
+                cp.request.task_id.clone(),
+                TaskState::Failed,
+                Some(shared.node_id.clone()),
+            )
+            .with_reason(format!("cannot prepare the task: {e}"));
+            return finish(&shared, cp, status).await;
+        }
+    };
+    let child = match spawn_supervisor(&shared, &task) {
+        Ok(child) => child,
+        Err(e) => {
+            let status = TaskStatus::new(
+                cp.request.task_id.clone(),
+                TaskState::Failed,
+                Some(shared.node_id.clone()),
+            )
+            .with_reason(format!(
+                "cannot start the task supervisor `{} __supervise`: {e}",
+                shared.agora_exe.display()
+            ));
+            return finish(&shared, cp, status).await;
+        }
+    };
+    cp.supervisor = child.id().and_then(|pid| ProcRef::of(pid as i32));
+    save(&shared, &mut cp).await;
+    watch(shared, cp, Watcher::Child(child), true, kill_rx).await;
+}
+
+/// Watches a task found running at open.
+pub(crate) async fn reattach(
+    shared: Arc<Shared>,
+    cp: Checkpoint,
+    supervisor: ProcRef,
+    kill_rx: mpsc::Receiver<Duration>,
+) {
+    watch(shared, cp, Watcher::attach(supervisor), false, kill_rx).await;
+}
+
+async fn watch(
+    shared: Arc<Shared>,
+    mut cp: Checkpoint,
+    mut watcher: Watcher,
+    fresh: bool,
+    mut kill_rx: mpsc::Receiver<Duration>,
+) {
+    let meta = shared.layout.meta(cp.request.task_id.as_str());
+    let mut task_proc: Option<ProcRef> = None;
+    let mut term_sent = false;
+    let mut kill_sent = false;
+    let mut delay = Duration::from_millis(5);
+    let note = loop {
+        if task_proc.is_none()
+            && let Some(p) = read_process(&meta)
+        {
+            task_proc = Some(p);
+            if !cp.started {
+                cp.started = true;
+                save(&shared, &mut cp).await;
+                if fresh {
+                    let status = TaskStatus::new(
+                        cp.request.task_id.clone(),
+                        TaskState::Running,
+                        Some(shared.node_id.clone()),
+                    );
+                    emit(
+                        &shared,
+                        ExecEvent::Status {
+                            request: Box::new(cp.request.clone()),
+                            status,
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+        if cp.kill.is_some()
+            && !term_sent
+            && let Some(p) = &task_proc
+        {
+            signal_group(p, Signal::TERM);
+            term_sent = true;
+        }
+        let deadline = cp.kill.as_ref().filter(|_| !kill_sent).map(|k| {
+            tokio::time::Instant::now()
+                + Duration::from_millis(k.deadline_unix_ms.saturating_sub(unix_ms()))
+        });
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => return,
+            note = watcher.exited() => break note,
+            Some(grace) = kill_rx.recv() => {
+                if cp.kill.is_none() {
+                    let grace_ms = grace.as_millis() as u64;
+                    cp.kill = Some(KillState { grace_ms, deadline_unix_ms: unix_ms() + grace_ms });
+                    save(&shared, &mut cp).await;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                kill_sent = true;
+                match &task_proc {
+                    Some(p) => signal_group(p, Signal::KILL),
+                    // Not started yet: stop the supervisor (its own group).
+                    None => if let Some(s) = &cp.supervisor { signal_group(s, Signal::KILL) },
+                }
+                for dir in &cp.cgroups {
+                    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+                }
+            }
+            _ = tokio::time::sleep(delay), if task_proc.is_none() => {
+                delay = (delay * 2).min(MAX_START_POLL);
+            }
+        }
+    };
+    if fresh && !cp.started && read_process(&meta).is_some() {
+        // It started and ended between two looks: still report Running first.
+        cp.started = true;
+        let status = TaskStatus::new(
+            cp.request.task_id.clone(),
+            TaskState::Running,
+            Some(shared.node_id.clone()),
+        );
+        emit(
+            &shared,
+            ExecEvent::Status {
+                request: Box::new(cp.request.clone()),
+                status,
+            },
+        )
+        .await;
+    }
+    end(&shared, cp, note).await;
+}
+
+/// The supervisor has exited: read its record and finish the task.
+async fn end(shared: &Shared, mut cp: Checkpoint, note: Option<String>) {
+    let meta = shared.layout.meta(cp.request.task_id.as_str());
+    let dirs = cp.cgroups.clone();
+    let (exit, oom) = blocking(move || (read_exit(&meta), cgroup::oom_killed(&dirs)))
+        .await
+        .unwrap_or((None, false));
+    if exit.is_some() && !cp.started {
+        cp.started = true;
+    }
+    let status = final_status(
+        &shared.node_id,
+        &cp.request,
+        exit,
+        cp.kill.as_ref(),
+        oom,
+        note,
+    );
+    finish(shared, cp, status).await;
+}
+
+/// Concludes, at open, a task whose supervisor is gone: its final status
+/// comes from the exit record, or it is lost. A task process still alive
+/// without its supervisor is killed, so nothing runs unaccounted for.
+/// Blocking; writes the checkpoint and frees the cgroups.
+pub(crate) fn conclude_offline(layout: &Layout, node: &NodeId, mut cp: Checkpoint) -> Checkpoint {
+    let meta = layout.meta(cp.request.task_id.as_str());
+    let exit = read_exit(&meta);
+    let mut note = match &cp.supervisor {
+        Some(s) => format!(
+            "supervisor pid {} is gone; the machine may have rebooted or it was killed",
+            s.pid
+        ),
+        None => "the agent stopped while starting it".to_string(),
+    };
+    if exit.is_none()
+        && let Some(p) = read_process(&meta)
+        && p.is_alive()
+    {
+        signal_group(&p, Signal::KILL);
+        note.push_str(&format!("; its process group {} was killed", p.pid));
+    }
+    let oom = cgroup::oom_killed(&cp.cgroups);
+    let status = final_status(node, &cp.request, exit, cp.kill.as_ref(), oom, Some(note));
+    cp.ended = Some(status);
+    if let Err(e) = cp.save(layout) {
+        tracing::warn!(task = %cp.request.task_id, "cannot write the task's checkpoint: {e}");
+    }
+    cgroup::remove(&cp.cgroups);
+    cp
+}

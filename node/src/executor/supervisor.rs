@@ -1,0 +1,205 @@
+//! The per-task supervisor process, `agora __supervise SANDBOX`.
+//!
+//! The executor starts one supervisor per task in a new session (setsid), so
+//! that it outlives the agent. The supervisor reads its instructions from
+//! `SANDBOX/.agora/launch.json`, starts the task in its own process group
+//! (inside the task's cgroups when there are any), records the task's pid in
+//! `process.json`, waits for it, kills whatever is left of its process group,
+//! and records how it ended in `exit.json` (atomically), then exits. A task
+//! that cannot be started at all is recorded as `cannot_start` with the OS
+//! error, so the agent can tell "could not start" from "exited 127".
+
+use super::fsutil::{EXIT_FILE, LAUNCH_FILE, META_DIR, PROCESS_FILE, ProcRef, atomic_write};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What the supervisor runs, written by the executor to `launch.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct LaunchSpec {
+    /// The program (looked up in PATH when it has no slash).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to the supervisor's environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory (the sandbox).
+    pub cwd: PathBuf,
+    /// File that receives stdout.
+    pub stdout: PathBuf,
+    /// File that receives stderr.
+    pub stderr: PathBuf,
+    /// `cgroup.procs` files the task joins before it executes.
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// How a task ended, written by the supervisor to `exit.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ExitRecord {
+    /// It exited with this code.
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// A signal ended it.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+    },
+    /// It could not be started.
+    CannotStart {
+        /// The OS error, for people.
+        reason: String,
+    },
+}
+
+/// Reads `exit.json` of a sandbox's meta dir, if the supervisor wrote it.
+pub(crate) fn read_exit(meta: &Path) -> Option<ExitRecord> {
+    let bytes = std::fs::read(meta.join(EXIT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Reads `process.json` of a sandbox's meta dir, if the task has started.
+pub(crate) fn read_process(meta: &Path) -> Option<ProcRef> {
+    let bytes = std::fs::read(meta.join(PROCESS_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    atomic_write(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn record_exit(meta: &Path, record: &ExitRecord) -> i32 {
+    match write_json(&meta.join(EXIT_FILE), record) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("agora supervisor: {e}");
+            1
+        }
+    }
+}
+
+fn open_output(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Entry point of `agora __supervise SANDBOX` (see the module docs).
+pub(crate) fn run(args: Vec<OsString>) -> i32 {
+    let [sandbox] = args.as_slice() else {
+        eprintln!("usage: agora __supervise SANDBOX (internal; started by the agent)");
+        return 2;
+    };
+    let meta = Path::new(sandbox).join(META_DIR);
+    let spec: LaunchSpec = match std::fs::read(meta.join(LAUNCH_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            let reason = format!(
+                "the supervisor cannot read {}: {e}",
+                meta.join(LAUNCH_FILE).display()
+            );
+            eprintln!("agora supervisor: {reason}");
+            return record_exit(&meta, &ExitRecord::CannotStart { reason });
+        }
+    };
+    let cannot_start = |what: String| {
+        eprintln!("agora supervisor: {what}");
+        record_exit(&meta, &ExitRecord::CannotStart { reason: what })
+    };
+    let stdout = match open_output(&spec.stdout) {
+        Ok(f) => f,
+        Err(e) => return cannot_start(format!("cannot open {}: {e}", spec.stdout.display())),
+    };
+    let stderr = match open_output(&spec.stderr) {
+        Ok(f) => f,
+        Err(e) => return cannot_start(format!("cannot open {}: {e}", spec.stderr.display())),
+    };
+    // Cgroups never stop a task: a file that cannot be opened is logged and skipped.
+    let mut cgroup_fds: Vec<OwnedFd> = Vec::new();
+    for path in &spec.cgroup_procs {
+        match OpenOptions::new().write(true).open(path) {
+            Ok(f) => cgroup_fds.push(f.into()),
+            Err(e) => eprintln!(
+                "agora supervisor: not joining cgroup {}: {e}",
+                path.display()
+            ),
+        }
+    }
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    if !cgroup_fds.is_empty() {
+        // SAFETY: the closure only calls write(2) on descriptors opened
+        // before the fork, which is async-signal-safe; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &cgroup_fds {
+                    // "0" moves the writing process (the task, before exec).
+                    let _ = rustix::io::write(fd, b"0");
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return cannot_start(format!("cannot start `{}`: {e}", spec.program)),
+    };
+    let raw_pid = child.id() as i32;
+    if let Some(process) = ProcRef::of(raw_pid)
+        && let Err(e) = write_json(&meta.join(PROCESS_FILE), &process)
+    {
+        eprintln!("agora supervisor: {e}");
+    }
+    // Wait without reaping, so that the task's pid (and so its process
+    // group id) cannot be reused while its leftovers are killed.
+    if let Some(pid) = Pid::from_raw(raw_pid) {
+        loop {
+            match rustix::process::waitid(
+                WaitId::Pid(pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+            ) {
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    eprintln!("agora supervisor: waitid: {e}");
+                    break;
+                }
+                Ok(_) => break,
+            }
+        }
+        // A task ends with all of its processes.
+        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+    }
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break status,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("agora supervisor: cannot wait for the task: {e}");
+                return 1;
+            }
+        }
+    };
+    let record = match (status.code(), status.signal()) {
+        (Some(code), _) => ExitRecord::Exited { code },
+        (None, Some(signal)) => ExitRecord::Signaled { signal },
+        (None, None) => ExitRecord::CannotStart {
+            reason: format!("the task ended with an unknown status {status:?}"),
+        },
+    };
+    record_exit(&meta, &record)
+}

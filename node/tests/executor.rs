@@ -1,0 +1,535 @@
+//! Integration tests of the executor with real processes: the real `agora`
+//! binary as the per-task supervisor, real files in a temporary data dir,
+//! real signals and (where the host allows) real cgroups.
+
+use agora_node::executor::{ExecEvent, Executor, ExecutorConfig, LaunchRequest, Recovered};
+use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
+use agora_protocol::resources::Resources;
+use agora_protocol::task::{Command, TaskSpec, TaskState, TaskStatus};
+use agora_protocol::wire::LogStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Longest wait for any one event.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A temporary data dir; on drop, kills every task process still running in
+/// it (their supervisors then exit) and removes the dir.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> DataDir {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "agora-exec-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        DataDir(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(self.0.join("sandboxes")) {
+            for e in entries.flatten() {
+                let Ok(bytes) = std::fs::read(e.path().join(".agora/process.json")) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                    continue;
+                };
+                let pid = v["pid"].as_i64().unwrap_or(0) as i32;
+                let start = v["start_time"].as_u64();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let now_start = stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().nth(19).map(str::to_string))
+                    .and_then(|s| s.parse::<u64>().ok());
+                if pid > 0
+                    && now_start.is_some()
+                    && now_start == start
+                    && let Some(pid) = rustix::process::Pid::from_raw(pid)
+                {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &Path, cgroups: bool) -> ExecutorConfig {
+    ExecutorConfig {
+        data_dir: dir.to_path_buf(),
+        node_id: NodeId::new("node-1").unwrap(),
+        cgroups,
+        agora_exe: PathBuf::from(env!("CARGO_BIN_EXE_agora")),
+    }
+}
+
+fn request(id: &str, command: Command) -> LaunchRequest {
+    let mut spec = TaskSpec::new(
+        "test",
+        command,
+        Resources {
+            cpu_millis: 500,
+            mem_mib: 64,
+            ..Resources::default()
+        },
+    );
+    spec.env.insert("GREETING".into(), "hello".into());
+    LaunchRequest {
+        task_id: TaskId::new(id).unwrap(),
+        framework: FrameworkId::new("fw").unwrap(),
+        weight: 1,
+        home: NodeId::new("node-1").unwrap(),
+        spec,
+        ports: vec![31000, 31001],
+    }
+}
+
+fn sh(line: &str) -> Command {
+    Command::Shell(line.to_string())
+}
+
+async fn open(dir: &Path) -> (Executor, Vec<Recovered>, mpsc::Receiver<ExecEvent>) {
+    let (tx, rx) = mpsc::channel(64);
+    let (exec, recovered) = Executor::open(config(dir, false), tx).await.unwrap();
+    (exec, recovered, rx)
+}
+
+/// The next status of `task` (other tasks' events are skipped).
+async fn next_status(rx: &mut mpsc::Receiver<ExecEvent>, task: &str) -> TaskStatus {
+    let fut = async {
+        loop {
+            match rx.recv().await {
+                Some(ExecEvent::Status { status, .. }) if status.task_id.as_str() == task => {
+                    return status;
+                }
+                Some(_) => continue,
+                None => panic!("event channel closed"),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("no status for {task} within {DEADLINE:?}"))
+}
+
+/// The final status of `task`, checking that Running came first.
+async fn run_to_end(rx: &mut mpsc::Receiver<ExecEvent>, task: &str) -> TaskStatus {
+    let first = next_status(rx, task).await;
+    assert_eq!(first.state, TaskState::Running, "{first:?}");
+    let last = next_status(rx, task).await;
+    assert!(last.state.is_terminal(), "{last:?}");
+    last
+}
+
+async fn read_all(exec: &Executor, task: &str, stream: LogStream) -> String {
+    let id = TaskId::new(task).unwrap();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let chunk = exec.read_log(&id, stream, offset, 7).await;
+        assert_eq!(chunk.error, None);
+        out.extend_from_slice(&chunk.data);
+        offset = chunk.next_offset;
+        if chunk.eof {
+            break;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn wait_for_file(path: &Path) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_finishes_and_logs_read_by_offset() {
+    let dir = DataDir::new("echo");
+    let (mut exec, recovered, mut rx) = open(&dir.0).await;
+    assert!(recovered.is_empty());
+    exec.launch(request("t1", sh("echo hello stdout; echo oops >&2")));
+    let end = run_to_end(&mut rx, "t1").await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(end.exit_code, Some(0));
+    assert_eq!(end.node.as_ref().map(NodeId::as_str), Some("node-1"));
+    assert_eq!(exec.running(), 0);
+    assert_eq!(
+        read_all(&exec, "t1", LogStream::Stdout).await,
+        "hello stdout\n"
+    );
+    assert_eq!(read_all(&exec, "t1", LogStream::Stderr).await, "oops\n");
+    // A read from the middle, and past the end.
+    let id = TaskId::new("t1").unwrap();
+    let mid = exec.read_log(&id, LogStream::Stdout, 6, 1 << 30).await;
+    assert_eq!(mid.data, b"stdout\n");
+    assert!(mid.eof);
+    assert_eq!(mid.next_offset, 13);
+    let past = exec.read_log(&id, LogStream::Stdout, 100, 10).await;
+    assert!(past.data.is_empty() && past.eof && past.error.is_none());
+    let unknown = exec
+        .read_log(&TaskId::new("nope").unwrap(), LogStream::Stdout, 0, 10)
+        .await;
+    assert!(unknown.error.is_some_and(|e| e.contains("unknown task")));
+    exec.detach().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_unstartable_commands_fail_with_reasons() {
+    let dir = DataDir::new("fail");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request("exit3", sh("exit 3")));
+    let end = run_to_end(&mut rx, "exit3").await;
+    assert_eq!(end.state, TaskState::Failed);
+    assert_eq!(end.exit_code, Some(3));
+    assert_eq!(end.reason.as_deref(), Some("exited with code 3"));
+
+    exec.launch(request(
+        "missing",
+        Command::Argv(vec!["nosuchcmd-agora".into(), "x".into()]),
+    ));
+    let end = next_status(&mut rx, "missing").await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert_eq!(end.exit_code, None);
+    assert_eq!(
+        end.reason.as_deref(),
+        Some("cannot start `nosuchcmd-agora`: No such file or directory (os error 2)")
+    );
+
+    // Not executable: EACCES.
+    let script = dir.0.join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    exec.launch(request(
+        "noexec",
+        Command::Argv(vec![script.display().to_string()]),
+    ));
+    let end = next_status(&mut rx, "noexec").await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert!(
+        end.reason.as_deref().unwrap().contains("Permission denied"),
+        "{end:?}"
+    );
+
+    // The shell's "command not found" is an exit code, not a start failure.
+    exec.launch(request("sh127", sh("nosuchcmd-agora")));
+    let end = run_to_end(&mut rx, "sh127").await;
+    assert_eq!(end.exit_code, Some(127));
+
+    // A task killed by a signal it did not ask for.
+    exec.launch(request("segv", sh("kill -SEGV $$")));
+    let end = run_to_end(&mut rx, "segv").await;
+    assert_eq!(end.state, TaskState::Failed);
+    assert_eq!(end.signal, Some(11));
+    assert_eq!(end.reason.as_deref(), Some("killed by signal 11 (SIGSEGV)"));
+    exec.detach().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_terms_then_kills_after_grace() {
+    let dir = DataDir::new("kill");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request("sleeper", sh("exec sleep 60")));
+    assert_eq!(
+        next_status(&mut rx, "sleeper").await.state,
+        TaskState::Running
+    );
+    assert_eq!(exec.running(), 1);
+    exec.kill(&TaskId::new("sleeper").unwrap(), Duration::from_millis(500));
+    let end = next_status(&mut rx, "sleeper").await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    assert_eq!(end.signal, Some(15), "{end:?}");
+
+    // Trapping TERM does not save a task: KILL follows the grace period.
+    exec.launch(request(
+        "stubborn",
+        sh("trap 'echo got TERM' TERM; echo ready; while true; do sleep 0.1; done"),
+    ));
+    assert_eq!(
+        next_status(&mut rx, "stubborn").await.state,
+        TaskState::Running
+    );
+    let stdout = exec
+        .sandbox_dir(&TaskId::new("stubborn").unwrap())
+        .join("stdout");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    exec.kill(
+        &TaskId::new("stubborn").unwrap(),
+        Duration::from_millis(500),
+    );
+    let end = next_status(&mut rx, "stubborn").await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    assert_eq!(end.signal, Some(9), "{end:?}");
+    assert!(
+        end.reason
+            .as_deref()
+            .unwrap()
+            .contains("SIGKILL after a 500 ms grace"),
+        "{end:?}"
+    );
+    assert!(
+        read_all(&exec, "stubborn", LogStream::Stdout)
+            .await
+            .contains("got TERM")
+    );
+    // Unknown tasks are ignored.
+    exec.kill(&TaskId::new("nope").unwrap(), Duration::from_millis(1));
+    assert_eq!(exec.running(), 0);
+    exec.detach().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_executor_reattaches_and_reports_the_end_once() {
+    let dir = DataDir::new("reattach");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    let marker = dir.0.join("go");
+    let line = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo done",
+        marker.display()
+    );
+    exec.launch(request("long", sh(&line)));
+    assert_eq!(next_status(&mut rx, "long").await.state, TaskState::Running);
+    exec.detach().await; // the agent stops; the task does not
+    drop(rx);
+
+    let (exec, recovered, mut rx) = open(&dir.0).await;
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(matches!(&recovered[0], Recovered::Running(r) if r.task_id.as_str() == "long"));
+    assert_eq!(exec.running(), 1);
+    std::fs::write(&marker, "").unwrap();
+    let end = next_status(&mut rx, "long").await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(read_all(&exec, "long", LogStream::Stdout).await, "done\n");
+    // Exactly once: nothing else arrives for it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err()
+    );
+
+    // Ended but not forgotten: the next open reports it again; after forget, not.
+    exec.detach().await;
+    let (mut exec, recovered, _rx) = open(&dir.0).await;
+    assert!(
+        matches!(&recovered[..], [Recovered::Ended(r, s)] if r.task_id.as_str() == "long" && s.state == TaskState::Finished)
+    );
+    assert!(exec.forget(&TaskId::new("long").unwrap()));
+    exec.detach().await;
+    let (exec, recovered, _rx) = open(&dir.0).await;
+    assert!(recovered.is_empty(), "{recovered:?}");
+    // Logs outlive the checkpoint.
+    assert_eq!(read_all(&exec, "long", LogStream::Stdout).await, "done\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_ends_while_no_executor_is_open_is_recovered_as_ended() {
+    let dir = DataDir::new("offline");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    let marker = dir.0.join("go");
+    let line = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exit 4",
+        marker.display()
+    );
+    exec.launch(request("offline", sh(&line)));
+    assert_eq!(
+        next_status(&mut rx, "offline").await.state,
+        TaskState::Running
+    );
+    let sandbox = exec.sandbox_dir(&TaskId::new("offline").unwrap());
+    exec.detach().await;
+    std::fs::write(&marker, "").unwrap();
+    wait_for_file(&sandbox.join(".agora/exit.json")).await;
+    // Let the supervisor exit after writing its record.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (mut exec, recovered, _rx) = loop {
+        let opened = open(&dir.0).await;
+        if matches!(&opened.1[..], [Recovered::Ended(..)]) {
+            break opened;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", opened.1);
+        opened.0.detach().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let [Recovered::Ended(req, status)] = &recovered[..] else {
+        panic!("{recovered:?}")
+    };
+    assert_eq!(req.task_id.as_str(), "offline");
+    assert_eq!(status.state, TaskState::Failed);
+    assert_eq!(status.exit_code, Some(4));
+    assert_eq!(exec.running(), 0);
+    assert!(exec.forget(&req.task_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_supervisor_vanished_is_lost() {
+    let dir = DataDir::new("lost");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request("victim", sh("exec sleep 60")));
+    assert_eq!(
+        next_status(&mut rx, "victim").await.state,
+        TaskState::Running
+    );
+    exec.detach().await;
+    // Kill the supervisor (its own session and process group) hard.
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("tasks/victim.json")).unwrap()).unwrap();
+    let sup = cp["supervisor"]["pid"].as_i64().unwrap() as i32;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(sup).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(format!("/proc/{sup}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_exec, recovered, _rx) = open(&dir.0).await;
+    let [Recovered::Ended(_, status)] = &recovered[..] else {
+        panic!("{recovered:?}")
+    };
+    assert_eq!(status.state, TaskState::Lost, "{status:?}");
+    let reason = status.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("supervisor") && reason.contains("process group"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_checkpoint_is_moved_aside() {
+    let dir = DataDir::new("corrupt");
+    std::fs::create_dir_all(dir.0.join("tasks")).unwrap();
+    std::fs::write(dir.0.join("tasks/broken.json"), b"{ not json").unwrap();
+    let (mut exec, recovered, mut rx) = open(&dir.0).await;
+    assert!(recovered.is_empty());
+    let names: Vec<String> = std::fs::read_dir(dir.0.join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.contains(&"broken.json".to_string()), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("broken.json.corrupt-")),
+        "{names:?}"
+    );
+    // The executor still works.
+    exec.launch(request("after", sh("true")));
+    assert_eq!(
+        run_to_end(&mut rx, "after").await.state,
+        TaskState::Finished
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_see_their_environment_and_sandbox() {
+    let dir = DataDir::new("env");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request(
+        "envtask",
+        sh("echo \"$AGORA_TASK_ID|$AGORA_NODE_ID|$AGORA_SANDBOX|$AGORA_PORTS|$GREETING|$(pwd)\""),
+    ));
+    assert_eq!(
+        run_to_end(&mut rx, "envtask").await.state,
+        TaskState::Finished
+    );
+    let sandbox = exec.sandbox_dir(&TaskId::new("envtask").unwrap());
+    let sandbox = std::fs::canonicalize(&sandbox).unwrap();
+    let out = read_all(&exec, "envtask", LogStream::Stdout).await;
+    let fields: Vec<&str> = out.trim_end().split('|').collect();
+    assert_eq!(fields[0], "envtask");
+    assert_eq!(fields[1], "node-1");
+    assert_eq!(std::fs::canonicalize(fields[2]).unwrap(), sandbox);
+    assert_eq!(fields[3], "31000,31001");
+    assert_eq!(fields[4], "hello");
+    assert_eq!(std::fs::canonicalize(fields[5]).unwrap(), sandbox);
+    // A task id that would escape the sandboxes dir stays inside it.
+    exec.launch(request("..", sh("pwd")));
+    assert_eq!(run_to_end(&mut rx, "..").await.state, TaskState::Finished);
+    let out = read_all(&exec, "..", LogStream::Stdout).await;
+    assert!(out.trim_end().ends_with("/sandboxes/%.."), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_limits_are_written_when_the_host_allows() {
+    let dir = DataDir::new("cgroup");
+    let (tx, mut rx) = mpsc::channel(64);
+    let (mut exec, _) = Executor::open(config(&dir.0, true), tx).await.unwrap();
+    let mode = exec.cgroup_mode();
+    println!("cgroup mode: {mode}");
+    if mode.starts_with("no cgroups") {
+        println!("skipping the cgroup limit checks: {mode}");
+        return;
+    }
+    let id = TaskId::new("limited").unwrap();
+    let marker = dir.0.join("go");
+    exec.launch(request(
+        "limited",
+        sh(&format!(
+            "cat /proc/self/cgroup; while [ ! -e {} ]; do sleep 0.05; done",
+            marker.display()
+        )),
+    ));
+    assert_eq!(
+        next_status(&mut rx, "limited").await.state,
+        TaskState::Running
+    );
+    let dirs = exec.cgroup_dirs(&id);
+    assert!(!dirs.is_empty());
+    let read = |d: &PathBuf, f: &str| {
+        std::fs::read_to_string(d.join(f))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    for d in &dirs {
+        assert!(d.is_dir(), "{} missing while the task runs", d.display());
+        if d.join("memory.max").exists() {
+            assert_eq!(read(d, "memory.max"), (64u64 << 20).to_string());
+            assert_eq!(read(d, "cpu.max"), "50000 100000");
+        }
+        if d.join("memory.limit_in_bytes").exists() {
+            assert_eq!(read(d, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        }
+        if d.join("cpu.cfs_quota_us").exists() {
+            assert_eq!(read(d, "cpu.cfs_quota_us"), "50000");
+            assert_eq!(read(d, "cpu.cfs_period_us"), "100000");
+        }
+    }
+    std::fs::write(&marker, "").unwrap();
+    assert_eq!(
+        next_status(&mut rx, "limited").await.state,
+        TaskState::Finished
+    );
+    // The task ran inside its cgroups, which are gone once it ended.
+    let out = read_all(&exec, "limited", LogStream::Stdout).await;
+    for d in &dirs {
+        assert!(d.ends_with("agora/node-1/limited"), "{}", d.display());
+        assert!(!d.exists(), "{} still exists", d.display());
+    }
+    assert!(out.contains("/agora/node-1/limited"), "{out}");
+    exec.detach().await;
+}
