@@ -111,6 +111,7 @@ pub struct Harness {
     next_gossip: Instant,
     gossip_every: Duration,
     run_times: BTreeMap<TaskId, Duration>,
+    instant_shares: bool,
     pub record: Record,
 }
 
@@ -179,8 +180,69 @@ impl Harness {
             next_gossip: Instant::ZERO,
             gossip_every: Duration::from_millis(100),
             run_times: BTreeMap::new(),
+            instant_shares: false,
             record: Record::default(),
         }
+    }
+
+    /// Gives every auctioneer the true cluster-wide shares before each of
+    /// its decisions, instead of gossip-delayed ones (to test the ranking
+    /// itself, independent of gossip lag).
+    pub fn set_instant_shares(&mut self, on: bool) {
+        self.instant_shares = on;
+    }
+
+    fn refresh_shares(&mut self) {
+        if !self.instant_shares {
+            return;
+        }
+        let mut total = Resources::ZERO;
+        let mut usage: BTreeMap<FrameworkId, agora_protocol::fairness::FrameworkUsage> =
+            BTreeMap::new();
+        for n in self.nodes.values().filter(|n| n.alive) {
+            total = total.saturating_add(&n.auct.capacity());
+            for (fw, u) in n.auct.allocations() {
+                let e = usage
+                    .entry(fw)
+                    .or_insert(agora_protocol::fairness::FrameworkUsage {
+                        resources: Resources::ZERO,
+                        weight: u.weight,
+                    });
+                e.resources = e.resources.saturating_add(&u.resources);
+            }
+        }
+        let shares = agora_protocol::fairness::FairShares::new(total, usage);
+        for n in self.nodes.values_mut() {
+            n.auct.set_shares(shares.clone());
+        }
+    }
+
+    /// Ends every running task of bidder `b` now, all at the same instant.
+    pub fn finish_all(&mut self, b: usize) {
+        let mine: BTreeSet<TaskId> = self.homes[b].submitted.iter().cloned().collect();
+        let due: Vec<(Instant, TaskId)> = self
+            .ends
+            .keys()
+            .filter(|(_, t)| mine.contains(t))
+            .cloned()
+            .collect();
+        for key in due {
+            if let Some(node) = self.ends.remove(&key) {
+                self.ends.insert((self.now, key.1), node);
+            }
+        }
+        let now = self.now;
+        self.run_until(now);
+    }
+
+    /// Tasks of bidder `b` that are starting or running.
+    pub fn running_tasks(&self, b: usize) -> usize {
+        self.homes[b]
+            .bidder
+            .task_rows()
+            .iter()
+            .filter(|r| matches!(r.state, TaskState::Starting | TaskState::Running))
+            .count()
     }
 
     pub fn bidder(&self, b: usize) -> &Bidder<ChaCha8Rng> {
@@ -327,6 +389,7 @@ impl Harness {
             let Some(node) = self.ends.remove(&(t, task.clone())) else {
                 break;
             };
+            self.refresh_shares();
             if let Some(n) = self.nodes.get_mut(&node)
                 && n.alive
             {
@@ -343,11 +406,22 @@ impl Harness {
             let Some((from, to, msg)) = self.inflight.remove(&(t, s)) else {
                 break;
             };
+            self.refresh_shares();
             self.deliver(from, to, msg);
         }
-        for n in self.nodes.values_mut().filter(|n| n.alive) {
-            if n.auct.poll_timeout().is_some_and(|t| t <= now) {
-                n.auct.handle_timeout(now);
+        let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
+        for id in ids {
+            let due = self
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.alive && n.auct.poll_timeout().is_some_and(|t| t <= now));
+            if due {
+                self.refresh_shares();
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.auct.handle_timeout(now);
+                }
+                // later nodes must see this node's awards
+                self.pump_all();
             }
         }
         for h in &mut self.homes {
