@@ -136,7 +136,7 @@ def task_spec(name, shell, cpu_millis, mem_mib, env=None, priority=0,
     """A task spec running `shell` with `sh -c`; every field is present, as required."""
     return {
         "name": name,
-        "command": {"Shell": shell},
+        "command": {"shell": shell},
         "env": dict(env or {}),
         "resources": {
             "cpu_millis": cpu_millis,

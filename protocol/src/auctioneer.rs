@@ -357,18 +357,21 @@ impl Auctioneer {
                 resources: a.resources,
                 reason: None,
             })
-            .chain(self.outbox.iter().filter_map(|(id, o)| {
-                (!self.running.contains_key(id)).then(|| TaskRow {
-                    task_id: id.clone(),
-                    name: o.name.clone(),
-                    framework: o.update.framework.clone(),
-                    state: o.update.status.state,
-                    node: Some(self.me.clone()),
-                    exit_code: o.update.status.exit_code,
-                    resources: o.resources,
-                    reason: o.update.status.reason.clone(),
-                })
-            }))
+            .chain(
+                self.outbox
+                    .iter()
+                    .filter(|(id, _)| !self.running.contains_key(*id))
+                    .map(|(id, o)| TaskRow {
+                        task_id: id.clone(),
+                        name: o.name.clone(),
+                        framework: o.update.framework.clone(),
+                        state: o.update.status.state,
+                        node: Some(self.me.clone()),
+                        exit_code: o.update.status.exit_code,
+                        resources: o.resources,
+                        reason: o.update.status.reason.clone(),
+                    }),
+            )
             .collect()
     }
 
@@ -723,7 +726,10 @@ impl Auctioneer {
             return self.reject(from, &bid, RejectReason::Busy);
         }
         self.arrivals += 1;
-        let wait = Duration::from_millis(u64::from(bid.wait_ms)).min(self.config.max_hold);
+        // Every bid stays at least until the window it joins closes.
+        let wait = Duration::from_millis(u64::from(bid.wait_ms))
+            .min(self.config.max_hold)
+            .max(self.config.window);
         self.book.push(PendingBid {
             from,
             bid,

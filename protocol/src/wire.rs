@@ -61,6 +61,7 @@ pub struct Award {
 
 /// Why a bid lost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// The node does not have enough free in these dimensions.
     Insufficient(Vec<Dimension>),
