@@ -187,10 +187,10 @@ async fn note(
     }
     let s = ev.status;
     let first_placed = s.state != TaskState::Staging
-        && !out
+        && out
             .states
             .get(&s.task_id)
-            .is_some_and(|p| p.0 != TaskState::Staging);
+            .is_none_or(|p| p.0 == TaskState::Staging);
     if first_placed && s.node.is_some() {
         out.placement.push(started.elapsed());
     }
@@ -329,7 +329,7 @@ pub async fn ps(socket: &Path, args: ListArgs) -> anyhow::Result<i32> {
     for r in rows {
         println!(
             "{:<44} {:<16} {:<9} {:<20} {}",
-            r.task_id,
+            r.task_id.as_str(),
             r.name,
             r.state.name(),
             r.node.as_ref().map_or("-", |n| n.as_str()),
@@ -377,7 +377,7 @@ pub async fn nodes(socket: &Path, args: ListArgs) -> anyhow::Result<i32> {
         let attrs: Vec<String> = n.attrs.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "{:<24} {:<22} {:<6} {:>11} {:>15} {}",
-            n.id,
+            n.id.as_str(),
             n.addr,
             if n.alive { "yes" } else { "DEAD" },
             format!(

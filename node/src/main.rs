@@ -6,8 +6,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "__supervise") {
-        let code = agora_node::executor::supervise_main(args[2..].to_vec());
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        std::process::exit(agora_node::executor::supervise_main(args[2..].to_vec()));
     }
     match agora_node::run() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -298,9 +298,9 @@ impl P2p {
                     tracing::warn!(claimed = %request.from, %peer, "peer claims a node id gossiped under another peer id; message dropped");
                     return None;
                 }
-                if !self.nodes.contains_key(&peer) {
-                    self.nodes.insert(peer, request.from.clone());
-                }
+                self.nodes
+                    .entry(peer)
+                    .or_insert_with(|| request.from.clone());
                 self.stats.received += 1;
                 Some((request.from, request.msg))
             }

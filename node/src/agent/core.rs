@@ -325,7 +325,8 @@ impl Core {
             | PeerMessage::Confirm(_)
             | PeerMessage::Release(_)
             | PeerMessage::StatusAck(_)
-            | PeerMessage::Kill(_) => {
+            | PeerMessage::Kill(_)
+            | PeerMessage::Withdraw(_) => {
                 let kind = msg.kind();
                 if let Err(e) = self.auctioneer.handle_message(now, from.clone(), msg) {
                     tracing::debug!(%from, kind, error = %e, "auctioneer refused a message");
@@ -333,7 +334,7 @@ impl Core {
             }
             PeerMessage::Award(ref a) => {
                 let (task_id, lease_id) = (a.task_id.clone(), a.lease_id);
-                if !self.to_bidder(now, &task_id, from.clone(), msg) {
+                if !self.route_to_bidder(now, &task_id, from.clone(), msg) {
                     // Nobody here wants it: give the lease back at once.
                     self.send(
                         from,
@@ -344,15 +345,15 @@ impl Core {
             PeerMessage::Reject(ref r) => {
                 let task_id = r.task_id.clone();
                 self.view.apply_free(&from, r.free, r.free_version);
-                self.to_bidder(now, &task_id, from, msg);
+                self.route_to_bidder(now, &task_id, from, msg);
             }
             PeerMessage::Confirmed(ref c) => {
                 let task_id = c.task_id.clone();
-                self.to_bidder(now, &task_id, from, msg);
+                self.route_to_bidder(now, &task_id, from, msg);
             }
             PeerMessage::ConfirmRefused(ref c) => {
                 let task_id = c.task_id.clone();
-                self.to_bidder(now, &task_id, from, msg);
+                self.route_to_bidder(now, &task_id, from, msg);
             }
             PeerMessage::Status(u) => {
                 if let Some(f) = self.frameworks.get_mut(&u.framework) {
@@ -404,7 +405,7 @@ impl Core {
 
     /// Hands a message to the bidder of the task's framework; false if
     /// there is none on this node.
-    fn to_bidder(
+    fn route_to_bidder(
         &mut self,
         now: Instant,
         task_id: &TaskId,
@@ -502,10 +503,7 @@ impl Core {
             }
             let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
             for id in ids {
-                loop {
-                    let Some(f) = self.frameworks.get_mut(&id) else {
-                        break;
-                    };
+                while let Some(f) = self.frameworks.get_mut(&id) {
                     if let Some(t) = f.bidder.poll_transmit() {
                         moved = true;
                         self.send(t.to, t.msg);

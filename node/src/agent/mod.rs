@@ -8,8 +8,12 @@
 //! deadline. After each input the core drains every machine.
 //!
 //! SIGINT or SIGTERM: the auctioneer stops awarding, pending status updates
-//! get a moment to be delivered, the node leaves gossip gracefully, and the
-//! executor detaches (tasks keep running; the next start re-attaches them).
+//! get a moment to be delivered (up to 2 s), the executor detaches (tasks
+//! keep running; the next start re-attaches them) and the node leaves gossip
+//! gracefully. If tasks are still running it does not announce its leave:
+//! peers would at once report those tasks lost; instead a restart within the
+//! failure detector's time (a few seconds) re-attaches them unnoticed, and
+//! a node that stays down is declared dead as if it had crashed.
 
 mod clients;
 pub mod core;
@@ -147,7 +151,18 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let Core {
         gossip, executor, ..
     } = core;
-    gossip.leave().await;
+    if executor.running() == 0 {
+        gossip.leave().await;
+    } else {
+        // Leaving would make every home node declare these tasks lost at
+        // once; staying silent gives a restart the failure detector's few
+        // seconds to come back and re-attach them.
+        tracing::info!(
+            running = executor.running(),
+            "tasks keep running: not leaving the cluster, so that a restart re-attaches them"
+        );
+        drop(gossip);
+    }
     executor.detach().await;
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("agent stopped");
