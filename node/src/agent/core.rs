@@ -71,6 +71,8 @@ pub struct Conn {
 
 /// Periodic work interval.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How long a node seen restarting may take to be held alive again.
+pub const RESTART_GRACE: Duration = Duration::from_secs(15);
 /// Least time between two gossip publishes.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
@@ -104,6 +106,10 @@ pub struct Core {
     pub(super) latencies: VecDeque<Duration>,
     /// Live members at the last snapshot.
     alive: BTreeSet<NodeId>,
+    /// Nodes seen restarting, held alive until this deadline.
+    restarting: BTreeMap<NodeId, Instant>,
+    /// The last snapshot (re-examined on ticks for restart deadlines).
+    pub(super) last_snapshot: Option<std::sync::Arc<Snapshot>>,
 }
 
 impl Core {
@@ -143,6 +149,8 @@ impl Core {
             last_offers: Instant::ZERO,
             latencies: VecDeque::new(),
             alive: BTreeSet::new(),
+            restarting: BTreeMap::new(),
+            last_snapshot: None,
         };
         core.refresh_self();
         core
@@ -183,6 +191,11 @@ impl Core {
         if self.next_tick <= now {
             self.next_tick = now + TICK;
             self.tick(now);
+            if !self.restarting.is_empty()
+                && let Some(snap) = self.last_snapshot.clone()
+            {
+                self.on_snapshot(&snap);
+            }
         }
     }
 
@@ -235,10 +248,25 @@ impl Core {
             if m.id == self.me {
                 continue;
             }
-            let Some(st) = &m.state else { continue };
             seen.insert(m.id.clone());
+            let Some(st) = &m.state else { continue };
             self.p2p.set_peer(&m.id, &st.peer_id, &st.p2p_addr);
-            let was_alive = self.view.get(&m.id).map(|n| n.alive);
+            let prev = self.view.get(&m.id).map(|n| (n.alive, n.version));
+            let was_alive = prev.map(|p| p.0);
+            // A node that restarted shows up as a new generation that the
+            // failure detector does not hold alive yet, publishing a newer
+            // ledger version: give it RESTART_GRACE before calling it dead.
+            let restarting = !m.alive
+                && (self.restarting.contains_key(&m.id)
+                    || prev.is_some_and(|(alive, v)| alive && st.version > v));
+            if restarting {
+                self.restarting
+                    .entry(m.id.clone())
+                    .or_insert(now + RESTART_GRACE);
+            } else {
+                self.restarting.remove(&m.id);
+            }
+            let alive = m.alive || restarting;
             let info = NodeInfo {
                 id: m.id.clone(),
                 addr: m.gossip_addr.to_string(),
@@ -246,21 +274,34 @@ impl Core {
                 free: st.free,
                 version: st.version,
                 attrs: st.attrs.clone(),
-                alive: m.alive,
+                alive,
                 allocations: st.allocations.clone(),
             };
             if self.view.upsert(info) != Upsert::Stale {
                 changed = true;
             }
-            if self.view.set_alive(&m.id, m.alive) {
+            if self.view.set_alive(&m.id, alive) {
                 changed = true;
             }
-            if m.alive {
+            if alive {
                 if was_alive != Some(true) {
                     tracing::info!(node = %m.id, "node is alive");
                 }
             } else if was_alive == Some(true) {
                 died.push(m.id.clone());
+            }
+        }
+        // Restarts that did not come back in time are deaths.
+        let expired: Vec<NodeId> = self
+            .restarting
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.restarting.remove(&id);
+            if self.view.set_alive(&id, false) {
+                died.push(id);
             }
         }
         // Members that vanished from gossip are dead too.

@@ -213,6 +213,7 @@ pub async fn run_loop(
                 } else {
                     let snap = snapshots.borrow_and_update().clone();
                     core.on_snapshot(&snap);
+                    core.last_snapshot = Some(snap);
                 }
             }
             ev = core.p2p.swarm.select_next_some() => {

@@ -1,0 +1,92 @@
+//! Garbage and oversized frames on the framework socket get an error and
+//! close only that connection; the node keeps serving other clients.
+
+mod common;
+
+use common::{Cluster, wait_for};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn read_frame(s: &mut UnixStream) -> Option<serde_json::Value> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    serde_json::from_slice(&buf).ok()
+}
+
+fn connect(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn json_client(path: &Path) -> UnixStream {
+    let mut s = connect(path);
+    s.write_all(&frame(b"agora/1 json")).unwrap();
+    let welcome = read_frame(&mut s).unwrap();
+    assert!(welcome.get("welcome").is_some(), "{welcome}");
+    s
+}
+
+fn closed(s: &mut UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+fn error_code(v: &serde_json::Value) -> String {
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn bad_frames_close_only_their_connection() {
+    let cluster = Cluster::start(1);
+    let sock = cluster.nodes[0].socket();
+    let mut bystander = json_client(&sock);
+
+    // A handshake that is not one.
+    let mut a = connect(&sock);
+    a.write_all(&frame(b"\x00\x01garbage")).unwrap();
+    assert_eq!(error_code(&read_frame(&mut a).unwrap()), "bad_handshake");
+    assert!(closed(&mut a));
+
+    // A frame that is not JSON.
+    let mut b = json_client(&sock);
+    b.write_all(&frame(b"{not json")).unwrap();
+    assert_eq!(error_code(&read_frame(&mut b).unwrap()), "bad_frame");
+    assert!(closed(&mut b));
+
+    // A frame announcing 2 MiB.
+    let mut c = json_client(&sock);
+    c.write_all(&(2u32 << 20).to_be_bytes()).unwrap();
+    let _ = c.write_all(&[b'x'; 4096]);
+    assert_eq!(error_code(&read_frame(&mut c).unwrap()), "frame_too_large");
+    assert!(closed(&mut c));
+
+    // An unregistered submit is refused but the connection stays.
+    bystander
+        .write_all(&frame(br#"{"submit":{"request_id":1,"tasks":[]}}"#))
+        .unwrap();
+    assert_eq!(
+        error_code(&read_frame(&mut bystander).unwrap()),
+        "not_registered"
+    );
+
+    // The earlier client and new ones are still served.
+    bystander
+        .write_all(&frame(br#"{"list_nodes":{"request_id":9}}"#))
+        .unwrap();
+    let nodes = read_frame(&mut bystander).unwrap();
+    assert_eq!(nodes["nodes"]["request_id"], 9, "{nodes}");
+    wait_for("a fresh client served", Duration::from_secs(10), || {
+        cluster.nodes[0].nodes()
+    });
+}
