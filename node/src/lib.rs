@@ -71,7 +71,12 @@ pub fn run() -> anyhow::Result<i32> {
             let merged = config::merge(*args, socket)?;
             let cfg = config::AgentConfig::resolve(merged)?;
             init_logging(&cfg.log_format, cfg.log_level.as_deref());
-            runtime()?.block_on(agent::run(cfg))?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(agent::run(cfg))?;
             Ok(0)
         }
         cli::Command::Demo(args) => runtime()?.block_on(demo::run(args)),

@@ -256,7 +256,17 @@ impl P2p {
             self.nodes.remove(&old);
         }
         self.nodes.insert(peer, node.clone());
-        self.swarm.add_peer_address(peer, addr);
+        self.swarm.add_peer_address(peer, addr.clone());
+        // Connect ahead of the first auction (the handshakes cost more than
+        // a bid); a failure here is retried by the first real send.
+        if !self.swarm.is_connected(&peer) {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%node, error = %e, "early dial failed");
+            }
+        }
     }
 
     /// Sends a message to another node (best effort; the protocol retries).

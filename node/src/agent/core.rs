@@ -20,7 +20,7 @@ use agora_protocol::bidder;
 use agora_protocol::task::TaskState;
 use agora_protocol::view::{ClusterView, NodeInfo, Upsert};
 use agora_protocol::wire::{PeerMessage, ServerMessage, StatusAck, TaskList, TaskRow};
-use agora_protocol::{FrameworkId, Instant, NodeId, TaskId};
+use agora_protocol::{BidId, FrameworkId, Instant, NodeId, TaskId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -71,6 +71,9 @@ pub struct Conn {
 
 /// Periodic work interval.
 pub const TICK: Duration = Duration::from_millis(250);
+/// Bids remembered for translating answers (older answers are dropped;
+/// the bid has long timed out).
+pub const MAX_BIDS_MAPPED: usize = 200_000;
 /// How long a node seen restarting may take to be held alive again.
 pub const RESTART_GRACE: Duration = Duration::from_secs(15);
 /// Least time between two gossip publishes.
@@ -106,6 +109,12 @@ pub struct Core {
     pub(super) latencies: VecDeque<Duration>,
     /// Live members at the last snapshot.
     alive: BTreeSet<NodeId>,
+    /// Wire bid id → (framework, the bidder's own bid id).
+    bids: BTreeMap<BidId, (FrameworkId, BidId)>,
+    /// (framework, bidder's bid id) → wire bid id.
+    bids_back: BTreeMap<(FrameworkId, BidId), BidId>,
+    bids_order: VecDeque<BidId>,
+    next_bid: u64,
     /// Nodes seen restarting, held alive until this deadline.
     restarting: BTreeMap<NodeId, Instant>,
     /// The last snapshot (re-examined on ticks for restart deadlines).
@@ -151,6 +160,10 @@ impl Core {
             alive: BTreeSet::new(),
             restarting: BTreeMap::new(),
             last_snapshot: None,
+            bids: BTreeMap::new(),
+            bids_back: BTreeMap::new(),
+            bids_order: VecDeque::new(),
+            next_bid: version_offset.max(1),
         };
         core.refresh_self();
         core
@@ -373,9 +386,16 @@ impl Core {
                     tracing::debug!(%from, kind, error = %e, "auctioneer refused a message");
                 }
             }
-            PeerMessage::Award(ref a) => {
+            PeerMessage::Award(mut a) => {
                 let (task_id, lease_id) = (a.task_id.clone(), a.lease_id);
-                if !self.route_to_bidder(now, &task_id, from.clone(), msg) {
+                let routed = match self.bids.get(&a.bid_id).cloned() {
+                    Some((_, own)) => {
+                        a.bid_id = own;
+                        self.route_to_bidder(now, &task_id, from.clone(), PeerMessage::Award(a))
+                    }
+                    None => false,
+                };
+                if !routed {
                     // Nobody here wants it: give the lease back at once.
                     self.send(
                         from,
@@ -383,10 +403,13 @@ impl Core {
                     );
                 }
             }
-            PeerMessage::Reject(ref r) => {
+            PeerMessage::Reject(mut r) => {
                 let task_id = r.task_id.clone();
                 self.view.apply_free(&from, r.free, r.free_version);
-                self.route_to_bidder(now, &task_id, from, msg);
+                if let Some((_, own)) = self.bids.get(&r.bid_id).cloned() {
+                    r.bid_id = own;
+                    self.route_to_bidder(now, &task_id, from, PeerMessage::Reject(r));
+                }
             }
             PeerMessage::Confirmed(ref c) => {
                 let task_id = c.task_id.clone();
@@ -441,6 +464,36 @@ impl Core {
                 );
             }
             PeerMessage::TaskList(t) => self.on_task_list(from, t),
+        }
+    }
+
+    /// Gives a bidder's outgoing bid a wire id unique on this node (bidders
+    /// number their bids from 1 each, and an auctioneer recognises
+    /// duplicates by sender node and bid id); withdrawals are translated
+    /// the same way. None when a withdrawal names a forgotten bid.
+    fn bid_out(&mut self, fw: &FrameworkId, msg: PeerMessage) -> Option<PeerMessage> {
+        match msg {
+            PeerMessage::Bid(mut b) => {
+                let wire = BidId(self.next_bid);
+                self.next_bid += 1;
+                self.bids.insert(wire, (fw.clone(), b.bid_id));
+                self.bids_back.insert((fw.clone(), b.bid_id), wire);
+                self.bids_order.push_back(wire);
+                while self.bids_order.len() > MAX_BIDS_MAPPED {
+                    if let Some(old) = self.bids_order.pop_front()
+                        && let Some(key) = self.bids.remove(&old)
+                    {
+                        self.bids_back.remove(&key);
+                    }
+                }
+                b.bid_id = wire;
+                Some(PeerMessage::Bid(b))
+            }
+            PeerMessage::Withdraw(mut w) => {
+                w.bid_id = *self.bids_back.get(&(fw.clone(), w.bid_id))?;
+                Some(PeerMessage::Withdraw(w))
+            }
+            other => Some(other),
         }
     }
 
@@ -547,7 +600,9 @@ impl Core {
                 while let Some(f) = self.frameworks.get_mut(&id) {
                     if let Some(t) = f.bidder.poll_transmit() {
                         moved = true;
-                        self.send(t.to, t.msg);
+                        if let Some(msg) = self.bid_out(&id, t.msg) {
+                            self.send(t.to, msg);
+                        }
                     } else if let Some(ev) = f.bidder.poll_event() {
                         moved = true;
                         self.on_bidder_event(now, &id, ev);
