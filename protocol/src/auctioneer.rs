@@ -304,6 +304,20 @@ impl Auctioneer {
         self.version
     }
 
+    /// Raises the ledger version to at least `floor`. A restarted node calls
+    /// this with something larger than any version it published before (for
+    /// example its start time in milliseconds), because views ignore free
+    /// vectors whose version is not newer than the one they hold.
+    pub fn raise_version(&mut self, floor: u64) {
+        if floor > self.version {
+            self.version = floor;
+            self.events.push_back(Event::LedgerChanged {
+                free: self.free(),
+                version: self.version,
+            });
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats

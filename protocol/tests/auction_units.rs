@@ -75,6 +75,20 @@ fn answers(a: &mut Auctioneer) -> Vec<(u64, &'static str)> {
 }
 
 #[test]
+fn a_restarted_ledger_can_start_above_its_old_versions() {
+    let mut a = auctioneer(1000);
+    let old = a.version();
+    a.raise_version(1_700_000_000_000);
+    assert_eq!(a.version(), 1_700_000_000_000);
+    a.raise_version(5); // never lowered
+    assert_eq!(a.version(), 1_700_000_000_000);
+    assert!(old < a.version());
+    assert!(std::iter::from_fn(|| a.poll_event()).any(
+        |e| matches!(e, AEvent::LedgerChanged { version, .. } if version == 1_700_000_000_000)
+    ));
+}
+
+#[test]
 fn uncontended_bids_are_awarded_at_once() {
     let mut a = auctioneer(1000);
     a.handle_message(ms(0), n("h"), PeerMessage::Bid(bid(1, "a", 400, 0, 0, 0)))
