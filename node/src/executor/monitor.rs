@@ -544,3 +544,111 @@ pub(crate) fn conclude_offline(layout: &Layout, node: &NodeId, mut cp: Checkpoin
     cgroup::remove(&cp.cgroups);
     cp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::LaunchRequest;
+    use agora_protocol::ids::{FrameworkId, TaskId};
+    use agora_protocol::resources::Resources;
+    use agora_protocol::task::TaskSpec;
+
+    fn req() -> LaunchRequest {
+        LaunchRequest {
+            task_id: TaskId::new("t").unwrap(),
+            framework: FrameworkId::new("fw").unwrap(),
+            weight: 1,
+            home: NodeId::new("n").unwrap(),
+            spec: TaskSpec::new(
+                "t",
+                Command::Shell("true".into()),
+                Resources {
+                    mem_mib: 32,
+                    ..Resources::default()
+                },
+            ),
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn exit_records_become_statuses() {
+        let n = NodeId::new("n").unwrap();
+        let r = req();
+        let s = final_status(
+            &n,
+            &r,
+            Some(ExitRecord::Exited { code: 0 }),
+            None,
+            false,
+            None,
+        );
+        assert_eq!(
+            (s.state, s.exit_code, s.reason),
+            (TaskState::Finished, Some(0), None)
+        );
+        let s = final_status(
+            &n,
+            &r,
+            Some(ExitRecord::Exited { code: 2 }),
+            None,
+            false,
+            None,
+        );
+        assert_eq!(s.reason.as_deref(), Some("exited with code 2"));
+        let s = final_status(
+            &n,
+            &r,
+            Some(ExitRecord::Signaled { signal: 9 }),
+            None,
+            true,
+            None,
+        );
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("killed by signal 9 (SIGKILL): out of memory (the task's limit is 32 MiB)")
+        );
+        let kill = KillState {
+            grace_ms: 500,
+            deadline_unix_ms: 0,
+        };
+        let s = final_status(
+            &n,
+            &r,
+            Some(ExitRecord::Exited { code: 0 }),
+            Some(&kill),
+            false,
+            None,
+        );
+        assert_eq!(s.state, TaskState::Killed);
+        let s = final_status(&n, &r, None, None, false, Some("gone".into()));
+        assert_eq!(s.state, TaskState::Lost);
+        assert!(s.reason.unwrap().ends_with("(gone)"));
+        let s = final_status(
+            &n,
+            &r,
+            Some(ExitRecord::CannotStart {
+                reason: "cannot start `x`: boom".into(),
+            }),
+            None,
+            false,
+            None,
+        );
+        assert_eq!(
+            (s.state, s.reason.as_deref()),
+            (TaskState::Failed, Some("cannot start `x`: boom"))
+        );
+    }
+
+    #[test]
+    fn checkpoints_round_trip_through_json() {
+        let mut cp = Checkpoint::new(req());
+        cp.kill = Some(KillState {
+            grace_ms: 1,
+            deadline_unix_ms: 2,
+        });
+        let text = serde_json::to_string(&cp).unwrap();
+        let back: Checkpoint = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, cp);
+    }
+}
