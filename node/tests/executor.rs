@@ -341,8 +341,24 @@ async fn a_restarted_executor_reattaches_and_reports_the_end_once() {
     exec.detach().await;
     let (exec, recovered, _rx) = open(&dir.0).await;
     assert!(recovered.is_empty(), "{recovered:?}");
-    // Logs outlive the checkpoint.
+    // Logs outlive the checkpoint, until the task is purged.
     assert_eq!(read_all(&exec, "long", LogStream::Stdout).await, "done\n");
+    let mut exec = exec;
+    assert!(exec.purge(&TaskId::new("long").unwrap()).await);
+    let gone = exec
+        .read_log(&TaskId::new("long").unwrap(), LogStream::Stdout, 0, 10)
+        .await;
+    assert!(gone.error.is_some());
+    // Only one executor at a time per data dir.
+    let (tx, _rx2) = mpsc::channel(1);
+    let second = Executor::open(config(&dir.0, false), tx).await;
+    let err = second
+        .err()
+        .expect("a second executor on the same dir must be refused");
+    assert!(
+        format!("{err:#}").contains("another agent is using the data dir"),
+        "{err:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,8 @@ struct Entry {
 /// The executor of one node.
 pub struct Executor {
     shared: Arc<Shared>,
+    /// Held (flock) while this executor owns the data dir.
+    _lock: std::fs::File,
     runtime: tokio::runtime::Handle,
     tasks: HashMap<TaskId, Entry>,
 }
@@ -154,6 +156,20 @@ impl Executor {
                 )
             })?;
         }
+        let lock_path = layout.data_dir.join("executor.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+            anyhow::anyhow!(
+                "another agent is using the data dir {} (lock {}: {e}); stop it or give this one another --data-dir",
+                layout.data_dir.display(),
+                lock_path.display()
+            )
+        })?;
         let (enabled, node) = (config.cgroups, config.node_id.as_str().to_string());
         let cgroups = tokio::task::spawn_blocking(move || cgroup::Cgroups::detect(enabled, &node))
             .await
@@ -195,6 +211,7 @@ impl Executor {
         })?;
         let mut exec = Executor {
             shared,
+            _lock: lock,
             runtime: tokio::runtime::Handle::current(),
             tasks: HashMap::new(),
         };
@@ -336,6 +353,43 @@ impl Executor {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(task = %task_id, checkpoint = %path.display(), "cannot remove the checkpoint: {e}");
+                false
+            }
+        }
+    }
+
+    /// Forgets an ended task (see [`Executor::forget`]) and deletes its
+    /// sandbox, logs included. Returns false (and does nothing) while the
+    /// task runs; true once nothing of it is left on disk.
+    pub async fn purge(&mut self, task_id: &TaskId) -> bool {
+        if self
+            .tasks
+            .get(task_id)
+            .is_some_and(|e| !e.monitor.is_finished())
+        {
+            tracing::warn!(task = %task_id, "purge ignored: the task is still running");
+            return false;
+        }
+        self.forget(task_id);
+        if self.shared.layout.checkpoint(task_id.as_str()).exists() {
+            return false;
+        }
+        let sandbox = self.shared.layout.sandbox(task_id.as_str());
+        let removed =
+            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&sandbox) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("cannot remove {}: {e}", sandbox.display())),
+            })
+            .await;
+        match removed {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(task = %task_id, "{e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(task = %task_id, "sandbox removal stopped: {e}");
                 false
             }
         }
