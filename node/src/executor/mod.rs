@@ -418,3 +418,10 @@ impl Drop for Executor {
 pub fn supervise_main(args: Vec<OsString>) -> i32 {
     supervisor::run(args)
 }
+
+// The agent moves the executor into its own task and shares references
+// across awaits.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Executor>();
+};
