@@ -46,6 +46,7 @@ mod checkpoint;
 mod fsutil;
 mod logs;
 mod monitor;
+mod status;
 mod supervisor;
 
 use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
