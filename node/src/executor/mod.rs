@@ -20,13 +20,21 @@
 //! How it works:
 //! - Each task runs in `DATA_DIR/sandboxes/TASK/` (its cwd) with `stdout` and
 //!   `stderr` files there, under a supervisor process (`agora __supervise`,
-//!   in its own session) that outlives the agent; see [`supervisor`].
+//!   in its own session) that outlives the agent; see `supervisor.rs`.
 //!   The supervisor and executor exchange files in `SANDBOX/.agora/`.
-//! - State is checkpointed in `DATA_DIR/tasks/TASK.json` ([`checkpoint`]); a
+//! - State is checkpointed in `DATA_DIR/tasks/TASK.json` (`checkpoint.rs`); a
 //!   restarted agent re-attaches to running supervisors (pidfd, with the
 //!   process start time checked against pid reuse) and reports tasks that
 //!   ended while it was down.
-//! - Limits go through cgroups when the host allows it ([`cgroup`]).
+//! - Limits go through cgroups when the host allows it (`cgroup.rs`).
+//! - Tasks inherit the agent's environment plus the spec's `env` and
+//!   `AGORA_TASK_ID`, `AGORA_NODE_ID`, `AGORA_FRAMEWORK_ID`,
+//!   `AGORA_SANDBOX`, `AGORA_PORTS`. A task ends with all of its processes:
+//!   when its main process exits, the rest of its process group is killed.
+//! - One executor per data dir: `open` takes a lock on
+//!   `DATA_DIR/executor.lock` and fails while another agent holds it.
+//! - Under systemd, the unit needs `KillMode=process` (or `mixed`) for
+//!   tasks to survive an agent restart; the default kills the supervisors.
 //!
 //! Reporting rules for the agent:
 //! - A launched task emits `Running` once its process exists, then exactly
