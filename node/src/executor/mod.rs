@@ -126,6 +126,9 @@ pub enum Recovered {
     Ended(LaunchRequest, TaskStatus),
 }
 
+/// Attempts (20 ms apart) to take the data dir lock before giving up.
+const LOCK_TRIES: u32 = 100;
+
 /// Most kill requests queued for one task (further ones are redundant).
 const KILL_QUEUE: usize = 4;
 
@@ -172,13 +175,22 @@ impl Executor {
             .write(true)
             .open(&lock_path)
             .with_context(|| format!("cannot open {}", lock_path.display()))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
-            anyhow::anyhow!(
-                "another agent is using the data dir {} (lock {}: {e}); stop it or give this one another --data-dir",
-                layout.data_dir.display(),
-                lock_path.display()
-            )
-        })?;
+        // A fork elsewhere in this process (a task being spawned) briefly
+        // holds a copy of a just-released lock until it execs: retry a bit.
+        let mut tries = 0;
+        while let Err(e) =
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            tries += 1;
+            if tries >= LOCK_TRIES {
+                anyhow::bail!(
+                    "another agent is using the data dir {} (lock {}: {e}); stop it or give this one another --data-dir",
+                    layout.data_dir.display(),
+                    lock_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (enabled, node) = (config.cgroups, config.node_id.as_str().to_string());
         let cgroups = tokio::task::spawn_blocking(move || cgroup::Cgroups::detect(enabled, &node))
             .await
