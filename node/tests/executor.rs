@@ -341,8 +341,24 @@ async fn a_restarted_executor_reattaches_and_reports_the_end_once() {
     exec.detach().await;
     let (exec, recovered, _rx) = open(&dir.0).await;
     assert!(recovered.is_empty(), "{recovered:?}");
-    // Logs outlive the checkpoint.
+    // Logs outlive the checkpoint, until the task is purged.
     assert_eq!(read_all(&exec, "long", LogStream::Stdout).await, "done\n");
+    let mut exec = exec;
+    assert!(exec.purge(&TaskId::new("long").unwrap()).await);
+    let gone = exec
+        .read_log(&TaskId::new("long").unwrap(), LogStream::Stdout, 0, 10)
+        .await;
+    assert!(gone.error.is_some());
+    // Only one executor at a time per data dir.
+    let (tx, _rx2) = mpsc::channel(1);
+    let second = Executor::open(config(&dir.0, false), tx).await;
+    let err = second
+        .err()
+        .expect("a second executor on the same dir must be refused");
+    assert!(
+        format!("{err:#}").contains("another agent is using the data dir"),
+        "{err:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,5 +547,82 @@ async fn cgroup_limits_are_written_when_the_host_allows() {
         assert!(!d.exists(), "{} still exists", d.display());
     }
     assert!(out.contains("/agora/node-1/limited"), "{out}");
+    exec.detach().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_in_progress_survives_a_restart() {
+    let dir = DataDir::new("killrestart");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request(
+        "stubborn",
+        sh("trap 'echo got TERM' TERM; echo ready; while true; do sleep 0.1; done"),
+    ));
+    assert_eq!(
+        next_status(&mut rx, "stubborn").await.state,
+        TaskState::Running
+    );
+    let stdout = exec
+        .sandbox_dir(&TaskId::new("stubborn").unwrap())
+        .join("stdout");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    exec.kill(
+        &TaskId::new("stubborn").unwrap(),
+        Duration::from_millis(1500),
+    );
+    // The kill is checkpointed (and TERM sent) before the agent stops.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .contains("got TERM")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "TERM never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    exec.detach().await;
+    drop(rx);
+    let (exec, recovered, mut rx) = open(&dir.0).await;
+    assert!(
+        matches!(&recovered[..], [Recovered::Running(_)]),
+        "{recovered:?}"
+    );
+    let end = next_status(&mut rx, "stubborn").await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    assert_eq!(end.signal, Some(9), "{end:?}");
+    exec.detach().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_its_memory_limit_is_reported_out_of_memory() {
+    let dir = DataDir::new("oom");
+    let (tx, mut rx) = mpsc::channel(64);
+    let (mut exec, _) = Executor::open(config(&dir.0, true), tx).await.unwrap();
+    let mode = exec.cgroup_mode();
+    if !mode.contains("memory at /") && !mode.starts_with("cgroup v2") {
+        println!("skipping the out-of-memory check: {mode}");
+        return;
+    }
+    // The shell itself holds ~200 MB in a variable; its limit is 64 MiB.
+    exec.launch(request(
+        "hog",
+        sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"),
+    ));
+    let end = run_to_end(&mut rx, "hog").await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert_eq!(end.signal, Some(9), "{end:?}");
+    assert!(
+        end.reason.as_deref().unwrap().contains("out of memory"),
+        "{end:?}"
+    );
     exec.detach().await;
 }

@@ -153,7 +153,9 @@ pub(crate) fn cpu_quota_us(cpu_millis: u64) -> u64 {
 
 /// Creates a throw-away cgroup under `base`, applies `limit` to it, removes it.
 fn probe(base: &Path, limit: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
-    let dir = base.join(format!(".probe-{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = base.join(format!(".probe-{}-{seq}", std::process::id()));
     mkdir_all(&dir)?;
     let result = limit(&dir);
     let _ = fs::remove_dir(&dir);

@@ -20,13 +20,21 @@
 //! How it works:
 //! - Each task runs in `DATA_DIR/sandboxes/TASK/` (its cwd) with `stdout` and
 //!   `stderr` files there, under a supervisor process (`agora __supervise`,
-//!   in its own session) that outlives the agent; see [`supervisor`].
+//!   in its own session) that outlives the agent; see `supervisor.rs`.
 //!   The supervisor and executor exchange files in `SANDBOX/.agora/`.
-//! - State is checkpointed in `DATA_DIR/tasks/TASK.json` ([`checkpoint`]); a
+//! - State is checkpointed in `DATA_DIR/tasks/TASK.json` (`checkpoint.rs`); a
 //!   restarted agent re-attaches to running supervisors (pidfd, with the
 //!   process start time checked against pid reuse) and reports tasks that
 //!   ended while it was down.
-//! - Limits go through cgroups when the host allows it ([`cgroup`]).
+//! - Limits go through cgroups when the host allows it (`cgroup.rs`).
+//! - Tasks inherit the agent's environment plus the spec's `env` and
+//!   `AGORA_TASK_ID`, `AGORA_NODE_ID`, `AGORA_FRAMEWORK_ID`,
+//!   `AGORA_SANDBOX`, `AGORA_PORTS`. A task ends with all of its processes:
+//!   when its main process exits, the rest of its process group is killed.
+//! - One executor per data dir: `open` takes a lock on
+//!   `DATA_DIR/executor.lock` and fails while another agent holds it.
+//! - Under systemd, the unit needs `KillMode=process` (or `mixed`) for
+//!   tasks to survive an agent restart; the default kills the supervisors.
 //!
 //! Reporting rules for the agent:
 //! - A launched task emits `Running` once its process exists, then exactly
@@ -46,6 +54,7 @@ mod checkpoint;
 mod fsutil;
 mod logs;
 mod monitor;
+mod status;
 mod supervisor;
 
 use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
@@ -117,6 +126,9 @@ pub enum Recovered {
     Ended(LaunchRequest, TaskStatus),
 }
 
+/// Attempts (20 ms apart) to take the data dir lock before giving up.
+const LOCK_TRIES: u32 = 100;
+
 /// Most kill requests queued for one task (further ones are redundant).
 const KILL_QUEUE: usize = 4;
 
@@ -128,6 +140,8 @@ struct Entry {
 /// The executor of one node.
 pub struct Executor {
     shared: Arc<Shared>,
+    /// Held (flock) while this executor owns the data dir.
+    _lock: std::fs::File,
     runtime: tokio::runtime::Handle,
     tasks: HashMap<TaskId, Entry>,
 }
@@ -153,6 +167,29 @@ impl Executor {
                     dir.display()
                 )
             })?;
+        }
+        let lock_path = layout.data_dir.join("executor.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        // A fork elsewhere in this process (a task being spawned) briefly
+        // holds a copy of a just-released lock until it execs: retry a bit.
+        let mut tries = 0;
+        while let Err(e) =
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            tries += 1;
+            if tries >= LOCK_TRIES {
+                anyhow::bail!(
+                    "another agent is using the data dir {} (lock {}: {e}); stop it or give this one another --data-dir",
+                    layout.data_dir.display(),
+                    lock_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (enabled, node) = (config.cgroups, config.node_id.as_str().to_string());
         let cgroups = tokio::task::spawn_blocking(move || cgroup::Cgroups::detect(enabled, &node))
@@ -195,6 +232,7 @@ impl Executor {
         })?;
         let mut exec = Executor {
             shared,
+            _lock: lock,
             runtime: tokio::runtime::Handle::current(),
             tasks: HashMap::new(),
         };
@@ -341,6 +379,43 @@ impl Executor {
         }
     }
 
+    /// Forgets an ended task (see [`Executor::forget`]) and deletes its
+    /// sandbox, logs included. Returns false (and does nothing) while the
+    /// task runs; true once nothing of it is left on disk.
+    pub async fn purge(&mut self, task_id: &TaskId) -> bool {
+        if self
+            .tasks
+            .get(task_id)
+            .is_some_and(|e| !e.monitor.is_finished())
+        {
+            tracing::warn!(task = %task_id, "purge ignored: the task is still running");
+            return false;
+        }
+        self.forget(task_id);
+        if self.shared.layout.checkpoint(task_id.as_str()).exists() {
+            return false;
+        }
+        let sandbox = self.shared.layout.sandbox(task_id.as_str());
+        let removed =
+            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&sandbox) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("cannot remove {}: {e}", sandbox.display())),
+            })
+            .await;
+        match removed {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(task = %task_id, "{e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(task = %task_id, "sandbox removal stopped: {e}");
+                false
+            }
+        }
+    }
+
     /// Kills nothing; forgets nothing: tasks keep running across an agent
     /// stop (they are re-attached on the next open). Stops the monitors.
     pub async fn detach(mut self) {
@@ -364,3 +439,10 @@ impl Drop for Executor {
 pub fn supervise_main(args: Vec<OsString>) -> i32 {
     supervisor::run(args)
 }
+
+// The agent moves the executor into its own task and shares references
+// across awaits.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Executor>();
+};

@@ -8,10 +8,9 @@
 use super::ExecEvent;
 use super::cgroup::{self, Cgroups};
 use super::checkpoint::{Checkpoint, KillState};
-use super::fsutil::{
-    LAUNCH_FILE, Layout, ProcRef, SUPERVISOR_LOG, atomic_write, signal_name, unix_ms,
-};
-use super::supervisor::{ExitRecord, LaunchSpec, read_exit, read_process};
+use super::fsutil::{LAUNCH_FILE, Layout, ProcRef, SUPERVISOR_LOG, atomic_write, unix_ms};
+use super::status::final_status;
+use super::supervisor::{LaunchSpec, read_exit, read_process};
 use agora_protocol::ids::NodeId;
 use agora_protocol::task::{Command, TaskState, TaskStatus};
 use rustix::process::{Pid, Signal};
@@ -138,70 +137,6 @@ fn signal_group(leader: &ProcRef, sig: Signal) {
     {
         tracing::debug!(pid = leader.pid, "cannot signal process group: {e}");
     }
-}
-
-/// The final status of a task from what its supervisor recorded.
-pub(crate) fn final_status(
-    node: &NodeId,
-    request: &super::LaunchRequest,
-    exit: Option<ExitRecord>,
-    kill: Option<&KillState>,
-    oom: bool,
-    lost_note: Option<String>,
-) -> TaskStatus {
-    let mut status = TaskStatus::new(
-        request.task_id.clone(),
-        TaskState::Failed,
-        Some(node.clone()),
-    );
-    match &exit {
-        Some(ExitRecord::Exited { code }) => status.exit_code = Some(*code),
-        Some(ExitRecord::Signaled { signal }) => status.signal = Some(*signal),
-        _ => {}
-    }
-    if let Some(kill) = kill {
-        status.state = TaskState::Killed;
-        let how = match &exit {
-            Some(ExitRecord::Signaled { signal: 9 }) => {
-                format!(" (SIGKILL after a {} ms grace period)", kill.grace_ms)
-            }
-            Some(ExitRecord::Signaled { signal }) => format!(" (by {})", signal_name(*signal)),
-            Some(ExitRecord::Exited { code }) => {
-                format!(" (it exited with code {code} after SIGTERM)")
-            }
-            Some(ExitRecord::CannotStart { .. }) | None => " before it started".to_string(),
-        };
-        status.reason = Some(format!("killed on request{how}"));
-        return status;
-    }
-    status.reason = Some(match exit {
-        Some(ExitRecord::Exited { code: 0 }) => {
-            status.state = TaskState::Finished;
-            return status;
-        }
-        Some(ExitRecord::Exited { code }) => format!("exited with code {code}"),
-        Some(ExitRecord::Signaled { signal }) => {
-            let mut r = format!("killed by signal {signal} ({})", signal_name(signal));
-            if oom {
-                r.push_str(&format!(
-                    ": out of memory (the task's limit is {} MiB)",
-                    request.spec.resources.mem_mib
-                ));
-            }
-            r
-        }
-        Some(ExitRecord::CannotStart { reason }) => reason,
-        None => {
-            status.state = TaskState::Lost;
-            let mut r =
-                "the task's supervisor ended without recording how the task ended".to_string();
-            if let Some(note) = lost_note {
-                r.push_str(&format!(" ({note})"));
-            }
-            r
-        }
-    });
-    status
 }
 
 /// Records the final status, frees the cgroups and reports the end.
