@@ -368,3 +368,11 @@ async fn start_explains_bad_configuration() {
     assert!(err.contains("advertise"), "{err}");
     a.leave().await;
 }
+
+#[test]
+fn gossip_handles_can_be_shared_between_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Gossip>();
+    shareable::<Snapshot>();
+    shareable::<GossipConfig>();
+}
