@@ -301,7 +301,7 @@ impl Gossip {
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut driver = view::Driver::new(handle.chitchat(), publish_rx, snapshot_tx);
         driver.refresh().await;
-        let driver = tokio::spawn(driver.run());
+        let driver = tokio::spawn(driver.run(handle.termination_watcher()));
         info!(
             node = %config.node_id,
             %gossip_addr,
