@@ -191,6 +191,24 @@ pub struct Member {
     pub state: Option<LocalState>,
 }
 
+impl Member {
+    /// The member as the protocol's cluster view holds it, once its state
+    /// has arrived (`None` before).
+    pub fn to_node_info(&self) -> Option<agora_protocol::view::NodeInfo> {
+        let state = self.state.as_ref()?;
+        Some(agora_protocol::view::NodeInfo {
+            id: self.id.clone(),
+            addr: self.gossip_addr.to_string(),
+            total: state.total,
+            free: state.free,
+            version: state.version,
+            attrs: state.attrs.clone(),
+            alive: self.alive,
+            allocations: state.allocations.clone(),
+        })
+    }
+}
+
 /// The whole membership at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -242,6 +260,7 @@ pub struct Gossip {
     counters: Arc<relay::Counters>,
     driver: JoinHandle<()>,
     node_id: NodeId,
+    generation: u64,
     gossip_addr: SocketAddr,
     advertise: SocketAddr,
     interval: Duration,
@@ -318,6 +337,7 @@ impl Gossip {
                 counters,
                 driver,
                 node_id: config.node_id,
+                generation,
                 gossip_addr,
                 advertise,
                 interval: config.interval,
@@ -345,6 +365,14 @@ impl Gossip {
             datagrams_malformed: load(&c.datagrams_malformed),
             send_failures: load(&c.send_failures),
         }
+    }
+
+    /// This incarnation's chitchat generation: milliseconds since the Unix
+    /// epoch when gossip started. It grows across restarts, so it can seed
+    /// counters that must never go backwards when the node restarts (such as
+    /// the ledger version peers compare, see `agora_protocol::view`).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// This node's id.

@@ -95,6 +95,10 @@ async fn three_nodes_converge_and_publishes_propagate() {
                     .all(|n| sees_alive_with_state(s, n, &state_for(n)))
         })
         .await;
+        let info = snap.get(&id("b")).unwrap().to_node_info().unwrap();
+        assert_eq!(info.free, state_for("b").free);
+        assert_eq!(info.addr, b.advertise_addr().to_string());
+        assert!(info.alive);
         let addrs: Vec<SocketAddr> = snap.members.iter().map(|m| m.gossip_addr).collect();
         assert_eq!(
             addrs,
