@@ -37,9 +37,11 @@
 //! `phi_threshold` (8) times the mean interval between heartbeats observed
 //! for it; heartbeats reach a peer about twice per round in small clusters
 //! and more often in larger ones, so a node that stops abruptly is reported
-//! dead after roughly 4 to 9 s (measured: see the tests), well within the
-//! 30 s that lost-task reporting promises. A node that leaves gracefully
-//! ([`Gossip::leave`]) is reported not alive within about one round. Dead
+//! dead after 6 to 9 s (measured on loopback by the abrupt-stop test, for a
+//! member that had just joined, the slowest case), well within the 30 s that
+//! lost-task reporting promises. A node that leaves gracefully
+//! ([`Gossip::leave`]) is reported not alive within a round trip (0.15 s
+//! measured). Dead
 //! members stay in snapshots (not alive) for [`DEAD_MEMBER_RETENTION`], then
 //! chitchat forgets them.
 //!
@@ -189,6 +191,24 @@ pub struct Member {
     pub state: Option<LocalState>,
 }
 
+impl Member {
+    /// The member as the protocol's cluster view holds it, once its state
+    /// has arrived (`None` before).
+    pub fn to_node_info(&self) -> Option<agora_protocol::view::NodeInfo> {
+        let state = self.state.as_ref()?;
+        Some(agora_protocol::view::NodeInfo {
+            id: self.id.clone(),
+            addr: self.gossip_addr.to_string(),
+            total: state.total,
+            free: state.free,
+            version: state.version,
+            attrs: state.attrs.clone(),
+            alive: self.alive,
+            allocations: state.allocations.clone(),
+        })
+    }
+}
+
 /// The whole membership at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -240,6 +260,7 @@ pub struct Gossip {
     counters: Arc<relay::Counters>,
     driver: JoinHandle<()>,
     node_id: NodeId,
+    generation: u64,
     gossip_addr: SocketAddr,
     advertise: SocketAddr,
     interval: Duration,
@@ -299,7 +320,7 @@ impl Gossip {
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut driver = view::Driver::new(handle.chitchat(), publish_rx, snapshot_tx);
         driver.refresh().await;
-        let driver = tokio::spawn(driver.run());
+        let driver = tokio::spawn(driver.run(handle.termination_watcher()));
         info!(
             node = %config.node_id,
             %gossip_addr,
@@ -316,6 +337,7 @@ impl Gossip {
                 counters,
                 driver,
                 node_id: config.node_id,
+                generation,
                 gossip_addr,
                 advertise,
                 interval: config.interval,
@@ -343,6 +365,14 @@ impl Gossip {
             datagrams_malformed: load(&c.datagrams_malformed),
             send_failures: load(&c.send_failures),
         }
+    }
+
+    /// This incarnation's chitchat generation: milliseconds since the Unix
+    /// epoch when gossip started. It grows across restarts, so it can seed
+    /// counters that must never go backwards when the node restarts (such as
+    /// the ledger version peers compare, see `agora_protocol::view`).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// This node's id.

@@ -346,6 +346,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn arbitrary_values_never_panic() {
+        // Deterministic fuzzing: every key gets strings built from the
+        // separators and digits the format uses, plus arbitrary characters.
+        let alphabet: Vec<char> = "0123456789,;|=:{}\"[]-.abé\u{0}\u{ffff}".chars().collect();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let state = sample_state();
+        let mut accepted = 0;
+        for _ in 0..5_000 {
+            let mut map = encode_map(&state);
+            let keys: Vec<&str> = encode(&state).iter().map(|(k, _)| *k).collect();
+            let key = keys[(next() % keys.len() as u64) as usize];
+            let len = (next() % 40) as usize;
+            let value: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            map.insert(key.to_string(), value);
+            if decode_map(&map).is_ok() {
+                accepted += 1;
+            }
+        }
+        // Most random values are rejected; some (e.g. any p2p address) are fine.
+        assert!(accepted < 5_000);
+    }
+
+    #[test]
     fn attrs_with_any_characters_survive() {
         let mut state = sample_state();
         state.attrs.insert("note", "a=b;c,d|e \"quoted\" é\n");

@@ -18,10 +18,11 @@ use super::{LocalState, Member, Snapshot};
 use agora_protocol::ids::NodeId;
 use chitchat::{Chitchat, ChitchatId, NodeState};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 /// How often the driver looks at chitchat's state.
 pub const POLL_PERIOD: Duration = Duration::from_millis(150);
@@ -60,11 +61,28 @@ impl Driver {
     }
 
     /// Runs until the publishing side ([`super::Gossip`]) is dropped.
-    pub async fn run(mut self) {
+    ///
+    /// `terminated` resolves when chitchat's server task ends; an error
+    /// there (its socket failed) is logged, since membership then stops
+    /// changing.
+    pub async fn run(
+        mut self,
+        terminated: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
         let mut tick = tokio::time::interval(POLL_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut terminated = Some(Box::pin(terminated));
         loop {
             tokio::select! {
+                result = async { terminated.as_mut()?.as_mut().await.err() }, if terminated.is_some() => {
+                    terminated = None;
+                    if let Some(err) = result {
+                        error!(
+                            err = %format!("{err:#}"),
+                            "gossip stopped: this node no longer exchanges membership"
+                        );
+                    }
+                }
                 changed = self.publish_rx.changed() => {
                     if changed.is_err() {
                         return;
