@@ -1,1 +1,9 @@
-//! Multi-process cluster tests live in tests/tests/; this library is empty.
+//! The agora-tests package holds workspace-level tests that need no agora
+//! binary (tests/tests/*.rs, e.g. the Python example's own unit tests).
+//!
+//! The multi-process cluster tests that start the real `agora` binary live
+//! in node/tests/ instead (cluster_run, cluster_key, cluster_lost,
+//! agent_restart, socket_bad_frames, python_framework, with the harness in
+//! node/tests/common/): cargo sets CARGO_BIN_EXE_agora only for tests of the
+//! package that defines the binary, so that is where the binary's path is
+//! known without guessing target directories.
