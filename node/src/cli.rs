@@ -14,7 +14,7 @@ use std::path::PathBuf;
 /// Agora: a masterless cluster scheduler. Every machine runs `agora agent`;
 /// frameworks and this CLI talk to their local node over its socket.
 #[derive(Debug, Parser)]
-#[command(name = "agora", version, about, long_about = None)]
+#[command(name = "agora", version)]
 pub struct Cli {
     /// The node's framework socket (default: the agent's DATA_DIR/agora.sock,
     /// i.e. /var/lib/agora/agora.sock).

@@ -704,3 +704,27 @@ pub fn framework_of(task: &TaskId) -> Option<FrameworkId> {
     seq.parse::<u64>().ok()?;
     FrameworkId::new(fw).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_name_their_framework() {
+        let t = TaskId::new("cli-0a1b2c3d@node.eu-1.42").unwrap();
+        assert_eq!(framework_of(&t).unwrap().as_str(), "cli-0a1b2c3d@node.eu-1");
+        assert!(framework_of(&TaskId::new("nodot").unwrap()).is_none());
+        assert!(framework_of(&TaskId::new("a.b").unwrap()).is_none());
+    }
+
+    #[test]
+    fn clock_round_trips() {
+        let c = Clock::new();
+        let t = Instant::from_millis(1500);
+        assert_eq!(
+            c.to_tokio(t) - c.to_tokio(Instant::ZERO),
+            Duration::from_millis(1500)
+        );
+        assert!(c.to_tokio(Instant::MAX) > c.to_tokio(t));
+    }
+}
