@@ -74,6 +74,8 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// Bids remembered for translating answers (older answers are dropped;
 /// the bid has long timed out).
 pub const MAX_BIDS_MAPPED: usize = 200_000;
+/// Most task rows sent to a peer in one `TaskList`.
+pub const MAX_PEER_ROWS: usize = 10_000;
 /// How long a node seen restarting may take to be held alive again.
 pub const RESTART_GRACE: Duration = Duration::from_secs(15);
 /// Least time between two gossip publishes.
@@ -454,7 +456,11 @@ impl Core {
             }
             PeerMessage::LogChunk(c) => self.on_log_chunk(from, c).await,
             PeerMessage::ListTasks(l) => {
-                let tasks = self.local_rows();
+                // Bounded to stay far below the peer frame limit; running
+                // tasks first.
+                let mut tasks = self.local_rows();
+                tasks.sort_by_key(|r| r.state.is_terminal());
+                tasks.truncate(MAX_PEER_ROWS);
                 self.send(
                     from,
                     PeerMessage::TaskList(TaskList {
