@@ -161,6 +161,8 @@ pub struct Stats {
     pub withdrawn: u64,
 }
 
+type BidKey = (NodeId, TaskId, BidId);
+
 #[derive(Debug)]
 struct PendingBid {
     from: NodeId,
@@ -226,8 +228,10 @@ pub struct Auctioneer {
     status_seq: u64,
     outbox: BTreeMap<TaskId, Outgoing>,
     retries: BTreeSet<(Instant, TaskId)>,
-    answered: BTreeMap<(NodeId, BidId), PeerMessage>,
-    answered_order: VecDeque<(NodeId, BidId)>,
+    /// Answers by (bidder node, task, bid id): several bidders (frameworks)
+    /// on one node number their bids independently, and their task ids differ.
+    answered: BTreeMap<BidKey, PeerMessage>,
+    answered_order: VecDeque<BidKey>,
     shares: FairShares,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -671,8 +675,8 @@ impl Auctioneer {
         }
     }
 
-    fn remember(&mut self, from: NodeId, bid_id: BidId, answer: PeerMessage) {
-        let key = (from, bid_id);
+    fn remember(&mut self, from: NodeId, bid: &Bid, answer: PeerMessage) {
+        let key = (from, bid.task_id.clone(), bid.bid_id);
         if self.answered.insert(key.clone(), answer).is_none() {
             self.answered_order.push_back(key);
         }
@@ -692,7 +696,7 @@ impl Auctioneer {
             free: self.free(),
             free_version: self.version,
         });
-        self.remember(from.clone(), bid.bid_id, msg.clone());
+        self.remember(from.clone(), bid, msg.clone());
         self.transmits.push_back(Transmit { to: from, msg });
     }
 
@@ -709,7 +713,7 @@ impl Auctioneer {
     }
 
     fn on_bid(&mut self, now: Instant, from: NodeId, bid: Bid) {
-        let key = (from.clone(), bid.bid_id);
+        let key = (from.clone(), bid.task_id.clone(), bid.bid_id);
         if let Some(answer) = self.answered.get(&key) {
             let msg = answer.clone();
             self.transmits.push_back(Transmit { to: from, msg });
@@ -718,7 +722,7 @@ impl Auctioneer {
         if self
             .book
             .iter()
-            .any(|p| p.from == from && p.bid.bid_id == bid.bid_id)
+            .any(|p| p.from == from && p.bid.bid_id == bid.bid_id && p.bid.task_id == bid.task_id)
         {
             return; // a duplicate of a bid still being decided
         }
@@ -770,7 +774,7 @@ impl Auctioneer {
             lease_ms: millis_u32(self.config.lease_ttl),
             ports: ports.clone(),
         });
-        self.remember(p.from.clone(), p.bid.bid_id, msg.clone());
+        self.remember(p.from.clone(), &p.bid, msg.clone());
         self.transmits.push_back(Transmit {
             to: p.from.clone(),
             msg,
@@ -831,7 +835,7 @@ impl Auctioneer {
         if let Some(i) = self
             .book
             .iter()
-            .position(|p| p.from == from && p.bid.bid_id == w.bid_id)
+            .position(|p| p.from == from && p.bid.bid_id == w.bid_id && p.bid.task_id == w.task_id)
         {
             let p = self.book.remove(i);
             self.stats.withdrawn += 1;

@@ -89,6 +89,30 @@ fn a_restarted_ledger_can_start_above_its_old_versions() {
 }
 
 #[test]
+fn bidders_sharing_a_node_may_reuse_bid_ids() {
+    // two frameworks on node h both send their bid number 1
+    let mut a = auctioneer(1000);
+    a.handle_message(ms(0), n("h"), PeerMessage::Bid(bid(1, "a", 400, 0, 0, 0)))
+        .unwrap();
+    a.handle_message(ms(0), n("h"), PeerMessage::Bid(bid(1, "b", 400, 0, 0, 0)))
+        .unwrap();
+    let awards: Vec<TaskId> = drain(&mut a)
+        .into_iter()
+        .filter_map(|t| match t.msg {
+            PeerMessage::Award(x) => Some(x.task_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        awards.len(),
+        2,
+        "each framework's bid is decided on its own"
+    );
+    assert_ne!(awards[0], awards[1]);
+    assert_eq!(a.free().cpu_millis, 200);
+}
+
+#[test]
 fn uncontended_bids_are_awarded_at_once() {
     let mut a = auctioneer(1000);
     a.handle_message(ms(0), n("h"), PeerMessage::Bid(bid(1, "a", 400, 0, 0, 0)))
