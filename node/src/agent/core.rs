@@ -8,7 +8,8 @@
 //! events for frameworks. Versions of this node's free vector leave the node
 //! offset by the agent's start time in microseconds, so that a restarted
 //! agent's ledger (which counts from 1 again) is still newer than anything
-//! its peers remember.
+//! its peers remember. Following gossip is in [`super::membership`],
+//! socket clients in `clients`, cross-node questions in [`super::queries`].
 
 use super::frameworks::Framework;
 use super::queries::Queries;
@@ -18,7 +19,7 @@ use crate::p2p::P2p;
 use agora_protocol::auctioneer::{self, Auctioneer};
 use agora_protocol::bidder;
 use agora_protocol::task::TaskState;
-use agora_protocol::view::{ClusterView, NodeInfo, Upsert};
+use agora_protocol::view::ClusterView;
 use agora_protocol::wire::{PeerMessage, ServerMessage, StatusAck, TaskList, TaskRow};
 use agora_protocol::{BidId, FrameworkId, Instant, NodeId, TaskId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -94,15 +95,15 @@ pub struct Core {
     pub(super) gossip: Gossip,
     pub(super) queries: Queries,
     /// Messages this node sent to itself.
-    local: VecDeque<(NodeId, PeerMessage)>,
+    pub(super) local: VecDeque<(NodeId, PeerMessage)>,
     /// Added to every free-vector version that leaves this node.
     pub(super) version_offset: u64,
     /// This node's gossip address, as published.
-    gossip_addr: String,
+    pub(super) gossip_addr: String,
     /// The published state, minus the ledger fields.
     pub(super) local_state: LocalState,
-    publish_due: Option<Instant>,
-    last_publish: Instant,
+    pub(super) publish_due: Option<Instant>,
+    pub(super) last_publish: Instant,
     pub(super) next_tick: Instant,
     /// The view changed since offers were last sent.
     pub(super) offers_dirty: bool,
@@ -110,15 +111,15 @@ pub struct Core {
     /// Placement latencies (bounded ring) for logs and metrics.
     pub(super) latencies: VecDeque<Duration>,
     /// Live members at the last snapshot.
-    alive: BTreeSet<NodeId>,
+    pub(super) alive: BTreeSet<NodeId>,
     /// Wire bid id → (framework, the bidder's own bid id).
-    bids: BTreeMap<BidId, (FrameworkId, BidId)>,
+    pub(super) bids: BTreeMap<BidId, (FrameworkId, BidId)>,
     /// (framework, bidder's bid id) → wire bid id.
-    bids_back: BTreeMap<(FrameworkId, BidId), BidId>,
-    bids_order: VecDeque<BidId>,
-    next_bid: u64,
+    pub(super) bids_back: BTreeMap<(FrameworkId, BidId), BidId>,
+    pub(super) bids_order: VecDeque<BidId>,
+    pub(super) next_bid: u64,
     /// Nodes seen restarting, held alive until this deadline.
-    restarting: BTreeMap<NodeId, Instant>,
+    pub(super) restarting: BTreeMap<NodeId, Instant>,
     /// The last snapshot (re-examined on ticks for restart deadlines).
     pub(super) last_snapshot: Option<std::sync::Arc<Snapshot>>,
 }
@@ -211,142 +212,6 @@ impl Core {
             {
                 self.on_snapshot(&snap);
             }
-        }
-    }
-
-    // ------------------------------------------------------------ gossip
-
-    /// This node's own entry in the view, from its ledger.
-    pub(super) fn refresh_self(&mut self) {
-        let mut info = NodeInfo::new(
-            self.me.clone(),
-            self.auctioneer.capacity(),
-            self.local_state.attrs.clone(),
-        );
-        info.free = self.auctioneer.free();
-        info.version = self.version_offset + self.auctioneer.version();
-        info.allocations = self.auctioneer.allocations();
-        info.addr = self.gossip_addr.clone();
-        self.view.upsert(info);
-    }
-
-    fn schedule_publish(&mut self, now: Instant) {
-        if self.publish_due.is_none() {
-            let at = (self.last_publish + PUBLISH_EVERY).max(now);
-            self.publish_due = Some(at);
-        }
-    }
-
-    fn publish(&mut self, now: Instant) {
-        self.last_publish = now;
-        let mut state = self.local_state.clone();
-        state.total = self.auctioneer.capacity();
-        state.free = self.auctioneer.free();
-        state.version = self.version_offset + self.auctioneer.version();
-        state.allocations = self.auctioneer.allocations();
-        self.gossip.publish(state);
-    }
-
-    /// Publishes the ledger now (used on shutdown).
-    pub fn publish_now(&mut self) {
-        let now = self.clock.now();
-        self.publish(now);
-    }
-
-    /// Diffs a membership snapshot into the view.
-    pub fn on_snapshot(&mut self, snap: &Snapshot) {
-        let now = self.clock.now();
-        let mut changed = false;
-        let mut seen = BTreeSet::new();
-        let mut died = Vec::new();
-        for m in &snap.members {
-            if m.id == self.me {
-                continue;
-            }
-            seen.insert(m.id.clone());
-            let Some(st) = &m.state else { continue };
-            self.p2p.set_peer(&m.id, &st.peer_id, &st.p2p_addr);
-            let prev = self.view.get(&m.id).map(|n| (n.alive, n.version));
-            let was_alive = prev.map(|p| p.0);
-            // A node that restarted shows up as a new generation that the
-            // failure detector does not hold alive yet, publishing a newer
-            // ledger version: give it RESTART_GRACE before calling it dead.
-            let restarting = !m.alive
-                && (self.restarting.contains_key(&m.id)
-                    || prev.is_some_and(|(alive, v)| alive && st.version > v));
-            if restarting {
-                self.restarting
-                    .entry(m.id.clone())
-                    .or_insert(now + RESTART_GRACE);
-            } else {
-                self.restarting.remove(&m.id);
-            }
-            let alive = m.alive || restarting;
-            let info = NodeInfo {
-                id: m.id.clone(),
-                addr: m.gossip_addr.to_string(),
-                total: st.total,
-                free: st.free,
-                version: st.version,
-                attrs: st.attrs.clone(),
-                alive,
-                allocations: st.allocations.clone(),
-            };
-            if self.view.upsert(info) != Upsert::Stale {
-                changed = true;
-            }
-            if self.view.set_alive(&m.id, alive) {
-                changed = true;
-            }
-            if alive {
-                if was_alive != Some(true) {
-                    tracing::info!(node = %m.id, "node is alive");
-                }
-            } else if was_alive == Some(true) {
-                died.push(m.id.clone());
-            }
-        }
-        // Restarts that did not come back in time are deaths.
-        let expired: Vec<NodeId> = self
-            .restarting
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            self.restarting.remove(&id);
-            if self.view.set_alive(&id, false) {
-                died.push(id);
-            }
-        }
-        // Members that vanished from gossip are dead too.
-        let vanished: Vec<NodeId> = self
-            .view
-            .iter()
-            .filter(|n| n.id != self.me && n.alive && !seen.contains(&n.id))
-            .map(|n| n.id.clone())
-            .collect();
-        for id in vanished {
-            self.view.set_alive(&id, false);
-            changed = true;
-            died.push(id);
-        }
-        for id in died {
-            tracing::warn!(node = %id, "node declared dead; its tasks are lost");
-            changed = true;
-            for f in self.frameworks.values_mut() {
-                f.bidder.node_down(now, &id);
-            }
-        }
-        self.alive = self
-            .view
-            .iter()
-            .filter(|n| n.alive)
-            .map(|n| n.id.clone())
-            .collect();
-        if changed {
-            self.auctioneer.set_shares(self.view.fair_shares());
-            self.offers_dirty = true;
         }
     }
 

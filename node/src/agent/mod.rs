@@ -18,6 +18,7 @@
 mod clients;
 pub mod core;
 pub mod frameworks;
+mod membership;
 pub mod queries;
 
 use crate::config::{AgentConfig, ensure_dir};

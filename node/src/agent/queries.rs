@@ -95,6 +95,146 @@ pub fn merge_rows(into: &mut BTreeMap<TaskId, TaskRow>, rows: Vec<TaskRow>) {
     }
 }
 
+use super::core::{Core, framework_of};
+use agora_protocol::wire::{
+    ListTasks, LogChunk, LogRead, MAX_LOG_CHUNK, PeerMessage, ReadLog, ServerMessage, TaskList,
+};
+
+impl Core {
+    pub(super) fn start_list_tasks(&mut self, conn: u64, l: ListTasks) {
+        let mut rows = BTreeMap::new();
+        merge_rows(&mut rows, self.local_rows());
+        let peers = self.live_peers();
+        let Some(qid) = self.queries.next_id().filter(|_| !peers.is_empty()) else {
+            return self.answer_tasks(conn, l.request_id, rows);
+        };
+        for p in &peers {
+            self.send(
+                p.clone(),
+                PeerMessage::ListTasks(ListTasks { request_id: qid }),
+            );
+        }
+        self.queries.tasks.insert(
+            qid,
+            TaskQuery {
+                conn,
+                request_id: l.request_id,
+                rows,
+                waiting: peers.into_iter().collect(),
+                deadline: self.clock.now() + QUERY_TIMEOUT,
+            },
+        );
+    }
+
+    pub(super) fn answer_tasks(
+        &mut self,
+        conn: u64,
+        request_id: u64,
+        rows: BTreeMap<agora_protocol::TaskId, agora_protocol::wire::TaskRow>,
+    ) {
+        let tasks = rows.into_values().take(MAX_ROWS).collect();
+        self.reply(conn, ServerMessage::Tasks(TaskList { request_id, tasks }));
+    }
+
+    /// A peer's answer to `ListTasks`.
+    pub(super) fn on_task_list(&mut self, from: NodeId, t: TaskList) {
+        let Some(q) = self.queries.tasks.get_mut(&t.request_id) else {
+            return;
+        };
+        if !q.waiting.remove(&from) {
+            return;
+        }
+        merge_rows(&mut q.rows, t.tasks);
+        if q.waiting.is_empty()
+            && let Some(q) = self.queries.tasks.remove(&t.request_id)
+        {
+            self.answer_tasks(q.conn, q.request_id, q.rows);
+        }
+    }
+
+    pub(super) async fn start_read_log(&mut self, conn: u64, r: ReadLog) {
+        let max_bytes = r.max_bytes.min(MAX_LOG_CHUNK);
+        // Where did it run? Ask a local bidder first.
+        let node = framework_of(&r.task_id)
+            .and_then(|fw| self.frameworks.get(&fw))
+            .and_then(|f| f.bidder.status_of(&r.task_id))
+            .and_then(|(_, s)| s.node);
+        let local_first = node.as_ref().is_none_or(|n| *n == self.me);
+        if local_first {
+            let mut chunk = self
+                .executor
+                .read_log(&r.task_id, r.stream, r.offset, max_bytes)
+                .await;
+            if chunk.error.is_none() || node.is_some() {
+                chunk.request_id = r.request_id;
+                return self.reply(conn, ServerMessage::Log(chunk));
+            }
+        }
+        let targets: Vec<NodeId> = match node {
+            Some(n) if n != self.me => vec![n],
+            _ => self.live_peers(),
+        };
+        let Some(qid) = self.queries.next_id().filter(|_| !targets.is_empty()) else {
+            return self.reply(
+                conn,
+                ServerMessage::Log(LogChunk {
+                    request_id: r.request_id,
+                    task_id: r.task_id.clone(),
+                    data: Vec::new(),
+                    next_offset: r.offset,
+                    eof: true,
+                    error: Some(format!(
+                        "no live node knows task {}; check the id with `agora ps`",
+                        r.task_id
+                    )),
+                }),
+            );
+        };
+        for n in &targets {
+            self.send(
+                n.clone(),
+                PeerMessage::LogRead(LogRead {
+                    request_id: qid,
+                    task_id: r.task_id.clone(),
+                    stream: r.stream,
+                    offset: r.offset,
+                    max_bytes,
+                }),
+            );
+        }
+        self.queries.logs.insert(
+            qid,
+            LogQuery {
+                conn,
+                request_id: r.request_id,
+                task_id: r.task_id,
+                stream: r.stream,
+                waiting: targets.into_iter().collect::<BTreeSet<_>>(),
+                last_error: None,
+                deadline: self.clock.now() + QUERY_TIMEOUT,
+            },
+        );
+    }
+
+    /// A peer's answer to `LogRead`.
+    pub(super) async fn on_log_chunk(&mut self, from: NodeId, mut c: LogChunk) {
+        let Some(q) = self.queries.logs.get_mut(&c.request_id) else {
+            return;
+        };
+        if !q.waiting.remove(&from) {
+            return;
+        }
+        let done = c.error.is_none() || q.waiting.is_empty();
+        if c.error.is_some() {
+            q.last_error = c.error.clone();
+        }
+        if done && let Some(q) = self.queries.logs.remove(&c.request_id) {
+            c.request_id = q.request_id;
+            self.reply(q.conn, ServerMessage::Log(c));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
