@@ -92,11 +92,11 @@ if [ ! -e /etc/agora/agora.toml ]; then
 listen = "$listen"
 # Some other nodes to join through.
 seeds = [$seeds_toml]
-cluster_key_file = "/etc/agora/cluster.key"
+cluster-key-file = "/etc/agora/cluster.key"
 
-# Override what the machine reports (cores, MiB):
-# cpus = 8
-# mem = 16384
+# Override what the machine reports (cores; MiB or with a unit):
+# cpus = "8"
+# mem = "16G"
 # Operator labels, usable in task constraints (zone==eu-1, rack:unique):
 # attr = ["zone=eu-1", "rack=12"]
 EOF

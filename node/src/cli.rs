@@ -103,14 +103,17 @@ pub struct AgentArgs {
 
     /// CPUs to offer, e.g. 2 or 0.5 [default: what the host has].
     #[arg(long)]
+    #[serde(default, deserialize_with = "string_or_number")]
     pub cpus: Option<String>,
 
     /// Memory to offer, MiB or with a unit (512, 2G) [default: the host's].
     #[arg(long)]
+    #[serde(default, deserialize_with = "string_or_number")]
     pub mem: Option<String>,
 
     /// Disk to offer, MiB or with a unit [default: 10G].
     #[arg(long)]
+    #[serde(default, deserialize_with = "string_or_number")]
     pub disk: Option<String>,
 
     /// GPUs to offer [default: 0].
@@ -225,4 +228,21 @@ pub struct DemoArgs {
     /// Keep the temporary directory (and print its path) for inspection.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// Accepts `cpus = 8` as well as `cpus = "8"` (and likewise mem and disk)
+/// in the config file.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Quantity {
+        Text(String),
+        Int(u64),
+        Float(f64),
+    }
+    Ok(Option::<Quantity>::deserialize(d)?.map(|q| match q {
+        Quantity::Text(s) => s,
+        Quantity::Int(i) => i.to_string(),
+        Quantity::Float(f) => f.to_string(),
+    }))
 }

@@ -281,4 +281,28 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("no-such-key"), "{err:#}");
     }
+
+    #[test]
+    fn quantities_may_be_numbers_or_text_in_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("agora-cfg-num-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            "cpus = 8\nmem = \"16G\"\ndisk = 2048\ncluster-key-file = \"k\"\n",
+        )
+        .unwrap();
+        let merged = merge(
+            AgentArgs {
+                config: Some(path),
+                ..AgentArgs::default()
+            },
+            None,
+        )
+        .unwrap();
+        let cfg = AgentConfig::resolve(merged).unwrap();
+        assert_eq!(cfg.capacity.cpu_millis, 8000);
+        assert_eq!(cfg.capacity.mem_mib, 16 * 1024);
+        assert_eq!(cfg.capacity.disk_mib, 2048);
+    }
 }
