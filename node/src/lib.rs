@@ -3,3 +3,4 @@
 
 pub mod executor;
 pub mod gossip;
+pub mod http;
