@@ -439,6 +439,32 @@ fn events(b: &mut Bidder<ChaCha8Rng>) -> Vec<BEvent> {
     std::iter::from_fn(|| b.poll_event()).collect()
 }
 
+/// A one-candidate bidder that has submitted `s` and sent its first bid.
+fn bid_once(v: &mut ClusterView, s: TaskSpec) -> (Bidder<ChaCha8Rng>, TaskId, Bid) {
+    let mut b = bidder_with(bidder::Config {
+        candidates: 1,
+        ..bidder::Config::default()
+    });
+    let task = b.submit(ms(0), s).unwrap();
+    b.handle_timeout(ms(0), v);
+    let bid = match sent(&mut b).pop().unwrap().msg {
+        PeerMessage::Bid(x) => x,
+        other => panic!("{other:?}"),
+    };
+    (b, task, bid)
+}
+
+/// The reason of the first `failed` status the bidder reported.
+fn failure_reason(b: &mut Bidder<ChaCha8Rng>) -> String {
+    events(b)
+        .into_iter()
+        .find_map(|e| match e {
+            BEvent::Status { status, .. } if status.state == TaskState::Failed => status.reason,
+            _ => None,
+        })
+        .expect("a failed status with a reason")
+}
+
 #[test]
 fn bidder_confirms_the_first_award_and_withdraws_or_releases_the_rest() {
     let mut v = view(&[
@@ -507,16 +533,7 @@ fn bidder_confirms_the_first_award_and_withdraws_or_releases_the_rest() {
 #[test]
 fn bidder_retries_with_backoff_after_rejects_and_heals_its_view() {
     let mut v = view(&[("a", 8192, 8192, 1)]);
-    let mut b = bidder_with(bidder::Config {
-        candidates: 1,
-        ..bidder::Config::default()
-    });
-    let task = b.submit(ms(0), spec(1000, 4096)).unwrap();
-    b.handle_timeout(ms(0), &mut v);
-    let first = match sent(&mut b).pop().unwrap().msg {
-        PeerMessage::Bid(x) => x,
-        other => panic!("{other:?}"),
-    };
+    let (mut b, task, first) = bid_once(&mut v, spec(1000, 4096));
     // the node is fuller than gossip said
     let reject = Reject {
         bid_id: first.bid_id,
@@ -571,11 +588,7 @@ fn bidder_gives_up_with_an_actionable_reason() {
         sent(&mut b);
     }
     assert!(t <= ms(1000));
-    let status = events(&mut b).into_iter().find_map(|e| match e {
-        BEvent::Status { status, .. } if status.state == TaskState::Failed => Some(status),
-        _ => None,
-    });
-    let reason = status.unwrap().reason.unwrap();
+    let reason = failure_reason(&mut b);
     assert_eq!(
         reason,
         "no node has 64 GiB mem in all; the largest has 32 GiB mem (n16)"
@@ -606,13 +619,7 @@ fn bidder_gives_up_with_an_actionable_reason() {
             }
         }
     }
-    let reason = events(&mut b)
-        .into_iter()
-        .find_map(|e| match e {
-            BEvent::Status { status, .. } if status.state == TaskState::Failed => status.reason,
-            _ => None,
-        })
-        .unwrap();
+    let reason = failure_reason(&mut b);
     assert!(
         reason.starts_with("no node has 64 GiB mem free; largest free is 31 GiB mem on n17"),
         "{reason}"
@@ -622,16 +629,7 @@ fn bidder_gives_up_with_an_actionable_reason() {
 #[test]
 fn bidder_reports_lost_tasks_and_kills_zombies() {
     let mut v = view(&[("a", 8192, 8192, 1)]);
-    let mut b = bidder_with(bidder::Config {
-        candidates: 1,
-        ..bidder::Config::default()
-    });
-    let task = b.submit(ms(0), spec(1000, 1024)).unwrap();
-    b.handle_timeout(ms(0), &mut v);
-    let x = match sent(&mut b).pop().unwrap().msg {
-        PeerMessage::Bid(x) => x,
-        other => panic!("{other:?}"),
-    };
+    let (mut b, task, x) = bid_once(&mut v, spec(1000, 1024));
     b.handle_message(
         ms(1),
         n("a"),
@@ -726,13 +724,7 @@ fn offer_mode_bids_on_the_named_node_only() {
         &mut v,
     )
     .unwrap();
-    let reason = events(&mut b)
-        .into_iter()
-        .find_map(|e| match e {
-            BEvent::Status { status, .. } if status.state == TaskState::Failed => status.reason,
-            _ => None,
-        })
-        .unwrap();
+    let reason = failure_reason(&mut b);
     assert_eq!(
         reason,
         "node b gave its free resources to higher-ranked bids"
