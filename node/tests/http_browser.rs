@@ -9,7 +9,8 @@
 //! AGORA_DASHBOARD_SCREENSHOT=docs/dashboard.png cargo test -p agora-node --test http_browser -- --ignored
 //! ```
 //!
-//! The second form also saves a 1400x900 screenshot.
+//! The second form also saves a 1400x900 screenshot (a relative path is
+//! taken from the workspace root).
 
 mod http_support;
 
@@ -46,8 +47,30 @@ async fn dashboard_renders_nodes_and_tasks_in_chromium() {
         "the page did not reach its API"
     );
 
+    // A task's logs link opens the log viewer, which reads from the API.
+    let logs = browser::dump_dom(&format!("{url}#logs/batch.1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        logs.contains("batch.1 starting on node-a\nprocessing batch 1/3"),
+        "the log viewer did not show the task's output"
+    );
+    if let Some(path) = std::env::var_os("AGORA_DASHBOARD_LOGS_SCREENSHOT") {
+        browser::screenshot(
+            &format!("{url}#logs/batch.1"),
+            std::path::Path::new(&path),
+            1400,
+            900,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     if let Some(path) = std::env::var_os("AGORA_DASHBOARD_SCREENSHOT") {
-        browser::screenshot(&url, std::path::Path::new(&path), 1400, 900)
+        // A relative path is taken from the workspace root, not node/.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let path = root.join(path);
+        browser::screenshot(&url, &path, 1400, 900)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }

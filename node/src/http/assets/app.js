@@ -242,7 +242,7 @@
       if (t.reason) badge.title = t.reason;
       st.appendChild(badge);
       tr.appendChild(st);
-      tr.appendChild(el("td", "node", t.node || "—"));
+      tr.appendChild(el("td", "tnode", t.node || "—"));
       tr.appendChild(el("td", "", t.framework));
       tr.appendChild(el("td", "num", cores(t.resources.cpu_millis)));
       tr.appendChild(el("td", "num", t.mem_mib ? mib(t.mem_mib) : "—"));
