@@ -265,7 +265,11 @@ async fn cluster(State(st): State<AppState>) -> Json<ClusterSummary> {
             .collect(),
         frameworks: FrameworkCounts {
             total: snap.frameworks.len() as u64,
-            connected: snap.frameworks.iter().filter(|f| f.connected).count() as u64,
+            connected: snap
+                .frameworks
+                .iter()
+                .filter(|f| f.connected == Some(true))
+                .count() as u64,
         },
         cells: snap.cells.clone(),
     })

@@ -254,7 +254,12 @@ impl Metrics {
             None => self.set_resources("node", &Resources::ZERO, &Resources::ZERO),
         }
         self.set_tasks(super::views::count_states(&snap.tasks));
-        self.set_frameworks_connected(snap.frameworks.iter().filter(|f| f.connected).count() as u64);
+        self.set_frameworks_connected(
+            snap.frameworks
+                .iter()
+                .filter(|f| f.connected == Some(true))
+                .count() as u64,
+        );
     }
 
     /// The metrics in the OpenMetrics text format (which Prometheus reads;

@@ -41,11 +41,13 @@ mod api;
 mod dashboard;
 mod error;
 mod metrics;
+mod snapshot;
 mod spec;
 mod views;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
 pub use spec::{SpecBody, SpecCommand};
 pub use views::{NodeView, TaskView};
 
@@ -117,16 +119,17 @@ pub struct FrameworkRow {
     pub name: String,
     /// Its DRF weight (at least 1).
     pub weight: u32,
-    /// The node it is homed on (where its bidder runs).
-    pub home_node: NodeId,
+    /// The node it is homed on (where its bidder runs), when known.
+    pub home_node: Option<NodeId>,
     /// Its weighted dominant share of the cluster, 0.0 to 1.0.
     pub dominant_share: f64,
     /// What its tasks hold now.
     pub allocated: Resources,
     /// How many of its tasks are not terminal.
     pub active_tasks: u32,
-    /// Whether it is connected to its home node's socket now.
-    pub connected: bool,
+    /// Whether it is connected to this node's socket now; `None` for a
+    /// framework homed on another node (its connection is not gossiped).
+    pub connected: Option<bool>,
 }
 
 /// One cell: a gossip cluster small enough to gossip comfortably.

@@ -212,6 +212,6 @@ pub struct NodeCounts {
 pub struct FrameworkCounts {
     /// Known.
     pub total: u64,
-    /// Connected now.
+    /// Connected to this node's socket now.
     pub connected: u64,
 }

@@ -261,10 +261,11 @@ pub fn cluster_snapshot() -> (ApiSnapshot, Vec<TaskRow>) {
         })
         .collect();
     let frameworks = vec![
-        fw("batch", "batch", 1, "node-a", 0.25, 4, true),
-        fw("web", "web", 2, "node-b", 0.15, 4, true),
-        fw("ml", "ml", 1, "node-c", 0.333, 2, true),
-        fw("http", "http", 1, "node-a", 0.002, 1, false),
+        // Homed here (node-a): connection known. Elsewhere: not gossiped.
+        fw("batch", "batch", 1, "node-a", 0.25, 4, Some(true)),
+        fw("web", "web", 2, "node-b", 0.15, 4, None),
+        fw("ml", "ml", 1, "node-c", 0.333, 2, None),
+        fw("http", "http", 1, "node-a", 0.002, 1, Some(false)),
     ];
     let snapshot = ApiSnapshot {
         node_id: node_id("node-a"),
@@ -296,13 +297,13 @@ fn fw(
     home: &str,
     share: f64,
     active: u32,
-    connected: bool,
+    connected: Option<bool>,
 ) -> FrameworkRow {
     FrameworkRow {
         id: fw_id(id),
         name: name.into(),
         weight,
-        home_node: node_id(home),
+        home_node: Some(node_id(home)),
         dominant_share: share,
         allocated: Resources::cpu_mem((share * 44_000.0) as u64, (share * 131_072.0) as u64),
         active_tasks: active,

@@ -138,10 +138,10 @@
     if (t.lost) parts.push(t.lost + " lost");
     if (c.tasks_scope !== "cluster") parts.push("this node only");
     $("tasks-note").textContent = parts.join(" · ");
-    $("fw-connected").textContent = c.frameworks.connected;
     $("fw-total").textContent = c.frameworks.total;
     const cells = c.cells.length;
-    $("cells-note").textContent = cells === 1 ? "1 cell" : cells + " cells";
+    $("cells-note").textContent = c.frameworks.connected + " connected to this node · " +
+      (cells === 1 ? "1 cell" : cells + " cells");
   }
 
   function renderNodes(n, tasks) {
@@ -272,13 +272,16 @@
       const box = el("div", "fw");
       const top = el("div", "fw-top");
       const name = el("span", "fw-name");
-      name.appendChild(el("span", "dot" + (f.connected ? " on" : "")));
+      const state = f.connected === true ? "on" : f.connected === false ? "off" : "remote";
+      name.appendChild(el("span", "dot " + state));
       name.appendChild(document.createTextNode(f.name));
-      name.title = f.connected ? "connected" : "disconnected";
+      name.title = f.connected === true ? "connected to this node"
+        : f.connected === false ? "disconnected (its tasks are kept for the failover timeout)"
+        : "homed on " + (f.home_node || "another node");
       top.appendChild(name);
       top.appendChild(el("span", "fw-meta", f.active_tasks + " active · weight " + f.weight));
       box.appendChild(top);
-      box.appendChild(el("div", "fw-id", f.id + " @ " + f.home_node));
+      box.appendChild(el("div", "fw-id", f.id + (f.home_node ? " @ " + f.home_node : "")));
       const share = el("div", "share");
       const bar = el("div", "bar");
       const fill = el("div");
