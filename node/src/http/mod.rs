@@ -24,6 +24,29 @@
 //!    latency histogram; gauges that follow from the snapshot are refreshed by
 //!    this module on every scrape (see [`Metrics::update_from_snapshot`]).
 //!
+//! # Wiring it into the agent
+//!
+//! 1. Flags `--http HOST:PORT` and `--http-token-file FILE` (and config keys):
+//!    [`HttpConfig::from_flags`]. Bind the listener at startup so a busy
+//!    port is a clear startup error, then spawn [`serve`] with the agent's
+//!    shutdown signal.
+//! 2. Create the watch with [`ApiSnapshot::empty`], then publish
+//!    [`ApiSnapshot::from_view`] (or a hand-built snapshot) whenever the
+//!    gossip view, the task table or the framework table changes, at most a
+//!    few times a second.
+//! 3. Answer every [`ApiCommand`] in the agent loop without blocking it:
+//!    `ListTasks` fans out libp2p `ListTasks` to live nodes and replies with
+//!    the merged rows plus the nodes that did not answer (well within
+//!    [`HttpConfig::command_timeout`]); `GetTask` looks locally, then asks
+//!    the task's home node (its id starts with the framework id, which ends
+//!    in `@NODE`); `ReadLog` reads locally or sends libp2p `LogRead` to the
+//!    task's node; `Submit` goes through an internal framework named "http";
+//!    `Kill` like the socket's kill. Use [`CommandError`] with the socket's
+//!    error codes for refusals.
+//! 4. Count in [`Metrics`]: `bids_sent`/`bids_won`/`bids_rejected`,
+//!    [`Metrics::observe_auction_latency`] (submit to award), and
+//!    [`Metrics::set_gossip_totals`] from the gossip layer's counters.
+//!
 //! ```ignore
 //! let (snap_tx, snap_rx) = watch::channel(Arc::new(ApiSnapshot::empty(node_id)));
 //! let (cmd_tx, mut cmd_rx) = mpsc::channel(http::COMMAND_QUEUE);
@@ -246,6 +269,27 @@ impl Default for HttpConfig {
     }
 }
 
+impl HttpConfig {
+    /// The configuration from the agent's flags: `--http HOST:PORT` (the
+    /// default when `None`) and `--http-token-file FILE`.
+    ///
+    /// # Errors
+    /// The token file cannot be read or holds no usable token.
+    pub fn from_flags(
+        listen: Option<SocketAddr>,
+        token_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut config = HttpConfig::default();
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        if let Some(path) = token_file {
+            config.token = Some(load_token(path)?);
+        }
+        Ok(config)
+    }
+}
+
 /// Reads a bearer token from a file (`--http-token-file`): the file's text
 /// with surrounding whitespace removed.
 ///
@@ -311,4 +355,33 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .with_context(|| format!("the HTTP server on {addr} failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_are_trimmed_and_checked() {
+        let dir = std::env::temp_dir().join(format!("agora-http-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "  abc123==\n").unwrap();
+        let config = HttpConfig::from_flags(None, Some(&good)).unwrap();
+        assert_eq!(config.token.as_deref(), Some("abc123=="));
+        assert_eq!(
+            config.listen,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT))
+        );
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let e = load_token(&empty).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let spaced = dir.join("spaced");
+        std::fs::write(&spaced, "two words").unwrap();
+        assert!(load_token(&spaced).is_err());
+        let e = format!("{:#}", load_token(&dir.join("missing")).unwrap_err());
+        assert!(e.contains("cannot read the HTTP token file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
