@@ -480,20 +480,7 @@ async fn submit(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.authorize(&headers)?;
-    let limit = st.inner.config.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {limit} bytes"),
-            )
-        } else {
-            ApiError::bad_request(format!("cannot read the request body: {e}"))
-        }
-    })?;
+    let bytes = read_body(&headers, body, st.inner.config.max_body_bytes).await?;
     let spec: SpecBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "the body is not a task spec: {e}; send JSON such as \
@@ -510,6 +497,45 @@ async fn submit(
     st.forget_listing().await;
     let ids: Vec<&str> = ids.iter().map(TaskId::as_str).collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task_ids": ids }))).into_response())
+}
+
+/// Reads a request body of at most `limit` bytes. A larger body is a 413;
+/// up to four times the limit is read and dropped first, so that the client,
+/// still sending, gets the answer rather than a reset connection.
+async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let drain_limit = limit.saturating_mul(4);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > drain_limit as u64) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > drain_limit {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(buf)
 }
 
 async fn kill(
