@@ -263,7 +263,7 @@ impl Metrics {
     }
 
     /// The metrics in the OpenMetrics text format (which Prometheus reads;
-    /// serve it with [`CONTENT_TYPE`]).
+    /// serve it with [`crate::http::METRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

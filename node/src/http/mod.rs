@@ -69,7 +69,7 @@ mod spec;
 mod views;
 
 pub use error::ApiError;
-pub use metrics::Metrics;
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
 pub use spec::{SpecBody, SpecCommand};
 pub use views::{NodeView, TaskView};
