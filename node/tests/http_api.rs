@@ -231,6 +231,15 @@ async fn logs_as_json_with_offsets_and_as_text() {
     assert_eq!(r.header("x-agora-next-offset"), full.len().to_string());
     assert_eq!(r.header("x-agora-eof"), "true");
 
+    // A character cut by max_bytes is left for the next read.
+    let v = s.get("/api/v1/tasks/ml.1/logs?max_bytes=5").await.json();
+    assert_eq!(v["data"], "temp");
+    assert_eq!(v["next_offset"], 4);
+    assert_eq!(v["eof"], false);
+    let v = s.get("/api/v1/tasks/ml.1/logs?offset=4").await.json();
+    assert_eq!(v["data"], "érature: 20°C\n");
+    assert_eq!(v["eof"], true);
+
     let r = s.get("/api/v1/tasks/nope.9/logs").await;
     assert_eq!(r.status, 404);
     assert!(r.error().contains("nope.9"));

@@ -239,6 +239,10 @@ impl FakeAgent {
                 );
             }
         }
+        logs.insert(
+            ("ml.1".to_string(), "stdout"),
+            "température: 20°C\n".as_bytes().to_vec(),
+        );
         FakeAgent {
             tasks,
             logs,
