@@ -82,7 +82,7 @@ async fn dashboard_shows_a_real_cluster_in_chromium() {
     let mut ids = Vec::new();
     for spec in [
         r#"{"name": "hello", "count": 2, "cpus": 0.25, "mem": 32, "command": ["sh", "-c", "echo hello from $AGORA_NODE_ID"]}"#,
-        r#"{"name": "web", "count": 2, "cpus": 0.75, "mem": 256, "command": ["sleep", "300"], "kill_grace_ms": 200}"#,
+        r#"{"name": "web", "count": 2, "cpus": 0.75, "mem": 256, "constraints": ["zone:spread"], "command": ["sleep", "300"], "kill_grace_ms": 200}"#,
     ] {
         let r = request(
             &addr,

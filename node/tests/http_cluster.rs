@@ -181,10 +181,21 @@ fn http_api_serves_a_three_node_cluster() {
     assert_eq!(http_fw["home_node"], "n1", "{http_fw}");
     let fw_id = http_fw["id"].as_str().unwrap().to_string();
 
-    // The cluster-wide list with filters, from a node that homes none of them.
-    let all = get(a2, "/api/v1/tasks").json();
-    for id in &submitted {
-        assert!(ids(&all).contains(id), "{id} missing from {all}");
+    // The cluster-wide list with filters, from nodes that home none of them.
+    // A node reuses its list for up to a second (shared by concurrent
+    // requests), so an earlier empty answer may still be served: poll.
+    for a in [a2, a3] {
+        wait_for(
+            &format!("{a} to list the submitted tasks"),
+            Duration::from_secs(15),
+            || {
+                let all = get(a, "/api/v1/tasks").json();
+                submitted
+                    .iter()
+                    .all(|id| ids(&all).contains(id))
+                    .then_some(())
+            },
+        );
     }
     let finished = get(
         a2,
