@@ -8,10 +8,12 @@
 //!   `AGORA_DASHBOARD_SCREENSHOT=docs/dashboard.png` it also saves the
 //!   1400x900 screenshot shown in the README (a relative path is taken from
 //!   the workspace root).
-//! - `dashboard_renders_nodes_and_tasks_in_chromium` (ignored) renders the
+//! - `dashboard_renders_nodes_and_tasks_in_chromium` renders the
 //!   router with the stand-in agent of http_support and a larger fixture
 //!   cluster, including the log viewer; `AGORA_FIXTURE_SCREENSHOT=FILE`
 //!   saves its screenshot.
+//!
+//! Both fail with a clear message when chromium is missing.
 //!
 //! ```text
 //! cargo test -p agora-node --test http_browser
@@ -144,7 +146,6 @@ async fn dashboard_shows_a_real_cluster_in_chromium() {
 }
 
 #[tokio::test]
-#[ignore = "needs chromium (apt-get install -y chromium)"]
 async fn dashboard_renders_nodes_and_tasks_in_chromium() {
     let (snap, tasks) = cluster_snapshot();
     let s = TestServer::start(

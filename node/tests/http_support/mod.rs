@@ -3,9 +3,10 @@
 //! stand-in for the agent.
 //!
 //! The stand-in ([`FakeAgent`]) answers the real [`ApiCommand`]s from a small
-//! task table, in place of the agent until the HTTP module is wired into it
-//! (the agent is being written on the `nodecore` branch). Everything else is
-//! real: the router, `serve`, TCP on 127.0.0.1:0, HTTP/1.1.
+//! task table, so that the router's edge cases (timeouts, odd logs, a large
+//! fixture cluster) can be tested without a cluster; the real agent is
+//! tested over a 3-node cluster in http_cluster.rs. Everything else is real:
+//! the router, `serve`, TCP on 127.0.0.1:0, HTTP/1.1.
 
 #![allow(dead_code)]
 
