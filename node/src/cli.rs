@@ -135,6 +135,17 @@ pub struct AgentArgs {
     #[arg(long)]
     pub gossip_interval_ms: Option<u64>,
 
+    /// Serve the HTTP API, dashboard and /metrics on HOST:PORT (off unless
+    /// given). A bare PORT means 127.0.0.1:PORT: the listener stays on
+    /// localhost unless a host is named.
+    #[arg(long)]
+    pub http: Option<String>,
+
+    /// File holding the bearer token that POST and DELETE on the HTTP API
+    /// need; without it the API is read-only (mutations get 403).
+    #[arg(long)]
+    pub http_token_file: Option<PathBuf>,
+
     /// Do not use cgroups even where the host allows them.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub no_cgroups: Option<bool>,

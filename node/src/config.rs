@@ -5,7 +5,8 @@
 //! Ports: gossip is UDP on `--listen` (default 0.0.0.0:7700); node-to-node
 //! messages are libp2p over TCP on `--p2p-listen` (default: the same host,
 //! PORT+1); frameworks use the Unix socket DATA_DIR/agora.sock unless
-//! `--socket` says otherwise. Tasks asking for ports get them from `--ports`
+//! `--socket` says otherwise. The HTTP API (`--http`) is off unless given;
+//! a bare port binds 127.0.0.1 only. Tasks asking for ports get them from `--ports`
 //! (default 31000-32000).
 
 use crate::cli::AgentArgs;
@@ -56,6 +57,8 @@ pub struct AgentConfig {
     pub log_format: String,
     /// Log filter.
     pub log_level: Option<String>,
+    /// The HTTP API, dashboard and metrics (`--http`), if enabled.
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// Reads the `--config` file, if any, and lays the flags over it.
@@ -91,6 +94,8 @@ pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentA
         attrs: flags.attrs.or(file.attrs),
         gossip_interval_ms: flags.gossip_interval_ms.or(file.gossip_interval_ms),
         no_cgroups: flags.no_cgroups.or(file.no_cgroups),
+        http: flags.http.or(file.http),
+        http_token_file: flags.http_token_file.or(file.http_token_file),
         log_format: flags.log_format.or(file.log_format),
         log_level: flags.log_level.or(file.log_level),
     })
@@ -101,6 +106,14 @@ fn resolve_addr(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--{flag} {text:?} is not a HOST:PORT address"))?
         .next()
         .with_context(|| format!("--{flag} {text:?} resolves to no address"))
+}
+
+/// `--http`: HOST:PORT, or a bare PORT meaning 127.0.0.1:PORT.
+fn http_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(port) = text.trim().parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    resolve_addr("http", text)
 }
 
 fn host_cpus() -> u64 {
@@ -190,6 +203,19 @@ impl AgentConfig {
             bail!("--log-format {log_format:?} is unknown; use text or json");
         }
         let socket = args.socket.unwrap_or_else(|| data_dir.join("agora.sock"));
+        let http = match &args.http {
+            Some(text) => {
+                let listen = http_addr(text)?;
+                Some(crate::http::HttpConfig::from_flags(
+                    Some(listen),
+                    args.http_token_file.as_deref(),
+                )?)
+            }
+            None if args.http_token_file.is_some() => {
+                bail!("--http-token-file needs --http HOST:PORT (the HTTP API is off without it)")
+            }
+            None => None,
+        };
         Ok(AgentConfig {
             node_id: args.node_id,
             listen,
@@ -218,6 +244,7 @@ impl AgentConfig {
             cgroups: !args.no_cgroups.unwrap_or(false),
             log_format,
             log_level: args.log_level,
+            http,
             data_dir,
         })
     }
@@ -304,5 +331,54 @@ mod tests {
         assert_eq!(cfg.capacity.cpu_millis, 8000);
         assert_eq!(cfg.capacity.mem_mib, 16 * 1024);
         assert_eq!(cfg.capacity.disk_mib, 2048);
+    }
+
+    #[test]
+    fn http_is_off_by_default_and_a_bare_port_is_localhost() {
+        let dir = std::env::temp_dir().join(format!("agora-http-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let base = || AgentArgs {
+            cluster_key_file: Some(PathBuf::from("k")),
+            ..AgentArgs::default()
+        };
+        assert!(AgentConfig::resolve(base()).unwrap().http.is_none());
+        let cfg = AgentConfig::resolve(AgentArgs {
+            http: Some("7481".into()),
+            ..base()
+        })
+        .unwrap();
+        let http = cfg.http.unwrap();
+        assert_eq!(http.listen, "127.0.0.1:7481".parse().unwrap());
+        assert!(http.token.is_none());
+        // TOML keys like every flag.
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "cluster-key-file = \"k\"\nhttp = \"0.0.0.0:7482\"\nhttp-token-file = \"{}\"\n",
+                token.display()
+            ),
+        )
+        .unwrap();
+        let merged = merge(
+            AgentArgs {
+                config: Some(path),
+                ..AgentArgs::default()
+            },
+            None,
+        )
+        .unwrap();
+        let http = AgentConfig::resolve(merged).unwrap().http.unwrap();
+        assert_eq!(http.listen, "0.0.0.0:7482".parse().unwrap());
+        assert_eq!(http.token.as_deref(), Some("s3cret"));
+        let err = AgentConfig::resolve(AgentArgs {
+            http_token_file: Some(token),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("needs --http"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod executor;
 pub mod gossip;
+pub mod http;
 pub mod identity;
 pub mod p2p;
 pub mod socket;

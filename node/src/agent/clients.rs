@@ -6,6 +6,7 @@
 
 use super::core::{Conn, Core, framework_of};
 use super::frameworks::{Framework, MAX_FRAMEWORKS};
+use super::queries::{LogReply, TaskReply};
 use crate::socket::ClientCmd;
 use agora_protocol::bidder;
 use agora_protocol::wire::{
@@ -77,7 +78,12 @@ impl Core {
         let now = self.clock.now();
         let registered = self.conns.get(&conn).and_then(|c| c.framework.clone());
         match msg {
-            ClientMessage::ListTasks(l) => return self.start_list_tasks(conn, l),
+            ClientMessage::ListTasks(l) => {
+                return self.start_list_tasks(TaskReply::Conn {
+                    conn,
+                    request_id: l.request_id,
+                });
+            }
             ClientMessage::ListNodes(l) => {
                 let nodes = self
                     .view
@@ -99,7 +105,13 @@ impl Core {
                     }),
                 );
             }
-            ClientMessage::ReadLog(r) => return self.start_read_log(conn, r).await,
+            ClientMessage::ReadLog(r) => {
+                let to = LogReply::Conn {
+                    conn,
+                    request_id: r.request_id,
+                };
+                return self.start_read_log(to, r).await;
+            }
             ClientMessage::Register(r) => return self.register(conn, now, r),
             _ => {}
         }
@@ -501,7 +513,8 @@ impl Core {
             .collect();
         for id in late {
             if let Some(q) = self.queries.tasks.remove(&id) {
-                self.answer_tasks(q.conn, q.request_id, q.rows);
+                let unreachable = q.waiting.into_iter().collect();
+                self.answer_tasks(q.to, q.rows, unreachable);
             }
         }
         let late: Vec<u64> = self
@@ -514,19 +527,17 @@ impl Core {
         for id in late {
             if let Some(q) = self.queries.logs.remove(&id) {
                 let _ = q.stream;
-                self.reply(
-                    q.conn,
-                    ServerMessage::Log(LogChunk {
-                        request_id: q.request_id,
-                        task_id: q.task_id.clone(),
-                        data: Vec::new(),
-                        next_offset: 0,
-                        eof: true,
-                        error: Some(q.last_error.unwrap_or_else(|| {
-                            format!("no node answered for the log of task {}", q.task_id)
-                        })),
-                    }),
-                );
+                let chunk = LogChunk {
+                    request_id: 0,
+                    task_id: q.task_id.clone(),
+                    data: Vec::new(),
+                    next_offset: 0,
+                    eof: true,
+                    error: Some(q.last_error.unwrap_or_else(|| {
+                        format!("no node answered for the log of task {}", q.task_id)
+                    })),
+                };
+                self.answer_log(q.to, chunk);
             }
         }
     }

@@ -9,7 +9,8 @@
 //! offset by the agent's start time in microseconds, so that a restarted
 //! agent's ledger (which counts from 1 again) is still newer than anything
 //! its peers remember. Following gossip is in [`super::membership`],
-//! socket clients in `clients`, cross-node questions in [`super::queries`].
+//! socket clients in `clients`, cross-node questions in [`super::queries`],
+//! the HTTP API's commands and snapshots in [`super::api`].
 
 use super::frameworks::Framework;
 use super::queries::Queries;
@@ -122,6 +123,8 @@ pub struct Core {
     pub(super) restarting: BTreeMap<NodeId, Instant>,
     /// The last snapshot (re-examined on ticks for restart deadlines).
     pub(super) last_snapshot: Option<std::sync::Arc<Snapshot>>,
+    /// The HTTP API's side, when `--http` is on.
+    pub(super) http: Option<super::api::HttpSide>,
 }
 
 impl Core {
@@ -167,6 +170,7 @@ impl Core {
             bids_back: BTreeMap::new(),
             bids_order: VecDeque::new(),
             next_bid: version_offset.max(1),
+            http: None,
         };
         core.refresh_self();
         core
@@ -175,9 +179,13 @@ impl Core {
     /// The next instant the loop must wake at.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_tick;
-        for x in [self.auctioneer.poll_timeout(), self.publish_due]
-            .into_iter()
-            .flatten()
+        for x in [
+            self.auctioneer.poll_timeout(),
+            self.publish_due,
+            self.api_deadline(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t = t.min(x);
         }
@@ -204,6 +212,7 @@ impl Core {
             self.publish_due = None;
             self.publish(now);
         }
+        self.maybe_publish_api(now);
         if self.next_tick <= now {
             self.next_tick = now + TICK;
             self.tick(now);
@@ -257,6 +266,9 @@ impl Core {
                 let (task_id, lease_id) = (a.task_id.clone(), a.lease_id);
                 let routed = match self.bids.get(&a.bid_id).cloned() {
                     Some((_, own)) => {
+                        if let Some(m) = self.metrics() {
+                            m.bids_won.inc();
+                        }
                         a.bid_id = own;
                         self.route_to_bidder(now, &task_id, from.clone(), PeerMessage::Award(a))
                     }
@@ -274,6 +286,9 @@ impl Core {
                 let task_id = r.task_id.clone();
                 self.view.apply_free(&from, r.free, r.free_version);
                 if let Some((_, own)) = self.bids.get(&r.bid_id).cloned() {
+                    if let Some(m) = self.metrics() {
+                        m.bids_rejected.inc();
+                    }
                     r.bid_id = own;
                     self.route_to_bidder(now, &task_id, from, PeerMessage::Reject(r));
                 }
@@ -358,6 +373,9 @@ impl Core {
                     }
                 }
                 b.bid_id = wire;
+                if let Some(m) = self.metrics() {
+                    m.bids_sent.inc();
+                }
                 Some(PeerMessage::Bid(b))
             }
             PeerMessage::Withdraw(mut w) => {
@@ -489,6 +507,7 @@ impl Core {
             if !moved {
                 return;
             }
+            self.api_dirty();
         }
         tracing::warn!("machines still busy after 10000 drain rounds; continuing later");
     }
@@ -535,6 +554,11 @@ impl Core {
     fn on_bidder_event(&mut self, now: Instant, fw: &FrameworkId, ev: bidder::Event) {
         match ev {
             bidder::Event::Status { name, status } => {
+                if self.http.as_ref().is_some_and(|h| h.framework == *fw) {
+                    // The internal http framework has no connection to
+                    // tell: its tasks are read from the bidder.
+                    return;
+                }
                 let Some(f) = self.frameworks.get_mut(fw) else {
                     return;
                 };
@@ -554,6 +578,9 @@ impl Core {
                     self.latencies.pop_front();
                 }
                 self.latencies.push_back(latency);
+                if let Some(m) = self.metrics() {
+                    m.observe_auction_latency(latency);
+                }
             }
         }
     }

@@ -5,7 +5,8 @@
 //! framework socket, then hands everything to one task that owns every state
 //! machine and `select!`s over its inputs ([`run_loop`]): gossip snapshots,
 //! libp2p events, socket commands, executor events and the machines' next
-//! deadline. After each input the core drains every machine.
+//! deadline, and the HTTP API's commands when `--http` is on ([`api`]).
+//! After each input the core drains every machine.
 //!
 //! SIGINT or SIGTERM: the auctioneer stops awarding, pending status updates
 //! get a moment to be delivered (up to 2 s), the executor detaches (tasks
@@ -15,6 +16,7 @@
 //! failure detector's time (a few seconds) re-attaches them unnoticed, and
 //! a node that stays down is declared dead as if it had crashed.
 
+pub mod api;
 mod clients;
 pub mod core;
 pub mod frameworks;
@@ -24,6 +26,7 @@ pub mod queries;
 use crate::config::{AgentConfig, ensure_dir};
 use crate::executor::{ExecEvent, Executor, ExecutorConfig};
 use crate::gossip::{ClusterKey, Gossip, GossipConfig, LocalState, Snapshot};
+use crate::http::{self, ApiCommand};
 use crate::p2p::{P2p, tcp_multiaddr};
 use crate::socket::{self, ClientCmd};
 use agora_protocol::auctioneer::{self, Auctioneer};
@@ -117,6 +120,39 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.advertise.to_string(),
     );
     core.recover(recovered);
+    let (api_tx, api_rx) = mpsc::channel::<ApiCommand>(http::COMMAND_QUEUE);
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http_server = match &cfg.http {
+        Some(hcfg) => {
+            let listener = tokio::net::TcpListener::bind(hcfg.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen for HTTP on {} (--http): is another agent or program using it? Pick another port",
+                        hcfg.listen
+                    )
+                })?;
+            let (snap_tx, snap_rx) = watch::channel(Arc::new(http::ApiSnapshot::empty(me.clone())));
+            let metrics = Arc::new(http::Metrics::new());
+            core.enable_http(snap_tx, metrics.clone(), cfg.cluster_id.clone())?;
+            let shutdown = async move {
+                let _ = http_stop_rx.await;
+            };
+            tracing::info!(http = %hcfg.listen, "HTTP API enabled");
+            Some(tokio::spawn(http::serve(
+                listener,
+                hcfg.clone(),
+                snap_rx,
+                api_tx,
+                metrics,
+                shutdown,
+            )))
+        }
+        None => {
+            drop(api_tx);
+            None
+        }
+    };
     core.drain().await;
     tracing::info!(
         node = %me,
@@ -129,10 +165,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
 
     let stop = shutdown_signal();
-    run_loop(&mut core, snapshots, client_rx, &mut exec_rx, stop).await;
+    run_loop(&mut core, snapshots, client_rx, api_rx, &mut exec_rx, stop).await;
 
     tracing::info!("shutting down: draining, leaving the cluster, detaching from tasks");
     server.abort();
+    let _ = http_stop_tx.send(());
+    if let Some(h) = http_server {
+        // Requests in flight get a moment to finish; the rest are cut.
+        match tokio::time::timeout(Duration::from_secs(1), h).await {
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %format!("{e:#}"), "HTTP server stopped with an error")
+            }
+            Ok(_) => {}
+            Err(_) => tracing::debug!("HTTP server still busy at shutdown; stopping it"),
+        }
+    }
     core.auctioneer.drain();
     core.publish_now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -194,6 +241,7 @@ pub async fn run_loop(
     core: &mut Core,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     mut client_rx: mpsc::Receiver<ClientCmd>,
+    mut api_rx: mpsc::Receiver<ApiCommand>,
     exec_rx: &mut mpsc::Receiver<ExecEvent>,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -215,6 +263,7 @@ pub async fn run_loop(
                     let snap = snapshots.borrow_and_update().clone();
                     core.on_snapshot(&snap);
                     core.last_snapshot = Some(snap);
+                    core.api_dirty();
                 }
             }
             ev = core.p2p.swarm.select_next_some() => {
@@ -223,6 +272,7 @@ pub async fn run_loop(
                 }
             }
             Some(cmd) = client_rx.recv() => core.on_client(cmd).await,
+            Some(cmd) = api_rx.recv() => core.on_api(cmd).await,
             Some(ev) = exec_rx.recv() => core.on_exec(ev),
             () = tokio::time::sleep_until(wake) => core.on_timeout(),
         }

@@ -3,12 +3,48 @@
 //! answers skipped) and `read_log` (from whichever node ran the task). Each
 //! gets an id local to this node, sent as the peer message's `request_id`;
 //! answers are matched back by id and sender. At most [`MAX_QUERIES`] are
-//! open at once.
+//! open at once. The asker is a socket connection or the HTTP API
+//! ([`TaskReply`], [`LogReply`]); both go through the same fan-out.
 
-use agora_protocol::wire::{LogStream, TaskRow};
+use crate::http::{CommandError, TaskListing};
+use agora_protocol::wire::{ErrorCode, LogStream, TaskRow};
 use agora_protocol::{Instant, NodeId, TaskId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Who waits for a task listing.
+#[derive(Debug)]
+pub enum TaskReply {
+    /// A socket connection's `list_tasks`.
+    Conn {
+        /// The asking connection.
+        conn: u64,
+        /// The client's request id.
+        request_id: u64,
+    },
+    /// The HTTP API's cluster-wide list.
+    List(oneshot::Sender<TaskListing>),
+    /// The HTTP API's look-up of one task.
+    Get(TaskId, oneshot::Sender<Option<TaskRow>>),
+    /// The HTTP API's kill of a task homed elsewhere: sent once a node is
+    /// found that knows it unfinished.
+    Kill(TaskId, oneshot::Sender<Result<(), CommandError>>),
+}
+
+/// Who waits for a log chunk.
+#[derive(Debug)]
+pub enum LogReply {
+    /// A socket connection's `read_log`.
+    Conn {
+        /// The asking connection.
+        conn: u64,
+        /// The client's request id.
+        request_id: u64,
+    },
+    /// The HTTP API.
+    Api(oneshot::Sender<Result<LogChunk, CommandError>>),
+}
 
 /// How long a query waits for peers.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,10 +56,8 @@ pub const MAX_ROWS: usize = 2000;
 /// A `list_tasks` in progress.
 #[derive(Debug)]
 pub struct TaskQuery {
-    /// The asking connection.
-    pub conn: u64,
-    /// The client's request id.
-    pub request_id: u64,
+    /// Who asked.
+    pub to: TaskReply,
     /// Rows so far, by task.
     pub rows: BTreeMap<TaskId, TaskRow>,
     /// Peers not yet answered.
@@ -35,10 +69,8 @@ pub struct TaskQuery {
 /// A `read_log` in progress.
 #[derive(Debug)]
 pub struct LogQuery {
-    /// The asking connection.
-    pub conn: u64,
-    /// The client's request id.
-    pub request_id: u64,
+    /// Who asked.
+    pub to: LogReply,
     /// The task.
     pub task_id: TaskId,
     /// Which file.
@@ -101,12 +133,12 @@ use agora_protocol::wire::{
 };
 
 impl Core {
-    pub(super) fn start_list_tasks(&mut self, conn: u64, l: ListTasks) {
+    pub(super) fn start_list_tasks(&mut self, to: TaskReply) {
         let mut rows = BTreeMap::new();
         merge_rows(&mut rows, self.local_rows());
         let peers = self.live_peers();
         let Some(qid) = self.queries.next_id().filter(|_| !peers.is_empty()) else {
-            return self.answer_tasks(conn, l.request_id, rows);
+            return self.answer_tasks(to, rows, Vec::new());
         };
         for p in &peers {
             self.send(
@@ -117,8 +149,7 @@ impl Core {
         self.queries.tasks.insert(
             qid,
             TaskQuery {
-                conn,
-                request_id: l.request_id,
+                to,
                 rows,
                 waiting: peers.into_iter().collect(),
                 deadline: self.clock.now() + QUERY_TIMEOUT,
@@ -126,14 +157,56 @@ impl Core {
         );
     }
 
+    /// Answers a finished (or timed-out) task listing.
     pub(super) fn answer_tasks(
         &mut self,
-        conn: u64,
-        request_id: u64,
-        rows: BTreeMap<agora_protocol::TaskId, agora_protocol::wire::TaskRow>,
+        to: TaskReply,
+        rows: BTreeMap<TaskId, TaskRow>,
+        unreachable: Vec<NodeId>,
     ) {
-        let tasks = rows.into_values().take(MAX_ROWS).collect();
-        self.reply(conn, ServerMessage::Tasks(TaskList { request_id, tasks }));
+        match to {
+            TaskReply::Conn { conn, request_id } => {
+                let tasks = rows.into_values().take(MAX_ROWS).collect();
+                self.reply(conn, ServerMessage::Tasks(TaskList { request_id, tasks }));
+            }
+            TaskReply::List(reply) => {
+                let tasks = rows.into_values().take(MAX_ROWS).collect();
+                let _ = reply.send(TaskListing { tasks, unreachable });
+            }
+            TaskReply::Get(id, reply) => {
+                let _ = reply.send(rows.get(&id).cloned());
+            }
+            TaskReply::Kill(id, reply) => match rows.get(&id) {
+                Some(row) if !row.state.is_terminal() => {
+                    let target = row.node.clone();
+                    let mut targets = self.live_peers();
+                    targets.push(self.me.clone());
+                    for n in targets {
+                        if target.as_ref().is_none_or(|t| *t == n) {
+                            self.send(
+                                n,
+                                PeerMessage::Kill(agora_protocol::wire::Kill {
+                                    task_id: id.clone(),
+                                }),
+                            );
+                        }
+                    }
+                    let _ = reply.send(Ok(()));
+                }
+                Some(_) => {
+                    let _ = reply.send(Err(CommandError::new(
+                        ErrorCode::UnknownTask,
+                        format!("task {id} has already ended"),
+                    )));
+                }
+                None => {
+                    let _ = reply.send(Err(CommandError::new(
+                        ErrorCode::UnknownTask,
+                        format!("no live node knows task {id}"),
+                    )));
+                }
+            },
+        }
     }
 
     /// A peer's answer to `ListTasks`.
@@ -148,11 +221,28 @@ impl Core {
         if q.waiting.is_empty()
             && let Some(q) = self.queries.tasks.remove(&t.request_id)
         {
-            self.answer_tasks(q.conn, q.request_id, q.rows);
+            self.answer_tasks(q.to, q.rows, Vec::new());
         }
     }
 
-    pub(super) async fn start_read_log(&mut self, conn: u64, r: ReadLog) {
+    /// Hands a log chunk (or its error) to whoever asked.
+    pub(super) fn answer_log(&mut self, to: LogReply, mut chunk: LogChunk) {
+        match to {
+            LogReply::Conn { conn, request_id } => {
+                chunk.request_id = request_id;
+                self.reply(conn, ServerMessage::Log(chunk));
+            }
+            LogReply::Api(reply) => {
+                let answer = match chunk.error.take() {
+                    Some(e) => Err(CommandError::new(ErrorCode::UnknownTask, e)),
+                    None => Ok(chunk),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    pub(super) async fn start_read_log(&mut self, to: LogReply, r: ReadLog) {
         let max_bytes = r.max_bytes.min(MAX_LOG_CHUNK);
         // Where did it run? Ask a local bidder first.
         let node = framework_of(&r.task_id)
@@ -167,7 +257,7 @@ impl Core {
                 .await;
             if chunk.error.is_none() || node.is_some() {
                 chunk.request_id = r.request_id;
-                return self.reply(conn, ServerMessage::Log(chunk));
+                return self.answer_log(to, chunk);
             }
         }
         let targets: Vec<NodeId> = match node {
@@ -175,9 +265,9 @@ impl Core {
             _ => self.live_peers(),
         };
         let Some(qid) = self.queries.next_id().filter(|_| !targets.is_empty()) else {
-            return self.reply(
-                conn,
-                ServerMessage::Log(LogChunk {
+            return self.answer_log(
+                to,
+                LogChunk {
                     request_id: r.request_id,
                     task_id: r.task_id.clone(),
                     data: Vec::new(),
@@ -187,7 +277,7 @@ impl Core {
                         "no live node knows task {}; check the id with `agora ps`",
                         r.task_id
                     )),
-                }),
+                },
             );
         };
         for n in &targets {
@@ -205,8 +295,7 @@ impl Core {
         self.queries.logs.insert(
             qid,
             LogQuery {
-                conn,
-                request_id: r.request_id,
+                to,
                 task_id: r.task_id,
                 stream: r.stream,
                 waiting: targets.into_iter().collect::<BTreeSet<_>>(),
@@ -217,7 +306,7 @@ impl Core {
     }
 
     /// A peer's answer to `LogRead`.
-    pub(super) async fn on_log_chunk(&mut self, from: NodeId, mut c: LogChunk) {
+    pub(super) async fn on_log_chunk(&mut self, from: NodeId, c: LogChunk) {
         let Some(q) = self.queries.logs.get_mut(&c.request_id) else {
             return;
         };
@@ -229,8 +318,7 @@ impl Core {
             q.last_error = c.error.clone();
         }
         if done && let Some(q) = self.queries.logs.remove(&c.request_id) {
-            c.request_id = q.request_id;
-            self.reply(q.conn, ServerMessage::Log(c));
+            self.answer_log(q.to, c);
         }
     }
 }

@@ -1,0 +1,309 @@
+//! Prometheus metrics of one node, encoded by prometheus-client.
+//!
+//! The agent holds an `Arc<Metrics>` and calls plain methods: counters for
+//! what happens (bids, gossip bytes, rejected datagrams) and the auction
+//! latency histogram. Gauges that describe state (nodes, resources, tasks,
+//! connected frameworks) follow from the [`ApiSnapshot`]; the HTTP module
+//! refreshes them from the latest snapshot on every scrape, so the agent does
+//! not have to (it may still set them itself when it serves no HTTP).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `agora_nodes` | gauge | `state` = alive, dead |
+//! | `agora_resources_total` | gauge | `scope` = cluster, node; `dimension` |
+//! | `agora_resources_free` | gauge | `scope` = cluster, node; `dimension` |
+//! | `agora_tasks` | gauge | `state` (tasks this node knows) |
+//! | `agora_bids_sent_total` | counter | |
+//! | `agora_bids_won_total` | counter | |
+//! | `agora_bids_rejected_total` | counter | |
+//! | `agora_auction_latency_seconds` | histogram | |
+//! | `agora_gossip_received_bytes_total` | counter | |
+//! | `agora_gossip_sent_bytes_total` | counter | |
+//! | `agora_gossip_rejected_datagrams_total` | counter | |
+//! | `agora_frameworks_connected` | gauge | |
+
+use super::ApiSnapshot;
+use super::views::ALL_STATES;
+use agora_protocol::resources::{Dimension, Resources};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    scope: &'static str,
+    dimension: &'static str,
+}
+
+/// Every metric of a node, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    nodes: Family<StateLabel, Gauge>,
+    resources_total: Family<ResourceLabels, Gauge>,
+    resources_free: Family<ResourceLabels, Gauge>,
+    tasks: Family<StateLabel, Gauge>,
+    /// Bids this node's bidders sent.
+    pub bids_sent: Counter,
+    /// Bids this node's bidders won (awards received).
+    pub bids_won: Counter,
+    /// Bids this node's bidders lost (rejects received).
+    pub bids_rejected: Counter,
+    auction_latency: Histogram,
+    gossip_in: Counter,
+    gossip_out: Counter,
+    rejected_datagrams: Counter,
+    frameworks_connected: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agora");
+        let nodes = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "nodes",
+            "Nodes in this node's gossip view, by failure-detector state",
+            nodes.clone(),
+        );
+        let resources_total = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "resources_total",
+            "Total resources of the alive nodes (scope=cluster) or of this node (scope=node); cpu in millicores, mem and disk in MiB",
+            resources_total.clone(),
+        );
+        let resources_free = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "resources_free",
+            "Free resources of the alive nodes (scope=cluster) or of this node (scope=node); cpu in millicores, mem and disk in MiB",
+            resources_free.clone(),
+        );
+        let tasks = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "tasks",
+            "Tasks this node knows (homed or running here), by state",
+            tasks.clone(),
+        );
+        let bids_sent = Counter::default();
+        registry.register(
+            "bids_sent",
+            "Bids sent by this node's bidders",
+            bids_sent.clone(),
+        );
+        let bids_won = Counter::default();
+        registry.register("bids_won", "Bids that won an award", bids_won.clone());
+        let bids_rejected = Counter::default();
+        registry.register(
+            "bids_rejected",
+            "Bids that were rejected",
+            bids_rejected.clone(),
+        );
+        let auction_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "auction_latency_seconds",
+            "Time from a task's submit to its award",
+            auction_latency.clone(),
+        );
+        let gossip_in = Counter::default();
+        registry.register(
+            "gossip_received_bytes",
+            "Gossip bytes received (sealed datagrams)",
+            gossip_in.clone(),
+        );
+        let gossip_out = Counter::default();
+        registry.register(
+            "gossip_sent_bytes",
+            "Gossip bytes sent (sealed datagrams)",
+            gossip_out.clone(),
+        );
+        let rejected_datagrams = Counter::default();
+        registry.register(
+            "gossip_rejected_datagrams",
+            "Gossip datagrams dropped because they did not open with the cluster key",
+            rejected_datagrams.clone(),
+        );
+        let frameworks_connected = Gauge::default();
+        registry.register(
+            "frameworks_connected",
+            "Frameworks connected to this node's socket",
+            frameworks_connected.clone(),
+        );
+        let m = Metrics {
+            registry,
+            nodes,
+            resources_total,
+            resources_free,
+            tasks,
+            bids_sent,
+            bids_won,
+            bids_rejected,
+            auction_latency,
+            gossip_in,
+            gossip_out,
+            rejected_datagrams,
+            frameworks_connected,
+        };
+        // Every labelled series exists from the start, at zero.
+        m.set_nodes(0, 0);
+        m.set_resources("cluster", &Resources::ZERO, &Resources::ZERO);
+        m.set_resources("node", &Resources::ZERO, &Resources::ZERO);
+        for s in ALL_STATES {
+            m.tasks
+                .get_or_create(&StateLabel { state: s.name() })
+                .set(0);
+        }
+        m
+    }
+
+    /// Sets the alive and dead node counts.
+    pub fn set_nodes(&self, alive: u64, dead: u64) {
+        self.nodes
+            .get_or_create(&StateLabel { state: "alive" })
+            .set(to_i64(alive));
+        self.nodes
+            .get_or_create(&StateLabel { state: "dead" })
+            .set(to_i64(dead));
+    }
+
+    /// Sets total and free resources; `scope` is "cluster" (alive nodes
+    /// summed) or "node" (this node).
+    pub fn set_resources(&self, scope: &'static str, total: &Resources, free: &Resources) {
+        for d in Dimension::ALL {
+            let labels = ResourceLabels {
+                scope,
+                dimension: d.name(),
+            };
+            self.resources_total
+                .get_or_create(&labels)
+                .set(to_i64(total.get(d)));
+            self.resources_free
+                .get_or_create(&labels)
+                .set(to_i64(free.get(d)));
+        }
+    }
+
+    /// Sets the task counts, one per state (states not given are set to 0).
+    pub fn set_tasks<'a>(&self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        let counts: std::collections::BTreeMap<&str, u64> = counts.into_iter().collect();
+        for s in ALL_STATES {
+            let n = counts.get(s.name()).copied().unwrap_or(0);
+            self.tasks
+                .get_or_create(&StateLabel { state: s.name() })
+                .set(to_i64(n));
+        }
+    }
+
+    /// Sets the number of connected frameworks.
+    pub fn set_frameworks_connected(&self, n: u64) {
+        self.frameworks_connected.set(to_i64(n));
+    }
+
+    /// Records one auction: submit to award.
+    pub fn observe_auction_latency(&self, d: Duration) {
+        self.auction_latency.observe(d.as_secs_f64());
+    }
+
+    /// Raises the gossip counters to the gossip layer's running totals
+    /// (they only grow: a smaller value, e.g. after a restart of the gossip
+    /// layer, is ignored).
+    pub fn set_gossip_totals(&self, bytes_in: u64, bytes_out: u64, rejected_datagrams: u64) {
+        raise(&self.gossip_in, bytes_in);
+        raise(&self.gossip_out, bytes_out);
+        raise(&self.rejected_datagrams, rejected_datagrams);
+    }
+
+    /// Adds to the gossip counters (for a gossip layer that reports deltas).
+    pub fn add_gossip(&self, bytes_in: u64, bytes_out: u64, rejected_datagrams: u64) {
+        self.gossip_in.inc_by(bytes_in);
+        self.gossip_out.inc_by(bytes_out);
+        self.rejected_datagrams.inc_by(rejected_datagrams);
+    }
+
+    /// Sets every state gauge from a snapshot: nodes, resources (cluster and
+    /// node), tasks this node knows, connected frameworks.
+    pub fn update_from_snapshot(&self, snap: &ApiSnapshot) {
+        let alive = snap.nodes.iter().filter(|n| n.alive).count() as u64;
+        self.set_nodes(alive, snap.nodes.len() as u64 - alive);
+        let cap = super::views::Capacity::of(snap);
+        self.set_resources("cluster", &cap.total, &cap.free);
+        match snap.own_node() {
+            Some(own) => self.set_resources("node", &own.total, &own.free),
+            None => self.set_resources("node", &Resources::ZERO, &Resources::ZERO),
+        }
+        self.set_tasks(super::views::count_states(&snap.tasks));
+        self.set_frameworks_connected(
+            snap.frameworks
+                .iter()
+                .filter(|f| f.connected == Some(true))
+                .count() as u64,
+        );
+    }
+
+    /// The metrics in the OpenMetrics text format (which Prometheus reads;
+    /// serve it with [`crate::http::METRICS_CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn raise(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_follow_running_totals() {
+        let m = Metrics::new();
+        m.set_gossip_totals(100, 50, 1);
+        m.set_gossip_totals(150, 40, 3);
+        assert_eq!(m.gossip_in.get(), 150);
+        assert_eq!(m.gossip_out.get(), 50);
+        assert_eq!(m.rejected_datagrams.get(), 3);
+        m.bids_sent.inc();
+        let text = m.encode();
+        assert!(text.contains("agora_bids_sent_total 1"), "{text}");
+        assert!(
+            text.contains("agora_gossip_received_bytes_total 150"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

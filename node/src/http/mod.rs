@@ -1,0 +1,387 @@
+//! HTTP API, web dashboard and Prometheus metrics (issue 5).
+//!
+//! Every node serves the whole cluster from its gossip view: a JSON API under
+//! `/api/v1`, a dashboard at `/` (plain HTML, CSS and JS embedded in the
+//! binary) and `/metrics` in Prometheus text format. docs/HTTP_API.md is the
+//! reference for the routes; `/api/v1/openapi.json` describes them too.
+//!
+//! # The contract with the agent
+//!
+//! This module never touches gossip, libp2p or the executor. The agent talks
+//! to it through three narrow things, and nothing else:
+//!
+//! 1. A [`tokio::sync::watch`] of [`ApiSnapshot`]: what this node knows right
+//!    now (its gossip view of the nodes, the tasks it knows, frameworks,
+//!    cells). The agent publishes a fresh `Arc<ApiSnapshot>` whenever its view
+//!    changes (or on a timer, e.g. once a second); reads never block it.
+//! 2. A bounded [`tokio::sync::mpsc`] of [`ApiCommand`]s for what the snapshot
+//!    cannot answer: the cluster-wide task list (merged from peers over
+//!    libp2p), one task, a log chunk, submits and kills. Each command carries
+//!    a [`tokio::sync::oneshot`] reply; a command that is not answered within
+//!    [`HttpConfig::command_timeout`] becomes a 503 for the HTTP client, and
+//!    the agent may drop a reply sender to say "not now" (also a 503).
+//! 3. [`Metrics`], shared as `Arc<Metrics>`: the agent bumps counters and the
+//!    latency histogram; gauges that follow from the snapshot are refreshed by
+//!    this module on every scrape (see [`Metrics::update_from_snapshot`]).
+//!
+//! # Wiring it into the agent
+//!
+//! 1. Flags `--http HOST:PORT` and `--http-token-file FILE` (and config keys):
+//!    [`HttpConfig::from_flags`]. Bind the listener at startup so a busy
+//!    port is a clear startup error, then spawn [`serve`] with the agent's
+//!    shutdown signal.
+//! 2. Create the watch with [`ApiSnapshot::empty`], then publish
+//!    [`ApiSnapshot::from_view`] (or a hand-built snapshot) whenever the
+//!    gossip view, the task table or the framework table changes, at most a
+//!    few times a second.
+//! 3. Answer every [`ApiCommand`] in the agent loop without blocking it:
+//!    `ListTasks` fans out libp2p `ListTasks` to live nodes and replies with
+//!    the merged rows plus the nodes that did not answer (well within
+//!    [`HttpConfig::command_timeout`]); `GetTask` looks locally, then asks
+//!    the task's home node (its id starts with the framework id, which ends
+//!    in `@NODE`); `ReadLog` reads locally or sends libp2p `LogRead` to the
+//!    task's node; `Submit` goes through an internal framework named "http";
+//!    `Kill` like the socket's kill. Use [`CommandError`] with the socket's
+//!    error codes for refusals.
+//! 4. Count in [`Metrics`]: `bids_sent`/`bids_won`/`bids_rejected`,
+//!    [`Metrics::observe_auction_latency`] (submit to award), and
+//!    [`Metrics::set_gossip_totals`] from the gossip layer's counters.
+//!
+//! ```ignore
+//! let (snap_tx, snap_rx) = watch::channel(Arc::new(ApiSnapshot::empty(node_id)));
+//! let (cmd_tx, mut cmd_rx) = mpsc::channel(http::COMMAND_QUEUE);
+//! let metrics = Arc::new(http::Metrics::new());
+//! let listener = TcpListener::bind(config.listen).await?;
+//! tokio::spawn(http::serve(listener, config, snap_rx, cmd_tx, metrics.clone(), shutdown));
+//! // in the agent's select! loop:
+//! Some(cmd) = cmd_rx.recv() => match cmd {
+//!     ApiCommand::GetTask { id, reply } => { let _ = reply.send(lookup(&id)); }
+//!     ...
+//! }
+//! ```
+
+mod api;
+mod dashboard;
+mod error;
+mod metrics;
+mod snapshot;
+mod spec;
+mod views;
+
+pub use error::ApiError;
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
+pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
+pub use spec::{SpecBody, SpecCommand};
+pub use views::{NodeView, TaskView};
+
+use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
+use agora_protocol::resources::Resources;
+use agora_protocol::task::TaskSpec;
+use agora_protocol::wire::{ErrorCode, LogChunk, LogStream, NodeRow, TaskRow};
+use anyhow::Context;
+use serde::Serialize;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The default HTTP port (`--http` defaults to `127.0.0.1:DEFAULT_PORT`).
+pub const DEFAULT_PORT: u16 = 7480;
+
+/// A good capacity for the [`ApiCommand`] channel the agent creates.
+pub const COMMAND_QUEUE: usize = 64;
+
+/// What this node knows, published by the agent through a `watch` channel.
+#[derive(Clone, Debug)]
+pub struct ApiSnapshot {
+    /// The node serving this API.
+    pub node_id: NodeId,
+    /// The cluster from this node's gossip view (itself included), alive and dead.
+    pub nodes: Vec<NodeRow>,
+    /// The tasks this node knows without asking anyone: those of frameworks
+    /// homed here and those running here. The cluster-wide list comes from
+    /// [`ApiCommand::ListTasks`].
+    pub tasks: Vec<TaskRow>,
+    /// Frameworks this node knows (those homed here, and others it learned of
+    /// through gossip).
+    pub frameworks: Vec<FrameworkRow>,
+    /// The cells of the cluster; a small cluster is one cell.
+    pub cells: Vec<CellRow>,
+    /// When the agent produced this snapshot.
+    pub produced_at: SystemTime,
+}
+
+impl ApiSnapshot {
+    /// A snapshot of a node that knows nothing yet (the value to create the
+    /// watch channel with before gossip has run).
+    pub fn empty(node_id: NodeId) -> Self {
+        ApiSnapshot {
+            node_id,
+            nodes: Vec::new(),
+            tasks: Vec::new(),
+            frameworks: Vec::new(),
+            cells: Vec::new(),
+            produced_at: SystemTime::now(),
+        }
+    }
+
+    /// This node's own row, if the gossip view has it.
+    pub fn own_node(&self) -> Option<&NodeRow> {
+        self.nodes.iter().find(|n| n.id == self.node_id)
+    }
+}
+
+/// One framework as the dashboard and `/api/v1/frameworks` show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FrameworkRow {
+    /// Its id.
+    pub id: FrameworkId,
+    /// Its human name ("batch", "cli", "http").
+    pub name: String,
+    /// Its DRF weight (at least 1).
+    pub weight: u32,
+    /// The node it is homed on (where its bidder runs), when known.
+    pub home_node: Option<NodeId>,
+    /// Its weighted dominant share of the cluster, 0.0 to 1.0.
+    pub dominant_share: f64,
+    /// What its tasks hold now.
+    pub allocated: Resources,
+    /// How many of its tasks are not terminal.
+    pub active_tasks: u32,
+    /// Whether it is connected to this node's socket now; `None` for a
+    /// framework homed on another node (its connection is not gossiped).
+    pub connected: Option<bool>,
+}
+
+/// One cell: a gossip cluster small enough to gossip comfortably.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CellRow {
+    /// The cell's id.
+    pub id: String,
+    /// How many nodes it has (alive or not).
+    pub members: u32,
+}
+
+/// An error the agent reports for a command, mapped to an HTTP status:
+/// `invalid_spec` → 400, `unknown_task`/`unknown_node`/`unknown_framework` →
+/// 404, `busy` → 503, anything else → 500.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    /// A stable code (the same codes as the framework socket).
+    pub code: ErrorCode,
+    /// What was wrong and what to do, for a person.
+    pub message: String,
+}
+
+impl CommandError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        CommandError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The cluster-wide task list, as merged by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskListing {
+    /// Every task known to any node that answered, one row per task.
+    pub tasks: Vec<TaskRow>,
+    /// Live nodes that did not answer in time (their tasks may be missing).
+    pub unreachable: Vec<NodeId>,
+}
+
+/// A request the agent answers; each carries its reply channel.
+#[derive(Debug)]
+pub enum ApiCommand {
+    /// Every task in the cluster: the agent asks each live node (libp2p
+    /// `ListTasks`) and merges the answers with its own.
+    ListTasks {
+        /// Where to send the merged list.
+        reply: oneshot::Sender<TaskListing>,
+    },
+    /// One task, wherever it is (`None`: no node knows it).
+    GetTask {
+        /// The task.
+        id: TaskId,
+        /// Where to send it.
+        reply: oneshot::Sender<Option<TaskRow>>,
+    },
+    /// Part of a task's output, from the node that ran it.
+    ReadLog {
+        /// The task.
+        task_id: TaskId,
+        /// Which file.
+        stream: LogStream,
+        /// Byte offset to start at.
+        offset: u64,
+        /// At most this many bytes (already capped at `MAX_LOG_CHUNK`).
+        max_bytes: u32,
+        /// Where to send the chunk; `Err(unknown_task)` for an unknown task.
+        reply: oneshot::Sender<Result<LogChunk, CommandError>>,
+    },
+    /// Submit tasks through the agent's internal "http" framework.
+    Submit {
+        /// Validated specs (at most `MAX_SUBMIT`).
+        specs: Vec<TaskSpec>,
+        /// The ids given to the tasks, in order.
+        reply: oneshot::Sender<Result<Vec<TaskId>, CommandError>>,
+    },
+    /// Kill a task (TERM, then KILL after its grace period).
+    Kill {
+        /// The task.
+        task_id: TaskId,
+        /// `Ok` once the kill is on its way; `Err(unknown_task)` if no node knows it.
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+}
+
+/// How to serve HTTP.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Where to listen (`--http HOST:PORT`; default `127.0.0.1:7480`).
+    pub listen: SocketAddr,
+    /// The bearer token mutations need (`--http-token-file`). With none,
+    /// POST and DELETE are refused with 403.
+    pub token: Option<String>,
+    /// How long to wait for the agent to answer a command before a 503.
+    pub command_timeout: Duration,
+    /// Largest request body accepted (413 past it).
+    pub max_body_bytes: usize,
+    /// How long a cluster-wide task list is reused (the dashboard polls
+    /// every second; concurrent requests share one `ListTasks`).
+    pub task_list_ttl: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            token: None,
+            command_timeout: Duration::from_secs(5),
+            max_body_bytes: 1024 * 1024,
+            task_list_ttl: Duration::from_millis(900),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The configuration from the agent's flags: `--http HOST:PORT` (the
+    /// default when `None`) and `--http-token-file FILE`.
+    ///
+    /// # Errors
+    /// The token file cannot be read or holds no usable token.
+    pub fn from_flags(
+        listen: Option<SocketAddr>,
+        token_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut config = HttpConfig::default();
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        if let Some(path) = token_file {
+            config.token = Some(load_token(path)?);
+        }
+        Ok(config)
+    }
+}
+
+/// Reads a bearer token from a file (`--http-token-file`): the file's text
+/// with surrounding whitespace removed.
+///
+/// # Errors
+/// The file cannot be read, is empty, or holds characters other than
+/// printable ASCII without spaces.
+pub fn load_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the HTTP token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!(
+            "the HTTP token file {} is empty; write a secret into it, e.g. `agora keygen > {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        anyhow::bail!(
+            "the HTTP token in {} has spaces or non-ASCII characters; use printable ASCII only",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
+}
+
+/// The router with every route, for [`serve`] and for tests.
+pub fn router(
+    config: HttpConfig,
+    snapshot_rx: watch::Receiver<Arc<ApiSnapshot>>,
+    command_tx: mpsc::Sender<ApiCommand>,
+    metrics: Arc<Metrics>,
+) -> axum::Router {
+    let state = api::AppState::new(config, snapshot_rx, command_tx, metrics);
+    api::routes(state)
+}
+
+/// Serves the API, dashboard and metrics on `listener` until `shutdown`
+/// completes, then finishes the requests in flight.
+///
+/// # Errors
+/// The listener fails (the error names its address).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: HttpConfig,
+    snapshot_rx: watch::Receiver<Arc<ApiSnapshot>>,
+    command_tx: mpsc::Sender<ApiCommand>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("the HTTP listener has no local address")?;
+    if config.token.is_none() {
+        tracing::info!(
+            %addr,
+            "HTTP API read-only: no --http-token-file, so POST and DELETE are refused"
+        );
+    }
+    tracing::info!(%addr, "serving the HTTP API, dashboard and /metrics");
+    let app = router(config, snapshot_rx, command_tx, metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .with_context(|| format!("the HTTP server on {addr} failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_are_trimmed_and_checked() {
+        let dir = std::env::temp_dir().join(format!("agora-http-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "  abc123==\n").unwrap();
+        let config = HttpConfig::from_flags(None, Some(&good)).unwrap();
+        assert_eq!(config.token.as_deref(), Some("abc123=="));
+        assert_eq!(
+            config.listen,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT))
+        );
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let e = load_token(&empty).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let spaced = dir.join("spaced");
+        std::fs::write(&spaced, "two words").unwrap();
+        assert!(load_token(&spaced).is_err());
+        let e = format!("{:#}", load_token(&dir.join("missing")).unwrap_err());
+        assert!(e.contains("cannot read the HTTP token file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
