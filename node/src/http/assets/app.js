@@ -175,7 +175,8 @@
       tile.appendChild(el("div", "nid", node.id));
       const shown = ["zone", "os", "arch"].filter((k) => node.attrs[k]).map((k) => node.attrs[k]);
       tile.appendChild(el("div", "nattr", shown.join(" · ") || node.addr));
-      const tag = node.alive ? (running[node.id] || 0) + " tasks" : "dead";
+      const count = running[node.id] || 0;
+      const tag = node.alive ? count + (count === 1 ? " task" : " tasks") : "dead";
       tile.appendChild(el("span", "ntag", tag));
       const bars = el("div", "nbars");
       const dims = [
