@@ -729,7 +729,10 @@ impl<R: Rng> Bidder<R> {
     fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> Vec<NodeId> {
         let placed = self.placed_values(&spec.name, &spec.constraints, view);
         let sample = view.sample(&mut self.rng, self.config.scan_limit);
-        let mut scored: Vec<(bool, u32, f64, &NodeInfo)> = sample
+        // The last key is random: nodes that tie (every full node, or many
+        // identical empty ones) are drawn evenly instead of lowest id first,
+        // which would herd every bidder onto the same few nodes.
+        let mut scored: Vec<(bool, u32, f64, u64, &NodeInfo)> = sample
             .into_iter()
             .filter(|n| n.alive && spec.resources.fits_in(&n.total))
             .filter(|n| admits_all(&spec.constraints, &n.attrs, &placed))
@@ -744,25 +747,31 @@ impl<R: Rng> Bidder<R> {
                     .free
                     .saturating_sub(&spec.resources)
                     .dominant_share(&n.total);
-                let score = match self.config.score {
-                    Score::BestFit => left,
-                    Score::Spread => -left,
+                // A full node's fit says nothing about when it will have
+                // room: full nodes only differ by the random key.
+                let score = match (full, self.config.score) {
+                    (true, _) => 0.0,
+                    (false, Score::BestFit) => left,
+                    (false, Score::Spread) => -left,
                 };
-                (full, penalty, score, n)
+                (full, penalty, score, 0, n)
             })
             .collect();
+        for s in &mut scored {
+            s.3 = self.rng.next_u64();
+        }
         // Nodes with room now first; among full ones, a bid waits for room.
         scored.sort_by(|a, b| {
             a.0.cmp(&b.0)
                 .then(a.1.cmp(&b.1))
                 .then(a.2.total_cmp(&b.2))
-                .then(a.3.id.cmp(&b.3.id))
+                .then(a.3.cmp(&b.3))
         });
         scored.truncate(self.config.best_of.max(self.config.candidates));
         let mut out = Vec::new();
         while out.len() < self.config.candidates && !scored.is_empty() {
             let i = self.rng.random_range(0..scored.len());
-            out.push(scored.swap_remove(i).3.id.clone());
+            out.push(scored.swap_remove(i).4.id.clone());
         }
         out
     }

@@ -737,6 +737,30 @@ fn bidder_reports_lost_tasks_and_kills_zombies() {
 }
 
 #[test]
+fn full_nodes_that_tie_are_drawn_evenly_not_by_id() {
+    // 40 identical full nodes: bids wait there, spread over many of them
+    let nodes: Vec<(String, u64, u64, u64)> =
+        (0..40).map(|i| (format!("n{i:02}"), 8192, 0, 1)).collect();
+    let refs: Vec<(&str, u64, u64, u64)> = nodes
+        .iter()
+        .map(|(a, b, c, d)| (a.as_str(), *b, *c, *d))
+        .collect();
+    let mut v = view(&refs);
+    let mut b = bidder_with(bidder::Config::default());
+    for _ in 0..40 {
+        b.submit(ms(0), spec(1000, 1024)).unwrap();
+    }
+    b.handle_timeout(ms(0), &mut v);
+    let targets: std::collections::BTreeSet<NodeId> =
+        sent(&mut b).into_iter().map(|t| t.to).collect();
+    assert!(
+        targets.len() >= 20,
+        "bids herded onto {} nodes: {targets:?}",
+        targets.len()
+    );
+}
+
+#[test]
 fn offer_mode_bids_on_the_named_node_only() {
     let mut v = view(&[("a", 8192, 8192, 1), ("b", 8192, 8192, 1)]);
     let mut b = bidder_with(bidder::Config::default());
