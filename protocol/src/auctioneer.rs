@@ -12,8 +12,12 @@
 //! collects bids for a short window and then ranks them: priority class
 //! (higher first), weighted dominant share of the framework (lower first,
 //! charged as awards are made), price (higher first), arrival (earlier first).
-//! It awards greedily what fits and rejects the rest, sending each reject the
-//! node's current free vector.
+//! It awards greedily what fits. A bid that does not fit is **held** for as
+//! long as its bidder said it would wait (`Bid::wait_ms`, capped by
+//! [`Config::max_hold`]) and ranked again whenever resources free up, so
+//! freed capacity goes to the framework with the lowest share among those
+//! waiting; when its wait is over it is rejected, with the node's current
+//! free vector.
 //!
 //! The auctioneer also launches confirmed tasks (as [`Event::Launch`] for the
 //! node's executor), and sends each task's status updates to its home node
@@ -30,7 +34,7 @@ use crate::task::{IllegalTransition, TaskSpec, TaskState, TaskStatus};
 use crate::time::{Instant, millis_u32};
 use crate::wire::{
     Award, Bid, Confirm, ConfirmRefused, Confirmed, Kill, PeerMessage, Reject, RejectReason,
-    Release, StatusAck, StatusUpdate, TaskRow,
+    Release, StatusAck, StatusUpdate, TaskRow, Withdraw,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -42,6 +46,8 @@ pub struct Config {
     pub window: Duration,
     /// How long an award stays reserved without a confirm.
     pub lease_ttl: Duration,
+    /// Longest time a bid that does not fit is held waiting for room.
+    pub max_hold: Duration,
     /// Most undecided bids held at once; more are rejected as busy.
     pub max_pending_bids: usize,
     /// Most answers remembered to re-send for duplicated bids.
@@ -59,6 +65,7 @@ impl Default for Config {
         Config {
             window: Duration::from_millis(5),
             lease_ttl: Duration::from_secs(3),
+            max_hold: Duration::from_secs(2),
             max_pending_bids: 4096,
             answer_cache: 8192,
             status_retry: Duration::from_millis(500),
@@ -150,6 +157,8 @@ pub struct Stats {
     pub launches: u64,
     /// Windows closed under contention.
     pub contended_windows: u64,
+    /// Bids withdrawn by their bidder while held.
+    pub withdrawn: u64,
 }
 
 #[derive(Debug)]
@@ -157,6 +166,7 @@ struct PendingBid {
     from: NodeId,
     bid: Bid,
     arrival: u64,
+    hold_until: Instant,
 }
 
 #[derive(Debug)]
@@ -347,18 +357,21 @@ impl Auctioneer {
                 resources: a.resources,
                 reason: None,
             })
-            .chain(self.outbox.iter().filter_map(|(id, o)| {
-                (!self.running.contains_key(id)).then(|| TaskRow {
-                    task_id: id.clone(),
-                    name: o.name.clone(),
-                    framework: o.update.framework.clone(),
-                    state: o.update.status.state,
-                    node: Some(self.me.clone()),
-                    exit_code: o.update.status.exit_code,
-                    resources: o.resources,
-                    reason: o.update.status.reason.clone(),
-                })
-            }))
+            .chain(
+                self.outbox
+                    .iter()
+                    .filter(|(id, _)| !self.running.contains_key(*id))
+                    .map(|(id, o)| TaskRow {
+                        task_id: id.clone(),
+                        name: o.name.clone(),
+                        framework: o.update.framework.clone(),
+                        state: o.update.status.state,
+                        node: Some(self.me.clone()),
+                        exit_code: o.update.status.exit_code,
+                        resources: o.resources,
+                        reason: o.update.status.reason.clone(),
+                    }),
+            )
             .collect()
     }
 
@@ -372,10 +385,16 @@ impl Auctioneer {
         self.draining = true;
     }
 
+    /// Bids held waiting for room.
+    pub fn held_count(&self) -> usize {
+        self.book.len()
+    }
+
     /// The next instant `handle_timeout` must be called at.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.window_closes,
+            self.book.iter().map(|p| p.hold_until).min(),
             self.expiries.first().map(|(t, _)| *t),
             self.retries.first().map(|(t, _)| *t),
         ]
@@ -415,7 +434,11 @@ impl Auctioneer {
                 Ok(())
             }
             PeerMessage::Release(r) => {
-                self.on_release(from, r);
+                self.on_release(now, from, r);
+                Ok(())
+            }
+            PeerMessage::Withdraw(w) => {
+                self.on_withdraw(from, w);
                 Ok(())
             }
             PeerMessage::StatusAck(ack) => {
@@ -427,11 +450,22 @@ impl Auctioneer {
         }
     }
 
-    /// Closes a due window, expires leases and re-sends status updates.
+    /// Closes a due window, expires leases and held bids, and re-sends
+    /// status updates.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.window_closes.is_some_and(|t| t <= now) {
             self.window_closes = None;
             self.close_window(now);
+        }
+        if self.book.iter().any(|p| p.hold_until <= now) {
+            let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.book)
+                .into_iter()
+                .partition(|p| p.hold_until <= now);
+            self.book = kept;
+            for p in expired {
+                let reason = self.no_room_reason(&p.bid.spec.resources);
+                self.reject(p.from, &p.bid, reason);
+            }
         }
         while let Some(&(t, lease_id)) = self.expiries.first() {
             if t > now {
@@ -440,7 +474,7 @@ impl Auctioneer {
             self.expiries.pop_first();
             if let Some(lease) = self.leases.remove(&lease_id) {
                 self.stats.leases_expired += 1;
-                self.give_back(&lease.spec.resources, lease.ports);
+                self.give_back(now, &lease.spec.resources, lease.ports);
             }
         }
         while let Some((t, task_id)) = self.retries.first().cloned() {
@@ -492,7 +526,7 @@ impl Auctioneer {
         if status.state.is_terminal()
             && let Some(a) = self.running.remove(&task_id)
         {
-            self.give_back(&a.resources, a.ports);
+            self.give_back(now, &a.resources, a.ports);
         }
         self.send_status(now, home, framework, name, resources, status);
         Ok(())
@@ -583,12 +617,44 @@ impl Auctioneer {
         self.bump();
     }
 
-    fn give_back(&mut self, r: &Resources, ports: Vec<u16>) {
+    /// Frees resources and gives held bids a chance at them.
+    fn give_back(&mut self, now: Instant, r: &Resources, ports: Vec<u16>) {
         self.used = self.used.saturating_sub(r);
         for p in ports {
             self.ports.insert(p);
         }
         self.bump();
+        self.decide(now);
+    }
+
+    /// Awards at once when the whole book fits; otherwise makes sure a
+    /// window is open to rank it.
+    fn decide(&mut self, now: Instant) {
+        if self.book.is_empty() || self.window_closes.is_some() {
+            return;
+        }
+        let demand = self.book.iter().try_fold(Resources::ZERO, |acc, p| {
+            acc.checked_add(&p.bid.spec.resources)
+        });
+        let uncontended = demand.is_some_and(|d| d.fits_in(&self.free()));
+        if uncontended {
+            let book = std::mem::take(&mut self.book);
+            for p in book {
+                self.award(now, p);
+            }
+        } else if self.config.window.is_zero() {
+            self.close_window(now);
+        } else {
+            self.window_closes = Some(now + self.config.window);
+        }
+    }
+
+    fn no_room_reason(&self, asked: &Resources) -> RejectReason {
+        if asked.fits_in(&self.free()) {
+            RejectReason::Outbid
+        } else {
+            RejectReason::Insufficient(asked.shortfall(&self.free()))
+        }
     }
 
     fn remember(&mut self, from: NodeId, bid_id: BidId, answer: PeerMessage) {
@@ -660,28 +726,17 @@ impl Auctioneer {
             return self.reject(from, &bid, RejectReason::Busy);
         }
         self.arrivals += 1;
+        // Every bid stays at least until the window it joins closes.
+        let wait = Duration::from_millis(u64::from(bid.wait_ms))
+            .min(self.config.max_hold)
+            .max(self.config.window);
         self.book.push(PendingBid {
             from,
             bid,
             arrival: self.arrivals,
+            hold_until: now + wait,
         });
-        if self.window_closes.is_some() {
-            return; // joins the open window
-        }
-        let demand = self.book.iter().try_fold(Resources::ZERO, |acc, p| {
-            acc.checked_add(&p.bid.spec.resources)
-        });
-        let uncontended = demand.is_some_and(|d| d.fits_in(&self.free()));
-        if uncontended {
-            let book = std::mem::take(&mut self.book);
-            for p in book {
-                self.award(now, p);
-            }
-        } else if self.config.window.is_zero() {
-            self.close_window(now);
-        } else {
-            self.window_closes = Some(now + self.config.window);
-        }
+        self.decide(now);
     }
 
     fn award(&mut self, now: Instant, p: PendingBid) {
@@ -726,7 +781,6 @@ impl Auctioneer {
         self.stats.contended_windows += 1;
         let mut book = std::mem::take(&mut self.book);
         let mut shares = self.shares.clone();
-        let now_free_at_open = self.free();
         while !book.is_empty() {
             let best = (0..book.len())
                 .min_by(|&a, &b| {
@@ -748,15 +802,29 @@ impl Auctioneer {
             if p.bid.spec.resources.fits_in(&self.free()) {
                 shares.charge(&p.bid.framework, p.bid.weight, &p.bid.spec.resources);
                 self.award(now, p);
+            } else if p.hold_until > now {
+                self.book.push(p);
             } else {
-                let reason = if p.bid.spec.resources.fits_in(&now_free_at_open) {
-                    RejectReason::Outbid
-                } else {
-                    RejectReason::Insufficient(p.bid.spec.resources.shortfall(&self.free()))
-                };
+                let reason = self.no_room_reason(&p.bid.spec.resources);
                 self.reject(p.from.clone(), &p.bid, reason);
             }
         }
+        // held bids keep their arrival order
+        self.book.sort_by_key(|p| p.arrival);
+    }
+
+    fn on_withdraw(&mut self, from: NodeId, w: Withdraw) {
+        if let Some(i) = self
+            .book
+            .iter()
+            .position(|p| p.from == from && p.bid.bid_id == w.bid_id)
+        {
+            let p = self.book.remove(i);
+            self.stats.withdrawn += 1;
+            self.reject(p.from, &p.bid, RejectReason::Withdrawn);
+        }
+        // A bid already decided keeps its answer: the bidder releases an
+        // award it no longer needs.
     }
 
     fn on_confirm(&mut self, now: Instant, from: NodeId, c: Confirm) {
@@ -830,7 +898,7 @@ impl Auctioneer {
         });
     }
 
-    fn on_release(&mut self, from: NodeId, r: Release) {
+    fn on_release(&mut self, now: Instant, from: NodeId, r: Release) {
         let owned = self
             .leases
             .get(&r.lease_id)
@@ -838,7 +906,7 @@ impl Auctioneer {
         if owned && let Some(lease) = self.leases.remove(&r.lease_id) {
             self.expiries.remove(&(lease.expires, r.lease_id));
             self.stats.leases_released += 1;
-            self.give_back(&lease.spec.resources, lease.ports);
+            self.give_back(now, &lease.spec.resources, lease.ports);
         }
     }
 

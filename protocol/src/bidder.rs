@@ -7,10 +7,14 @@
 //!    `scan_limit` nodes drawn at random in a large cluster), ranks them by a
 //!    score (best fit or spread), and chooses `candidates` of them at random
 //!    among the best `best_of` (power-of-d choices, as in Sparrow);
-//! 2. sends each a [`Bid`]; every bid is answered by an award or a reject, or
-//!    times out after `bid_timeout`;
-//! 3. confirms the first award (re-sending the confirm until the node answers)
-//!    and releases every other award for the task;
+//! 2. sends each a [`Bid`] that may wait at the node for up to `bid_wait`
+//!    when the node is full (nodes whose free vector does not fit the task
+//!    are still candidates when no node has room: the bid queues there and
+//!    the node's fair ranking decides who gets the next free resources);
+//!    every bid is answered by an award or a reject, or times out after
+//!    `bid_timeout`;
+//! 3. confirms the first award (re-sending the confirm until the node answers),
+//!    withdraws the task's other bids and releases any other award;
 //! 4. when every bid of an attempt lost, retries after an exponential backoff
 //!    with jitter, until the task's placement timeout, then gives up with a
 //!    reason a person can act on ("no node has 64 GiB mem free; largest free
@@ -30,10 +34,11 @@ use crate::constraint::{Constraint, Placed, admits_all};
 use crate::ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
 use crate::resources::{Dimension, Resources};
 use crate::task::{SpecError, TaskSpec, TaskState, TaskStatus};
-use crate::time::Instant;
+use crate::time::{Instant, millis_u32};
 use crate::view::{ClusterView, NodeInfo};
 use crate::wire::{
     Bid, Confirm, Kill, PeerMessage, RejectReason, Release, StatusAck, StatusUpdate, TaskRow,
+    Withdraw,
 };
 use rand::{Rng, RngExt};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -61,7 +66,10 @@ pub struct Config {
     pub scan_limit: usize,
     /// The ranking.
     pub score: Score,
-    /// A bid with no answer after this long counts as lost.
+    /// How long a bid may wait at a full node for room.
+    pub bid_wait: Duration,
+    /// A bid with no answer after this long counts as lost (keep it above
+    /// `bid_wait` plus a round trip).
     pub bid_timeout: Duration,
     /// A confirm with no answer after this long is sent again.
     pub confirm_timeout: Duration,
@@ -88,6 +96,7 @@ impl Default for Config {
             best_of: 4,
             scan_limit: 64,
             score: Score::BestFit,
+            bid_wait: Duration::from_millis(500),
             bid_timeout: Duration::from_secs(2),
             confirm_timeout: Duration::from_millis(500),
             confirm_attempts: 20,
@@ -706,6 +715,7 @@ impl<R: Rng> Bidder<R> {
                     weight: self.weight,
                     spec: spec.clone(),
                     price: 0,
+                    wait_ms: millis_u32(self.config.bid_wait),
                 }),
             });
         }
@@ -719,11 +729,12 @@ impl<R: Rng> Bidder<R> {
     fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> Vec<NodeId> {
         let placed = self.placed_values(&spec.name, &spec.constraints, view);
         let sample = view.sample(&mut self.rng, self.config.scan_limit);
-        let mut scored: Vec<(u32, f64, &NodeInfo)> = sample
+        let mut scored: Vec<(bool, u32, f64, &NodeInfo)> = sample
             .into_iter()
-            .filter(|n| n.alive && spec.resources.fits_in(&n.free))
+            .filter(|n| n.alive && spec.resources.fits_in(&n.total))
             .filter(|n| admits_all(&spec.constraints, &n.attrs, &placed))
             .map(|n| {
+                let full = !spec.resources.fits_in(&n.free);
                 let penalty: u32 = spec
                     .constraints
                     .iter()
@@ -737,19 +748,21 @@ impl<R: Rng> Bidder<R> {
                     Score::BestFit => left,
                     Score::Spread => -left,
                 };
-                (penalty, score, n)
+                (full, penalty, score, n)
             })
             .collect();
+        // Nodes with room now first; among full ones, a bid waits for room.
         scored.sort_by(|a, b| {
             a.0.cmp(&b.0)
-                .then(a.1.total_cmp(&b.1))
-                .then(a.2.id.cmp(&b.2.id))
+                .then(a.1.cmp(&b.1))
+                .then(a.2.total_cmp(&b.2))
+                .then(a.3.id.cmp(&b.3.id))
         });
         scored.truncate(self.config.best_of.max(self.config.candidates));
         let mut out = Vec::new();
         while out.len() < self.config.candidates && !scored.is_empty() {
             let i = self.rng.random_range(0..scored.len());
-            out.push(scored.swap_remove(i).2.id.clone());
+            out.push(scored.swap_remove(i).3.id.clone());
         }
         out
     }
@@ -775,6 +788,21 @@ impl<R: Rng> Bidder<R> {
             let at = (now + delay).min(t.deadline);
             t.next_try = at;
             self.timers.insert((at, Timer::Retry(task_id.clone())));
+        }
+    }
+
+    /// Asks the nodes holding these bids to drop them.
+    fn withdraw(&mut self, bids: &[BidId]) {
+        for bid in bids {
+            if let Some(b) = self.bids.get(bid) {
+                self.transmits.push_back(Transmit {
+                    to: b.node.clone(),
+                    msg: PeerMessage::Withdraw(Withdraw {
+                        bid_id: *bid,
+                        task_id: b.task_id.clone(),
+                    }),
+                });
+            }
         }
     }
 
@@ -827,12 +855,14 @@ impl<R: Rng> Bidder<R> {
         if !open.contains(&bid) {
             return false;
         }
+        let others: Vec<BidId> = open.iter().copied().filter(|b| *b != bid).collect();
         t.phase = Phase::Confirming {
             node: node.clone(),
             lease,
             attempts: 1,
         };
         t.node = Some(node.clone());
+        self.withdraw(&others);
         self.job_add(task_id, node);
         self.transmits.push_back(Transmit {
             to: node.clone(),
@@ -989,8 +1019,15 @@ impl<R: Rng> Bidder<R> {
         if t.state.is_terminal() {
             return;
         }
-        if let Phase::Confirming { node, .. } | Phase::Placed { node } = t.phase.clone() {
-            self.job_sub(task_id, &node);
+        match t.phase.clone() {
+            Phase::Confirming { node, .. } | Phase::Placed { node } => {
+                self.job_sub(task_id, &node);
+            }
+            Phase::Bidding { open } => {
+                let open: Vec<BidId> = open.into_iter().collect();
+                self.withdraw(&open);
+            }
+            Phase::Waiting | Phase::Ended => {}
         }
         let Some(t) = self.tasks.get_mut(task_id) else {
             return;
@@ -1044,6 +1081,7 @@ fn describe_reject(
         RejectReason::Busy => format!("node {node} is busy with other bids"),
         RejectReason::InvalidSpec(why) => format!("node {node} refused the task: {why}"),
         RejectReason::Draining => format!("node {node} is leaving the cluster"),
+        RejectReason::Withdrawn => format!("the bid on node {node} was withdrawn"),
     }
 }
 

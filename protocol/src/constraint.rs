@@ -66,6 +66,7 @@ impl Attributes {
 
 /// A placement constraint over node attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Constraint {
     /// `key==value`
     Eq {

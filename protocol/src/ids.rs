@@ -128,6 +128,12 @@ impl TaskId {
             .min(framework.0.len());
         TaskId(format!("{}{}", &framework.0[..keep], suffix))
     }
+
+    /// The framework part of an id made by [`TaskId::for_framework`]
+    /// (everything before the last '.'), to route a message to its bidder.
+    pub fn framework_part(&self) -> &str {
+        self.0.rsplit_once('.').map_or(self.0.as_str(), |(f, _)| f)
+    }
 }
 
 macro_rules! number_id {
@@ -179,5 +185,8 @@ mod tests {
         let t = TaskId::for_framework(&fw, 123456);
         assert!(TaskId::new(t.as_str()).is_ok());
         assert!(t.as_str().ends_with(".123456"));
+        let fw = FrameworkId::new("cli-1a2b.x@n1").unwrap();
+        let t = TaskId::for_framework(&fw, 7);
+        assert_eq!(t.framework_part(), fw.as_str());
     }
 }

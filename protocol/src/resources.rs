@@ -26,6 +26,7 @@ pub struct Resources {
 
 /// The dimensions of a [`Resources`] vector, for messages that name one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Dimension {
     /// CPU millicores.
     Cpu,

@@ -16,6 +16,7 @@ use std::fmt;
 
 /// What to execute.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// A program and its arguments, executed directly.
     Argv(Vec<String>),

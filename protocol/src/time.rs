@@ -1,7 +1,7 @@
 //! Time as the protocol sees it: a monotonic [`Instant`] in microseconds that
 //! the driver passes in.
 //!
-//! The protocol never reads a clock. The node converts `tokio::time::Instant`
+//! The protocol never reads a clock. The node converts its runtime's instants
 //! into microseconds since its own start; the simulator uses its virtual clock.
 //! Durations are plain [`std::time::Duration`]s.
 

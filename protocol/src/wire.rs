@@ -37,6 +37,11 @@ pub struct Bid {
     pub spec: TaskSpec,
     /// A tie-breaker after priority and fair share: higher wins.
     pub price: u64,
+    /// How long the bidder is willing to wait at this node for room, in
+    /// milliseconds: a bid that does not fit now is held (and ranked again
+    /// whenever resources free up) until then, and rejected after. 0 means
+    /// answer at once.
+    pub wait_ms: u32,
 }
 
 /// A lease on resources, granted in answer to a [`Bid`].
@@ -56,6 +61,7 @@ pub struct Award {
 
 /// Why a bid lost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// The node does not have enough free in these dimensions.
     Insufficient(Vec<Dimension>),
@@ -69,6 +75,8 @@ pub enum RejectReason {
     InvalidSpec(String),
     /// The node is leaving the cluster.
     Draining,
+    /// The bidder withdrew the bid (its task was placed elsewhere or ended).
+    Withdrawn,
 }
 
 /// A lost bid, with the node's current free vector so the bidder's view heals.
@@ -266,6 +274,9 @@ pub enum PeerMessage {
     ListTasks(ListTasks),
     /// Answer to `ListTasks`.
     TaskList(TaskList),
+    /// Bidder → auctioneer: drop a held bid (answered with a `Withdrawn`
+    /// reject, or with the bid's earlier answer if it was already decided).
+    Withdraw(Withdraw),
 }
 
 impl PeerMessage {
@@ -286,6 +297,72 @@ impl PeerMessage {
             PeerMessage::LogChunk(_) => "log_chunk",
             PeerMessage::ListTasks(_) => "list_tasks",
             PeerMessage::TaskList(_) => "task_list",
+            PeerMessage::Withdraw(_) => "withdraw",
+        }
+    }
+
+    /// Which state machine of the receiving node handles this message.
+    pub fn recipient(&self) -> Recipient {
+        match self {
+            PeerMessage::Bid(_)
+            | PeerMessage::Confirm(_)
+            | PeerMessage::Release(_)
+            | PeerMessage::StatusAck(_)
+            | PeerMessage::Kill(_)
+            | PeerMessage::Withdraw(_) => Recipient::Auctioneer,
+            PeerMessage::Award(_)
+            | PeerMessage::Reject(_)
+            | PeerMessage::Confirmed(_)
+            | PeerMessage::ConfirmRefused(_)
+            | PeerMessage::Status(_) => Recipient::Bidder,
+            PeerMessage::LogRead(_) | PeerMessage::ListTasks(_) => Recipient::Shell,
+            PeerMessage::LogChunk(_) | PeerMessage::TaskList(_) => Recipient::Shell,
+        }
+    }
+}
+
+/// Who handles a [`PeerMessage`] on the receiving node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    /// The node's auctioneer.
+    Auctioneer,
+    /// The bidder of the framework the message is about (awards, rejects and
+    /// confirm answers name a bid or lease of that bidder; status updates name
+    /// its framework).
+    Bidder,
+    /// The node's shell (logs, task lists): requests to answer from files and
+    /// ledgers, or answers to requests it made.
+    Shell,
+}
+
+/// Withdraws a held bid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdraw {
+    /// The bid.
+    pub bid_id: BidId,
+    /// Its task.
+    pub task_id: TaskId,
+}
+
+impl PeerMessage {
+    /// For messages to a bidder: the task they concern (the task id starts
+    /// with the framework id, see [`crate::ids::TaskId::framework_part`]).
+    pub fn task_id(&self) -> Option<&TaskId> {
+        match self {
+            PeerMessage::Bid(m) => Some(&m.task_id),
+            PeerMessage::Award(m) => Some(&m.task_id),
+            PeerMessage::Reject(m) => Some(&m.task_id),
+            PeerMessage::Confirm(m) => Some(&m.task_id),
+            PeerMessage::Confirmed(m) => Some(&m.task_id),
+            PeerMessage::ConfirmRefused(m) => Some(&m.task_id),
+            PeerMessage::Release(m) => Some(&m.task_id),
+            PeerMessage::Status(m) => Some(&m.status.task_id),
+            PeerMessage::StatusAck(m) => Some(&m.task_id),
+            PeerMessage::Kill(m) => Some(&m.task_id),
+            PeerMessage::LogRead(m) => Some(&m.task_id),
+            PeerMessage::LogChunk(m) => Some(&m.task_id),
+            PeerMessage::Withdraw(m) => Some(&m.task_id),
+            PeerMessage::ListTasks(_) | PeerMessage::TaskList(_) => None,
         }
     }
 }
