@@ -18,7 +18,7 @@ use std::time::Instant;
 
 /// Deterministic simulator of Agora's auction at up to 10,000 nodes.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "agora-sim", version)]
+#[command(name = "agora-sim", version, args_override_self = true)]
 pub struct Args {
     /// Number of nodes.
     #[arg(long, default_value_t = 1000)]

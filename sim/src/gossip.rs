@@ -215,9 +215,9 @@ pub struct Group {
 }
 
 /// Most state changes tracked at once for convergence.
-const TRACK_CAP: usize = 256;
+const TRACK_CAP: usize = 512;
 /// Track one change in this many.
-const TRACK_EVERY: u64 = 97;
+const TRACK_EVERY: u64 = 7;
 
 impl Group {
     /// A group of `members` (global node indices), bootstrapped: everyone
