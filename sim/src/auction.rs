@@ -242,10 +242,10 @@ impl AuctionSim {
                 .unwrap_or_else(|_| unreachable!("framework names are validated"));
             let brng = ChaCha8Rng::seed_from_u64(splitmix(p.seed ^ (f as u64 + 1)));
             let mut view = ClusterView::new();
-            for i in lo..hi {
+            for n in &nodes[lo..hi] {
                 view.upsert(NodeInfo {
                     version: 1,
-                    ..NodeInfo::new(nodes[i].id.clone(), cap, Attributes::default())
+                    ..NodeInfo::new(n.id.clone(), cap, Attributes::default())
                 });
             }
             fw_index.insert(def.name.clone(), f as u32);
@@ -665,12 +665,12 @@ impl AuctionSim {
                     task_id, latency, ..
                 } => {
                     self.c.placement.record(latency.as_micros() as u64);
-                    if let Some(t) = self.tasks.get_mut(&task_id) {
-                        if !t.placed {
-                            t.placed = true;
-                            let fw = self.bidders[b as usize].fw as usize;
-                            self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
-                        }
+                    if let Some(t) = self.tasks.get_mut(&task_id)
+                        && !t.placed
+                    {
+                        t.placed = true;
+                        let fw = self.bidders[b as usize].fw as usize;
+                        self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
                     }
                 }
                 bidder::Event::Status { status, .. } => {
@@ -681,12 +681,12 @@ impl AuctionSim {
                                 let fw = self.bidders[b as usize].fw as usize;
                                 self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
                             }
-                            if status.state != TaskState::Finished {
-                                if let Some(js) = self.jobs.get_mut(&t.job) {
-                                    js.remaining = js.remaining.saturating_sub(1);
-                                    if js.remaining == 0 {
-                                        self.jobs.remove(&t.job);
-                                    }
+                            if status.state != TaskState::Finished
+                                && let Some(js) = self.jobs.get_mut(&t.job)
+                            {
+                                js.remaining = js.remaining.saturating_sub(1);
+                                if js.remaining == 0 {
+                                    self.jobs.remove(&t.job);
                                 }
                             }
                         }
@@ -723,13 +723,13 @@ impl AuctionSim {
         self.c.busy_sub(now, r.res.cpu_millis);
         self.fw_used[r.fw as usize] = self.fw_used[r.fw as usize].saturating_sub(&r.res);
         self.c.completed += 1;
-        if let Some(t) = self.tasks.get(&task) {
-            if let Some(js) = self.jobs.get_mut(&t.job) {
-                js.remaining = js.remaining.saturating_sub(1);
-                if js.remaining == 0 {
-                    self.c.response.record(now - js.arrival);
-                    self.jobs.remove(&t.job);
-                }
+        if let Some(t) = self.tasks.get(&task)
+            && let Some(js) = self.jobs.get_mut(&t.job)
+        {
+            js.remaining = js.remaining.saturating_sub(1);
+            if js.remaining == 0 {
+                self.c.response.record(now - js.arrival);
+                self.jobs.remove(&t.job);
             }
         }
         self.pump_node(now, n)
@@ -908,7 +908,7 @@ impl AuctionSim {
                 CellAggregate::from_nodes((lo..hi).filter_map(|i| view.get(&self.nodes[i].id)))
             };
             let need = cell::should_cross(&home_agg, &req, 8);
-            let key = format!("{}", self.fws[self.bidders[b].fw as usize].name);
+            let key = self.fws[self.bidders[b].fw as usize].name.clone();
             let target = if need {
                 cell::choose_cell(CellId(home_cell), &req, &self.aggregates, &key)
                     .filter(|c| c.0 != home_cell)

@@ -456,8 +456,8 @@ impl Base {
         let mut blocked = vec![false; f_n];
         loop {
             let mut best: Option<(f64, usize)> = None;
-            for f in 0..f_n {
-                if blocked[f] || self.pending[f].is_empty() {
+            for (f, is_blocked) in blocked.iter().enumerate() {
+                if *is_blocked || self.pending[f].is_empty() {
                     continue;
                 }
                 let u = self.fw_used[f];

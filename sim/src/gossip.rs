@@ -488,7 +488,7 @@ impl Group {
         }
         // Trim as chitchat does: unknown first, then most stale KVs; ties shuffled.
         self.scratch.shuffle(rng);
-        self.scratch.sort_by(|x, y| y.3.cmp(&x.3));
+        self.scratch.sort_by_key(|x| std::cmp::Reverse(x.3));
         let mut used = 0usize;
         let mut keep = 0;
         for e in &self.scratch {
@@ -581,7 +581,7 @@ impl Group {
             }
             let fd = &mut self.fd[m * k + s];
             let alive = phi_alive(fd, now, &self.cfg);
-            if alive == !fd.dead {
+            if alive != fd.dead {
                 continue;
             }
             fd.dead = !alive;
