@@ -65,6 +65,24 @@ pub struct Args {
     /// A partition START_S:END_S:FRACTION (nodes below FRACTION × N on one side); repeatable.
     #[arg(long)]
     pub partition: Vec<String>,
+    /// Bidder: bids sent per placement attempt (d of power-of-d).
+    #[arg(long, default_value_t = 2)]
+    pub candidates: usize,
+    /// Bidder: nodes examined per attempt (random sample of its view).
+    #[arg(long, default_value_t = 8)]
+    pub scan_limit: usize,
+    /// Bidder: candidates are drawn among this many best-scored nodes.
+    #[arg(long, default_value_t = 4)]
+    pub best_of: usize,
+    /// Bidder: how long a bid may wait at a full node, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub bid_wait_ms: u64,
+    /// Auctioneer: contention window in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub window_ms: u64,
+    /// Auctioneer: most bids held at once per node (more are rejected as busy).
+    #[arg(long, default_value_t = 4096)]
+    pub max_pending_bids: usize,
     /// Output directory for report.json and the SVG plots.
     #[arg(long, default_value = "sim-out")]
     pub out: PathBuf,
@@ -122,8 +140,18 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
         duration: (a.duration * 1e6) as Micros,
         seed: a.seed,
         fault: None,
-        bidder: Default::default(),
-        auctioneer: Default::default(),
+        bidder: agora_protocol::bidder::Config {
+            candidates: a.candidates.max(1),
+            scan_limit: a.scan_limit.max(1),
+            best_of: a.best_of.max(1),
+            bid_wait: std::time::Duration::from_millis(a.bid_wait_ms),
+            ..Default::default()
+        },
+        auctioneer: agora_protocol::auctioneer::Config {
+            window: std::time::Duration::from_millis(a.window_ms),
+            max_pending_bids: a.max_pending_bids.max(1),
+            ..Default::default()
+        },
     })
 }
 
