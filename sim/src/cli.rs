@@ -150,6 +150,9 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
         auctioneer: agora_protocol::auctioneer::Config {
             window: std::time::Duration::from_millis(a.window_ms),
             max_pending_bids: a.max_pending_bids.max(1),
+            // The model never duplicates messages, so the duplicate-answer
+            // cache only costs memory (8192 answers ≈ 2 MB per node).
+            answer_cache: 512,
             ..Default::default()
         },
     })
