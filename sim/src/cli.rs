@@ -428,9 +428,12 @@ pub fn main_exit_code() -> i32 {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let p = params(args)?;
     let o = simulate(args, &p)?;
-    print!("{}", table(&o));
+    use std::io::Write;
+    // A closed stdout (e.g. piped into `head`) must not stop the run.
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", table(&o));
     write_outputs(&args.out, &o)?;
-    println!("wrote {}/report.json and plots", args.out.display());
+    let _ = writeln!(out, "wrote {}/report.json and plots", args.out.display());
     Ok(())
 }
 
