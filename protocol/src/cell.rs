@@ -1,3 +1,295 @@
 //! Cells: grouping nodes into chitchat clusters small enough to gossip, and
 //! the federation-level aggregates that let a bidder cross cells.
-//! (Owned by the simulator work; see docs/PROTOCOL.md.)
+//!
+//! A cell is one chitchat cluster. A few of its live members, its
+//! **gateways**, also join the federation cluster and publish the cell's
+//! [`CellAggregate`]: member counts, total and free capacity, and how many
+//! nodes could take a task of each size class. Gateways are chosen without an
+//! election by rendezvous hashing ([`gateways`]): every member that sees the
+//! same live set picks the same gateways, and a gateway's death moves only its
+//! own role. A bidder whose own cell cannot fit a task picks another cell with
+//! [`choose_cell`].
+//!
+//! Everything here is pure: no clock, no RNG, deterministic iteration.
+
+use crate::ids::NodeId;
+use crate::resources::Resources;
+use crate::view::NodeInfo;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Identifies a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CellId(pub u32);
+
+/// CPU size classes: class `i` means "at least 2^i cores free" (1 to 128).
+pub const CPU_CLASSES: usize = 8;
+/// Memory size classes: class `j` means "at least 2^j GiB free" (1 to 512).
+pub const MEM_CLASSES: usize = 10;
+
+/// What a cell publishes to the federation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellAggregate {
+    /// Members known (alive or not).
+    pub members: u32,
+    /// Members held alive.
+    pub alive: u32,
+    /// Sum of live members' totals.
+    pub total: Resources,
+    /// Sum of live members' free vectors.
+    pub free: Resources,
+    /// `cpu_fit[i]`: live members with at least 2^i cores free.
+    pub cpu_fit: [u32; CPU_CLASSES],
+    /// `mem_fit[j]`: live members with at least 2^j GiB free.
+    pub mem_fit: [u32; MEM_CLASSES],
+}
+
+fn cpu_class(cpu_millis: u64) -> usize {
+    // smallest i with 2^i cores >= request
+    let cores = cpu_millis.div_ceil(1000).max(1);
+    (64 - (cores - 1).leading_zeros()) as usize
+}
+
+fn mem_class(mem_mib: u64) -> usize {
+    let gib = mem_mib.div_ceil(1024).max(1);
+    (64 - (gib - 1).leading_zeros()) as usize
+}
+
+impl CellAggregate {
+    /// The aggregate of a cell from its members' gossiped info.
+    pub fn from_nodes<'a>(nodes: impl IntoIterator<Item = &'a NodeInfo>) -> Self {
+        let mut a = CellAggregate::default();
+        for n in nodes {
+            a.members += 1;
+            if !n.alive {
+                continue;
+            }
+            a.alive += 1;
+            a.total = a.total.saturating_add(&n.total);
+            a.free = a.free.saturating_add(&n.free);
+            let cores = n.free.cpu_millis / 1000;
+            for (i, slot) in a.cpu_fit.iter_mut().enumerate() {
+                if cores >= 1u64 << i {
+                    *slot += 1;
+                }
+            }
+            let gib = n.free.mem_mib / 1024;
+            for (j, slot) in a.mem_fit.iter_mut().enumerate() {
+                if gib >= 1u64 << j {
+                    *slot += 1;
+                }
+            }
+        }
+        a
+    }
+
+    /// An upper bound on the live members that could take `r` (by its CPU
+    /// and memory size classes; other dimensions are not summarized).
+    pub fn nodes_fitting(&self, r: &Resources) -> u32 {
+        let c = cpu_class(r.cpu_millis);
+        let m = mem_class(r.mem_mib);
+        let cpu = if r.cpu_millis == 0 {
+            self.alive
+        } else {
+            self.cpu_fit.get(c).copied().unwrap_or(0)
+        };
+        let mem = if r.mem_mib == 0 {
+            self.alive
+        } else {
+            self.mem_fit.get(m).copied().unwrap_or(0)
+        };
+        cpu.min(mem)
+    }
+
+    /// Whether some member may take `r`.
+    pub fn can_fit(&self, r: &Resources) -> bool {
+        self.nodes_fitting(r) > 0
+    }
+
+    /// Fraction of the cell's CPU that is free (0 when empty).
+    pub fn free_cpu_fraction(&self) -> f64 {
+        if self.total.cpu_millis == 0 {
+            0.0
+        } else {
+            self.free.cpu_millis as f64 / self.total.cpu_millis as f64
+        }
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a then a mixer); never changes between
+/// versions, so every node computes the same rendezvous scores.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+/// The rendezvous (highest random weight) score of `node` for `key`.
+pub fn rendezvous_score(key: &str, node: &NodeId) -> u64 {
+    stable_hash(&[key.as_bytes(), node.as_str().as_bytes()])
+}
+
+/// The `count` gateways of cell `cell` among its live members: highest
+/// rendezvous score for the key `cell/<id>` first, ties by node id.
+pub fn gateways<'a>(
+    cell: CellId,
+    live_members: impl IntoIterator<Item = &'a NodeId>,
+    count: usize,
+) -> Vec<NodeId> {
+    let key = format!("cell/{}", cell.0);
+    let mut scored: Vec<(u64, &NodeId)> = live_members
+        .into_iter()
+        .map(|n| (rendezvous_score(&key, n), n))
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    scored
+        .into_iter()
+        .take(count)
+        .map(|(_, n)| n.clone())
+        .collect()
+}
+
+/// Where a task of `r` should be bid for: the home cell if its aggregate says
+/// some member can take it; otherwise the other cell with the most members
+/// that can, ties broken by the rendezvous score of `task_key` (so that
+/// bidders in the same situation spread over equal cells instead of all
+/// crowding one). `None` when no cell can take it.
+pub fn choose_cell(
+    home: CellId,
+    r: &Resources,
+    aggregates: &BTreeMap<CellId, CellAggregate>,
+    task_key: &str,
+) -> Option<CellId> {
+    if aggregates.get(&home).is_some_and(|a| a.can_fit(r)) {
+        return Some(home);
+    }
+    aggregates
+        .iter()
+        .filter(|(c, a)| **c != home && a.can_fit(r))
+        .max_by(|(ca, a), (cb, b)| {
+            a.nodes_fitting(r).cmp(&b.nodes_fitting(r)).then_with(|| {
+                let ha = stable_hash(&[task_key.as_bytes(), &ca.0.to_le_bytes()]);
+                let hb = stable_hash(&[task_key.as_bytes(), &cb.0.to_le_bytes()]);
+                ha.cmp(&hb)
+            })
+        })
+        .map(|(c, _)| *c)
+}
+
+/// Whether a bidder should look beyond its home cell: the home aggregate
+/// cannot fit `r`, or fewer than `min_fitting` of its members can.
+pub fn should_cross(home: &CellAggregate, r: &Resources, min_fitting: u32) -> bool {
+    home.nodes_fitting(r) < min_fitting.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constraint::Attributes;
+
+    fn node(i: u32, free_cores: u64, free_gib: u64, alive: bool) -> NodeInfo {
+        let mut n = NodeInfo::new(
+            NodeId::new(format!("n{i}")).unwrap(),
+            Resources::cpu_mem(16_000, 65_536),
+            Attributes::default(),
+        );
+        n.free = Resources::cpu_mem(free_cores * 1000, free_gib * 1024);
+        n.alive = alive;
+        n
+    }
+
+    #[test]
+    fn aggregates_count_size_classes_of_live_members() {
+        let nodes = [
+            node(1, 16, 64, true),
+            node(2, 3, 2, true),
+            node(3, 0, 0, true),
+            node(4, 16, 64, false),
+        ];
+        let a = CellAggregate::from_nodes(&nodes);
+        assert_eq!((a.members, a.alive), (4, 3));
+        assert_eq!(a.free.cpu_millis, 19_000);
+        assert_eq!(a.cpu_fit[0], 2, "two live nodes have >= 1 core");
+        assert_eq!(a.cpu_fit[2], 1, "one has >= 4 cores");
+        assert_eq!(a.nodes_fitting(&Resources::cpu_mem(2000, 2048)), 2);
+        assert_eq!(
+            a.nodes_fitting(&Resources::cpu_mem(3000, 1024)),
+            1,
+            "3 cores rounds up to class 4"
+        );
+        assert!(!a.can_fit(&Resources::cpu_mem(32_000, 1024)));
+        assert!((a.free_cpu_fraction() - 19.0 / 48.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gateways_are_stable_and_move_only_when_a_gateway_dies() {
+        let ids: Vec<NodeId> = (0..50)
+            .map(|i| NodeId::new(format!("n{i}")).unwrap())
+            .collect();
+        let g = gateways(CellId(7), &ids, 3);
+        assert_eq!(g.len(), 3);
+        assert_eq!(
+            g,
+            gateways(CellId(7), ids.iter().rev(), 3),
+            "order of input does not matter"
+        );
+        // Removing a non-gateway changes nothing; removing a gateway replaces only it.
+        let without_other: Vec<NodeId> = ids
+            .iter()
+            .filter(|n| !g.contains(n))
+            .skip(1)
+            .cloned()
+            .chain(g.iter().cloned())
+            .collect();
+        assert_eq!(gateways(CellId(7), &without_other, 3), g);
+        let without_first: Vec<NodeId> = ids.iter().filter(|n| **n != g[0]).cloned().collect();
+        let g2 = gateways(CellId(7), &without_first, 3);
+        assert_eq!(&g2[..2], &g[1..]);
+        assert_ne!(
+            gateways(CellId(8), &ids, 3),
+            g,
+            "cells pick different gateways"
+        );
+    }
+
+    #[test]
+    fn choose_cell_prefers_home_then_most_room() {
+        let mut aggs = BTreeMap::new();
+        let full = CellAggregate::from_nodes(&[node(1, 0, 0, true)]);
+        let some = CellAggregate::from_nodes(&[node(2, 4, 8, true)]);
+        let more = CellAggregate::from_nodes(&[node(3, 4, 8, true), node(4, 8, 8, true)]);
+        aggs.insert(CellId(0), full.clone());
+        aggs.insert(CellId(1), some.clone());
+        aggs.insert(CellId(2), more);
+        let r = Resources::cpu_mem(1000, 1024);
+        assert_eq!(choose_cell(CellId(0), &r, &aggs, "t1"), Some(CellId(2)));
+        assert_eq!(choose_cell(CellId(1), &r, &aggs, "t1"), Some(CellId(1)));
+        assert!(should_cross(&full, &r, 1));
+        assert!(!should_cross(&some, &r, 1));
+        let huge = Resources::cpu_mem(64_000, 1024);
+        assert_eq!(choose_cell(CellId(0), &huge, &aggs, "t1"), None);
+        // Ties are broken by the task key, deterministically.
+        let mut tie = BTreeMap::new();
+        tie.insert(CellId(0), full);
+        tie.insert(CellId(1), some.clone());
+        tie.insert(CellId(2), some);
+        let picks: std::collections::BTreeSet<_> = (0..32)
+            .filter_map(|i| choose_cell(CellId(0), &r, &tie, &format!("t{i}")))
+            .collect();
+        assert_eq!(picks.len(), 2, "equal cells share the load");
+        assert_eq!(
+            choose_cell(CellId(0), &r, &tie, "x"),
+            choose_cell(CellId(0), &r, &tie, "x")
+        );
+    }
+}

@@ -1,2 +1,7 @@
-//! The `agora-sim` binary (placeholder until the simulator issue lands).
-fn main() {}
+//! The `agora-sim` binary: parses the command line and runs the simulator
+//! (see docs/SIMULATOR.md). Exit codes: 0 done, 1 bad input or IO error,
+//! 2 an invariant was violated.
+
+fn main() {
+    std::process::exit(agora_sim::cli::main_exit_code());
+}

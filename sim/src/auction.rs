@@ -1,0 +1,808 @@
+//! The auction run: every node's real [`Auctioneer`], every framework's real
+//! [`Bidder`], over the network model, with cells gossiping through the
+//! chitchat model and a federation of gateways publishing cell aggregates.
+//!
+//! Memory at 10,000 nodes: the protocol machines are per node (one auctioneer
+//! each) and per framework (one bidder each, on its home node). A
+//! [`ClusterView`] exists only where a bidder lives — nodes without a bidder
+//! never read one — and holds the home cell (plus any cell imported for
+//! cross-cell bidding), so views cost `bidders × cell size` entries instead of
+//! `nodes²`. What each view holds is exactly what that home node has learned
+//! through the gossip model, with its staleness.
+//!
+//! The executor is simulated: a launched task reports `Running` at once and
+//! `Finished` after its duration. Invariants are checked after every event
+//! (see [`crate::invariants`]); a violation stops the run.
+
+use crate::engine::{Micros, Queue, SEC, TraceHash, splitmix};
+use crate::gossip::{self, Group, Learned};
+use crate::invariants::{self, Fault, Violation};
+use crate::metrics::{Collector, dominant_share};
+use crate::network::NetConfig;
+use crate::workload::{FrameworkDef, Job, SERVICE_DURATION, Workload};
+use agora_protocol::auctioneer::{self, Auctioneer};
+use agora_protocol::bidder::{self, Bidder};
+use agora_protocol::cell::{self, CellAggregate, CellId};
+use agora_protocol::constraint::Attributes;
+use agora_protocol::fairness::{FairShares, FrameworkUsage};
+use agora_protocol::resources::PortSet;
+use agora_protocol::task::{Command, TaskSpec, TaskState, TaskStatus};
+use agora_protocol::view::{ClusterView, NodeInfo};
+use agora_protocol::wire::PeerMessage;
+use agora_protocol::{FrameworkId, Instant, NodeId, Resources, TaskId};
+use indicatif::ProgressBar;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+mod cells;
+
+/// Parameters shared by every scheduler run.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Nodes.
+    pub nodes: usize,
+    /// Cores per node.
+    pub cores: u64,
+    /// Nodes per cell (the whole cluster is one cell when ≥ nodes).
+    pub cell_size: usize,
+    /// Gossip interval.
+    pub gossip_interval: Micros,
+    /// The network.
+    pub net: NetConfig,
+    /// Crashes per node per hour (0: none).
+    pub failure_rate: f64,
+    /// A crashed node rejoins after this long.
+    pub rejoin_after: Micros,
+    /// Simulated length.
+    pub duration: Micros,
+    /// The seed.
+    pub seed: u64,
+    /// A deliberate fault, for testing the invariant checker.
+    pub fault: Option<Fault>,
+    /// Bidder tunables.
+    pub bidder: bidder::Config,
+    /// Auctioneer tunables.
+    pub auctioneer: auctioneer::Config,
+}
+
+impl Params {
+    /// Number of cells.
+    pub fn cells(&self) -> usize {
+        self.nodes.div_ceil(self.cell_size.max(1)).max(1)
+    }
+
+    /// A node's capacity.
+    pub fn capacity(&self) -> Resources {
+        Resources {
+            cpu_millis: self.cores * 1000,
+            mem_mib: self.cores * crate::workload::MEM_PER_CORE_MIB,
+            disk_mib: 1 << 20,
+            gpus: 0,
+            ports: 0,
+        }
+    }
+}
+
+/// The node id of index `i`.
+pub fn node_id(i: u32) -> NodeId {
+    NodeId::new(format!("n{i:05}")).unwrap_or_else(|_| unreachable!("n + digits is a valid id"))
+}
+
+fn node_index(id: &NodeId) -> Option<u32> {
+    id.as_str().get(1..)?.parse().ok()
+}
+
+/// What the auction run produced besides its [`Collector`].
+#[derive(Clone, Debug, Default)]
+pub struct GossipOutcome {
+    /// Model metrics (cells and federation together).
+    pub metrics: gossip::Metrics,
+    /// (time s, bytes per node per second) over the run.
+    pub bytes_series: Vec<(f64, f64)>,
+    /// Largest flat cell whose SYN fits a datagram, for these ids.
+    pub max_flat_cell: usize,
+}
+
+enum Ev {
+    Arrival,
+    Deliver {
+        to: u32,
+        from: u32,
+        msg: Box<PeerMessage>,
+    },
+    NodeTimer(u32),
+    BidderTimer(u32),
+    TaskEnd {
+        node: u32,
+        epoch: u32,
+        task: TaskId,
+    },
+    Gossip(u32),
+    FedGossip(u32),
+    Sample,
+    Crash(u32),
+    Rejoin(u32),
+    Fault,
+}
+
+struct Running {
+    res: Resources,
+    fw: u32,
+}
+
+struct SimNode {
+    id: NodeId,
+    auct: Auctioneer,
+    up: bool,
+    epoch: u32,
+    timer: Micros,
+    exec: HashMap<TaskId, Running>,
+    exec_used: Resources,
+    cell: u32,
+    local: u32,
+    history: VecDeque<(u32, u64, Resources)>,
+    bidders: Vec<u32>,
+    down_told: bool,
+}
+
+struct SimBidder {
+    b: Bidder<ChaCha8Rng>,
+    fw: u32,
+    home: u32,
+    view: ClusterView,
+    timer: Micros,
+    imported: Option<u32>,
+    last_req: Resources,
+}
+
+struct TaskInfo {
+    job: u64,
+    duration: Micros,
+    placed: bool,
+}
+
+struct JobState {
+    arrival: Micros,
+    remaining: u32,
+}
+
+/// The auction simulation.
+pub struct AuctionSim {
+    p: Params,
+    q: Queue<Ev>,
+    rng: ChaCha8Rng,
+    nodes: Vec<SimNode>,
+    bidders: Vec<SimBidder>,
+    fw_index: HashMap<String, u32>,
+    fws: Vec<FrameworkDef>,
+    fw_used: Vec<Resources>,
+    fw_pending: Vec<u64>,
+    tasks: HashMap<TaskId, TaskInfo>,
+    jobs: HashMap<u64, JobState>,
+    lost_pending: HashMap<TaskId, Micros>,
+    workload: Workload,
+    next_job: Option<Job>,
+    cells: Vec<Group>,
+    fed: Group,
+    fed_cell: Vec<u32>,
+    aggregates: BTreeMap<CellId, CellAggregate>,
+    gmetrics: gossip::Metrics,
+    learned: Vec<Learned>,
+    bytes_series: Vec<(f64, f64)>,
+    last_bytes: u64,
+    /// Everything measured.
+    pub c: Collector,
+    hash: TraceHash,
+    progress: Option<ProgressBar>,
+}
+
+impl AuctionSim {
+    /// Builds the cluster, its cells and the frameworks' bidders.
+    pub fn new(p: Params, workload: Workload, progress: Option<ProgressBar>) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+        let cells_n = p.cells();
+        let fws = workload.frameworks().to_vec();
+        let cap = p.capacity();
+        let mut nodes: Vec<SimNode> = (0..p.nodes as u32)
+            .map(|i| {
+                let id = node_id(i);
+                let cell = (i as usize / p.cell_size.max(1)) as u32;
+                SimNode {
+                    auct: Auctioneer::new(
+                        id.clone(),
+                        cap,
+                        PortSet::default(),
+                        Attributes::default(),
+                        p.auctioneer.clone(),
+                    ),
+                    id,
+                    up: true,
+                    epoch: 0,
+                    timer: Micros::MAX,
+                    exec: HashMap::new(),
+                    exec_used: Resources::ZERO,
+                    cell,
+                    local: (i as usize % p.cell_size.max(1)) as u32,
+                    history: VecDeque::from([(5, 1, cap)]),
+                    bidders: Vec::new(),
+                    down_told: false,
+                }
+            })
+            .collect();
+        // Each framework's home: the top rendezvous node of its cell for its name.
+        let mut bidders = Vec::new();
+        let mut fw_index = HashMap::new();
+        for (f, def) in fws.iter().enumerate() {
+            let cell = def.cell % cells_n;
+            let lo = cell * p.cell_size;
+            let hi = ((cell + 1) * p.cell_size).min(p.nodes);
+            let home = (lo..hi)
+                .max_by_key(|&i| cell::rendezvous_score(&def.name, &nodes[i].id))
+                .unwrap_or(0) as u32;
+            let fw_id = FrameworkId::new(def.name.clone())
+                .unwrap_or_else(|_| unreachable!("framework names are validated"));
+            let brng = ChaCha8Rng::seed_from_u64(splitmix(p.seed ^ (f as u64 + 1)));
+            let mut view = ClusterView::new();
+            for n in &nodes[lo..hi] {
+                view.upsert(NodeInfo {
+                    version: 1,
+                    ..NodeInfo::new(n.id.clone(), cap, Attributes::default())
+                });
+            }
+            fw_index.insert(def.name.clone(), f as u32);
+            nodes[home as usize].bidders.push(f as u32);
+            bidders.push(SimBidder {
+                b: Bidder::new(
+                    nodes[home as usize].id.clone(),
+                    fw_id,
+                    def.weight,
+                    p.bidder.clone(),
+                    brng,
+                ),
+                fw: f as u32,
+                home,
+                view,
+                timer: Micros::MAX,
+                imported: None,
+                last_req: Resources::cpu_mem(1000, 1024),
+            });
+        }
+        let id_len = 6;
+        let mut cells = Vec::new();
+        for c in 0..cells_n {
+            let lo = c * p.cell_size;
+            let hi = ((c + 1) * p.cell_size).min(p.nodes);
+            let members: Vec<u32> = (lo as u32..hi as u32).collect();
+            let watched: Vec<bool> = members
+                .iter()
+                .map(|&i| !nodes[i as usize].bidders.is_empty())
+                .collect();
+            cells.push(Group::new(
+                gossip::Config::cell(p.gossip_interval, id_len),
+                members,
+                &watched,
+                4,
+            ));
+        }
+        let mut fed_members = Vec::new();
+        let mut fed_cell = Vec::new();
+        for c in 0..cells_n {
+            let lo = c * p.cell_size;
+            let hi = ((c + 1) * p.cell_size).min(p.nodes);
+            let ids: Vec<NodeId> = (lo..hi).map(|i| nodes[i].id.clone()).collect();
+            for g in cell::gateways(CellId(c as u32), &ids, 3) {
+                if let Some(i) = node_index(&g) {
+                    fed_members.push(i);
+                    fed_cell.push(c as u32);
+                }
+            }
+        }
+        let fed = Group::new(
+            gossip::Config::federation(p.gossip_interval, id_len),
+            fed_members,
+            &[],
+            2,
+        );
+        let mut q = Queue::new();
+        let mut wl = workload;
+        let next_job = wl.next_job();
+        if let Some(j) = &next_job {
+            q.push(j.arrival, Ev::Arrival);
+        }
+        for i in 0..p.nodes as u32 {
+            q.push(rng.random_range(0..p.gossip_interval), Ev::Gossip(i));
+        }
+        for i in 0..fed.members().len() as u32 {
+            q.push(rng.random_range(0..p.gossip_interval), Ev::FedGossip(i));
+        }
+        q.push(SEC, Ev::Sample);
+        if p.failure_rate > 0.0 {
+            // Poisson crashes over the whole cluster; bidder homes are spared
+            // (a framework's death is not what this measures).
+            let per_s = p.failure_rate * p.nodes as f64 / 3600.0;
+            let mut t = 0.0;
+            loop {
+                let u: f64 = rng.random::<f64>();
+                t += -(1.0 - u).ln() / per_s;
+                if t * 1e6 >= p.duration as f64 {
+                    break;
+                }
+                let n = rng.random_range(0..p.nodes as u32);
+                if nodes[n as usize].bidders.is_empty() {
+                    q.push((t * 1e6) as Micros, Ev::Crash(n));
+                }
+            }
+        }
+        if let Some(f) = &p.fault {
+            q.push(f.at, Ev::Fault);
+        }
+        let n_fw = fws.len();
+        AuctionSim {
+            rng,
+            q,
+            nodes,
+            bidders,
+            fw_index,
+            fws,
+            fw_used: vec![Resources::ZERO; n_fw],
+            fw_pending: vec![0; n_fw],
+            tasks: HashMap::new(),
+            jobs: HashMap::new(),
+            lost_pending: HashMap::new(),
+            workload: wl,
+            next_job,
+            cells,
+            fed,
+            fed_cell,
+            aggregates: BTreeMap::new(),
+            gmetrics: gossip::Metrics::default(),
+            learned: Vec::new(),
+            bytes_series: Vec::new(),
+            last_bytes: 0,
+            c: Collector::default(),
+            hash: TraceHash::default(),
+            progress,
+            p,
+        }
+    }
+
+    /// Runs to the end.
+    ///
+    /// # Errors
+    /// The first invariant violation, with the seed and the event.
+    pub fn run(mut self) -> Result<(Collector, GossipOutcome), Violation> {
+        while let Some((now, ev)) = self.q.pop() {
+            if now > self.p.duration {
+                break;
+            }
+            let what = self.handle(now, ev);
+            self.hash.mix(now);
+            self.hash.mix(what.0);
+            if let Err(v) = what.1 {
+                return Err(Violation {
+                    seed: self.p.seed,
+                    time: now,
+                    event: self.q.popped(),
+                    ..v
+                });
+            }
+        }
+        let end = self.p.duration;
+        let old = self
+            .lost_pending
+            .values()
+            .filter(|t| end.saturating_sub(**t) > invariants::LOST_REPORT_BOUND)
+            .count();
+        self.c.lost_unreported = old as u64;
+        for b in &self.bidders {
+            let s = b.b.stats();
+            self.c.bids += s.bids_sent;
+            self.c.rejects += s.bids_rejected;
+        }
+        self.c.events = self.q.popped();
+        self.c.trace_hash = self.hash.value();
+        let max_flat_cell = self.cells[0].config().max_flat_members();
+        Ok((
+            self.c,
+            GossipOutcome {
+                metrics: self.gmetrics,
+                bytes_series: self.bytes_series,
+                max_flat_cell,
+            },
+        ))
+    }
+
+    fn handle(&mut self, now: Micros, ev: Ev) -> (u64, Result<(), Violation>) {
+        match ev {
+            Ev::Arrival => (1, self.arrival(now)),
+            Ev::Deliver { to, from, msg } => {
+                (2 + u64::from(to) * 16, self.deliver(now, to, from, *msg))
+            }
+            Ev::NodeTimer(n) => {
+                if self.nodes[n as usize].timer != now || !self.nodes[n as usize].up {
+                    return (3, Ok(()));
+                }
+                self.nodes[n as usize].timer = Micros::MAX;
+                self.nodes[n as usize]
+                    .auct
+                    .handle_timeout(Instant::from_micros(now));
+                (4 + u64::from(n) * 16, self.pump_node(now, n))
+            }
+            Ev::BidderTimer(b) => {
+                let sb = &mut self.bidders[b as usize];
+                if sb.timer != now {
+                    return (5, Ok(()));
+                }
+                sb.timer = Micros::MAX;
+                sb.b.handle_timeout(Instant::from_micros(now), &mut sb.view);
+                (6 + u64::from(b) * 16, self.pump_bidder(now, b))
+            }
+            Ev::TaskEnd { node, epoch, task } => (7, self.task_end(now, node, epoch, task)),
+            Ev::Gossip(n) => (8, self.gossip_round(now, n)),
+            Ev::FedGossip(i) => {
+                self.fed_round(now, i);
+                (9, Ok(()))
+            }
+            Ev::Sample => (10, self.sample(now)),
+            Ev::Crash(n) => (11, self.crash(now, n)),
+            Ev::Rejoin(n) => (12, self.rejoin(now, n)),
+            Ev::Fault => {
+                if let Some(f) = self.p.fault.clone() {
+                    let node = &mut self.nodes[f.node as usize];
+                    node.exec_used = node.exec_used.saturating_add(&f.extra);
+                    return (13, self.check_node(f.node));
+                }
+                (13, Ok(()))
+            }
+        }
+    }
+
+    fn arrival(&mut self, now: Micros) -> Result<(), Violation> {
+        let Some(job) = self.next_job.take() else {
+            return Ok(());
+        };
+        self.next_job = self.workload.next_job();
+        if let Some(j) = &self.next_job {
+            self.q.push(j.arrival, Ev::Arrival);
+        }
+        let b = job.framework as u32;
+        if !job.service {
+            self.jobs.insert(
+                job.id,
+                JobState {
+                    arrival: now,
+                    remaining: job.tasks.len() as u32,
+                },
+            );
+        }
+        let name = format!("j{}", job.id);
+        for t in &job.tasks {
+            let res = Resources::cpu_mem(t.cpu_millis, t.mem_mib);
+            let spec = TaskSpec::new(name.clone(), Command::Argv(vec!["sim".into()]), res);
+            let sb = &mut self.bidders[b as usize];
+            sb.last_req = res;
+            match sb.b.submit(Instant::from_micros(now), spec) {
+                Ok(task_id) => {
+                    self.c.submitted += 1;
+                    self.fw_pending[b as usize] += 1;
+                    self.tasks.insert(
+                        task_id,
+                        TaskInfo {
+                            job: if job.service { u64::MAX } else { job.id },
+                            duration: t.duration,
+                            placed: false,
+                        },
+                    );
+                }
+                Err(_) => {
+                    self.c.submitted += 1;
+                    if let Some(js) = self.jobs.get_mut(&job.id) {
+                        js.remaining = js.remaining.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        self.pump_bidder(now, b)
+    }
+
+    fn send(&mut self, now: Micros, from: u32, to: u32, msg: PeerMessage) {
+        if let Some(d) = self.p.net.delay(&mut self.rng, now, from, to) {
+            self.q.push(
+                now + d,
+                Ev::Deliver {
+                    to,
+                    from,
+                    msg: Box::new(msg),
+                },
+            );
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        now: Micros,
+        to: u32,
+        from: u32,
+        msg: PeerMessage,
+    ) -> Result<(), Violation> {
+        if !self.nodes[to as usize].up {
+            return Ok(());
+        }
+        let from_id = self.nodes[from as usize].id.clone();
+        let at = Instant::from_micros(now);
+        let fw_name = match &msg {
+            PeerMessage::Award(a) => Some(fw_of(&a.task_id)),
+            PeerMessage::Reject(r) => Some(fw_of(&r.task_id)),
+            PeerMessage::Confirmed(c) => Some(fw_of(&c.task_id)),
+            PeerMessage::ConfirmRefused(c) => Some(fw_of(&c.task_id)),
+            PeerMessage::Status(u) => Some(u.framework.as_str().to_string()),
+            _ => None,
+        };
+        match fw_name {
+            None => {
+                let _ = self.nodes[to as usize]
+                    .auct
+                    .handle_message(at, from_id, msg);
+                self.pump_node(now, to)
+            }
+            Some(name) => {
+                let Some(&b) = self.fw_index.get(&name) else {
+                    return Ok(());
+                };
+                let sb = &mut self.bidders[b as usize];
+                if sb.home != to {
+                    return Ok(());
+                }
+                let _ = sb.b.handle_message(at, from_id, msg, &mut sb.view);
+                self.pump_bidder(now, b)
+            }
+        }
+    }
+
+    fn pump_node(&mut self, now: Micros, n: u32) -> Result<(), Violation> {
+        let at = Instant::from_micros(now);
+        loop {
+            while let Some(t) = self.nodes[n as usize].auct.poll_transmit() {
+                if let Some(to) = node_index(&t.to) {
+                    self.send(now, n, to, t.msg);
+                }
+            }
+            let Some(ev) = self.nodes[n as usize].auct.poll_event() else {
+                break;
+            };
+            match ev {
+                auctioneer::Event::Launch {
+                    task_id,
+                    framework,
+                    spec,
+                    ..
+                } => {
+                    let fw = self.fw_index.get(framework.as_str()).copied().unwrap_or(0);
+                    let res = spec.resources;
+                    let node = &mut self.nodes[n as usize];
+                    node.exec_used = node.exec_used.saturating_add(&res);
+                    node.exec.insert(task_id.clone(), Running { res, fw });
+                    let epoch = node.epoch;
+                    let id = node.id.clone();
+                    let _ = node.auct.task_status(
+                        at,
+                        TaskStatus::new(task_id.clone(), TaskState::Running, Some(id)),
+                    );
+                    self.c.busy_add(now, res.cpu_millis);
+                    self.fw_used[fw as usize] = self.fw_used[fw as usize].saturating_add(&res);
+                    let dur = self
+                        .tasks
+                        .get(&task_id)
+                        .map_or(SERVICE_DURATION, |t| t.duration);
+                    if dur < SERVICE_DURATION {
+                        self.q.push(
+                            now + dur,
+                            Ev::TaskEnd {
+                                node: n,
+                                epoch,
+                                task: task_id,
+                            },
+                        );
+                    }
+                    self.check_node(n)?;
+                }
+                auctioneer::Event::LedgerChanged { free, version } => {
+                    let node = &self.nodes[n as usize];
+                    let (c, l) = (node.cell as usize, node.local as usize);
+                    let gv = self.cells[c].bump(l, now);
+                    let node = &mut self.nodes[n as usize];
+                    node.history.push_back((gv, version, free));
+                    if node.history.len() > 16 {
+                        node.history.pop_front();
+                    }
+                }
+                auctioneer::Event::Kill { task_id, .. } => {
+                    let node = &mut self.nodes[n as usize];
+                    if let Some(r) = node.exec.remove(&task_id) {
+                        node.exec_used = node.exec_used.saturating_sub(&r.res);
+                        let id = node.id.clone();
+                        let _ = node
+                            .auct
+                            .task_status(at, TaskStatus::new(task_id, TaskState::Killed, Some(id)));
+                        self.c.busy_sub(now, r.res.cpu_millis);
+                        self.fw_used[r.fw as usize] =
+                            self.fw_used[r.fw as usize].saturating_sub(&r.res);
+                    }
+                }
+                auctioneer::Event::StatusUndeliverable { .. } => {}
+            }
+        }
+        let node = &mut self.nodes[n as usize];
+        if let Some(t) = node.auct.poll_timeout() {
+            let t = t.as_micros().max(now);
+            if t < node.timer || node.timer < now {
+                node.timer = t;
+                self.q.push(t, Ev::NodeTimer(n));
+            }
+        }
+        self.check_node(n)
+    }
+
+    fn check_node(&mut self, n: u32) -> Result<(), Violation> {
+        let node = &self.nodes[n as usize];
+        let cap = node.auct.capacity();
+        if let Err(v) = invariants::check_node(&node.id, &cap, &node.auct.used(), &node.exec_used) {
+            self.c.overcommit += 1;
+            return Err(v);
+        }
+        Ok(())
+    }
+
+    fn pump_bidder(&mut self, now: Micros, b: u32) -> Result<(), Violation> {
+        let home = self.bidders[b as usize].home;
+        while let Some(t) = self.bidders[b as usize].b.poll_transmit() {
+            if let Some(to) = node_index(&t.to) {
+                self.send(now, home, to, t.msg);
+            }
+        }
+        while let Some(ev) = self.bidders[b as usize].b.poll_event() {
+            match ev {
+                bidder::Event::Placed {
+                    task_id, latency, ..
+                } => {
+                    self.c.placement.record(latency.as_micros() as u64);
+                    if let Some(t) = self.tasks.get_mut(&task_id)
+                        && !t.placed
+                    {
+                        t.placed = true;
+                        let fw = self.bidders[b as usize].fw as usize;
+                        self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
+                    }
+                }
+                bidder::Event::Status { status, .. } => {
+                    if status.state.is_terminal() {
+                        self.lost_pending.remove(&status.task_id);
+                        if let Some(t) = self.tasks.remove(&status.task_id) {
+                            if !t.placed {
+                                let fw = self.bidders[b as usize].fw as usize;
+                                self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
+                            }
+                            if status.state != TaskState::Finished
+                                && let Some(js) = self.jobs.get_mut(&t.job)
+                            {
+                                js.remaining = js.remaining.saturating_sub(1);
+                                if js.remaining == 0 {
+                                    self.jobs.remove(&t.job);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let sb = &mut self.bidders[b as usize];
+        if let Some(t) = sb.b.poll_timeout() {
+            let t = t.as_micros().max(now);
+            if t < sb.timer || sb.timer < now {
+                sb.timer = t;
+                self.q.push(t, Ev::BidderTimer(b));
+            }
+        }
+        invariants::check_bidder(&sb.b)
+    }
+
+    fn task_end(&mut self, now: Micros, n: u32, epoch: u32, task: TaskId) -> Result<(), Violation> {
+        let node = &mut self.nodes[n as usize];
+        if node.epoch != epoch || !node.up {
+            return Ok(());
+        }
+        let Some(r) = node.exec.remove(&task) else {
+            return Ok(());
+        };
+        node.exec_used = node.exec_used.saturating_sub(&r.res);
+        let id = node.id.clone();
+        let status = TaskStatus {
+            exit_code: Some(0),
+            ..TaskStatus::new(task.clone(), TaskState::Finished, Some(id))
+        };
+        let _ = node.auct.task_status(Instant::from_micros(now), status);
+        self.c.busy_sub(now, r.res.cpu_millis);
+        self.fw_used[r.fw as usize] = self.fw_used[r.fw as usize].saturating_sub(&r.res);
+        self.c.completed += 1;
+        if let Some(t) = self.tasks.get(&task)
+            && let Some(js) = self.jobs.get_mut(&t.job)
+        {
+            js.remaining = js.remaining.saturating_sub(1);
+            if js.remaining == 0 {
+                self.c.response.record(now - js.arrival);
+                self.jobs.remove(&t.job);
+            }
+        }
+        self.pump_node(now, n)
+    }
+
+    fn crash(&mut self, now: Micros, n: u32) -> Result<(), Violation> {
+        let node = &mut self.nodes[n as usize];
+        if !node.up || !node.bidders.is_empty() {
+            return Ok(());
+        }
+        node.up = false;
+        node.epoch += 1;
+        node.down_told = false;
+        node.timer = Micros::MAX;
+        let lost: Vec<(TaskId, Running)> = node.exec.drain().collect();
+        node.exec_used = Resources::ZERO;
+        let (c, l) = (node.cell as usize, node.local as usize);
+        for (t, r) in lost {
+            self.c.busy_sub(now, r.res.cpu_millis);
+            self.fw_used[r.fw as usize] = self.fw_used[r.fw as usize].saturating_sub(&r.res);
+            self.lost_pending.insert(t, now);
+        }
+        self.cells[c].crash(l, now);
+        self.q.push(now + self.p.rejoin_after, Ev::Rejoin(n));
+        Ok(())
+    }
+
+    fn rejoin(&mut self, now: Micros, n: u32) -> Result<(), Violation> {
+        let cap = self.p.capacity();
+        let id = self.nodes[n as usize].id.clone();
+        // A restarted node is a new chitchat generation: bidders that had not
+        // yet seen the old one die learn it now, and re-learn the node from
+        // its fresh ledger (whose versions restart).
+        let told = self.nodes[n as usize].down_told;
+        for b in 0..self.bidders.len() {
+            let sb = &mut self.bidders[b];
+            if sb.view.get(&id).is_none() {
+                continue;
+            }
+            if !told {
+                sb.b.node_down(Instant::from_micros(now), &id);
+            }
+            sb.view.remove(&id);
+            sb.view.upsert(NodeInfo {
+                version: 1,
+                ..NodeInfo::new(id.clone(), cap, Attributes::default())
+            });
+            self.pump_bidder(now, b as u32)?;
+        }
+        let node = &mut self.nodes[n as usize];
+        node.auct = Auctioneer::new(
+            id,
+            cap,
+            PortSet::default(),
+            Attributes::default(),
+            self.p.auctioneer.clone(),
+        );
+        node.up = true;
+        node.history.clear();
+        let (c, l) = (node.cell as usize, node.local as usize);
+        self.cells[c].rejoin(l, now);
+        let gv = self.cells[c].own_version(l);
+        let node = &mut self.nodes[n as usize];
+        node.history
+            .push_back((gv, node.auct.version(), node.auct.free()));
+        Ok(())
+    }
+}
+
+fn fw_of(task: &TaskId) -> String {
+    task.as_str()
+        .rsplit_once('.')
+        .map_or_else(String::new, |(f, _)| f.to_string())
+}

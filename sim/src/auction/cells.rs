@@ -1,0 +1,235 @@
+//! The auction run's periodic and gossip-driven work: cell gossip rounds and
+//! what watched nodes learn from them, the federation of gateways and its
+//! aggregates, cross-cell imports into bidders' views, and the one-second
+//! sample (fair shares, fairness, gossip bytes, lost-task check).
+
+use super::*;
+
+impl AuctionSim {
+    pub(super) fn gossip_round(&mut self, now: Micros, n: u32) -> Result<(), Violation> {
+        self.q.push(now + self.p.gossip_interval, Ev::Gossip(n));
+        let node = &self.nodes[n as usize];
+        if !node.up {
+            return Ok(());
+        }
+        let (c, l) = (node.cell as usize, node.local as usize);
+        self.learned.clear();
+        let mut learned = std::mem::take(&mut self.learned);
+        self.cells[c].round(
+            l,
+            now,
+            &mut self.rng,
+            &self.p.net,
+            &mut self.gmetrics,
+            &mut learned,
+        );
+        let mut result = Ok(());
+        for ev in learned.drain(..) {
+            if let Err(v) = self.on_learned(now, ev) {
+                result = Err(v);
+                break;
+            }
+        }
+        self.learned = learned;
+        result
+    }
+
+    pub(super) fn on_learned(&mut self, now: Micros, ev: Learned) -> Result<(), Violation> {
+        match ev {
+            Learned::State {
+                observer,
+                subject,
+                version,
+            } => {
+                let Some(&(_, lv, free)) = self.nodes[subject as usize]
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|(gv, _, _)| *gv <= version)
+                else {
+                    return Ok(());
+                };
+                let sid = self.nodes[subject as usize].id.clone();
+                for bi in self.nodes[observer as usize].bidders.clone() {
+                    self.bidders[bi as usize].view.apply_free(&sid, free, lv);
+                }
+                Ok(())
+            }
+            Learned::Alive {
+                observer,
+                subject,
+                alive,
+            } => {
+                let sid = self.nodes[subject as usize].id.clone();
+                for bi in self.nodes[observer as usize].bidders.clone() {
+                    let sb = &mut self.bidders[bi as usize];
+                    sb.view.set_alive(&sid, alive);
+                    if !alive {
+                        sb.b.node_down(Instant::from_micros(now), &sid);
+                        self.nodes[subject as usize].down_told = true;
+                        self.pump_bidder(now, bi)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn fed_round(&mut self, now: Micros, i: u32) {
+        self.q.push(now + self.p.gossip_interval, Ev::FedGossip(i));
+        let g = self.fed.members()[i as usize];
+        if !self.nodes[g as usize].up {
+            return;
+        }
+        let cellno = self.fed_cell[i as usize];
+        let agg = self.cell_aggregate(cellno);
+        if self.aggregates.get(&CellId(cellno)) != Some(&agg) {
+            self.fed.bump(i as usize, now);
+            self.aggregates.insert(CellId(cellno), agg);
+        }
+        let mut sink = Vec::new();
+        self.fed.round(
+            i as usize,
+            now,
+            &mut self.rng,
+            &self.p.net,
+            &mut self.gmetrics,
+            &mut sink,
+        );
+    }
+
+    pub(super) fn cell_aggregate(&self, c: u32) -> CellAggregate {
+        let lo = c as usize * self.p.cell_size;
+        let hi = ((c as usize + 1) * self.p.cell_size).min(self.p.nodes);
+        let infos: Vec<NodeInfo> = (lo..hi)
+            .map(|i| {
+                let n = &self.nodes[i];
+                let mut info =
+                    NodeInfo::new(n.id.clone(), n.auct.capacity(), Attributes::default());
+                info.free = n.auct.free();
+                info.alive = n.up;
+                info
+            })
+            .collect();
+        CellAggregate::from_nodes(&infos)
+    }
+
+    pub(super) fn sample(&mut self, now: Micros) -> Result<(), Violation> {
+        self.q.push(now + SEC, Ev::Sample);
+        if let Some(pb) = &self.progress {
+            pb.set_position(now / SEC);
+        }
+        // Fair shares from (one-second-old) allocations, as gossip carries them.
+        let total = self
+            .nodes
+            .iter()
+            .filter(|n| n.up)
+            .fold(Resources::ZERO, |a, n| a.saturating_add(&n.auct.capacity()));
+        let mut usage = BTreeMap::new();
+        let mut shares = Vec::new();
+        for (f, def) in self.fws.iter().enumerate() {
+            if let Ok(id) = FrameworkId::new(def.name.clone()) {
+                usage.insert(
+                    id,
+                    FrameworkUsage {
+                        resources: self.fw_used[f],
+                        weight: def.weight,
+                    },
+                );
+            }
+            let u = self.fw_used[f];
+            shares.push((
+                dominant_share(
+                    (u.cpu_millis, u.mem_mib),
+                    (total.cpu_millis, total.mem_mib),
+                    def.weight,
+                ),
+                self.fw_pending[f] > 0,
+            ));
+        }
+        self.c.sample_fairness(now, &shares);
+        let fs = FairShares::new(total, usage);
+        for n in self.nodes.iter_mut().filter(|n| n.up) {
+            n.auct.set_shares(fs.clone());
+        }
+        let bytes = self.gmetrics.bytes;
+        self.bytes_series.push((
+            now as f64 / SEC as f64,
+            (bytes - self.last_bytes) as f64 / self.p.nodes as f64,
+        ));
+        self.last_bytes = bytes;
+        self.cross_cells(now);
+        invariants::check_lost(&self.lost_pending, now)
+    }
+
+    /// Bidders whose home cell is short of room import the best other cell
+    /// (by the federation aggregates) into their view; they drop it again
+    /// when home has room.
+    pub(super) fn cross_cells(&mut self, _now: Micros) {
+        if self.cells.len() < 2 {
+            return;
+        }
+        for b in 0..self.bidders.len() {
+            let home_cell = self.nodes[self.bidders[b].home as usize].cell;
+            let req = self.bidders[b].last_req;
+            let lo = home_cell as usize * self.p.cell_size;
+            let hi = ((home_cell as usize + 1) * self.p.cell_size).min(self.p.nodes);
+            let home_agg = {
+                let view = &self.bidders[b].view;
+                CellAggregate::from_nodes((lo..hi).filter_map(|i| view.get(&self.nodes[i].id)))
+            };
+            let need = cell::should_cross(&home_agg, &req, 8);
+            let key = self.fws[self.bidders[b].fw as usize].name.clone();
+            let target = if need {
+                cell::choose_cell(CellId(home_cell), &req, &self.aggregates, &key)
+                    .filter(|c| c.0 != home_cell)
+            } else {
+                None
+            };
+            let current = self.bidders[b].imported;
+            if target.map(|c| c.0) == current {
+                if let Some(c) = current {
+                    self.refresh_import(b, c);
+                }
+                continue;
+            }
+            if let Some(c) = current {
+                let (lo, hi) = self.cell_range(c);
+                for i in lo..hi {
+                    let id = self.nodes[i].id.clone();
+                    self.bidders[b].view.remove(&id);
+                }
+                self.bidders[b].imported = None;
+            }
+            if let Some(c) = target {
+                let (lo, hi) = self.cell_range(c.0);
+                for i in lo..hi {
+                    let n = &self.nodes[i];
+                    let mut info =
+                        NodeInfo::new(n.id.clone(), n.auct.capacity(), Attributes::default());
+                    info.free = n.auct.free();
+                    info.version = n.auct.version();
+                    info.alive = n.up;
+                    self.bidders[b].view.upsert(info);
+                }
+                self.bidders[b].imported = Some(c.0);
+            }
+        }
+    }
+
+    pub(super) fn refresh_import(&mut self, b: usize, c: u32) {
+        let (lo, hi) = self.cell_range(c);
+        for i in lo..hi {
+            let n = &self.nodes[i];
+            let (id, free, v, up) = (n.id.clone(), n.auct.free(), n.auct.version(), n.up);
+            let view = &mut self.bidders[b].view;
+            view.apply_free(&id, free, v);
+            view.set_alive(&id, up);
+        }
+    }
+
+    pub(super) fn cell_range(&self, c: u32) -> (usize, usize) {
+        let lo = c as usize * self.p.cell_size;
+        (lo, ((c as usize + 1) * self.p.cell_size).min(self.p.nodes))
+    }
+}

@@ -1,0 +1,336 @@
+//! What a run measures: latency histograms, per-scheduler counters,
+//! utilization and fairness samples, and the report written as JSON.
+//!
+//! Histograms are log-linear (64 sub-buckets per power of two, so every
+//! quantile is within ~1.6%) and hold any number of samples in fixed memory,
+//! which matters at 200,000 tasks per simulated second.
+
+use crate::engine::{Micros, SEC};
+use serde::Serialize;
+
+const SUB: u32 = 64;
+
+/// A log-linear histogram of microsecond values.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; (64 * SUB) as usize],
+            total: 0,
+        }
+    }
+}
+
+fn bucket(v: u64) -> usize {
+    if v < u64::from(SUB) {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros(); // >= 6
+    let shift = exp - 6;
+    let mant = (v >> shift) as u32 - SUB; // 0..SUB
+    ((exp - 5) * SUB + mant) as usize
+}
+
+fn bucket_low(i: usize) -> u64 {
+    let i = i as u32;
+    if i < SUB {
+        return u64::from(i);
+    }
+    let exp = i / SUB + 5;
+    let mant = i % SUB;
+    (u64::from(SUB + mant)) << (exp - 6)
+}
+
+impl Histogram {
+    /// Records one value.
+    pub fn record(&mut self, v: u64) {
+        self.counts[bucket(v)] += 1;
+        self.total += 1;
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The `q`-quantile (0..=1), or 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let target = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return bucket_low(i);
+            }
+        }
+        bucket_low(self.counts.len() - 1)
+    }
+
+    /// The CDF as (value, cumulative fraction) points, for plotting.
+    pub fn cdf(&self) -> Vec<(u64, f64)> {
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            if *c > 0 {
+                seen += c;
+                out.push((bucket_low(i), seen as f64 / self.total.max(1) as f64));
+            }
+        }
+        out
+    }
+}
+
+/// p50 and p99.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct P50P99 {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// p50, p90 and p99.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct P50P90P99 {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// One scheduler's results, exactly the fields of the issue.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SchedulerReport {
+    /// Tasks handed to the scheduler.
+    pub tasks_submitted: u64,
+    /// Tasks that ran to completion within the run.
+    pub tasks_completed: u64,
+    /// From submission to the task's start, in ms.
+    pub placement_latency_ms: P50P90P99,
+    /// Job response time quantiles divided by central's.
+    pub response_time_ratio_to_central: P50P99,
+    /// Completed tasks per simulated second.
+    pub throughput_tasks_per_s: f64,
+    /// Mean fraction of all CPU held by running tasks.
+    pub utilization: f64,
+    /// Mean over 1 s samples of the largest gap in weighted dominant share
+    /// between backlogged frameworks.
+    pub fairness_max_share_gap: f64,
+    /// Bids (or probes) sent per submitted task.
+    pub bids_per_task: f64,
+    /// Rejects per submitted task.
+    pub rejects_per_task: f64,
+    /// Times a node held more than its capacity.
+    pub overcommit_violations: u64,
+    /// Tasks lost with a crashed node whose framework was never told.
+    pub tasks_lost_unreported: u64,
+}
+
+/// Gossip results (auction runs only).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct GossipReport {
+    /// Gossip bytes sent per node per simulated second (cells and federation).
+    pub bytes_per_node_per_s: f64,
+    /// Seconds for a state change to reach 99% of its cell.
+    pub convergence_s: P50P99,
+    /// Seconds from a crash until a cell member's detector declares it dead.
+    pub failure_detection_s: P50P99,
+    /// Largest gossip message, in bytes.
+    pub max_message_bytes: u64,
+    /// Messages that exceeded the 65,507-byte datagram and were not sent.
+    pub oversize_messages: u64,
+}
+
+/// Run information.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RunReport {
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Simulated seconds (per scheduler).
+    pub simulated_s: f64,
+    /// Wall-clock seconds for the whole command.
+    pub wall_s: f64,
+    /// Events processed, all schedulers together.
+    pub events: u64,
+    /// Fingerprint of every run, hex.
+    pub trace_hash: String,
+}
+
+/// DIR/report.json.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Report {
+    /// Per scheduler, by name.
+    pub schedulers: std::collections::BTreeMap<String, SchedulerReport>,
+    /// Gossip (present when the auction ran).
+    pub gossip: Option<GossipReport>,
+    /// Run information.
+    pub run: RunReport,
+}
+
+/// Everything one scheduler run collects (turned into a [`SchedulerReport`]).
+#[derive(Clone, Debug, Default)]
+pub struct Collector {
+    /// Tasks submitted.
+    pub submitted: u64,
+    /// Tasks completed.
+    pub completed: u64,
+    /// Placement latencies (µs).
+    pub placement: Histogram,
+    /// Job response times (µs).
+    pub response: Histogram,
+    /// Bids or probes sent.
+    pub bids: u64,
+    /// Rejects.
+    pub rejects: u64,
+    /// Overcommit violations seen.
+    pub overcommit: u64,
+    /// Lost tasks never reported.
+    pub lost_unreported: u64,
+    busy_millis: u64,
+    busy_integral: f64,
+    last_change: Micros,
+    /// (time s, gap) samples.
+    pub fairness: Vec<(f64, f64)>,
+    /// Events processed.
+    pub events: u64,
+    /// The run's trace hash.
+    pub trace_hash: u64,
+}
+
+impl Collector {
+    /// A task started holding `cpu_millis` at `now`.
+    pub fn busy_add(&mut self, now: Micros, cpu_millis: u64) {
+        self.advance(now);
+        self.busy_millis += cpu_millis;
+    }
+
+    /// A task stopped holding `cpu_millis` at `now`.
+    pub fn busy_sub(&mut self, now: Micros, cpu_millis: u64) {
+        self.advance(now);
+        self.busy_millis = self.busy_millis.saturating_sub(cpu_millis);
+    }
+
+    fn advance(&mut self, now: Micros) {
+        if now > self.last_change {
+            self.busy_integral += self.busy_millis as f64 * (now - self.last_change) as f64;
+            self.last_change = now;
+        }
+    }
+
+    /// Records a fairness sample from per-framework (weighted dominant
+    /// share, backlogged) pairs.
+    pub fn sample_fairness(&mut self, now: Micros, shares: &[(f64, bool)]) {
+        let backlogged: Vec<f64> = shares.iter().filter(|s| s.1).map(|s| s.0).collect();
+        let gap = if backlogged.len() < 2 {
+            0.0
+        } else {
+            let max = backlogged.iter().cloned().fold(f64::MIN, f64::max);
+            let min = backlogged.iter().cloned().fold(f64::MAX, f64::min);
+            max - min
+        };
+        self.fairness.push((now as f64 / SEC as f64, gap));
+    }
+
+    /// The report, given the run's length, the cluster's CPU and central's
+    /// response-time quantiles (µs).
+    pub fn report(
+        &mut self,
+        end: Micros,
+        total_cpu_millis: u64,
+        central: Option<(u64, u64)>,
+    ) -> SchedulerReport {
+        self.advance(end);
+        let secs = end as f64 / SEC as f64;
+        let ms = |v: u64| v as f64 / 1000.0;
+        let per_task = |x: u64| {
+            if self.submitted == 0 {
+                0.0
+            } else {
+                x as f64 / self.submitted as f64
+            }
+        };
+        let (r50, r99) = (self.response.quantile(0.5), self.response.quantile(0.99));
+        let ratio = match central {
+            Some((c50, c99)) if c50 > 0 && c99 > 0 => P50P99 {
+                p50: r50 as f64 / c50 as f64,
+                p99: r99 as f64 / c99 as f64,
+            },
+            _ => P50P99::default(),
+        };
+        let fair: Vec<f64> = self
+            .fairness
+            .iter()
+            .filter(|(t, _)| *t >= secs * 0.1)
+            .map(|s| s.1)
+            .collect();
+        SchedulerReport {
+            tasks_submitted: self.submitted,
+            tasks_completed: self.completed,
+            placement_latency_ms: P50P90P99 {
+                p50: ms(self.placement.quantile(0.5)),
+                p90: ms(self.placement.quantile(0.9)),
+                p99: ms(self.placement.quantile(0.99)),
+            },
+            response_time_ratio_to_central: ratio,
+            throughput_tasks_per_s: if secs > 0.0 {
+                self.completed as f64 / secs
+            } else {
+                0.0
+            },
+            utilization: if end > 0 && total_cpu_millis > 0 {
+                self.busy_integral / (end as f64 * total_cpu_millis as f64)
+            } else {
+                0.0
+            },
+            fairness_max_share_gap: if fair.is_empty() {
+                0.0
+            } else {
+                fair.iter().sum::<f64>() / fair.len() as f64
+            },
+            bids_per_task: per_task(self.bids),
+            rejects_per_task: per_task(self.rejects),
+            overcommit_violations: self.overcommit,
+            tasks_lost_unreported: self.lost_unreported,
+        }
+    }
+}
+
+/// Weighted dominant share of a (cpu, mem) usage on a cluster of (cpu, mem).
+pub fn dominant_share(used: (u64, u64), total: (u64, u64), weight: u32) -> f64 {
+    let c = used.0 as f64 / total.0.max(1) as f64;
+    let m = used.1 as f64 / total.1.max(1) as f64;
+    c.max(m) / f64::from(weight.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_within_two_percent() {
+        let mut h = Histogram::default();
+        for v in 1..=100_000u64 {
+            h.record(v * 10);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p50 / 500_000.0 - 1.0).abs() < 0.02, "{p50}");
+        assert!((p99 / 990_000.0 - 1.0).abs() < 0.02, "{p99}");
+        assert_eq!(h.cdf().last().unwrap().1, 1.0);
+        for v in [0u64, 1, 63, 64, 65, 1000, 1 << 40] {
+            assert!(bucket_low(bucket(v)) <= v);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! End-to-end runs of the simulator binary's library: determinism, the
+//! invariant checker, and every scheduler on every workload.
+
+use agora_protocol::Resources;
+use agora_sim::cli::{Args, params, simulate};
+use agora_sim::invariants::{Fault, Violation};
+use clap::Parser;
+
+fn args(extra: &[&str]) -> Args {
+    let mut v = vec![
+        "agora-sim",
+        "--nodes",
+        "16",
+        "--cell-size",
+        "8",
+        "--duration",
+        "2",
+        "--load",
+        "0.5",
+        "--quiet",
+    ];
+    v.extend_from_slice(extra);
+    Args::parse_from(v)
+}
+
+fn hash(a: &Args) -> String {
+    let p = params(a).unwrap();
+    simulate(a, &p).unwrap().report.run.trace_hash
+}
+
+#[test]
+fn same_seed_same_trace_and_different_seed_different_trace() {
+    let a = args(&[
+        "--seed",
+        "7",
+        "--failure-rate",
+        "60",
+        "--rejoin-after-s",
+        "1",
+    ]);
+    let h1 = hash(&a);
+    assert_eq!(h1, hash(&a), "same seed, same trace");
+    let b = args(&[
+        "--seed",
+        "8",
+        "--failure-rate",
+        "60",
+        "--rejoin-after-s",
+        "1",
+    ]);
+    assert_ne!(h1, hash(&b), "different seed, different trace");
+}
+
+#[test]
+fn the_checker_stops_a_run_whose_ledger_is_broken() {
+    let a = args(&["--scheduler", "auction", "--seed", "3"]);
+    let mut p = params(&a).unwrap();
+    p.fault = Some(Fault {
+        at: 1_000_000,
+        node: 5,
+        extra: Resources::cpu_mem(17_000, 0),
+    });
+    let err = simulate(&a, &p)
+        .err()
+        .expect("the broken ledger must stop the run");
+    let v = err.downcast_ref::<Violation>().expect("a Violation");
+    assert_eq!(v.seed, 3);
+    assert_eq!(v.time, 1_000_000);
+    assert!(
+        v.what.contains("overcommit") && v.what.contains("n00005"),
+        "{}",
+        v.what
+    );
+    assert!(v.to_string().contains("--seed 3"));
+    // Without the fault the same run passes.
+    p.fault = None;
+    assert!(simulate(&a, &p).is_ok());
+}
+
+#[test]
+fn every_scheduler_on_every_workload_finishes_cleanly() {
+    let dir = std::env::temp_dir().join(format!("agora-sim-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("w.csv");
+    let mut rows = String::from("arrival_s,framework,cpus,mem_mib,duration_s\n");
+    for i in 0..200 {
+        rows.push_str(&format!(
+            "{:.3},{},1,1024,0.5\n",
+            i as f64 * 0.01,
+            if i % 2 == 0 { "etl" } else { "web" }
+        ));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    for wl in ["short", "mixed", "fair", csv.to_str().unwrap()] {
+        let secs = if wl == "mixed" || wl == "fair" {
+            "8"
+        } else {
+            "2"
+        };
+        let a = args(&[
+            "--workload",
+            wl,
+            "--duration",
+            secs,
+            "--scheduler",
+            "all",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        let p = params(&a).unwrap();
+        let o = simulate(&a, &p).unwrap();
+        agora_sim::cli::write_outputs(&dir, &o).unwrap();
+        for (name, r) in &o.report.schedulers {
+            assert_eq!(r.overcommit_violations, 0, "{wl}/{name}");
+            assert_eq!(r.tasks_lost_unreported, 0, "{wl}/{name}");
+            assert!(r.tasks_submitted > 0, "{wl}/{name}");
+            assert!(
+                r.tasks_completed > 0 && r.tasks_completed <= r.tasks_submitted,
+                "{wl}/{name}: {r:?}"
+            );
+            assert!(
+                r.utilization > 0.0 && r.utilization <= 1.0,
+                "{wl}/{name}: {r:?}"
+            );
+            assert!(
+                r.placement_latency_ms.p50 <= r.placement_latency_ms.p99,
+                "{wl}/{name}"
+            );
+            assert!(r.bids_per_task > 0.0, "{wl}/{name}");
+        }
+        let c = &o.report.schedulers["central"];
+        assert!(
+            c.placement_latency_ms.p50 < 1.0,
+            "central decides instantly when there is room"
+        );
+        assert_eq!(c.response_time_ratio_to_central.p50, 1.0, "{wl}: {c:?}");
+        let g = o.report.gossip.as_ref().unwrap();
+        assert!(g.bytes_per_node_per_s > 0.0 && g.oversize_messages == 0);
+        assert!(
+            g.convergence_s.p50 > 0.0 && g.convergence_s.p50 < 10.0,
+            "{g:?}"
+        );
+        let json = std::fs::read_to_string(dir.join("report.json")).unwrap();
+        for field in [
+            "tasks_lost_unreported",
+            "bytes_per_node_per_s",
+            "trace_hash",
+            "failure_detection_s",
+            "response_time_ratio_to_central",
+        ] {
+            assert!(json.contains(field), "{field} in report.json");
+        }
+        for svg in [
+            "response_cdf.svg",
+            "fairness.svg",
+            "dissemination.svg",
+            "gossip_bytes.svg",
+        ] {
+            assert!(
+                std::fs::metadata(dir.join(svg)).unwrap().len() > 500,
+                "{svg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn crashes_are_detected_and_lost_tasks_reported() {
+    let a = args(&[
+        "--scheduler",
+        "auction",
+        "--duration",
+        "25",
+        "--load",
+        "0.2",
+        "--failure-rate",
+        "300",
+        "--rejoin-after-s",
+        "60",
+        "--nodes",
+        "12",
+        "--cell-size",
+        "12",
+    ]);
+    let p = params(&a).unwrap();
+    let o = simulate(&a, &p).unwrap();
+    let g = o.report.gossip.unwrap();
+    assert!(
+        g.failure_detection_s.p50 > 1.0 && g.failure_detection_s.p50 < 30.0,
+        "{g:?}"
+    );
+    assert_eq!(o.report.schedulers["auction"].tasks_lost_unreported, 0);
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_reason() {
+    let a = args(&["--workload", "nope"]);
+    let p = params(&a).unwrap();
+    let e = simulate(&a, &p).err().unwrap().to_string();
+    assert!(e.contains("short, mixed, fair"), "{e}");
+    let a = args(&["--partition", "5:1:0.5"]);
+    assert!(params(&a).is_err());
+    let a = args(&["--scheduler", "best"]);
+    let p = params(&a).unwrap();
+    assert!(
+        simulate(&a, &p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("unknown scheduler")
+    );
+}
