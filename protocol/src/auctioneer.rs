@@ -217,6 +217,8 @@ pub struct Auctioneer {
     version: u64,
     draining: bool,
     book: Vec<PendingBid>,
+    /// Earliest `hold_until` in the book, refreshed after every input.
+    hold_min: Option<Instant>,
     window_closes: Option<Instant>,
     arrivals: u64,
     leases: BTreeMap<LeaseId, Lease>,
@@ -263,6 +265,7 @@ impl Auctioneer {
             version: 1,
             draining: false,
             book: Vec::new(),
+            hold_min: None,
             window_closes: None,
             arrivals: 0,
             leases: BTreeMap::new(),
@@ -412,7 +415,7 @@ impl Auctioneer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.window_closes,
-            self.book.iter().map(|p| p.hold_until).min(),
+            self.hold_min,
             self.expiries.first().map(|(t, _)| *t),
             self.retries.first().map(|(t, _)| *t),
         ]
@@ -442,6 +445,16 @@ impl Auctioneer {
         from: NodeId,
         msg: PeerMessage,
     ) -> Result<(), Error> {
+        let result = self.dispatch(now, from, msg);
+        self.refresh_hold_min();
+        result
+    }
+
+    fn refresh_hold_min(&mut self) {
+        self.hold_min = self.book.iter().map(|p| p.hold_until).min();
+    }
+
+    fn dispatch(&mut self, now: Instant, from: NodeId, msg: PeerMessage) -> Result<(), Error> {
         match msg {
             PeerMessage::Bid(bid) => {
                 self.on_bid(now, from, bid);
@@ -519,6 +532,7 @@ impl Auctioneer {
                 msg: PeerMessage::Status(out.update.clone()),
             });
         }
+        self.refresh_hold_min();
     }
 
     /// Reports a task's new state from the executor (running, or how it ended).
@@ -547,6 +561,7 @@ impl Auctioneer {
             self.give_back(now, &a.resources, a.ports);
         }
         self.send_status(now, home, framework, name, resources, status);
+        self.refresh_hold_min();
         Ok(())
     }
 
@@ -797,28 +812,56 @@ impl Auctioneer {
     /// Ranks the bids on hand and awards greedily what fits.
     fn close_window(&mut self, now: Instant) {
         self.stats.contended_windows += 1;
-        let mut book = std::mem::take(&mut self.book);
         let mut shares = self.shares.clone();
-        while !book.is_empty() {
-            let best = (0..book.len())
-                .min_by(|&a, &b| {
-                    let (x, y) = (&book[a], &book[b]);
+        // One lane per framework, best bid first. A framework's share is the
+        // same for all its bids, so (priority, price, arrival) orders a lane,
+        // and the best bid overall is the best of the lanes' heads under the
+        // full key. Only the lane just charged changes its share: each award
+        // costs one pass over the lanes, not over the whole book.
+        let mut by_framework: BTreeMap<FrameworkId, Vec<PendingBid>> = BTreeMap::new();
+        for p in std::mem::take(&mut self.book) {
+            by_framework
+                .entry(p.bid.framework.clone())
+                .or_default()
+                .push(p);
+        }
+        let mut lanes: Vec<(f64, VecDeque<PendingBid>)> = by_framework
+            .into_iter()
+            .map(|(fw, mut bids)| {
+                bids.sort_by(|x, y| {
                     y.bid
                         .spec
                         .priority
                         .cmp(&x.bid.spec.priority)
-                        .then_with(|| {
-                            shares
-                                .share(&x.bid.framework, x.bid.weight)
-                                .total_cmp(&shares.share(&y.bid.framework, y.bid.weight))
-                        })
+                        .then_with(|| y.bid.price.cmp(&x.bid.price))
+                        .then_with(|| x.arrival.cmp(&y.arrival))
+                });
+                let weight = bids.first().map_or(1, |p| p.bid.weight);
+                (shares.share(&fw, weight), VecDeque::from(bids))
+            })
+            .collect();
+        loop {
+            let best = lanes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (share, lane))| lane.front().map(|p| (i, *share, p)))
+                .min_by(|(_, sx, x), (_, sy, y)| {
+                    y.bid
+                        .spec
+                        .priority
+                        .cmp(&x.bid.spec.priority)
+                        .then_with(|| sx.total_cmp(sy))
                         .then_with(|| y.bid.price.cmp(&x.bid.price))
                         .then_with(|| x.arrival.cmp(&y.arrival))
                 })
-                .unwrap_or(0);
-            let p = book.swap_remove(best);
+                .map(|(i, _, _)| i);
+            let Some(i) = best else { break };
+            let Some(p) = lanes[i].1.pop_front() else {
+                break;
+            };
             if p.bid.spec.resources.fits_in(&self.free()) {
                 shares.charge(&p.bid.framework, p.bid.weight, &p.bid.spec.resources);
+                lanes[i].0 = shares.share(&p.bid.framework, p.bid.weight);
                 self.award(now, p);
             } else if p.hold_until > now {
                 self.book.push(p);
