@@ -10,8 +10,8 @@ use super::queries::{LogReply, TaskReply};
 use crate::socket::ClientCmd;
 use agora_protocol::bidder;
 use agora_protocol::wire::{
-    BidOn, ClientMessage, ErrorCode, ErrorReply, LogChunk, MAX_SUBMIT, NodeList, NodeRow,
-    PeerMessage, Register, Registered, ServerMessage, StatusEvent, Submit, Submitted,
+    BidOn, ClientMessage, ErrorCode, ErrorReply, LogChunk, MAX_SUBMIT, NodeList, PeerMessage,
+    Register, Registered, ServerMessage, StatusEvent, Submit, Submitted,
 };
 use agora_protocol::{FrameworkId, Instant, TaskId, offers};
 use std::time::Duration;
@@ -85,18 +85,7 @@ impl Core {
                 });
             }
             ClientMessage::ListNodes(l) => {
-                let nodes = self
-                    .view
-                    .iter()
-                    .map(|n| NodeRow {
-                        id: n.id.clone(),
-                        addr: n.addr.clone(),
-                        alive: n.alive,
-                        total: n.total,
-                        free: n.free,
-                        attrs: n.attrs.clone(),
-                    })
-                    .collect();
+                let nodes = crate::http::node_rows(&self.view);
                 return self.reply(
                     conn,
                     ServerMessage::Nodes(NodeList {

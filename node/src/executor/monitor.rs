@@ -62,6 +62,23 @@ async fn save(shared: &Shared, cp: &mut Checkpoint) {
 }
 
 /// Sends an event unless the executor is going away.
+/// Reports that the task of `cp` is running.
+async fn emit_running(shared: &Shared, cp: &Checkpoint) {
+    let status = TaskStatus::new(
+        cp.request.task_id.clone(),
+        TaskState::Running,
+        Some(shared.node_id.clone()),
+    );
+    emit(
+        shared,
+        ExecEvent::Status {
+            request: Box::new(cp.request.clone()),
+            status,
+        },
+    )
+    .await;
+}
+
 async fn emit(shared: &Shared, event: ExecEvent) {
     tokio::select! {
         _ = shared.cancel.cancelled() => {}
@@ -354,19 +371,7 @@ async fn watch(
                 cp.started = true;
                 save(&shared, &mut cp).await;
                 if fresh {
-                    let status = TaskStatus::new(
-                        cp.request.task_id.clone(),
-                        TaskState::Running,
-                        Some(shared.node_id.clone()),
-                    );
-                    emit(
-                        &shared,
-                        ExecEvent::Status {
-                            request: Box::new(cp.request.clone()),
-                            status,
-                        },
-                    )
-                    .await;
+                    emit_running(&shared, &cp).await;
                 }
             }
         }
@@ -411,19 +416,7 @@ async fn watch(
     if fresh && !cp.started && read_process(&meta).is_some() {
         // It started and ended between two looks: still report Running first.
         cp.started = true;
-        let status = TaskStatus::new(
-            cp.request.task_id.clone(),
-            TaskState::Running,
-            Some(shared.node_id.clone()),
-        );
-        emit(
-            &shared,
-            ExecEvent::Status {
-                request: Box::new(cp.request.clone()),
-                status,
-            },
-        )
-        .await;
+        emit_running(&shared, &cp).await;
     }
     end(&shared, cp, note).await;
 }
