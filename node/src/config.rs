@@ -273,6 +273,22 @@ pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// Writes `text` as a config file named `name` in a temporary directory
+    /// and merges it with no flags.
+    fn merge_file(name: &str, text: &str) -> anyhow::Result<AgentArgs> {
+        let dir = std::env::temp_dir().join(format!("agora-cfg-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        merge(
+            AgentArgs {
+                config: Some(path),
+                ..AgentArgs::default()
+            },
+            None,
+        )
+    }
+
     #[test]
     fn config_file_keys_match_flags_and_flags_win() {
         let dir = std::env::temp_dir().join(format!("agora-cfg-{}", std::process::id()));
@@ -296,35 +312,15 @@ mod tests {
         assert_eq!(cfg.attrs.get("zone"), Some("a"));
         assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
         assert!(!cfg.cgroups);
-        let bad = dir.join("bad.toml");
-        std::fs::write(&bad, "no-such-key = 1\n").unwrap();
-        let err = merge(
-            AgentArgs {
-                config: Some(bad),
-                ..AgentArgs::default()
-            },
-            None,
-        )
-        .unwrap_err();
+        let err = merge_file("bad", "no-such-key = 1\n").unwrap_err();
         assert!(format!("{err:#}").contains("no-such-key"), "{err:#}");
     }
 
     #[test]
     fn quantities_may_be_numbers_or_text_in_the_config_file() {
-        let dir = std::env::temp_dir().join(format!("agora-cfg-num-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("agent.toml");
-        std::fs::write(
-            &path,
+        let merged = merge_file(
+            "num",
             "cpus = 8\nmem = \"16G\"\ndisk = 2048\ncluster-key-file = \"k\"\n",
-        )
-        .unwrap();
-        let merged = merge(
-            AgentArgs {
-                config: Some(path),
-                ..AgentArgs::default()
-            },
-            None,
         )
         .unwrap();
         let cfg = AgentConfig::resolve(merged).unwrap();
@@ -353,21 +349,12 @@ mod tests {
         assert_eq!(http.listen, "127.0.0.1:7481".parse().unwrap());
         assert!(http.token.is_none());
         // TOML keys like every flag.
-        let path = dir.join("agent.toml");
-        std::fs::write(
-            &path,
-            format!(
+        let merged = merge_file(
+            "http",
+            &format!(
                 "cluster-key-file = \"k\"\nhttp = \"0.0.0.0:7482\"\nhttp-token-file = \"{}\"\n",
                 token.display()
             ),
-        )
-        .unwrap();
-        let merged = merge(
-            AgentArgs {
-                config: Some(path),
-                ..AgentArgs::default()
-            },
-            None,
         )
         .unwrap();
         let http = AgentConfig::resolve(merged).unwrap().http.unwrap();

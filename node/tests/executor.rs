@@ -146,6 +146,35 @@ async fn read_all(exec: &Executor, task: &str, stream: LogStream) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Launches "stubborn", a task that ignores TERM, and waits until it is
+/// running and has printed that it is ready (its TERM trap is set).
+/// Returns the path of its stdout.
+async fn launch_stubborn(
+    exec: &mut Executor,
+    rx: &mut mpsc::Receiver<ExecEvent>,
+) -> std::path::PathBuf {
+    exec.launch(request(
+        "stubborn",
+        sh("trap 'echo got TERM' TERM; echo ready; while true; do sleep 0.1; done"),
+    ));
+    assert_eq!(next_status(rx, "stubborn").await.state, TaskState::Running);
+    let stdout = exec
+        .sandbox_dir(&TaskId::new("stubborn").unwrap())
+        .join("stdout");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stdout
+}
+
 async fn wait_for_file(path: &Path) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !path.exists() {
@@ -255,28 +284,7 @@ async fn kill_terms_then_kills_after_grace() {
     assert_eq!(end.signal, Some(15), "{end:?}");
 
     // Trapping TERM does not save a task: KILL follows the grace period.
-    exec.launch(request(
-        "stubborn",
-        sh("trap 'echo got TERM' TERM; echo ready; while true; do sleep 0.1; done"),
-    ));
-    assert_eq!(
-        next_status(&mut rx, "stubborn").await.state,
-        TaskState::Running
-    );
-    let stdout = exec
-        .sandbox_dir(&TaskId::new("stubborn").unwrap())
-        .join("stdout");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while std::fs::read_to_string(&stdout)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the task never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    launch_stubborn(&mut exec, &mut rx).await;
     exec.kill(
         &TaskId::new("stubborn").unwrap(),
         Duration::from_millis(500),
@@ -554,28 +562,7 @@ async fn cgroup_limits_are_written_when_the_host_allows() {
 async fn a_kill_in_progress_survives_a_restart() {
     let dir = DataDir::new("killrestart");
     let (mut exec, _, mut rx) = open(&dir.0).await;
-    exec.launch(request(
-        "stubborn",
-        sh("trap 'echo got TERM' TERM; echo ready; while true; do sleep 0.1; done"),
-    ));
-    assert_eq!(
-        next_status(&mut rx, "stubborn").await.state,
-        TaskState::Running
-    );
-    let stdout = exec
-        .sandbox_dir(&TaskId::new("stubborn").unwrap())
-        .join("stdout");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while std::fs::read_to_string(&stdout)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the task never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stdout = launch_stubborn(&mut exec, &mut rx).await;
     exec.kill(
         &TaskId::new("stubborn").unwrap(),
         Duration::from_millis(1500),
