@@ -232,7 +232,7 @@ pub struct Auctioneer {
     retries: BTreeSet<(Instant, TaskId)>,
     /// Answers by (bidder node, task, bid id): several bidders (frameworks)
     /// on one node number their bids independently, and their task ids differ.
-    answered: BTreeMap<BidKey, PeerMessage>,
+    answered: crate::FixedHashMap<BidKey, PeerMessage>,
     answered_order: VecDeque<BidKey>,
     shares: FairShares,
     transmits: VecDeque<Transmit>,
@@ -277,7 +277,7 @@ impl Auctioneer {
             status_seq: 0,
             outbox: BTreeMap::new(),
             retries: BTreeSet::new(),
-            answered: BTreeMap::new(),
+            answered: crate::FixedHashMap::default(),
             answered_order: VecDeque::new(),
             shares: FairShares::default(),
             transmits: VecDeque::new(),

@@ -232,13 +232,13 @@ pub struct Bidder<R> {
     rng: R,
     next_seq: u64,
     next_bid: u64,
-    tasks: BTreeMap<TaskId, Task>,
+    tasks: crate::FixedHashMap<TaskId, Task>,
     active: usize,
     ended: VecDeque<TaskId>,
     bids: BTreeMap<BidId, OutBid>,
     timers: BTreeSet<(Instant, Timer)>,
     /// job name → node → open bids and held placements (for unique/spread).
-    job_nodes: BTreeMap<String, BTreeMap<NodeId, u32>>,
+    job_nodes: crate::FixedHashMap<String, BTreeMap<NodeId, u32>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -256,12 +256,12 @@ impl<R: Rng> Bidder<R> {
             rng,
             next_seq: 1,
             next_bid: 1,
-            tasks: BTreeMap::new(),
+            tasks: crate::FixedHashMap::default(),
             active: 0,
             ended: VecDeque::new(),
             bids: BTreeMap::new(),
             timers: BTreeSet::new(),
-            job_nodes: BTreeMap::new(),
+            job_nodes: crate::FixedHashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -414,7 +414,7 @@ impl<R: Rng> Bidder<R> {
         for bid in dead_bids {
             self.bid_timed_out(now, bid);
         }
-        let lost: Vec<TaskId> = self
+        let mut lost: Vec<TaskId> = self
             .tasks
             .iter()
             .filter(|(_, t)| match &t.phase {
@@ -423,6 +423,8 @@ impl<R: Rng> Bidder<R> {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        // Id order, so the events come out the same whatever the map's layout.
+        lost.sort_unstable();
         for task_id in lost {
             self.end(
                 &task_id,
@@ -444,7 +446,8 @@ impl<R: Rng> Bidder<R> {
 
     /// Every task tracked (active and recently ended), in id order.
     pub fn task_rows(&self) -> Vec<TaskRow> {
-        self.tasks
+        let mut rows: Vec<TaskRow> = self
+            .tasks
             .iter()
             .map(|(id, t)| TaskRow {
                 task_id: id.clone(),
@@ -456,7 +459,9 @@ impl<R: Rng> Bidder<R> {
                 resources: t.spec.resources,
                 reason: t.reason.clone(),
             })
-            .collect()
+            .collect();
+        rows.sort_unstable_by(|a, b| a.task_id.cmp(&b.task_id));
+        rows
     }
 
     /// The next instant `handle_timeout` must be called at.
@@ -595,12 +600,11 @@ impl<R: Rng> Bidder<R> {
 
     fn job_add(&mut self, task_id: &TaskId, node: &NodeId) {
         if let Some(t) = self.tasks.get(task_id) {
-            *self
-                .job_nodes
-                .entry(t.spec.name.clone())
-                .or_default()
-                .entry(node.clone())
-                .or_insert(0) += 1;
+            let nodes = match self.job_nodes.get_mut(&t.spec.name) {
+                Some(nodes) => nodes,
+                None => self.job_nodes.entry(t.spec.name.clone()).or_default(),
+            };
+            *nodes.entry(node.clone()).or_insert(0) += 1;
         }
     }
 

@@ -32,3 +32,13 @@ pub mod wire;
 pub use ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
 pub use resources::Resources;
 pub use time::Instant;
+
+/// A `HashMap` with a fixed hasher (no per-process random seed), for the hot
+/// point lookups by id: O(1) instead of a dozen string comparisons in a
+/// `BTreeMap`. Its iteration order is arbitrary, so the state machines never
+/// let it decide anything: where order matters they sort first.
+pub(crate) type FixedHashMap<K, V> = std::collections::HashMap<
+    K,
+    V,
+    std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
+>;
