@@ -67,11 +67,16 @@ pub enum Upsert {
 }
 
 /// Node id → [`NodeInfo`], with deterministic iteration and random sampling.
+///
+/// Nodes live in a dense vector (in insertion order, a removal moving the last
+/// node into the gap), found by id through a hash index; a `BTreeMap` of ids
+/// gives iteration in id order. Lookups by id and random draws therefore cost
+/// no string comparisons.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
-    nodes: BTreeMap<NodeId, NodeInfo>,
-    /// Ids in insertion order, for O(1) random sampling.
-    index: Vec<NodeId>,
+    slots: Vec<NodeInfo>,
+    by_id: crate::FixedHashMap<NodeId, usize>,
+    ordered: BTreeMap<NodeId, usize>,
 }
 
 impl ClusterView {
@@ -80,14 +85,21 @@ impl ClusterView {
         Self::default()
     }
 
+    fn slot_mut(&mut self, node: &NodeId) -> Option<&mut NodeInfo> {
+        let i = *self.by_id.get(node)?;
+        self.slots.get_mut(i)
+    }
+
     /// Adds or refreshes a node. Free resources and allocations are replaced
     /// only by a strictly newer version; attributes, address, total and
     /// liveness are taken from the newest or equal version.
     pub fn upsert(&mut self, info: NodeInfo) -> Upsert {
-        match self.nodes.get_mut(&info.id) {
+        match self.slot_mut(&info.id) {
             None => {
-                self.index.push(info.id.clone());
-                self.nodes.insert(info.id.clone(), info);
+                let i = self.slots.len();
+                self.by_id.insert(info.id.clone(), i);
+                self.ordered.insert(info.id.clone(), i);
+                self.slots.push(info);
                 Upsert::Inserted
             }
             Some(known) if info.version > known.version => {
@@ -110,7 +122,7 @@ impl ClusterView {
     /// newer (the same version also undoes local [`ClusterView::note_award`]
     /// guesses). Returns true if it was applied.
     pub fn apply_free(&mut self, node: &NodeId, free: Resources, version: u64) -> bool {
-        match self.nodes.get_mut(node) {
+        match self.slot_mut(node) {
             Some(known) if version >= known.version => {
                 known.free = free;
                 known.version = version;
@@ -122,14 +134,14 @@ impl ClusterView {
 
     /// Subtracts an award from a node's free vector until its next update.
     pub fn note_award(&mut self, node: &NodeId, resources: &Resources) {
-        if let Some(known) = self.nodes.get_mut(node) {
+        if let Some(known) = self.slot_mut(node) {
             known.free = known.free.saturating_sub(resources);
         }
     }
 
     /// Marks a node alive or dead. Returns true if that changed anything.
     pub fn set_alive(&mut self, node: &NodeId, alive: bool) -> bool {
-        match self.nodes.get_mut(node) {
+        match self.slot_mut(node) {
             Some(known) if known.alive != alive => {
                 known.alive = alive;
                 true
@@ -140,55 +152,57 @@ impl ClusterView {
 
     /// Forgets a node.
     pub fn remove(&mut self, node: &NodeId) -> Option<NodeInfo> {
-        let removed = self.nodes.remove(node)?;
-        if let Some(pos) = self.index.iter().position(|n| n == node) {
-            self.index.swap_remove(pos);
+        let i = self.by_id.remove(node)?;
+        self.ordered.remove(node);
+        let removed = self.slots.swap_remove(i);
+        if let Some(moved) = self.slots.get(i) {
+            self.by_id.insert(moved.id.clone(), i);
+            self.ordered.insert(moved.id.clone(), i);
         }
         Some(removed)
     }
 
     /// One node.
     pub fn get(&self, node: &NodeId) -> Option<&NodeInfo> {
-        self.nodes.get(node)
+        self.slots.get(*self.by_id.get(node)?)
     }
 
     /// Every node, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.values()
+        self.ordered.values().filter_map(|&i| self.slots.get(i))
     }
 
     /// Number of nodes known (alive or not).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.slots.len()
     }
 
     /// True when no node is known.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.slots.is_empty()
     }
 
     /// Number of nodes held alive.
     pub fn alive_count(&self) -> usize {
-        self.nodes.values().filter(|n| n.alive).count()
+        self.slots.iter().filter(|n| n.alive).count()
     }
 
     /// Up to `n` distinct nodes drawn at random (all of them, in id order, if
     /// the view has at most `n`). Dead nodes are included; callers filter.
     pub fn sample<R: Rng>(&self, rng: &mut R, n: usize) -> Vec<&NodeInfo> {
-        if self.index.len() <= n {
-            return self.nodes.values().collect();
+        if self.slots.len() <= n {
+            return self.iter().collect();
         }
-        let mut picked = std::collections::BTreeSet::new();
+        let mut picked: Vec<usize> = Vec::with_capacity(n);
         let mut out = Vec::with_capacity(n);
         // Rejection sampling: n is much smaller than the view here.
         let mut tries = 0;
         while out.len() < n && tries < n * 8 {
             tries += 1;
-            let i = rng.random_range(0..self.index.len());
-            if picked.insert(i)
-                && let Some(info) = self.nodes.get(&self.index[i])
-            {
-                out.push(info);
+            let i = rng.random_range(0..self.slots.len());
+            if !picked.contains(&i) {
+                picked.push(i);
+                out.push(&self.slots[i]);
             }
         }
         out
@@ -196,16 +210,14 @@ impl ClusterView {
 
     /// Sum of the totals of live nodes.
     pub fn cluster_total(&self) -> Resources {
-        self.nodes
-            .values()
+        self.iter()
             .filter(|n| n.alive)
             .fold(Resources::ZERO, |acc, n| acc.saturating_add(&n.total))
     }
 
     /// Sum of the free vectors of live nodes.
     pub fn cluster_free(&self) -> Resources {
-        self.nodes
-            .values()
+        self.iter()
             .filter(|n| n.alive)
             .fold(Resources::ZERO, |acc, n| acc.saturating_add(&n.free))
     }
@@ -213,7 +225,7 @@ impl ClusterView {
     /// Fair shares from the allocations gossiped by live nodes.
     pub fn fair_shares(&self) -> FairShares {
         let mut usage: BTreeMap<FrameworkId, FrameworkUsage> = BTreeMap::new();
-        for node in self.nodes.values().filter(|n| n.alive) {
+        for node in self.iter().filter(|n| n.alive) {
             for (fw, u) in &node.allocations {
                 let e = usage.entry(fw.clone()).or_insert(FrameworkUsage {
                     resources: Resources::ZERO,

@@ -39,9 +39,31 @@ impl<E> Ord for Entry<E> {
     }
 }
 
+/// Width of one calendar bucket, in µs.
+const BUCKET_US: Micros = 1_000;
+/// Buckets in the calendar ring: events up to this many buckets ahead go in
+/// the ring, later ones in the far heap.
+const RING: u64 = 4_096;
+
 /// A time-ordered event queue with deterministic tie-breaking.
+///
+/// A calendar queue: events due in the current 1 ms bucket sit in a small
+/// binary heap; events of the next ~4 s sit unsorted in a ring of 1 ms
+/// buckets and are heapified when their bucket comes up; anything later waits
+/// in a far heap. At 10,000 nodes a single heap held hundreds of thousands of
+/// events and its pops were 11% of the run, mostly cache misses. The order
+/// is exactly the single heap's: `(time, insertion sequence)`.
 pub struct Queue<E> {
-    heap: BinaryHeap<Entry<E>>,
+    /// Events of buckets up to `bucket`, ordered.
+    current: BinaryHeap<Entry<E>>,
+    /// The current bucket (time / BUCKET_US).
+    bucket: u64,
+    /// Events of buckets `bucket + 1 .. bucket + RING`, unsorted.
+    ring: Vec<Vec<Entry<E>>>,
+    /// Entries in `ring`.
+    in_ring: usize,
+    /// Events beyond the ring when pushed.
+    far: BinaryHeap<Entry<E>>,
     seq: u64,
     now: Micros,
     popped: u64,
@@ -50,7 +72,11 @@ pub struct Queue<E> {
 impl<E> Default for Queue<E> {
     fn default() -> Self {
         Queue {
-            heap: BinaryHeap::new(),
+            current: BinaryHeap::new(),
+            bucket: 0,
+            ring: (0..RING).map(|_| Vec::new()).collect(),
+            in_ring: 0,
+            far: BinaryHeap::new(),
             seq: 0,
             now: 0,
             popped: 0,
@@ -67,24 +93,62 @@ impl<E> Queue<E> {
     /// Schedules `ev` at `at` (never earlier than now).
     pub fn push(&mut self, at: Micros, ev: E) {
         self.seq += 1;
-        self.heap.push(Entry {
-            at: at.max(self.now),
+        let at = at.max(self.now);
+        let e = Entry {
+            at,
             seq: self.seq,
             ev,
-        });
+        };
+        let b = at / BUCKET_US;
+        if b <= self.bucket {
+            self.current.push(e);
+        } else if b < self.bucket + RING {
+            self.ring[(b % RING) as usize].push(e);
+            self.in_ring += 1;
+        } else {
+            self.far.push(e);
+        }
     }
 
     /// The earliest event, advancing the clock to its time.
     pub fn pop(&mut self) -> Option<(Micros, E)> {
-        let e = self.heap.pop()?;
+        while self.current.is_empty() {
+            if !self.advance() {
+                return None;
+            }
+        }
+        let e = self.current.pop()?;
         self.now = e.at;
         self.popped += 1;
         Some((e.at, e.ev))
     }
 
-    /// Time of the earliest event.
-    pub fn peek_time(&self) -> Option<Micros> {
-        self.heap.peek().map(|e| e.at)
+    /// Moves to the next bucket that holds anything; false when none does.
+    fn advance(&mut self) -> bool {
+        if self.in_ring == 0 {
+            // Nothing in the ring: jump straight to the far heap's first bucket.
+            match self.far.peek() {
+                Some(e) => self.bucket = self.bucket.max((e.at / BUCKET_US).saturating_sub(1)),
+                None => return false,
+            }
+        }
+        self.bucket += 1;
+        let slot = (self.bucket % RING) as usize;
+        let due = std::mem::take(&mut self.ring[slot]);
+        self.in_ring -= due.len();
+        // Reuse the (empty) current heap's allocation as the ring slot.
+        let spare = std::mem::replace(&mut self.current, BinaryHeap::from(due)).into_vec();
+        self.ring[slot] = spare;
+        while self
+            .far
+            .peek()
+            .is_some_and(|e| e.at / BUCKET_US <= self.bucket)
+        {
+            if let Some(e) = self.far.pop() {
+                self.current.push(e);
+            }
+        }
+        true
     }
 
     /// The current virtual time.
@@ -99,12 +163,12 @@ impl<E> Queue<E> {
 
     /// Events waiting.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.current.len() + self.in_ring + self.far.len()
     }
 
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len() == 0
     }
 }
 
@@ -162,6 +226,45 @@ mod tests {
         assert_eq!(q.pop(), Some((5, "b")));
         assert_eq!(q.pop(), Some((5, "c")));
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn calendar_order_matches_a_single_heap() {
+        // Times spread over the current bucket, the ring and the far heap,
+        // pushed in bursts between pops as the simulators do.
+        let mut rng = 0x1234_5678_u64;
+        let mut q = Queue::new();
+        let mut model: BinaryHeap<Entry<u32>> = BinaryHeap::new();
+        let mut seq = 0;
+        let mut now = 0;
+        for round in 0..20_000u32 {
+            for _ in 0..(round % 4) {
+                rng = splitmix(rng);
+                let ahead = match rng % 4 {
+                    0 => rng % 50,
+                    1 => rng % (BUCKET_US * 3),
+                    2 => rng % (BUCKET_US * RING),
+                    _ => rng % (BUCKET_US * RING * 3),
+                };
+                seq += 1;
+                q.push(now + ahead, seq);
+                model.push(Entry {
+                    at: now + ahead,
+                    seq: u64::from(seq),
+                    ev: seq,
+                });
+            }
+            let want = model.pop().map(|e| (e.at, e.ev));
+            assert_eq!(q.pop(), want, "round {round}");
+            if let Some((t, _)) = want {
+                now = t;
+            }
+        }
+        while let Some(e) = model.pop() {
+            assert_eq!(q.pop(), Some((e.at, e.ev)));
+        }
+        assert_eq!(q.pop(), None);
+        assert!(q.is_empty());
     }
 
     #[test]
