@@ -12,7 +12,7 @@ use crate::plots;
 use crate::workload::{self, Sizing, Workload};
 use anyhow::{Context, bail};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -191,26 +191,74 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
         other => bail!("unknown scheduler {other:?}: use auction, central, random, sparrow or all"),
     };
     let secs = (p.duration / SEC).max(1);
-    let mut collectors = Vec::new();
-    let mut gossip_out = None;
+    let multi = MultiProgress::with_draw_target(if a.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let mut bars = Vec::new();
     for name in &names {
+        let pb = bar(a.quiet, secs, name).map(|pb| multi.add(pb));
         let wl = Workload::new(kind.clone(), sizing, p.seed).map_err(anyhow::Error::msg)?;
-        let pb = bar(a.quiet, secs, name);
-        let c = match *name {
-            "auction" => {
-                let (c, g) = AuctionSim::new(p.clone(), wl, pb.clone()).run()?;
-                gossip_out = Some(g);
-                c
-            }
-            "central" => baselines::run(baselines::Kind::Central, p, wl, pb.clone())?,
-            "random" => baselines::run(baselines::Kind::Random, p, wl, pb.clone())?,
-            _ => baselines::run(baselines::Kind::Sparrow, p, wl, pb.clone())?,
-        };
-        if let Some(pb) = pb {
-            pb.finish();
-        }
-        collectors.push((name.to_string(), c));
+        bars.push((*name, wl, pb));
     }
+    // The auction is by far the slowest run; it gets a thread of its own while
+    // the baselines run one after another on this one. Each run is a separate
+    // deterministic simulation, so running them side by side changes nothing
+    // in what they compute.
+    let mut collectors: Vec<(String, Collector)> = Vec::new();
+    let mut gossip_out = None;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut auction = None;
+        let mut done: Vec<(usize, Collector)> = Vec::new();
+        let mut baseline = Vec::new();
+        for (i, (name, wl, pb)) in bars.into_iter().enumerate() {
+            if name == "auction" {
+                let params = p.clone();
+                auction = Some((
+                    i,
+                    std::thread::Builder::new()
+                        .name("auction".into())
+                        .spawn_scoped(scope, move || {
+                            let out = AuctionSim::new(params, wl, pb.clone()).run();
+                            if let Some(pb) = pb {
+                                pb.finish();
+                            }
+                            out
+                        })
+                        .context("cannot start the auction thread")?,
+                ));
+            } else {
+                baseline.push((i, name, wl, pb));
+            }
+        }
+        for (i, name, wl, pb) in baseline {
+            let kind = match name {
+                "central" => baselines::Kind::Central,
+                "random" => baselines::Kind::Random,
+                _ => baselines::Kind::Sparrow,
+            };
+            let c = baselines::run(kind, p, wl, pb.clone())?;
+            if let Some(pb) = pb {
+                pb.finish();
+            }
+            done.push((i, c));
+        }
+        if let Some((i, handle)) = auction {
+            let (c, g) = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the auction thread panicked"))??;
+            gossip_out = Some(g);
+            done.push((i, c));
+        }
+        // Report in the order of `names`, whatever finished first.
+        done.sort_by_key(|(i, _)| *i);
+        collectors = done
+            .into_iter()
+            .map(|(i, c)| (names[i].to_string(), c))
+            .collect();
+        Ok(())
+    })?;
     let central = collectors
         .iter()
         .find(|(n, _)| n == "central")
