@@ -717,7 +717,7 @@ impl<R: Rng> Bidder<R> {
                     task_id: task_id.clone(),
                     framework: self.framework.clone(),
                     weight: self.weight,
-                    spec: spec.clone(),
+                    spec: Box::new(spec.clone()),
                     price: 0,
                     wait_ms: millis_u32(self.config.bid_wait),
                 }),

@@ -33,8 +33,10 @@ pub struct Bid {
     pub framework: FrameworkId,
     /// The framework's DRF weight (at least 1).
     pub weight: u32,
-    /// What to run and what it needs.
-    pub spec: TaskSpec,
+    /// What to run and what it needs (boxed: it is most of a bid's size, and
+    /// every other message, and every cached answer, would otherwise be as
+    /// large as a bid).
+    pub spec: Box<TaskSpec>,
     /// A tie-breaker after priority and fair share: higher wins.
     pub price: u64,
     /// How long the bidder is willing to wait at this node for room, in

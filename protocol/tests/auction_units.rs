@@ -43,7 +43,7 @@ fn bid(id: u64, framework: &str, cpu: u64, prio: u8, price: u64, wait_ms: u32) -
         task_id: TaskId::for_framework(&f, id),
         framework: f,
         weight: 1,
-        spec: s,
+        spec: Box::new(s),
         price,
         wait_ms,
     }

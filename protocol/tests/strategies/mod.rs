@@ -225,7 +225,7 @@ pub fn peer_message() -> impl Strategy<Value = PeerMessage> {
                         task_id,
                         framework,
                         weight,
-                        spec,
+                        spec: Box::new(spec),
                         price,
                         wait_ms,
                     }
