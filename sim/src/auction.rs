@@ -531,23 +531,26 @@ impl AuctionSim {
         }
         let from_id = self.nodes[from as usize].id.clone();
         let at = Instant::from_micros(now);
+        // Messages for a bidder go to the bidder of the framework the task
+        // id names; the rest go to the node's auctioneer.
         let fw_name = match &msg {
-            PeerMessage::Award(a) => Some(fw_of(&a.task_id)),
-            PeerMessage::Reject(r) => Some(fw_of(&r.task_id)),
-            PeerMessage::Confirmed(c) => Some(fw_of(&c.task_id)),
-            PeerMessage::ConfirmRefused(c) => Some(fw_of(&c.task_id)),
-            PeerMessage::Status(u) => Some(u.framework.as_str().to_string()),
+            PeerMessage::Award(a) => Some(a.task_id.framework_part()),
+            PeerMessage::Reject(r) => Some(r.task_id.framework_part()),
+            PeerMessage::Confirmed(c) => Some(c.task_id.framework_part()),
+            PeerMessage::ConfirmRefused(c) => Some(c.task_id.framework_part()),
+            PeerMessage::Status(u) => Some(u.framework.as_str()),
             _ => None,
         };
-        match fw_name {
+        let bidder = fw_name.map(|name| self.fw_index.get(name).copied());
+        match bidder {
             None => {
                 let _ = self.nodes[to as usize]
                     .auct
                     .handle_message(at, from_id, msg);
                 self.pump_node(now, to)
             }
-            Some(name) => {
-                let Some(&b) = self.fw_index.get(&name) else {
+            Some(b) => {
+                let Some(b) = b else {
                     return Ok(());
                 };
                 let sb = &mut self.bidders[b as usize];
@@ -799,10 +802,4 @@ impl AuctionSim {
             .push_back((gv, node.auct.version(), node.auct.free()));
         Ok(())
     }
-}
-
-fn fw_of(task: &TaskId) -> String {
-    task.as_str()
-        .rsplit_once('.')
-        .map_or_else(String::new, |(f, _)| f.to_string())
 }
