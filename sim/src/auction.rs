@@ -15,6 +15,7 @@
 //! (see [`crate::invariants`]); a violation stops the run.
 
 use crate::engine::{Micros, Queue, SEC, TraceHash, splitmix};
+use crate::failures::CrashAt;
 use crate::gossip::{self, Group, Learned};
 use crate::invariants::{self, Fault, Violation};
 use crate::metrics::{Collector, dominant_share};
@@ -54,6 +55,8 @@ pub struct Params {
     pub failure_rate: f64,
     /// A crashed node rejoins after this long.
     pub rejoin_after: Micros,
+    /// Crashes at given times (`--crash`).
+    pub crashes: Vec<CrashAt>,
     /// Simulated length.
     pub duration: Micros,
     /// The seed.
@@ -82,6 +85,21 @@ impl Params {
             ports: 0,
         }
     }
+}
+
+/// The nodes `lo..hi` of cell `cell`.
+fn cell_range(p: &Params, cell: usize) -> (usize, usize) {
+    let lo = cell * p.cell_size;
+    (lo, ((cell + 1) * p.cell_size).min(p.nodes))
+}
+
+/// The node a framework's bidder lives on: the top rendezvous node of its
+/// cell for its name.
+pub fn home_node(p: &Params, def: &FrameworkDef) -> u32 {
+    let (lo, hi) = cell_range(p, def.cell % p.cells());
+    (lo..hi)
+        .max_by_key(|&i| cell::rendezvous_score(&def.name, &node_id(i as u32)))
+        .unwrap_or(0) as u32
 }
 
 /// The node id of index `i`.
@@ -121,7 +139,10 @@ enum Ev {
     Gossip(u32),
     FedGossip(u32),
     Sample,
-    Crash(u32),
+    Crash {
+        node: u32,
+        rejoin_at: Option<Micros>,
+    },
     Rejoin(u32),
     Fault,
 }
@@ -230,16 +251,11 @@ impl AuctionSim {
                 }
             })
             .collect();
-        // Each framework's home: the top rendezvous node of its cell for its name.
         let mut bidders = Vec::new();
         let mut fw_index = HashMap::new();
         for (f, def) in fws.iter().enumerate() {
-            let cell = def.cell % cells_n;
-            let lo = cell * p.cell_size;
-            let hi = ((cell + 1) * p.cell_size).min(p.nodes);
-            let home = (lo..hi)
-                .max_by_key(|&i| cell::rendezvous_score(&def.name, &nodes[i].id))
-                .unwrap_or(0) as u32;
+            let (lo, hi) = cell_range(&p, def.cell % cells_n);
+            let home = home_node(&p, def);
             let fw_id = FrameworkId::new(def.name.clone())
                 .unwrap_or_else(|_| unreachable!("framework names are validated"));
             let brng = ChaCha8Rng::seed_from_u64(splitmix(p.seed ^ (f as u64 + 1)));
@@ -330,9 +346,25 @@ impl AuctionSim {
                 }
                 let n = rng.random_range(0..p.nodes as u32);
                 if nodes[n as usize].bidders.is_empty() {
-                    q.push((t * 1e6) as Micros, Ev::Crash(n));
+                    let at = (t * 1e6) as Micros;
+                    q.push(
+                        at,
+                        Ev::Crash {
+                            node: n,
+                            rejoin_at: Some(at + p.rejoin_after),
+                        },
+                    );
                 }
             }
+        }
+        for c in &p.crashes {
+            q.push(
+                c.at,
+                Ev::Crash {
+                    node: c.node,
+                    rejoin_at: c.rejoin,
+                },
+            );
         }
         if let Some(f) = &p.fault {
             q.push(f.at, Ev::Fault);
@@ -445,7 +477,7 @@ impl AuctionSim {
                 (9, Ok(()))
             }
             Ev::Sample => (10, self.sample(now)),
-            Ev::Crash(n) => (11, self.crash(now, n)),
+            Ev::Crash { node, rejoin_at } => (11, self.crash(now, node, rejoin_at)),
             Ev::Rejoin(n) => (12, self.rejoin(now, n)),
             Ev::Fault => {
                 if let Some(f) = self.p.fault.clone() {
@@ -679,6 +711,9 @@ impl AuctionSim {
                     }
                 }
                 bidder::Event::Status { status, .. } => {
+                    if status.state == TaskState::Lost {
+                        self.c.lost_reported += 1;
+                    }
                     if status.state.is_terminal() {
                         self.lost_pending.remove(&status.task_id);
                         if let Some(t) = self.tasks.remove(&status.task_id) {
@@ -740,7 +775,7 @@ impl AuctionSim {
         self.pump_node(now, n)
     }
 
-    fn crash(&mut self, now: Micros, n: u32) -> Result<(), Violation> {
+    fn crash(&mut self, now: Micros, n: u32, rejoin_at: Option<Micros>) -> Result<(), Violation> {
         let node = &mut self.nodes[n as usize];
         if !node.up || !node.bidders.is_empty() {
             return Ok(());
@@ -758,7 +793,9 @@ impl AuctionSim {
             self.lost_pending.insert(t, now);
         }
         self.cells[c].crash(l, now);
-        self.q.push(now + self.p.rejoin_after, Ev::Rejoin(n));
+        if let Some(t) = rejoin_at {
+            self.q.push(t, Ev::Rejoin(n));
+        }
         Ok(())
     }
 

@@ -1,9 +1,10 @@
 //! The command line: parse, run the chosen schedulers on the same workload
 //! and seed, print the summary table, write DIR/report.json and the plots.
 
-use crate::auction::{AuctionSim, GossipOutcome, Params};
+use crate::auction::{self, AuctionSim, GossipOutcome, Params};
 use crate::baselines;
 use crate::engine::{Micros, SEC, TraceHash};
+use crate::failures::CrashAt;
 use crate::gossip;
 use crate::invariants::Violation;
 use crate::metrics::{Collector, GossipReport, P50P99, Report, RunReport};
@@ -53,6 +54,11 @@ pub struct Args {
     /// Seconds a crashed node stays down.
     #[arg(long, default_value_t = 30.0)]
     pub rejoin_after_s: f64,
+    /// A crash at a given time: NODE@START_S[:REJOIN_S], e.g. 17@30:90 (node
+    /// n00017 down from 30 s to 90 s) or 17@30 (never back); repeatable.
+    /// Framework home nodes cannot be crashed.
+    #[arg(long, value_name = "NODE@START_S[:REJOIN_S]")]
+    pub crash: Vec<String>,
     /// Probability that a message is lost.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
@@ -131,6 +137,12 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
         .map(|p| Partition::parse(p, a.nodes as u32))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    let crashes = a
+        .crash
+        .iter()
+        .map(|c| CrashAt::parse(c, a.nodes as u32))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     Ok(Params {
         nodes: a.nodes,
         cores: a.cores_per_node,
@@ -144,6 +156,7 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
         },
         failure_rate: a.failure_rate.max(0.0),
         rejoin_after: (a.rejoin_after_s.max(0.0) * 1e6) as Micros,
+        crashes,
         duration: (a.duration * 1e6) as Micros,
         seed: a.seed,
         fault: None,
@@ -195,6 +208,24 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
         s @ ("auction" | "central" | "random" | "sparrow") => vec![s],
         other => bail!("unknown scheduler {other:?}: use auction, central, random, sparrow or all"),
     };
+    if names.contains(&"auction") {
+        let wl = Workload::new(kind.clone(), sizing, p.seed).map_err(anyhow::Error::msg)?;
+        for c in &p.crashes {
+            if let Some(def) = wl
+                .frameworks()
+                .iter()
+                .find(|def| auction::home_node(p, def) == c.node)
+            {
+                bail!(
+                    "--crash: node {} is the home of framework {}; a home's crash would take \
+                     the framework's bidder with it, which the simulator does not model. \
+                     Crash another node",
+                    auction::node_id(c.node),
+                    def.name
+                );
+            }
+        }
+    }
     let secs = (p.duration / SEC).max(1);
     let multi = MultiProgress::with_draw_target(if a.quiet {
         ProgressDrawTarget::hidden()

@@ -198,6 +198,8 @@ pub struct Collector {
     pub overcommit: u64,
     /// Lost tasks never reported.
     pub lost_unreported: u64,
+    /// Tasks reported lost to their framework (their node crashed).
+    pub lost_reported: u64,
     busy_millis: u64,
     busy_integral: f64,
     last_change: Micros,

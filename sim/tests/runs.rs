@@ -2,8 +2,10 @@
 //! invariant checker, and every scheduler on every workload.
 
 use agora_protocol::Resources;
+use agora_sim::auction::home_node;
 use agora_sim::cli::{Args, params, simulate};
 use agora_sim::invariants::{Fault, Violation};
+use agora_sim::workload::{Kind, Sizing, Workload};
 use clap::Parser;
 
 fn args(extra: &[&str]) -> Args {
@@ -193,6 +195,75 @@ fn crashes_are_detected_and_lost_tasks_reported() {
 }
 
 #[test]
+fn a_scheduled_crash_is_detected_and_its_lost_tasks_reported() {
+    let base = [
+        "--scheduler",
+        "auction",
+        "--duration",
+        "25",
+        "--load",
+        "0.6",
+        "--nodes",
+        "12",
+        "--cell-size",
+        "12",
+    ];
+    let a = args(&base);
+    let p = params(&a).unwrap();
+    let kind = Kind::parse("short").unwrap();
+    let sizing = Sizing {
+        nodes: 12,
+        cores_per_node: 16,
+        load: 0.6,
+        cells: 1,
+    };
+    let wl = Workload::new(kind, sizing, p.seed).unwrap();
+    let homes: Vec<u32> = wl.frameworks().iter().map(|d| home_node(&p, d)).collect();
+    let victim = (0..12).find(|n| !homes.contains(n)).unwrap();
+    let home = homes[0];
+
+    // A home node cannot be crashed: the run is refused before it starts.
+    let spec = format!("{home}@2:6");
+    let mut v = base.to_vec();
+    v.extend(["--crash", &spec]);
+    let a = args(&v);
+    let e = simulate(&a, &params(&a).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is the home of framework"), "{e}");
+
+    let quiet = simulate(&args(&base), &p).unwrap();
+    // Down long enough for the failure detector (p50 ~13 s at a 1 s interval).
+    let spec = format!("{victim}@2:18");
+    let mut v = base.to_vec();
+    v.extend(["--crash", &spec]);
+    let a = args(&v);
+    let o = simulate(&a, &params(&a).unwrap()).unwrap();
+    let (_, c) = &o.collectors[0];
+    assert!(
+        c.lost_reported > 0,
+        "the crashed node's tasks are reported lost"
+    );
+    assert_eq!(c.lost_unreported, 0);
+    assert_eq!(quiet.collectors[0].1.lost_reported, 0);
+    let g = o.report.gossip.unwrap();
+    assert!(
+        g.failure_detection_s.p50 > 1.0,
+        "the crash was detected: {g:?}"
+    );
+    // The rest of the cluster went on placing and completing work.
+    assert_ne!(o.report.run.trace_hash, quiet.report.run.trace_hash);
+    assert!(
+        o.report.schedulers["auction"].tasks_completed
+            > quiet.report.schedulers["auction"].tasks_completed * 8 / 10,
+        "{} vs {}",
+        o.report.schedulers["auction"].tasks_completed,
+        quiet.report.schedulers["auction"].tasks_completed
+    );
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_reason() {
     let a = args(&["--workload", "nope"]);
     let p = params(&a).unwrap();
@@ -200,6 +271,9 @@ fn bad_arguments_are_refused_with_a_reason() {
     assert!(e.contains("short, mixed, fair"), "{e}");
     let a = args(&["--partition", "5:1:0.5"]);
     assert!(params(&a).is_err());
+    let a = args(&["--crash", "99@1"]);
+    let e = params(&a).err().unwrap().to_string();
+    assert!(e.contains("nodes are numbered 0 to 15"), "{e}");
     let a = args(&["--scheduler", "best"]);
     let p = params(&a).unwrap();
     assert!(
