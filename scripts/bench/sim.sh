@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of agora-sim (issue 4): 10,000 nodes x 16 cores, `short` at load
-# 0.8, --scheduler all, then the auction alone. Prints wall time, peak RSS,
-# events/s and the headline results from report.json.
+# 0.8, --scheduler all (the auction on its own thread beside the baselines).
+# Prints wall time, peak RSS, events/s, each scheduler's own wall time and
+# speed against real time, and the headline results from report.json.
 #
 # Usage: scripts/bench/sim.sh [SIMULATED_SECONDS]   (default 300, the target)
 #   NODES=10000 CELL=500 SEED=1 OUT=/tmp/agora-sim-bench scripts/bench/sim.sh 30
@@ -31,6 +32,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 run = r["run"]
 print(f"events/s: {run['events'] / max(run['wall_s'], 1e-9):,.0f}; simulated/wall: {run['simulated_s'] / max(run['wall_s'], 1e-9):.2f}x")
+for name, s in r["schedulers"].items():
+    print(f"  {name}: {s['wall_s']:.1f} s wall, {run['simulated_s'] / max(s['wall_s'], 1e-9):.3f}x real time")
 a = r["schedulers"].get("auction")
 if a:
     print(f"auction vs central: median {a['response_time_ratio_to_central']['p50']:.3f}x, p99 {a['response_time_ratio_to_central']['p99']:.3f}x, "
@@ -42,4 +45,3 @@ PY
 }
 
 run all --scheduler all
-run auction --scheduler auction

@@ -256,11 +256,15 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
                     std::thread::Builder::new()
                         .name("auction".into())
                         .spawn_scoped(scope, move || {
+                            let t0 = Instant::now();
                             let out = AuctionSim::new(params, wl, pb.clone()).run();
                             if let Some(pb) = pb {
                                 pb.finish();
                             }
-                            out
+                            out.map(|(mut c, g)| {
+                                c.wall_s = t0.elapsed().as_secs_f64();
+                                (c, g)
+                            })
                         })
                         .context("cannot start the auction thread")?,
                 ));
@@ -274,7 +278,9 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
                 "random" => baselines::Kind::Random,
                 _ => baselines::Kind::Sparrow,
             };
-            let c = baselines::run(kind, p, wl, pb.clone())?;
+            let t0 = Instant::now();
+            let mut c = baselines::run(kind, p, wl, pb.clone())?;
+            c.wall_s = t0.elapsed().as_secs_f64();
             if let Some(pb) = pb {
                 pb.finish();
             }
@@ -426,7 +432,7 @@ pub fn table(o: &Outcome) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>6} {:>6} {:>6} {:>5}",
+        "{:<9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>6} {:>6} {:>6} {:>5} {:>7}",
         "scheduler",
         "submitted",
         "completed",
@@ -439,12 +445,13 @@ pub fn table(o: &Outcome) -> String {
         "r99/c",
         "bids",
         "rejs",
-        "over"
+        "over",
+        "wall s"
     );
     for (name, r) in &o.report.schedulers {
         let _ = writeln!(
             s,
-            "{:<9} {:>10} {:>10} {:>6.2}ms {:>6.1}ms {:>8.0} {:>7.3} {:>7.4} {:>9.3} {:>6.3} {:>6.2} {:>6.2} {:>5}",
+            "{:<9} {:>10} {:>10} {:>6.2}ms {:>6.1}ms {:>8.0} {:>7.3} {:>7.4} {:>9.3} {:>6.3} {:>6.2} {:>6.2} {:>5} {:>7.1}",
             name,
             r.tasks_submitted,
             r.tasks_completed,
@@ -457,7 +464,8 @@ pub fn table(o: &Outcome) -> String {
             r.response_time_ratio_to_central.p99,
             r.bids_per_task,
             r.rejects_per_task,
-            r.overcommit_violations
+            r.overcommit_violations,
+            r.wall_s
         );
     }
     if let (Some(g), Some(go)) = (&o.report.gossip, &o.gossip) {

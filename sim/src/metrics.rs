@@ -134,6 +134,11 @@ pub struct SchedulerReport {
     pub overcommit_violations: u64,
     /// Tasks lost with a crashed node whose framework was never told.
     pub tasks_lost_unreported: u64,
+    /// Tasks lost with a crashed node and reported to their framework.
+    pub tasks_lost_reported: u64,
+    /// Wall-clock seconds this scheduler's run took (with `all`, the auction
+    /// runs on its own thread beside the baselines).
+    pub wall_s: f64,
 }
 
 /// Gossip results (auction runs only).
@@ -209,6 +214,8 @@ pub struct Collector {
     pub events: u64,
     /// The run's trace hash.
     pub trace_hash: u64,
+    /// Wall-clock seconds the run took (set by its caller).
+    pub wall_s: f64,
 }
 
 impl Collector {
@@ -305,6 +312,8 @@ impl Collector {
             rejects_per_task: per_task(self.rejects),
             overcommit_violations: self.overcommit,
             tasks_lost_unreported: self.lost_unreported,
+            tasks_lost_reported: self.lost_reported,
+            wall_s: self.wall_s,
         }
     }
 }

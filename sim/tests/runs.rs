@@ -129,6 +129,7 @@ fn every_scheduler_on_every_workload_finishes_cleanly() {
                 "{wl}/{name}"
             );
             assert!(r.bids_per_task > 0.0, "{wl}/{name}");
+            assert!(r.wall_s > 0.0, "{wl}/{name}: each run is timed");
         }
         let c = &o.report.schedulers["central"];
         assert!(
@@ -149,6 +150,8 @@ fn every_scheduler_on_every_workload_finishes_cleanly() {
             "trace_hash",
             "failure_detection_s",
             "response_time_ratio_to_central",
+            "tasks_lost_reported",
+            "wall_s",
         ] {
             assert!(json.contains(field), "{field} in report.json");
         }
