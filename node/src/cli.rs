@@ -146,6 +146,14 @@ pub struct AgentArgs {
     #[arg(long)]
     pub http_token_file: Option<PathBuf>,
 
+    /// Host names the HTTP API answers to besides IP addresses and
+    /// localhost, comma separated or repeated (e.g. node1.example.com).
+    /// A request whose Host header names any other host gets 403, so a web
+    /// page cannot read the API by pointing its own domain at this node
+    /// (DNS rebinding).
+    #[arg(long, value_delimiter = ',')]
+    pub http_allow_host: Option<Vec<String>>,
+
     /// Do not use cgroups even where the host allows them.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub no_cgroups: Option<bool>,

@@ -96,6 +96,7 @@ pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentA
         no_cgroups: flags.no_cgroups.or(file.no_cgroups),
         http: flags.http.or(file.http),
         http_token_file: flags.http_token_file.or(file.http_token_file),
+        http_allow_host: flags.http_allow_host.or(file.http_allow_host),
         log_format: flags.log_format.or(file.log_format),
         log_level: flags.log_level.or(file.log_level),
     })
@@ -209,10 +210,14 @@ impl AgentConfig {
                 Some(crate::http::HttpConfig::from_flags(
                     Some(listen),
                     args.http_token_file.as_deref(),
+                    args.http_allow_host.as_deref().unwrap_or_default(),
                 )?)
             }
             None if args.http_token_file.is_some() => {
                 bail!("--http-token-file needs --http HOST:PORT (the HTTP API is off without it)")
+            }
+            None if args.http_allow_host.is_some() => {
+                bail!("--http-allow-host needs --http HOST:PORT (the HTTP API is off without it)")
             }
             None => None,
         };
@@ -352,7 +357,7 @@ mod tests {
         let merged = merge_file(
             "http",
             &format!(
-                "cluster-key-file = \"k\"\nhttp = \"0.0.0.0:7482\"\nhttp-token-file = \"{}\"\n",
+                "cluster-key-file = \"k\"\nhttp = \"0.0.0.0:7482\"\nhttp-token-file = \"{}\"\nhttp-allow-host = [\"Node1.Example.com\"]\n",
                 token.display()
             ),
         )
@@ -360,6 +365,7 @@ mod tests {
         let http = AgentConfig::resolve(merged).unwrap().http.unwrap();
         assert_eq!(http.listen, "0.0.0.0:7482".parse().unwrap());
         assert_eq!(http.token.as_deref(), Some("s3cret"));
+        assert_eq!(http.allowed_hosts, ["node1.example.com"]);
         let err = AgentConfig::resolve(AgentArgs {
             http_token_file: Some(token),
             ..base()

@@ -617,3 +617,29 @@ async fn dashboard_is_served_with_its_assets_and_nothing_external() {
     assert_eq!(s.get("/assets/nope.js").await.status, 404);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_foreign_host_header_is_refused_everywhere_and_allowed_names_pass() {
+    let (snap, tasks) = cluster_snapshot();
+    let cfg = HttpConfig {
+        allowed_hosts: vec!["node1.example.com".into()],
+        ..HttpConfig::default()
+    };
+    let s = TestServer::start(cfg, snap, Agent::Fake(FakeAgent::new(tasks))).await;
+    // A page on evil.example whose name now points at this node (DNS
+    // rebinding) sends its own name as Host: nothing is served to it.
+    for path in ["/", "/api/v1/cluster", "/metrics", "/api/v1/tasks"] {
+        let r = s
+            .send("GET", path, &[("host", "evil.example:7480")], None)
+            .await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert!(r.error().contains("--http-allow-host"), "{}", r.text());
+    }
+    for host in ["node1.example.com:7480", "localhost:7480", "127.0.0.1:7480"] {
+        let r = s
+            .send("GET", "/api/v1/cluster", &[("host", host)], None)
+            .await;
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+    }
+    s.stop().await;
+}

@@ -190,7 +190,37 @@ pub fn routes(state: AppState) -> axum::Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
         .with_state(state)
+}
+
+/// Refuses requests whose Host header names a host this node does not
+/// answer to (see [`super::host_allowed`]). A request without a Host header
+/// (HTTP/1.0) cannot come from a browser page, so it passes.
+async fn check_host(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(host) = req.headers().get(axum::http::header::HOST) {
+        let text = String::from_utf8_lossy(host.as_bytes());
+        if !super::host_allowed(&text, &st.inner.config.allowed_hosts) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this node does not answer to the host {text:?}: it serves IP addresses, \
+                     localhost and the names given with --http-allow-host (a guard against \
+                     DNS rebinding); restart the agent with --http-allow-host NAME to allow \
+                     a name"
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

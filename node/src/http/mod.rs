@@ -255,6 +255,9 @@ pub struct HttpConfig {
     /// How long a cluster-wide task list is reused (the dashboard polls
     /// every second; concurrent requests share one `ListTasks`).
     pub task_list_ttl: Duration,
+    /// Host names accepted in the Host header besides IP addresses and
+    /// `localhost` (`--http-allow-host`), lower case. See [`host_allowed`].
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -265,19 +268,22 @@ impl Default for HttpConfig {
             command_timeout: Duration::from_secs(5),
             max_body_bytes: 1024 * 1024,
             task_list_ttl: Duration::from_millis(900),
+            allowed_hosts: Vec::new(),
         }
     }
 }
 
 impl HttpConfig {
     /// The configuration from the agent's flags: `--http HOST:PORT` (the
-    /// default when `None`) and `--http-token-file FILE`.
+    /// default when `None`), `--http-token-file FILE` and
+    /// `--http-allow-host NAME,...`.
     ///
     /// # Errors
     /// The token file cannot be read or holds no usable token.
     pub fn from_flags(
         listen: Option<SocketAddr>,
         token_file: Option<&Path>,
+        allow_hosts: &[String],
     ) -> anyhow::Result<Self> {
         let mut config = HttpConfig::default();
         if let Some(listen) = listen {
@@ -286,8 +292,46 @@ impl HttpConfig {
         if let Some(path) = token_file {
             config.token = Some(load_token(path)?);
         }
+        for name in allow_hosts {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            {
+                anyhow::bail!(
+                    "--http-allow-host {name:?} is not a host name; use letters, digits, dots \
+                     and dashes without a port, e.g. node1.example.com"
+                );
+            }
+            config.allowed_hosts.push(name);
+        }
         Ok(config)
     }
+}
+
+/// Whether a request's Host header may be served: an IP address (v4, or v6
+/// in brackets), `localhost`, or one of `allowed` (lower case), with or
+/// without a port.
+///
+/// This is the defence against DNS rebinding: a page on `evil.example` that
+/// re-points its own name at 127.0.0.1 still sends `Host: evil.example`, so
+/// it cannot read the dashboard or the API from a browser on this machine.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || allowed.contains(&name)
 }
 
 /// Reads a bearer token from a file (`--http-token-file`): the file's text
@@ -367,7 +411,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good");
         std::fs::write(&good, "  abc123==\n").unwrap();
-        let config = HttpConfig::from_flags(None, Some(&good)).unwrap();
+        let config = HttpConfig::from_flags(None, Some(&good), &[]).unwrap();
         assert_eq!(config.token.as_deref(), Some("abc123=="));
         assert_eq!(
             config.listen,
@@ -383,5 +427,36 @@ mod tests {
         let e = format!("{:#}", load_token(&dir.join("missing")).unwrap_err());
         assert!(e.contains("cannot read the HTTP token file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn host_headers_are_checked_against_ips_localhost_and_the_allowed_names() {
+        let allowed = vec!["node1.example.com".to_string()];
+        for ok in [
+            "127.0.0.1:7480",
+            "10.1.2.3",
+            "[::1]:7480",
+            "localhost:7480",
+            "LOCALHOST",
+            "node1.example.com:7480",
+            "Node1.Example.Com.",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7480",
+            "node1.example.com.evil.example",
+            "localhost.evil.example",
+            "[not-an-ip]:80",
+            "",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+        assert!(!host_allowed("node1.example.com", &[]));
+        let e = HttpConfig::from_flags(None, None, &["bad host:80".into()]).unwrap_err();
+        assert!(e.to_string().contains("is not a host name"), "{e}");
+        let c = HttpConfig::from_flags(None, None, &["Node1.Example.COM.".into()]).unwrap();
+        assert_eq!(c.allowed_hosts, ["node1.example.com"]);
     }
 }
