@@ -267,6 +267,42 @@ fn a_scheduled_crash_is_detected_and_its_lost_tasks_reported() {
 }
 
 #[test]
+fn lost_messages_a_tiny_answer_cache_and_a_partition_break_no_invariant() {
+    // With 5% of messages lost, bidders re-send bids, and with one answer
+    // remembered per node most re-sends find their answer evicted and are
+    // decided again. The checker runs after every event, so any overcommit
+    // or bid answered two ways would end the run with an error.
+    let a = args(&[
+        "--scheduler",
+        "auction",
+        "--nodes",
+        "40",
+        "--cell-size",
+        "20",
+        "--duration",
+        "15",
+        "--load",
+        "0.7",
+        "--loss",
+        "0.05",
+        "--answer-cache",
+        "1",
+        "--partition",
+        "4:8:0.5",
+    ]);
+    let o = simulate(&a, &params(&a).unwrap()).unwrap();
+    let r = &o.report.schedulers["auction"];
+    assert_eq!(r.overcommit_violations, 0);
+    assert_eq!(r.tasks_lost_unreported, 0);
+    // Two candidates per task: anything above 2 bids per task is re-sends.
+    assert!(r.bids_per_task > 2.0, "loss makes bidders re-send: {r:?}");
+    assert!(
+        r.tasks_completed > r.tasks_submitted / 2,
+        "work still gets done: {r:?}"
+    );
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_reason() {
     let a = args(&["--workload", "nope"]);
     let p = params(&a).unwrap();
