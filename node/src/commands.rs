@@ -459,6 +459,20 @@ pub async fn kill(socket: &Path, args: KillArgs) -> anyhow::Result<i32> {
         TaskId::new(&args.task).with_context(|| format!("{:?} is not a task id", args.task))?;
     let mut client = Client::connect(socket).await?;
     register_cli(&mut client).await?;
+    // Look first: for a task homed on another node, the node passes the kill
+    // to every live node without learning whether any of them has the task.
+    let rows = list_tasks(&mut client).await?;
+    match rows.iter().find(|r| r.task_id == task) {
+        Some(row) if row.state.is_terminal() => {
+            bail!("task {task} has already ended ({})", row.state)
+        }
+        // A full listing may have been cut at MAX_ROWS: then try anyway.
+        None if rows.len() < crate::agent::queries::MAX_ROWS => bail!(
+            "no live node knows task {task}; `agora ps` lists the tasks (a task whose home \
+             node is down cannot be reached)"
+        ),
+        _ => {}
+    }
     client
         .send(&ClientMessage::Kill(agora_protocol::wire::Kill {
             task_id: task.clone(),
