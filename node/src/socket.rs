@@ -56,6 +56,23 @@ pub const CLIENT_QUEUE: usize = 4096;
 /// Most connections served at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// Largest log chunk sent to a JSON client. JSON writes each byte as up to
+/// four characters (`255,`), so the node's 256 KiB cap could make a frame
+/// over the 1 MiB limit; 192 KiB stays under it whatever the bytes are.
+pub const JSON_MAX_LOG_CHUNK: u32 = 192 * 1024;
+
+/// Caps what a request may ask for so that its answer fits one frame in the
+/// connection's codec.
+fn fit_to_codec(codec: Codec, msg: ClientMessage) -> ClientMessage {
+    match (codec, msg) {
+        (Codec::Json, ClientMessage::ReadLog(mut r)) => {
+            r.max_bytes = r.max_bytes.min(JSON_MAX_LOG_CHUNK);
+            ClientMessage::ReadLog(r)
+        }
+        (_, msg) => msg,
+    }
+}
+
 /// The framing every socket connection uses.
 pub fn frame_codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -229,6 +246,7 @@ async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::
                 None => break,
                 Some(Ok(payload)) => match codec.decode::<ClientMessage>(&payload) {
                     Ok(msg) => {
+                        let msg = fit_to_codec(codec, msg);
                         if core.send(ClientCmd::Message { conn, msg }).await.is_err() {
                             break;
                         }

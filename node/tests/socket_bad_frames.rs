@@ -90,3 +90,51 @@ fn bad_frames_close_only_their_connection() {
         cluster.nodes[0].nodes()
     });
 }
+
+#[test]
+fn json_clients_get_log_chunks_that_fit_a_frame() {
+    let cluster = Cluster::start(1);
+    let node = &cluster.nodes[0];
+    // 300,000 bytes of 'x' (120): four characters per byte in JSON, so the
+    // node's 256 KiB cap alone would make a frame of over 1 MiB.
+    let out = node.cli(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "head -c 300000 /dev/zero | tr '\\000' x",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_for("the task to finish", Duration::from_secs(30), || {
+        node.ps()?
+            .iter()
+            .any(|r| r["id"] == id.as_str() && r["state"] == "finished")
+            .then_some(())
+    });
+    let mut c = json_client(&node.socket());
+    let mut data = Vec::new();
+    let mut offset = 0u64;
+    for request_id in 1..=4u64 {
+        let ask = serde_json::json!({"read_log": {
+            "request_id": request_id, "task_id": id, "stream": "stdout",
+            "offset": offset, "max_bytes": 262_144}});
+        c.write_all(&frame(ask.to_string().as_bytes())).unwrap();
+        let answer = read_frame(&mut c).expect("an answer that fits a frame");
+        let log = &answer["log"];
+        assert!(log.is_object(), "{}", error_code(&answer));
+        let chunk: Vec<u8> = serde_json::from_value(log["data"].clone()).unwrap();
+        assert!(chunk.len() <= 192 * 1024, "{} bytes", chunk.len());
+        data.extend_from_slice(&chunk);
+        offset = log["next_offset"].as_u64().unwrap();
+        if log["eof"] == true {
+            break;
+        }
+    }
+    assert_eq!(data.len(), 300_000);
+    assert!(data.iter().all(|&b| b == b'x'));
+}
