@@ -4,9 +4,11 @@
 //! is wired into the agent and covered by the cluster tests in tests/.
 
 mod http_support;
+mod prom;
 
 use agora_node::http::HttpConfig;
 use http_support::{Agent, FakeAgent, NODES, TestServer, cluster_snapshot};
+use prom::metric;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -522,22 +524,7 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
         .map(|l| Ok(l.to_string()))
         .collect::<Vec<_>>();
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
-    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        let s = scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
-        match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(ref h) => {
-                h.iter().map(|b| b.count).fold(0.0, f64::max)
-            }
-            _ => panic!("unexpected {name}"),
-        }
-    };
+    let value = |name: &str, labels: &[(&str, &str)]| metric(&scrape, name, labels);
     assert_eq!(value("agora_nodes", &[("state", "alive")]), 4.0);
     assert_eq!(value("agora_nodes", &[("state", "dead")]), 1.0);
     assert_eq!(

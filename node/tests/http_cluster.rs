@@ -6,9 +6,11 @@
 //! and `/metrics` parsed as Prometheus text.
 
 mod common;
+mod prom;
 
 use common::http::{Resp, get, request};
 use common::{Cluster, wait_for};
+use prom::metric;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -50,20 +52,6 @@ fn ids(list: &Value) -> Vec<String> {
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let s = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
-    match s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => v,
-        _ => panic!("unexpected kind for {name}"),
-    }
 }
 
 #[test]
