@@ -159,6 +159,9 @@ pub struct Stats {
     pub contended_windows: u64,
     /// Bids withdrawn by their bidder while held.
     pub withdrawn: u64,
+    /// Leases given back because their bidder withdrew the bid after it
+    /// was awarded (the bidder took another node's award).
+    pub leases_withdrawn: u64,
 }
 
 type BidKey = (NodeId, TaskId, BidId);
@@ -174,6 +177,7 @@ struct PendingBid {
 #[derive(Debug)]
 struct Lease {
     from: NodeId,
+    bid_id: BidId,
     task_id: TaskId,
     framework: FrameworkId,
     weight: u32,
@@ -469,7 +473,7 @@ impl Auctioneer {
                 Ok(())
             }
             PeerMessage::Withdraw(w) => {
-                self.on_withdraw(from, w);
+                self.on_withdraw(now, from, w);
                 Ok(())
             }
             PeerMessage::StatusAck(ack) => {
@@ -691,7 +695,10 @@ impl Auctioneer {
     }
 
     fn remember(&mut self, from: NodeId, bid: &Bid, answer: PeerMessage) {
-        let key = (from, bid.task_id.clone(), bid.bid_id);
+        self.remember_key((from, bid.task_id.clone(), bid.bid_id), answer);
+    }
+
+    fn remember_key(&mut self, key: BidKey, answer: PeerMessage) {
         if self.answered.insert(key.clone(), answer).is_none() {
             self.answered_order.push_back(key);
         }
@@ -799,6 +806,7 @@ impl Auctioneer {
             lease_id,
             Lease {
                 from: p.from,
+                bid_id: p.bid.bid_id,
                 task_id: p.bid.task_id,
                 framework: p.bid.framework,
                 weight: p.bid.weight.max(1),
@@ -874,7 +882,16 @@ impl Auctioneer {
         self.book.sort_by_key(|p| p.arrival);
     }
 
-    fn on_withdraw(&mut self, from: NodeId, w: Withdraw) {
+    /// A withdrawal cancels the bid whatever state it is in, so the bidder
+    /// never has to release an award it no longer wants:
+    /// - held in the book: answered with a `Withdrawn` reject;
+    /// - awarded and not yet confirmed: the lease is given back at once (the
+    ///   award already answered the bid);
+    /// - not seen yet (the withdrawal overtook its bid): remembered as a
+    ///   `Withdrawn` reject in the answer cache, which is what the bid gets
+    ///   when it arrives;
+    /// - rejected, or confirmed: nothing to do.
+    fn on_withdraw(&mut self, now: Instant, from: NodeId, w: Withdraw) {
         if let Some(i) = self
             .book
             .iter()
@@ -883,9 +900,38 @@ impl Auctioneer {
             let p = self.book.remove(i);
             self.stats.withdrawn += 1;
             self.reject(p.from, &p.bid, RejectReason::Withdrawn);
+            return;
         }
-        // A bid already decided keeps its answer: the bidder releases an
-        // award it no longer needs.
+        let key = (from, w.task_id, w.bid_id);
+        let lease_id = self
+            .leases
+            .iter()
+            .find(|(_, l)| l.from == key.0 && l.bid_id == key.2 && l.task_id == key.1)
+            .map(|(id, _)| *id);
+        if let Some(lease) = lease_id.and_then(|id| self.leases.remove(&id).map(|l| (id, l))) {
+            let (lease_id, lease) = lease;
+            self.expiries.remove(&(lease.expires, lease_id));
+            self.stats.leases_withdrawn += 1;
+            // The award stays the bid's one answer: a duplicate of the bid
+            // gets it again, and the bidder, which no longer knows the bid,
+            // releases it (a no-op here).
+            self.give_back(now, &lease.spec.resources, lease.ports);
+            return;
+        }
+        if !self.answered.contains_key(&key) {
+            let answer = self.withdrawn_answer(&key);
+            self.remember_key(key, answer);
+        }
+    }
+
+    fn withdrawn_answer(&self, key: &BidKey) -> PeerMessage {
+        PeerMessage::Reject(Reject {
+            bid_id: key.2,
+            task_id: key.1.clone(),
+            reason: RejectReason::Withdrawn,
+            free: self.free(),
+            free_version: self.version,
+        })
     }
 
     fn on_confirm(&mut self, now: Instant, from: NodeId, c: Confirm) {

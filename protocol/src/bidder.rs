@@ -14,7 +14,9 @@
 //!    every bid is answered by an award or a reject, or times out after
 //!    `bid_timeout`;
 //! 3. confirms the first award (re-sending the confirm until the node answers),
-//!    withdraws the task's other bids and releases any other award;
+//!    withdraws the task's other bids (a node gives back an award it made
+//!    for a withdrawn bid by itself) and releases any other award, such as
+//!    one for a bid that had already timed out;
 //! 4. when every bid of an attempt lost, retries after an exponential backoff
 //!    with jitter, until the task's placement timeout, then gives up with a
 //!    reason a person can act on ("no node has 64 GiB mem free; largest free
@@ -166,7 +168,9 @@ pub struct Stats {
     pub bids_timed_out: u64,
     /// Answers that came after their bid had ended (ignored or released).
     pub late_answers: u64,
-    /// Awards released because the task was already placed or ended.
+    /// Awards released because the task was already placed or ended (an
+    /// award for a bid that was withdrawn is given back by its node and is
+    /// not counted here).
     pub releases: u64,
     /// Tasks placed.
     pub placed: u64,
@@ -212,6 +216,9 @@ struct Task {
 struct OutBid {
     task_id: TaskId,
     node: NodeId,
+    /// A `Withdraw` was sent: the node gives back an award it made for this
+    /// bid by itself, so no `Release` is needed.
+    withdrawn: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -513,19 +520,23 @@ impl<R: Rng> Bidder<R> {
         match msg {
             PeerMessage::Award(a) => {
                 let task_id = a.task_id.clone();
-                let won = match self.bids.get(&a.bid_id) {
+                let (won, withdrawn) = match self.bids.get(&a.bid_id) {
                     Some(b) if b.node == from && b.task_id == task_id => {
+                        let withdrawn = b.withdrawn;
                         self.bids.remove(&a.bid_id);
                         self.stats.bids_awarded += 1;
                         self.job_sub(&task_id, &from);
-                        self.take_award(now, &task_id, a.bid_id, &from, a.lease_id)
+                        let won = self.take_award(now, &task_id, a.bid_id, &from, a.lease_id);
+                        (won, withdrawn)
                     }
                     _ => {
                         self.stats.late_answers += 1;
-                        false
+                        (false, false)
                     }
                 };
-                if !won {
+                // The node gives a withdrawn bid's lease back when the
+                // withdrawal arrives; if that was lost, the lease expires.
+                if !won && !withdrawn {
                     self.stats.releases += 1;
                     self.transmits.push_back(Transmit {
                         to: from,
@@ -703,6 +714,7 @@ impl<R: Rng> Bidder<R> {
                 OutBid {
                     task_id: task_id.clone(),
                     node: node.clone(),
+                    withdrawn: false,
                 },
             );
             self.job_add(task_id, &node);
@@ -807,7 +819,8 @@ impl<R: Rng> Bidder<R> {
     /// Asks the nodes holding these bids to drop them.
     fn withdraw(&mut self, bids: &[BidId]) {
         for bid in bids {
-            if let Some(b) = self.bids.get(bid) {
+            if let Some(b) = self.bids.get_mut(bid) {
+                b.withdrawn = true;
                 self.transmits.push_back(Transmit {
                     to: b.node.clone(),
                     msg: PeerMessage::Withdraw(Withdraw {

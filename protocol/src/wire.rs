@@ -276,8 +276,10 @@ pub enum PeerMessage {
     ListTasks(ListTasks),
     /// Answer to `ListTasks`.
     TaskList(TaskList),
-    /// Bidder → auctioneer: drop a held bid (answered with a `Withdrawn`
-    /// reject, or with the bid's earlier answer if it was already decided).
+    /// Bidder → auctioneer: cancel a bid. A held bid is answered with a
+    /// `Withdrawn` reject; an awarded, unconfirmed one has its lease given
+    /// back (the award was its answer); one not yet arrived is answered
+    /// `Withdrawn` when it does.
     Withdraw(Withdraw),
 }
 

@@ -292,6 +292,93 @@ fn withdrawn_bids_are_answered_once() {
 }
 
 #[test]
+fn withdrawing_an_awarded_bid_gives_its_lease_back() {
+    let mut a = auctioneer(1000);
+    a.handle_message(ms(0), n("h"), PeerMessage::Bid(bid(1, "x", 1000, 0, 0, 0)))
+        .unwrap();
+    let lease = match drain(&mut a).pop().map(|t| t.msg) {
+        Some(PeerMessage::Award(x)) => x.lease_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(a.free().cpu_millis, 0);
+    let task = TaskId::for_framework(&fw("x"), 1);
+    // a withdrawal naming another bidder or another bid changes nothing
+    for (from, id) in [("other", 1), ("h", 2)] {
+        a.handle_message(
+            ms(1),
+            n(from),
+            PeerMessage::Withdraw(Withdraw {
+                bid_id: BidId(id),
+                task_id: task.clone(),
+            }),
+        )
+        .unwrap();
+        assert_eq!(a.free().cpu_millis, 0, "withdraw from {from} of bid {id}");
+    }
+    a.handle_message(
+        ms(2),
+        n("h"),
+        PeerMessage::Withdraw(Withdraw {
+            bid_id: BidId(1),
+            task_id: task.clone(),
+        }),
+    )
+    .unwrap();
+    // the award was the bid's answer: nothing more is sent
+    assert!(drain(&mut a).is_empty());
+    assert_eq!(a.free().cpu_millis, 1000);
+    assert_eq!((a.lease_count(), a.stats().leases_withdrawn), (0, 1));
+    // the lease cannot be confirmed any more, and the room goes to the next bid
+    a.handle_message(
+        ms(3),
+        n("h"),
+        PeerMessage::Confirm(Confirm {
+            lease_id: lease,
+            task_id: task.clone(),
+        }),
+    )
+    .unwrap();
+    assert!(matches!(
+        &drain(&mut a)[..],
+        [Transmit {
+            msg: PeerMessage::ConfirmRefused(_),
+            ..
+        }]
+    ));
+    a.handle_message(ms(4), n("h"), PeerMessage::Bid(bid(3, "x", 1000, 0, 0, 0)))
+        .unwrap();
+    assert_eq!(answers(&mut a), vec![(3, "award")]);
+}
+
+#[test]
+fn a_withdrawal_that_overtakes_its_bid_answers_the_bid_when_it_comes() {
+    let mut a = auctioneer(1000);
+    a.handle_message(
+        ms(0),
+        n("h"),
+        PeerMessage::Withdraw(Withdraw {
+            bid_id: BidId(5),
+            task_id: TaskId::for_framework(&fw("x"), 5),
+        }),
+    )
+    .unwrap();
+    assert!(drain(&mut a).is_empty());
+    a.handle_message(ms(1), n("h"), PeerMessage::Bid(bid(5, "x", 500, 0, 0, 0)))
+        .unwrap();
+    assert!(matches!(
+        &drain(&mut a)[..],
+        [Transmit {
+            msg: PeerMessage::Reject(Reject {
+                reason: RejectReason::Withdrawn,
+                ..
+            }),
+            ..
+        }]
+    ));
+    assert_eq!((a.free().cpu_millis, a.lease_count()), (1000, 0));
+}
+
+#[test]
 fn leases_expire_and_late_confirms_are_refused() {
     let mut a = auctioneer(1000);
     a.handle_message(ms(0), n("h"), PeerMessage::Bid(bid(1, "x", 1000, 0, 0, 0)))
@@ -543,12 +630,11 @@ fn bidder_confirms_the_first_award_and_withdraws_or_releases_the_rest() {
     assert!(
         matches!(&out[1], Transmit { msg: PeerMessage::Confirm(c), to } if c.lease_id == LeaseId(10) && *to == bids[0].0)
     );
-    // the second node had already awarded: that lease is released
+    // the second node had already awarded: the withdrawal gives that lease
+    // back at the node, so the bidder sends nothing more
     b.handle_message(ms(6), bids[1].0.clone(), award(1, 20), &mut v)
         .unwrap();
-    assert!(
-        matches!(&sent(&mut b)[..], [Transmit { msg: PeerMessage::Release(r), .. }] if r.lease_id == LeaseId(20))
-    );
+    assert!(sent(&mut b).is_empty());
     b.handle_message(
         ms(7),
         bids[0].0.clone(),
@@ -565,7 +651,35 @@ fn bidder_confirms_the_first_award_and_withdraws_or_releases_the_rest() {
     );
     assert!(matches!(&ev[1], BEvent::Status { status, .. } if status.state == TaskState::Starting));
     let s = b.stats();
-    assert_eq!((s.bids_sent, s.bids_awarded, s.releases), (2, 2, 1));
+    assert_eq!((s.bids_sent, s.bids_awarded, s.releases), (2, 2, 0));
+}
+
+#[test]
+fn bidder_releases_an_award_for_a_bid_that_timed_out() {
+    let mut v = view(&[("a", 8192, 8192, 1)]);
+    let (mut b, task, first) = bid_once(&mut v, spec(1000, 1024));
+    // no answer within bid_timeout (2 s): the bid ends; it was never withdrawn
+    b.handle_timeout(ms(2001), &mut v);
+    let _ = sent(&mut b);
+    b.handle_message(
+        ms(2100),
+        n("a"),
+        PeerMessage::Award(Award {
+            bid_id: first.bid_id,
+            task_id: task.clone(),
+            lease_id: LeaseId(7),
+            lease_ms: 3000,
+            ports: vec![],
+        }),
+        &mut v,
+    )
+    .unwrap();
+    let out = sent(&mut b);
+    assert!(
+        out.iter().any(|t| matches!(&t.msg, PeerMessage::Release(r) if r.lease_id == LeaseId(7) && r.task_id == task)),
+        "{out:?}"
+    );
+    assert_eq!(b.stats().releases, 1);
 }
 
 #[test]
