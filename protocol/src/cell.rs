@@ -7,8 +7,8 @@
 //! nodes could take a task of each size class. Gateways are chosen without an
 //! election by rendezvous hashing ([`gateways`]): every member that sees the
 //! same live set picks the same gateways, and a gateway's death moves only its
-//! own role. A bidder whose own cell cannot fit a task picks another cell with
-//! [`choose_cell`].
+//! own role. A bidder whose own cell cannot fit a task, or is saturated
+//! ([`should_cross`]), bids in a freer cell picked with [`best_other_cell`].
 //!
 //! Everything here is pure: no clock, no RNG, deterministic iteration.
 
@@ -106,6 +106,26 @@ impl CellAggregate {
         self.nodes_fitting(r) > 0
     }
 
+    /// The smallest free fraction among the CPU and memory of the cell,
+    /// counting only the dimensions `r` asks for (CPU alone when it asks for
+    /// neither); 0 when the cell has no live capacity.
+    pub fn free_fraction(&self, r: &Resources) -> f64 {
+        let frac = |free: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                free as f64 / total as f64
+            }
+        };
+        let cpu = frac(self.free.cpu_millis, self.total.cpu_millis);
+        let mem = frac(self.free.mem_mib, self.total.mem_mib);
+        match (r.cpu_millis > 0, r.mem_mib > 0) {
+            (_, false) => cpu,
+            (false, true) => mem,
+            (true, true) => cpu.min(mem),
+        }
+    }
+
     /// Fraction of the cell's CPU that is free (0 when empty).
     pub fn free_cpu_fraction(&self) -> f64 {
         if self.total.cpu_millis == 0 {
@@ -161,9 +181,7 @@ pub fn gateways<'a>(
 
 /// Where a task of `r` should be bid for: the home cell if its aggregate says
 /// some member can take it; otherwise the other cell with the most members
-/// that can, ties broken by the rendezvous score of `task_key` (so that
-/// bidders in the same situation spread over equal cells instead of all
-/// crowding one). `None` when no cell can take it.
+/// that can (see [`best_other_cell`]). `None` when no cell can take it.
 pub fn choose_cell(
     home: CellId,
     r: &Resources,
@@ -173,9 +191,23 @@ pub fn choose_cell(
     if aggregates.get(&home).is_some_and(|a| a.can_fit(r)) {
         return Some(home);
     }
+    best_other_cell(home, r, aggregates, task_key, -1.0)
+}
+
+/// The cell other than `home` with the most members that can take `r`, among
+/// those whose free fraction for `r` is above `freer_than`; ties are broken
+/// by the rendezvous score of `task_key`, so that bidders in the same
+/// situation spread over equal cells instead of all crowding one.
+pub fn best_other_cell(
+    home: CellId,
+    r: &Resources,
+    aggregates: &BTreeMap<CellId, CellAggregate>,
+    task_key: &str,
+    freer_than: f64,
+) -> Option<CellId> {
     aggregates
         .iter()
-        .filter(|(c, a)| **c != home && a.can_fit(r))
+        .filter(|(c, a)| **c != home && a.can_fit(r) && a.free_fraction(r) > freer_than)
         .max_by(|(ca, a), (cb, b)| {
             a.nodes_fitting(r).cmp(&b.nodes_fitting(r)).then_with(|| {
                 let ha = stable_hash(&[task_key.as_bytes(), &ca.0.to_le_bytes()]);
@@ -186,10 +218,26 @@ pub fn choose_cell(
         .map(|(c, _)| *c)
 }
 
-/// Whether a bidder should look beyond its home cell: the home aggregate
-/// cannot fit `r`, or fewer than `min_fitting` of its members can.
-pub fn should_cross(home: &CellAggregate, r: &Resources, min_fitting: u32) -> bool {
-    home.nodes_fitting(r) < min_fitting.max(1)
+/// Below this free fraction a cell is treated as full for spilling: at load
+/// 0.8 a balanced cell keeps about a fifth free, while a cell whose own
+/// frameworks ask for more than it has keeps only the moments between a
+/// task ending and the next award.
+pub const SPILL_FREE_FRACTION: f64 = 0.05;
+
+/// Whether a bidder should look beyond its home cell: fewer than
+/// `min_fitting` of its members can take `r`, or less than
+/// `min_free_fraction` of the cell is free for `r` (the cell is saturated:
+/// its frameworks ask for more than it has, even if a few nodes have a
+/// moment's room). Pair it with [`best_other_cell`] with `freer_than` set to
+/// the home cell's free fraction, so a bidder only spills to a cell with more
+/// room than its own.
+pub fn should_cross(
+    home: &CellAggregate,
+    r: &Resources,
+    min_fitting: u32,
+    min_free_fraction: f64,
+) -> bool {
+    home.nodes_fitting(r) < min_fitting.max(1) || home.free_fraction(r) < min_free_fraction
 }
 
 #[cfg(test)]
@@ -274,8 +322,8 @@ mod tests {
         let r = Resources::cpu_mem(1000, 1024);
         assert_eq!(choose_cell(CellId(0), &r, &aggs, "t1"), Some(CellId(2)));
         assert_eq!(choose_cell(CellId(1), &r, &aggs, "t1"), Some(CellId(1)));
-        assert!(should_cross(&full, &r, 1));
-        assert!(!should_cross(&some, &r, 1));
+        assert!(should_cross(&full, &r, 1, 0.0));
+        assert!(!should_cross(&some, &r, 1, 0.0));
         let huge = Resources::cpu_mem(64_000, 1024);
         assert_eq!(choose_cell(CellId(0), &huge, &aggs, "t1"), None);
         // Ties are broken by the task key, deterministically.
@@ -291,5 +339,44 @@ mod tests {
             choose_cell(CellId(0), &r, &tie, "x"),
             choose_cell(CellId(0), &r, &tie, "x")
         );
+    }
+
+    #[test]
+    fn a_saturated_cell_spills_to_a_freer_one() {
+        // 10 nodes of 16 cores / 64 GiB; 8 are full, 2 have 2 cores free:
+        // two nodes can still take a 1-core task, but the cell is 97.5% busy.
+        let busy: Vec<NodeInfo> = (0..10)
+            .map(|i| {
+                if i < 8 {
+                    node(i, 0, 0, true)
+                } else {
+                    node(i, 2, 8, true)
+                }
+            })
+            .collect();
+        let home = CellAggregate::from_nodes(&busy);
+        let r = Resources::cpu_mem(1000, 1024);
+        assert!((home.free_fraction(&r) - 4.0 / 160.0).abs() < 1e-9);
+        assert!(!should_cross(&home, &r, 1, 0.0), "room for the task");
+        assert!(
+            should_cross(&home, &r, 1, SPILL_FREE_FRACTION),
+            "but saturated"
+        );
+        let half: Vec<NodeInfo> = (10..20).map(|i| node(i, 8, 32, true)).collect();
+        let mut aggs = BTreeMap::new();
+        aggs.insert(CellId(0), home.clone());
+        aggs.insert(CellId(1), CellAggregate::from_nodes(&half));
+        aggs.insert(CellId(2), CellAggregate::from_nodes(&busy));
+        let f = home.free_fraction(&r);
+        assert_eq!(
+            best_other_cell(CellId(0), &r, &aggs, "t", f),
+            Some(CellId(1))
+        );
+        // a cell no freer than home is never a target
+        aggs.remove(&CellId(1));
+        assert_eq!(best_other_cell(CellId(0), &r, &aggs, "t", f), None);
+        // memory is what a memory-heavy task looks at
+        let mem_only = Resources::cpu_mem(0, 1024);
+        assert!((home.free_fraction(&mem_only) - 16.0 / 640.0).abs() < 1e-9);
     }
 }

@@ -83,9 +83,26 @@ pub struct Args {
     /// Bidder: how long a bid may wait at a full node, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub bid_wait_ms: u64,
+    /// Bidder: a bid with no answer after this long counts as lost, in
+    /// milliseconds (keep it above --bid-wait-ms plus a round trip)
+    /// [default: the node's, 2000].
+    #[arg(long)]
+    pub bid_timeout_ms: Option<u64>,
+    /// Bidder: a confirm with no answer after this long is sent again, in
+    /// milliseconds [default: the node's, 500].
+    #[arg(long)]
+    pub confirm_timeout_ms: Option<u64>,
     /// Auctioneer: contention window in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub window_ms: u64,
+    /// Auctioneer: how long an award stays reserved without a confirm, in
+    /// milliseconds [default: the node's, 3000].
+    #[arg(long)]
+    pub lease_ttl_ms: Option<u64>,
+    /// Auctioneer: first delay before re-sending an unacknowledged status
+    /// update, in milliseconds (doubling up to 10 s) [default: the node's, 500].
+    #[arg(long)]
+    pub status_retry_ms: Option<u64>,
     /// Auctioneer: most bids held at once per node (more are rejected as busy).
     #[arg(long, default_value_t = 4096)]
     pub max_pending_bids: usize,
@@ -143,6 +160,21 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
         .map(|c| CrashAt::parse(c, a.nodes as u32))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    for (flag, v) in [
+        ("--bid-timeout-ms", a.bid_timeout_ms),
+        ("--confirm-timeout-ms", a.confirm_timeout_ms),
+        ("--lease-ttl-ms", a.lease_ttl_ms),
+        ("--status-retry-ms", a.status_retry_ms),
+    ] {
+        if v == Some(0) {
+            bail!("{flag} must be at least 1 (or left out for the node's default)");
+        }
+    }
+    let ms = std::time::Duration::from_millis;
+    let (bd, ad) = (
+        agora_protocol::bidder::Config::default(),
+        agora_protocol::auctioneer::Config::default(),
+    );
     Ok(Params {
         nodes: a.nodes,
         cores: a.cores_per_node,
@@ -165,13 +197,17 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
             scan_limit: a.scan_limit.max(1),
             best_of: a.best_of.max(1),
             bid_wait: std::time::Duration::from_millis(a.bid_wait_ms),
-            ..Default::default()
+            bid_timeout: a.bid_timeout_ms.map_or(bd.bid_timeout, ms),
+            confirm_timeout: a.confirm_timeout_ms.map_or(bd.confirm_timeout, ms),
+            ..bd
         },
         auctioneer: agora_protocol::auctioneer::Config {
             window: std::time::Duration::from_millis(a.window_ms),
             max_pending_bids: a.max_pending_bids.max(1),
             answer_cache: a.answer_cache.max(1),
-            ..Default::default()
+            lease_ttl: a.lease_ttl_ms.map_or(ad.lease_ttl, ms),
+            status_retry: a.status_retry_ms.map_or(ad.status_retry, ms),
+            ..ad
         },
     })
 }

@@ -162,9 +162,11 @@ impl AuctionSim {
         invariants::check_lost(&self.lost_pending, now)
     }
 
-    /// Bidders whose home cell is short of room import the best other cell
-    /// (by the federation aggregates) into their view; they drop it again
-    /// when home has room.
+    /// Bidders whose home cell is short of room (fewer than 8 members fit
+    /// their last task, or under [`cell::SPILL_FREE_FRACTION`] of it is
+    /// free) import the freer other cell with the most room (by the
+    /// federation aggregates) into their view; they drop it again when home
+    /// has room.
     pub(super) fn cross_cells(&mut self, _now: Micros) {
         if self.cells.len() < 2 {
             return;
@@ -178,11 +180,20 @@ impl AuctionSim {
                 let view = &self.bidders[b].view;
                 CellAggregate::from_nodes((lo..hi).filter_map(|i| view.get(&self.nodes[i].id)))
             };
-            let need = cell::should_cross(&home_agg, &req, 8);
+            // Judged from the federation's aggregate of the home cell, as for
+            // every other cell: the bidder's own view subtracts every bid it
+            // sent until gossip catches up, so it looks far fuller than the
+            // cell is.
+            let home_agg = self
+                .aggregates
+                .get(&CellId(home_cell))
+                .cloned()
+                .unwrap_or(home_agg);
+            let home_free = home_agg.free_fraction(&req);
+            let need = cell::should_cross(&home_agg, &req, 8, cell::SPILL_FREE_FRACTION);
             let key = self.fws[self.bidders[b].fw as usize].name.clone();
             let target = if need {
-                cell::choose_cell(CellId(home_cell), &req, &self.aggregates, &key)
-                    .filter(|c| c.0 != home_cell)
+                cell::best_other_cell(CellId(home_cell), &req, &self.aggregates, &key, home_free)
             } else {
                 None
             };
