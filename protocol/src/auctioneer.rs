@@ -64,11 +64,15 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             window: Duration::from_millis(5),
-            lease_ttl: Duration::from_secs(3),
+            // Leases and retries are sized by the simulator under message
+            // loss (docs/SIMULATOR.md, "Timers under message loss"): a lost
+            // award or withdrawal holds its lease for the whole TTL, and at
+            // 5% loss a 3 s TTL tied up enough of the cluster to collapse it.
+            lease_ttl: Duration::from_secs(1),
             max_hold: Duration::from_secs(2),
             max_pending_bids: 4096,
             answer_cache: 8192,
-            status_retry: Duration::from_millis(500),
+            status_retry: Duration::from_millis(200),
             status_retry_max: Duration::from_secs(10),
             status_max_attempts: 2000,
         }

@@ -99,8 +99,9 @@ impl Default for Config {
             scan_limit: 64,
             score: Score::BestFit,
             bid_wait: Duration::from_millis(500),
-            bid_timeout: Duration::from_secs(2),
-            confirm_timeout: Duration::from_millis(500),
+            // bid_wait plus room for the answer; see the auctioneer's lease_ttl.
+            bid_timeout: Duration::from_secs(1),
+            confirm_timeout: Duration::from_millis(200),
             confirm_attempts: 20,
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),

@@ -658,11 +658,12 @@ fn bidder_confirms_the_first_award_and_withdraws_or_releases_the_rest() {
 fn bidder_releases_an_award_for_a_bid_that_timed_out() {
     let mut v = view(&[("a", 8192, 8192, 1)]);
     let (mut b, task, first) = bid_once(&mut v, spec(1000, 1024));
-    // no answer within bid_timeout (2 s): the bid ends; it was never withdrawn
-    b.handle_timeout(ms(2001), &mut v);
+    // no answer within bid_timeout: the bid ends; it was never withdrawn
+    let timeout = bidder::Config::default().bid_timeout.as_millis() as u64;
+    b.handle_timeout(ms(timeout + 1), &mut v);
     let _ = sent(&mut b);
     b.handle_message(
-        ms(2100),
+        ms(timeout + 100),
         n("a"),
         PeerMessage::Award(Award {
             bid_id: first.bid_id,

@@ -67,6 +67,10 @@ pub struct Params {
     pub bidder: bidder::Config,
     /// Auctioneer tunables.
     pub auctioneer: auctioneer::Config,
+    /// A bidder spills into another cell when under this fraction of its
+    /// home cell is free ([`cell::should_cross`]); 0 spills only when home
+    /// cannot fit the task at all.
+    pub spill_below: f64,
 }
 
 impl Params {

@@ -85,31 +85,36 @@ pub struct Args {
     pub bid_wait_ms: u64,
     /// Bidder: a bid with no answer after this long counts as lost, in
     /// milliseconds (keep it above --bid-wait-ms plus a round trip)
-    /// [default: the node's, 2000].
+    /// [default: the node's, 1000].
     #[arg(long)]
     pub bid_timeout_ms: Option<u64>,
     /// Bidder: a confirm with no answer after this long is sent again, in
-    /// milliseconds [default: the node's, 500].
+    /// milliseconds [default: the node's, 200].
     #[arg(long)]
     pub confirm_timeout_ms: Option<u64>,
+    /// Cells: a bidder also bids in a freer cell when less than this fraction
+    /// of its home cell is free (0: only when no home node can take the
+    /// task at all).
+    #[arg(long, default_value_t = agora_protocol::cell::SPILL_FREE_FRACTION)]
+    pub spill_below: f64,
     /// Auctioneer: contention window in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub window_ms: u64,
     /// Auctioneer: how long an award stays reserved without a confirm, in
-    /// milliseconds [default: the node's, 3000].
+    /// milliseconds [default: the node's, 1000].
     #[arg(long)]
     pub lease_ttl_ms: Option<u64>,
     /// Auctioneer: first delay before re-sending an unacknowledged status
-    /// update, in milliseconds (doubling up to 10 s) [default: the node's, 500].
+    /// update, in milliseconds (doubling up to 10 s) [default: the node's, 200].
     #[arg(long)]
     pub status_retry_ms: Option<u64>,
     /// Auctioneer: most bids held at once per node (more are rejected as busy).
     #[arg(long, default_value_t = 4096)]
     pub max_pending_bids: usize,
     /// Auctioneer: answers (and confirmations) remembered per node, to answer
-    /// a re-sent bid the same way. Bidders re-send only after a loss or a
-    /// 2 s timeout, so this needs to cover about 2 s of one node's bids (~90
-    /// at 10,000 nodes and load 0.8). Each entry costs ~460 bytes per node:
+    /// a re-sent (duplicated) bid the same way. It needs to cover a bid
+    /// timeout's worth of one node's bids (about 45 per second at 10,000
+    /// nodes and load 0.8). Each entry costs ~460 bytes per node:
     /// the node's default of 8192 would need 38 GB at 10,000 nodes.
     #[arg(long, default_value_t = 128)]
     pub answer_cache: usize,
@@ -141,6 +146,9 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
     }
     if a.duration <= 0.0 {
         bail!("--duration must be positive");
+    }
+    if !(0.0..=1.0).contains(&a.spill_below) {
+        bail!("--spill-below must be a fraction in [0, 1]");
     }
     if !(0.0..=1.0).contains(&a.loss) {
         bail!("--loss must be a probability in [0, 1]");
@@ -209,6 +217,7 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
             status_retry: a.status_retry_ms.map_or(ad.status_retry, ms),
             ..ad
         },
+        spill_below: a.spill_below,
     })
 }
 

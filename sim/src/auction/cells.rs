@@ -163,8 +163,7 @@ impl AuctionSim {
     }
 
     /// Bidders whose home cell is short of room (fewer than 8 members fit
-    /// their last task, or under [`cell::SPILL_FREE_FRACTION`] of it is
-    /// free) import the freer other cell with the most room (by the
+    /// their last task, or under `--spill-below` of it is free) import the freer other cell with the most room (by the
     /// federation aggregates) into their view; they drop it again when home
     /// has room.
     pub(super) fn cross_cells(&mut self, _now: Micros) {
@@ -190,7 +189,7 @@ impl AuctionSim {
                 .cloned()
                 .unwrap_or(home_agg);
             let home_free = home_agg.free_fraction(&req);
-            let need = cell::should_cross(&home_agg, &req, 8, cell::SPILL_FREE_FRACTION);
+            let need = cell::should_cross(&home_agg, &req, 8, self.p.spill_below);
             let key = self.fws[self.bidders[b].fw as usize].name.clone();
             let target = if need {
                 cell::best_other_cell(CellId(home_cell), &req, &self.aggregates, &key, home_free)
