@@ -18,7 +18,7 @@ use crate::engine::{Micros, Queue, SEC, TraceHash, splitmix};
 use crate::failures::CrashAt;
 use crate::gossip::{self, Group, Learned};
 use crate::invariants::{self, Fault, Violation};
-use crate::metrics::{Collector, dominant_share};
+use crate::metrics::{Collector, FwSample};
 use crate::network::NetConfig;
 use crate::workload::{FrameworkDef, Job, SERVICE_DURATION, Workload};
 use agora_protocol::auctioneer::{self, Auctioneer};
@@ -185,6 +185,7 @@ struct TaskInfo {
     job: u64,
     duration: Micros,
     placed: bool,
+    res: Resources,
 }
 
 struct JobState {
@@ -202,7 +203,8 @@ pub struct AuctionSim {
     fw_index: HashMap<String, u32>,
     fws: Vec<FrameworkDef>,
     fw_used: Vec<Resources>,
-    fw_pending: Vec<u64>,
+    /// Resources of each framework's submitted tasks not yet placed.
+    fw_pending: Vec<Resources>,
     tasks: HashMap<TaskId, TaskInfo>,
     jobs: HashMap<u64, JobState>,
     lost_pending: HashMap<TaskId, Micros>,
@@ -382,7 +384,7 @@ impl AuctionSim {
             fw_index,
             fws,
             fw_used: vec![Resources::ZERO; n_fw],
-            fw_pending: vec![0; n_fw],
+            fw_pending: vec![Resources::ZERO; n_fw],
             tasks: HashMap::new(),
             jobs: HashMap::new(),
             lost_pending: HashMap::new(),
@@ -521,13 +523,15 @@ impl AuctionSim {
             match sb.b.submit(Instant::from_micros(now), spec) {
                 Ok(task_id) => {
                     self.c.submitted += 1;
-                    self.fw_pending[b as usize] += 1;
+                    let fw = self.bidders[b as usize].fw as usize;
+                    self.fw_pending[fw] = self.fw_pending[fw].saturating_add(&res);
                     self.tasks.insert(
                         task_id,
                         TaskInfo {
                             job: if job.service { u64::MAX } else { job.id },
                             duration: t.duration,
                             placed: false,
+                            res,
                         },
                     );
                 }
@@ -711,7 +715,7 @@ impl AuctionSim {
                     {
                         t.placed = true;
                         let fw = self.bidders[b as usize].fw as usize;
-                        self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
+                        self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(&t.res);
                     }
                 }
                 bidder::Event::Status { status, .. } => {
@@ -723,7 +727,7 @@ impl AuctionSim {
                         if let Some(t) = self.tasks.remove(&status.task_id) {
                             if !t.placed {
                                 let fw = self.bidders[b as usize].fw as usize;
-                                self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
+                                self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(&t.res);
                             }
                             if status.state != TaskState::Finished
                                 && let Some(js) = self.jobs.get_mut(&t.job)

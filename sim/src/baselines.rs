@@ -20,7 +20,7 @@
 use crate::auction::Params;
 use crate::engine::{Micros, Queue, SEC, TraceHash};
 use crate::invariants::Violation;
-use crate::metrics::{Collector, dominant_share};
+use crate::metrics::{Collector, FwSample, dominant_share};
 use crate::workload::{Job, SERVICE_DURATION, TaskReq, Workload};
 use agora_protocol::Resources;
 use indicatif::ProgressBar;
@@ -100,7 +100,8 @@ struct Base {
     weights: Vec<u32>,
     homes: Vec<u32>,
     fw_used: Vec<Resources>,
-    fw_pending: Vec<u64>,
+    /// Resources of each framework's submitted tasks not yet placed.
+    fw_pending: Vec<Resources>,
     workload: Workload,
     next_job: Option<Job>,
     total: Resources,
@@ -150,7 +151,7 @@ pub fn run(
             .map(|f| ((f.cell % cells) * p.cell_size) as u32)
             .collect(),
         fw_used: vec![Resources::ZERO; fws.len()],
-        fw_pending: vec![0; fws.len()],
+        fw_pending: vec![Resources::ZERO; fws.len()],
         workload: w,
         next_job,
         total: Resources {
@@ -225,20 +226,14 @@ impl Base {
                 if let Some(pb) = &self.progress {
                     pb.set_position(now / SEC);
                 }
-                let shares: Vec<(f64, bool)> = (0..self.weights.len())
-                    .map(|f| {
-                        let u = self.fw_used[f];
-                        (
-                            dominant_share(
-                                (u.cpu_millis, u.mem_mib),
-                                (self.total.cpu_millis, self.total.mem_mib),
-                                self.weights[f],
-                            ),
-                            self.fw_pending[f] > 0,
-                        )
+                let shares: Vec<FwSample> = (0..self.weights.len())
+                    .map(|f| FwSample {
+                        used: self.fw_used[f],
+                        waiting: self.fw_pending[f],
+                        weight: self.weights[f],
                     })
                     .collect();
-                self.c.sample_fairness(now, &shares);
+                self.c.sample_fairness(now, &self.total, &shares);
                 Ok(())
             }
         }
@@ -255,7 +250,10 @@ impl Base {
         let m = job.tasks.len() as u32;
         let fw = job.framework as u32;
         self.c.submitted += u64::from(m);
-        self.fw_pending[fw as usize] += u64::from(m);
+        let waiting = job.tasks.iter().fold(Resources::ZERO, |a, t| {
+            a.saturating_add(&Resources::cpu_mem(t.cpu_millis, t.mem_mib))
+        });
+        self.fw_pending[fw as usize] = self.fw_pending[fw as usize].saturating_add(&waiting);
         let need = job.tasks.iter().fold(Resources::ZERO, |a, t| Resources {
             cpu_millis: a.cpu_millis.max(t.cpu_millis),
             mem_mib: a.mem_mib.max(t.mem_mib),
@@ -408,7 +406,7 @@ impl Base {
         self.c.placement.record(now - j.arrival);
         self.c.busy_add(now, res.cpu_millis);
         self.fw_used[fw] = self.fw_used[fw].saturating_add(&res);
-        self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(1);
+        self.fw_pending[fw] = self.fw_pending[fw].saturating_sub(&res);
         self.hash.mix(u64::from(node) << 20 | u64::from(idx));
         if t.duration < SERVICE_DURATION {
             self.q

@@ -6,6 +6,7 @@
 //! which matters at 200,000 tasks per simulated second.
 
 use crate::engine::{Micros, SEC};
+use agora_protocol::Resources;
 use serde::Serialize;
 
 const SUB: u32 = 64;
@@ -123,9 +124,15 @@ pub struct SchedulerReport {
     pub throughput_tasks_per_s: f64,
     /// Mean fraction of all CPU held by running tasks.
     pub utilization: f64,
-    /// Mean over 1 s samples of the largest gap in weighted dominant share
-    /// between backlogged frameworks.
+    /// Mean over 1 s samples of the largest amount by which a framework's
+    /// weighted dominant share falls short of its DRF fair share for the
+    /// demand of that moment ([`drf_shortfall`]).
     pub fairness_max_share_gap: f64,
+    /// Mean over 1 s samples of the largest difference in weighted dominant
+    /// share between frameworks that have a task waiting
+    /// ([`backlogged_spread`]); the definition of `fairness_max_share_gap`
+    /// before 2026-11-22.
+    pub fairness_backlogged_spread: f64,
     /// Bids (or probes) sent per submitted task.
     pub bids_per_task: f64,
     /// Rejects per submitted task.
@@ -208,8 +215,10 @@ pub struct Collector {
     busy_millis: u64,
     busy_integral: f64,
     last_change: Micros,
-    /// (time s, gap) samples.
+    /// (time s, DRF shortfall) samples.
     pub fairness: Vec<(f64, f64)>,
+    /// (time s, spread of shares among backlogged frameworks) samples.
+    pub spread: Vec<(f64, f64)>,
     /// Events processed.
     pub events: u64,
     /// The run's trace hash.
@@ -238,18 +247,15 @@ impl Collector {
         }
     }
 
-    /// Records a fairness sample from per-framework (weighted dominant
-    /// share, backlogged) pairs.
-    pub fn sample_fairness(&mut self, now: Micros, shares: &[(f64, bool)]) {
-        let backlogged: Vec<f64> = shares.iter().filter(|s| s.1).map(|s| s.0).collect();
-        let gap = if backlogged.len() < 2 {
-            0.0
-        } else {
-            let max = backlogged.iter().cloned().fold(f64::MIN, f64::max);
-            let min = backlogged.iter().cloned().fold(f64::MAX, f64::min);
-            max - min
-        };
-        self.fairness.push((now as f64 / SEC as f64, gap));
+    /// Records a fairness sample: each framework's allocation, what it is
+    /// still waiting for, and its weight, over the cluster's `total`.
+    ///
+    /// Two figures per sample (see [`drf_shortfall`] and
+    /// [`backlogged_spread`]).
+    pub fn sample_fairness(&mut self, now: Micros, total: &Resources, fws: &[FwSample]) {
+        let t = now as f64 / SEC as f64;
+        self.fairness.push((t, drf_shortfall(total, fws)));
+        self.spread.push((t, backlogged_spread(total, fws)));
     }
 
     /// The report, given the run's length, the cluster's CPU and central's
@@ -278,12 +284,19 @@ impl Collector {
             },
             _ => P50P99::default(),
         };
-        let fair: Vec<f64> = self
-            .fairness
-            .iter()
-            .filter(|(t, _)| *t >= secs * 0.1)
-            .map(|s| s.1)
-            .collect();
+        // Mean over the samples after the first tenth of the run (warm-up).
+        let mean_after_warmup = |v: &[(f64, f64)]| {
+            let kept: Vec<f64> = v
+                .iter()
+                .filter(|(t, _)| *t >= secs * 0.1)
+                .map(|s| s.1)
+                .collect();
+            if kept.is_empty() {
+                0.0
+            } else {
+                kept.iter().sum::<f64>() / kept.len() as f64
+            }
+        };
         SchedulerReport {
             tasks_submitted: self.submitted,
             tasks_completed: self.completed,
@@ -303,11 +316,8 @@ impl Collector {
             } else {
                 0.0
             },
-            fairness_max_share_gap: if fair.is_empty() {
-                0.0
-            } else {
-                fair.iter().sum::<f64>() / fair.len() as f64
-            },
+            fairness_max_share_gap: mean_after_warmup(&self.fairness),
+            fairness_backlogged_spread: mean_after_warmup(&self.spread),
             bids_per_task: per_task(self.bids),
             rejects_per_task: per_task(self.rejects),
             overcommit_violations: self.overcommit,
@@ -319,6 +329,99 @@ impl Collector {
 }
 
 /// Weighted dominant share of a (cpu, mem) usage on a cluster of (cpu, mem).
+/// One framework at a fairness sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FwSample {
+    /// What its running tasks hold.
+    pub used: Resources,
+    /// What its submitted, not yet placed tasks ask for.
+    pub waiting: Resources,
+    /// Its DRF weight.
+    pub weight: u32,
+}
+
+fn share_of(r: &Resources, total: &Resources, weight: u32) -> f64 {
+    dominant_share(
+        (r.cpu_millis, r.mem_mib),
+        (total.cpu_millis, total.mem_mib),
+        weight,
+    )
+}
+
+/// How far the least-served framework is below its DRF fair share.
+///
+/// The fair shares are those of progressive filling (weighted DRF) over the
+/// cluster's CPU and memory for the demand of the moment, `used + waiting`
+/// of each framework: every framework's weighted dominant share rises
+/// together, each along its own demand vector, until its demand is met or
+/// a resource runs out. A framework whose demand is met has its demand as
+/// its fair share. The result is the largest `fair − actual` over the
+/// frameworks (0 when everyone has at least its fair share), in units of
+/// cluster share.
+///
+/// A framework that has a task waiting while there is room for it is short
+/// only by that task; one that the scheduler starves while others grow is
+/// short by the whole difference.
+pub fn drf_shortfall(total: &Resources, fws: &[FwSample]) -> f64 {
+    let demand: Vec<(Resources, f64)> = fws
+        .iter()
+        .map(|f| {
+            let d = f.used.saturating_add(&f.waiting);
+            (d, share_of(&d, total, f.weight))
+        })
+        .collect();
+    let top = demand.iter().map(|d| d.1).fold(0.0, f64::max);
+    if top <= 0.0 {
+        return 0.0;
+    }
+    // Whether every framework can have min(level, its demand's share).
+    let fits = |level: f64| {
+        let (mut cpu, mut mem) = (0.0, 0.0);
+        for (d, s) in &demand {
+            if *s > 0.0 {
+                let k = (level / s).min(1.0);
+                cpu += d.cpu_millis as f64 * k;
+                mem += d.mem_mib as f64 * k;
+            }
+        }
+        cpu <= total.cpu_millis as f64 * (1.0 + 1e-9) && mem <= total.mem_mib as f64 * (1.0 + 1e-9)
+    };
+    let level = if fits(top) {
+        top
+    } else {
+        let (mut lo, mut hi) = (0.0, top);
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if fits(mid) { lo = mid } else { hi = mid }
+        }
+        lo
+    };
+    fws.iter()
+        .zip(&demand)
+        .map(|(f, (_, s))| level.min(*s) - share_of(&f.used, total, f.weight))
+        .fold(0.0, f64::max)
+}
+
+/// The largest difference in weighted dominant share between frameworks
+/// that have a task waiting (0 with fewer than two). This counts a
+/// framework as backlogged for a task that waits only the moment a
+/// placement takes, so frameworks whose demand is met show the differences
+/// of their demands as a gap; [`drf_shortfall`] does not.
+pub fn backlogged_spread(total: &Resources, fws: &[FwSample]) -> f64 {
+    let backlogged: Vec<f64> = fws
+        .iter()
+        .filter(|f| f.waiting != Resources::ZERO)
+        .map(|f| share_of(&f.used, total, f.weight))
+        .collect();
+    if backlogged.len() < 2 {
+        return 0.0;
+    }
+    let max = backlogged.iter().copied().fold(f64::MIN, f64::max);
+    let min = backlogged.iter().copied().fold(f64::MAX, f64::min);
+    max - min
+}
+
+/// Weighted dominant share of `used` in `total` (CPU and memory).
 pub fn dominant_share(used: (u64, u64), total: (u64, u64), weight: u32) -> f64 {
     let c = used.0 as f64 / total.0.max(1) as f64;
     let m = used.1 as f64 / total.1.max(1) as f64;
@@ -328,6 +431,53 @@ pub fn dominant_share(used: (u64, u64), total: (u64, u64), weight: u32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fw(cpu: u64, mem: u64, wait_cpu: u64, wait_mem: u64, weight: u32) -> FwSample {
+        FwSample {
+            used: Resources::cpu_mem(cpu, mem),
+            waiting: Resources::cpu_mem(wait_cpu, wait_mem),
+            weight,
+        }
+    }
+
+    #[test]
+    fn drf_shortfall_measures_distance_from_progressive_filling() {
+        let total = Resources::cpu_mem(100_000, 100_000);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        // Room to spare and nothing waiting: nobody is short.
+        assert_eq!(
+            drf_shortfall(&total, &[fw(40_000, 0, 0, 0, 1), fw(10_000, 0, 0, 0, 1)]),
+            0.0
+        );
+        // A full cluster, both waiting for more: fair is half each, and the
+        // framework held to 30% is 20 points short.
+        let starved = [fw(70_000, 0, 50_000, 0, 1), fw(30_000, 0, 50_000, 0, 1)];
+        assert!(close(drf_shortfall(&total, &starved), 0.2));
+        // Weights 2 and 1: 2/3 and 1/3 of the CPU is exactly fair.
+        let weighted = [fw(66_667, 0, 50_000, 0, 2), fw(33_333, 0, 50_000, 0, 1)];
+        assert!(drf_shortfall(&total, &weighted) < 1e-4);
+        // Dominant resources: A's tasks are 6:1 CPU to memory, B's 1:6.
+        // Progressive filling stops when CPU runs out, at 6/7 of the
+        // dominant resource each: that allocation is fair, and the same
+        // frameworks held to 60% are short by 6/7 - 0.6.
+        let drf = [
+            fw(85_714, 14_286, 60_000, 10_000, 1),
+            fw(14_286, 85_714, 10_000, 60_000, 1),
+        ];
+        assert!(drf_shortfall(&total, &drf) < 1e-4);
+        let held = [
+            fw(60_000, 10_000, 60_000, 10_000, 1),
+            fw(10_000, 60_000, 10_000, 60_000, 1),
+        ];
+        assert!(close(drf_shortfall(&total, &held), 6.0 / 7.0 - 0.6));
+        // A task waiting while there is room: short by that task only,
+        // however different the frameworks' demands are...
+        let busy = [fw(40_000, 0, 2_000, 0, 1), fw(10_000, 0, 1_000, 0, 1)];
+        assert!(close(drf_shortfall(&total, &busy), 0.02));
+        // ...which the spread of backlogged shares calls a 30-point gap.
+        assert!(close(backlogged_spread(&total, &busy), 0.3));
+        assert_eq!(backlogged_spread(&total, &busy[..1]), 0.0);
+    }
 
     #[test]
     fn quantiles_are_within_two_percent() {

@@ -376,6 +376,37 @@ fn a_saturated_cell_spills_into_a_freer_one() {
 }
 
 #[test]
+fn in_fair_the_auction_keeps_frameworks_near_their_drf_share() {
+    // Four frameworks with different weights and dominant resources. The
+    // fairness figure is the shortfall from progressive filling of the
+    // moment's demand; the goal is under 5% of cluster share.
+    let a = args(&[
+        "--scheduler",
+        "all",
+        "--workload",
+        "fair",
+        "--nodes",
+        "200",
+        "--cell-size",
+        "200",
+        "--duration",
+        "30",
+        "--load",
+        "0.8",
+    ]);
+    let o = simulate(&a, &params(&a).unwrap()).unwrap();
+    let gap = |s: &str| o.report.schedulers[s].fairness_max_share_gap;
+    assert!(gap("auction") < 0.05, "auction {}", gap("auction"));
+    assert!(
+        gap("random") > 2.0 * gap("auction"),
+        "random ignores shares: random {} vs auction {}",
+        gap("random"),
+        gap("auction")
+    );
+    assert!(gap("central") <= gap("random"));
+}
+
+#[test]
 fn help_states_the_nodes_timer_defaults() {
     use clap::CommandFactory;
     let (b, au) = (

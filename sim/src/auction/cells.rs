@@ -137,17 +137,13 @@ impl AuctionSim {
                     },
                 );
             }
-            let u = self.fw_used[f];
-            shares.push((
-                dominant_share(
-                    (u.cpu_millis, u.mem_mib),
-                    (total.cpu_millis, total.mem_mib),
-                    def.weight,
-                ),
-                self.fw_pending[f] > 0,
-            ));
+            shares.push(FwSample {
+                used: self.fw_used[f],
+                waiting: self.fw_pending[f],
+                weight: def.weight,
+            });
         }
-        self.c.sample_fairness(now, &shares);
+        self.c.sample_fairness(now, &total, &shares);
         let fs = FairShares::new(total, usage);
         for n in self.nodes.iter_mut().filter(|n| n.up) {
             n.auct.set_shares(fs.clone());
