@@ -40,95 +40,14 @@ use rand::RngExt;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-/// chitchat's `MAX_UDP_DATAGRAM_PAYLOAD_SIZE`.
-pub const MAX_DATAGRAM: usize = 65_507;
-/// chitchat's `GOSSIP_COUNT`.
-pub const GOSSIP_COUNT: usize = 3;
-/// Envelope header: protocol version byte and message tag.
-pub const HEADER_LEN: usize = 2;
+mod detector;
+mod flat;
+mod sizes;
 
-/// Sizes and timings of one gossip group.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Gossip interval.
-    pub interval: Micros,
-    /// Length of a node id string (ChitchatId = 2 + id + 8 generation + 7 addr).
-    pub id_len: usize,
-    /// Length of the cluster id string.
-    pub cluster_id_len: usize,
-    /// Serialized key+value bytes of the three static keys (p2p address,
-    /// attributes, total).
-    pub static_kv: [usize; 3],
-    /// Serialized key+value bytes of `free` and `alloc`.
-    pub dynamic_kv: [usize; 2],
-    /// Seed nodes per group (the first members).
-    pub seeds: usize,
-    /// phi above which a member is dead (chitchat: 8).
-    pub phi_threshold: f64,
-    /// Prior mean heartbeat interval, seconds (chitchat: 5 s).
-    pub prior_interval_s: f64,
-    /// Prior weight (chitchat: 5).
-    pub prior_weight: f64,
-    /// Intervals above this are ignored, seconds (chitchat: 10 s).
-    pub max_interval_s: f64,
-    /// Sampling window (chitchat: 1000).
-    pub window: u32,
-}
-
-impl Config {
-    /// The cell group of Agora with gossip every `interval`: keys as
-    /// DESIGN.md lists them, values at their realistic encoded size.
-    pub fn cell(interval: Micros, id_len: usize) -> Self {
-        Config {
-            interval,
-            id_len,
-            cluster_id_len: 12,
-            // key bytes + value bytes + 2+2 length prefixes + 8 version + 1 status + 1 op tag
-            static_kv: [kv(3, 90), kv(5, 60), kv(5, 40)],
-            dynamic_kv: [kv(4, 48), kv(5, 40)],
-            seeds: 3,
-            phi_threshold: 8.0,
-            prior_interval_s: 5.0,
-            prior_weight: 5.0,
-            max_interval_s: 10.0,
-            window: 1000,
-        }
-    }
-
-    /// The federation group: each gateway publishes its cell's aggregate.
-    pub fn federation(interval: Micros, id_len: usize) -> Self {
-        Config {
-            static_kv: [kv(3, 90), kv(4, 8), kv(5, 40)],
-            dynamic_kv: [kv(3, 160), kv(4, 16)],
-            ..Config::cell(interval, id_len)
-        }
-    }
-
-    fn chitchat_id_len(&self) -> usize {
-        2 + self.id_len + 8 + 7
-    }
-
-    fn digest_entry(&self) -> usize {
-        self.chitchat_id_len() + 24
-    }
-
-    /// Bytes of a SYN for a group of `members` (header, cluster id, count, digest).
-    pub fn syn_len(&self, members: usize) -> usize {
-        HEADER_LEN + 2 + self.cluster_id_len + 2 + members * self.digest_entry()
-    }
-
-    /// The largest group whose SYN fits one datagram.
-    pub fn max_flat_members(&self) -> usize {
-        (MAX_DATAGRAM - HEADER_LEN - 4 - self.cluster_id_len) / self.digest_entry()
-    }
-}
-
-const fn kv(key: usize, value: usize) -> usize {
-    1 + 2 + key + 2 + value + 8 + 1
-}
-
-/// Versions of the three static keys.
-const STATIC_VERSIONS: u32 = 3;
+use detector::{Fd, phi_alive, report_heartbeat};
+pub use flat::{FlatRun, flat_run};
+pub use sizes::{Config, GOSSIP_COUNT, HEADER_LEN, MAX_DATAGRAM};
+use sizes::STATIC_VERSIONS;
 
 /// Something a watched member learned (reported to the driver).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,15 +71,6 @@ pub enum Learned {
         alive: bool,
     },
 }
-
-#[derive(Clone, Copy, Debug)]
-struct Fd {
-    last: Micros,
-    sum: f64,
-    n: u32,
-    dead: bool,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
     version: u32,
@@ -623,96 +533,6 @@ fn rows(v: &mut [u32], src: usize, dst: usize, k: usize) -> (&[u32], &mut [u32])
     } else {
         let (lo, hi) = v.split_at_mut(src * k);
         (&hi[..k], &mut lo[dst * k..dst * k + k])
-    }
-}
-
-fn report_heartbeat(fd: &mut Fd, now: Micros, cfg: &Config) {
-    if fd.last != Micros::MAX {
-        let interval = now.saturating_sub(fd.last) as f64 / SEC as f64;
-        if interval <= cfg.max_interval_s {
-            if fd.n >= cfg.window {
-                fd.sum -= fd.sum / f64::from(fd.n);
-            } else {
-                fd.n += 1;
-            }
-            fd.sum += interval;
-        }
-    }
-    fd.last = now;
-}
-
-fn phi_alive(fd: &Fd, now: Micros, cfg: &Config) -> bool {
-    if fd.n == 0 || fd.last == Micros::MAX {
-        return false;
-    }
-    let mean =
-        (fd.sum + cfg.prior_weight * cfg.prior_interval_s) / (f64::from(fd.n) + cfg.prior_weight);
-    let elapsed = now.saturating_sub(fd.last) as f64 / SEC as f64;
-    elapsed / mean <= cfg.phi_threshold
-}
-
-/// Result of a stand-alone flat-cluster run (used to check the model
-/// against real chitchat).
-#[derive(Clone, Debug, PartialEq)]
-pub struct FlatRun {
-    /// Gossip rounds (intervals) until a change made at round 0 reached every member.
-    pub rounds_to_converge: f64,
-    /// Bytes sent per node per second in steady state.
-    pub bytes_per_node_per_s: f64,
-}
-
-/// Runs `n` members with no churn for `warm` rounds, then one member sets a
-/// key and the run counts rounds until all know it; bytes are measured over
-/// the warm-up. Members' rounds are spread uniformly over the interval.
-pub fn flat_run(n: usize, id_len: usize, interval: Micros, seed: u64) -> FlatRun {
-    use rand::SeedableRng;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let cfg = Config::cell(interval, id_len);
-    let members: Vec<u32> = (0..n as u32).collect();
-    let mut g = Group::new(cfg, members, &[], 1);
-    let net = NetConfig::default();
-    let mut metrics = Metrics::default();
-    let mut learned = Vec::new();
-    let phase: Vec<Micros> = (0..n).map(|_| rng.random_range(0..interval)).collect();
-    let warm = 10u64;
-    let mut order: Vec<(Micros, usize)> = Vec::new();
-    for r in 0..warm {
-        for (i, p) in phase.iter().enumerate() {
-            order.push((r * interval + p, i));
-        }
-    }
-    order.sort();
-    for (t, i) in &order {
-        g.round(*i, *t, &mut rng, &net, &mut metrics, &mut learned);
-    }
-    let bytes_per_node_per_s =
-        metrics.bytes as f64 / n as f64 / (warm as f64 * interval as f64 / SEC as f64);
-    let start = warm * interval;
-    let v = g.bump(0, start);
-    let mut t = start;
-    let mut round = 0u64;
-    'outer: loop {
-        let mut order: Vec<(Micros, usize)> = phase
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (start + round * interval + p, i))
-            .collect();
-        order.sort();
-        for (at, i) in order {
-            g.round(i, at, &mut rng, &net, &mut metrics, &mut learned);
-            t = at;
-            if (0..n).all(|o| g.known[o * n] >= v) {
-                break 'outer;
-            }
-        }
-        round += 1;
-        if round > 1000 {
-            break;
-        }
-    }
-    FlatRun {
-        rounds_to_converge: (t - start) as f64 / interval as f64,
-        bytes_per_node_per_s,
     }
 }
 
