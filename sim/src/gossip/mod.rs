@@ -46,8 +46,8 @@ mod sizes;
 
 use detector::{Fd, phi_alive, report_heartbeat};
 pub use flat::{FlatRun, flat_run};
-pub use sizes::{Config, GOSSIP_COUNT, HEADER_LEN, MAX_DATAGRAM};
 use sizes::STATIC_VERSIONS;
+pub use sizes::{Config, GOSSIP_COUNT, HEADER_LEN, MAX_DATAGRAM};
 
 /// Something a watched member learned (reported to the driver).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
