@@ -21,6 +21,7 @@ mod clients;
 pub mod core;
 pub mod frameworks;
 mod membership;
+mod peers;
 pub mod queries;
 
 use crate::config::{AgentConfig, ensure_dir};
