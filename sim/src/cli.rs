@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub window_ms: u64,
     /// Auctioneer: how long an award stays reserved without a confirm, in
-    /// milliseconds [default: the node's, 1000].
+    /// milliseconds [default: the node's, 2000].
     #[arg(long)]
     pub lease_ttl_ms: Option<u64>,
     /// Auctioneer: first delay before re-sending an unacknowledged status

@@ -348,21 +348,26 @@ fn share_of(r: &Resources, total: &Resources, weight: u32) -> f64 {
     )
 }
 
-/// How far the least-served framework is below its DRF fair share.
+/// How far the least-served framework is below its DRF fair share of what
+/// the scheduler has handed out.
 ///
-/// The fair shares are those of progressive filling (weighted DRF) over the
-/// cluster's CPU and memory for the demand of the moment, `used + waiting`
-/// of each framework: every framework's weighted dominant share rises
-/// together, each along its own demand vector, until its demand is met or
-/// a resource runs out. A framework whose demand is met has its demand as
-/// its fair share. The result is the largest `fair − actual` over the
-/// frameworks (0 when everyone has at least its fair share), in units of
-/// cluster share.
+/// The fair shares are those of progressive filling (weighted DRF) of the
+/// resources in use at that moment (the sum of every framework's
+/// allocation, CPU and memory) over each framework's demand, `used +
+/// waiting`: every framework's weighted dominant share rises together, each
+/// along its own demand vector, until its demand is met or a resource runs
+/// out. The result is the largest `fair − actual` over the frameworks (0
+/// when everyone has at least its fair share), in units of cluster share.
 ///
-/// A framework that has a task waiting while there is room for it is short
-/// only by that task; one that the scheduler starves while others grow is
-/// short by the whole difference.
+/// Filling what is in use, not the whole cluster, separates fairness from
+/// efficiency: a framework waiting while the cluster has room is a matter
+/// for utilization and placement latency, and a lone framework is never
+/// short. A framework held back while others take more than their share is
+/// short by the difference.
 pub fn drf_shortfall(total: &Resources, fws: &[FwSample]) -> f64 {
+    let in_use = fws
+        .iter()
+        .fold(Resources::ZERO, |a, f| a.saturating_add(&f.used));
     let demand: Vec<(Resources, f64)> = fws
         .iter()
         .map(|f| {
@@ -384,7 +389,8 @@ pub fn drf_shortfall(total: &Resources, fws: &[FwSample]) -> f64 {
                 mem += d.mem_mib as f64 * k;
             }
         }
-        cpu <= total.cpu_millis as f64 * (1.0 + 1e-9) && mem <= total.mem_mib as f64 * (1.0 + 1e-9)
+        cpu <= in_use.cpu_millis as f64 * (1.0 + 1e-9) + 1e-6
+            && mem <= in_use.mem_mib as f64 * (1.0 + 1e-9) + 1e-6
     };
     let level = if fits(top) {
         top
@@ -456,24 +462,32 @@ mod tests {
         // Weights 2 and 1: 2/3 and 1/3 of the CPU is exactly fair.
         let weighted = [fw(66_667, 0, 50_000, 0, 2), fw(33_333, 0, 50_000, 0, 1)];
         assert!(drf_shortfall(&total, &weighted) < 1e-4);
-        // Dominant resources: A's tasks are 6:1 CPU to memory, B's 1:6.
-        // Progressive filling stops when CPU runs out, at 6/7 of the
-        // dominant resource each: that allocation is fair, and the same
-        // frameworks held to 60% are short by 6/7 - 0.6.
-        let drf = [
-            fw(85_714, 14_286, 60_000, 10_000, 1),
-            fw(14_286, 85_714, 10_000, 60_000, 1),
-        ];
-        assert!(drf_shortfall(&total, &drf) < 1e-4);
-        let held = [
+        // Dominant resources: A's tasks are 6:1 CPU to memory, B's 1:6, and
+        // each holds the same share of its dominant resource: fair, whether
+        // the cluster is full (6/7 each) or not (60% each; the idle rest is
+        // a matter of efficiency).
+        for (big, small) in [(85_714, 14_286), (60_000, 10_000)] {
+            let drf = [
+                fw(big, small, 60_000, 10_000, 1),
+                fw(small, big, 10_000, 60_000, 1),
+            ];
+            assert!(drf_shortfall(&total, &drf) < 1e-4, "{big}/{small}");
+        }
+        // ...but with the memory-heavy one held to 40% of the memory while
+        // the other has 60% of the CPU, what is in use (2/3 of the CPU,
+        // half the memory) split by progressive filling gives each 3/7:
+        // the memory-heavy one is 3/7 - 0.4 short.
+        let skewed = [
             fw(60_000, 10_000, 60_000, 10_000, 1),
-            fw(10_000, 60_000, 10_000, 60_000, 1),
+            fw(6_667, 40_000, 10_000, 60_000, 1),
         ];
-        assert!(close(drf_shortfall(&total, &held), 6.0 / 7.0 - 0.6));
-        // A task waiting while there is room: short by that task only,
-        // however different the frameworks' demands are...
+        assert!(close(drf_shortfall(&total, &skewed), 3.0 / 7.0 - 0.4));
+        // One framework alone is never short, however much it waits for.
+        assert!(drf_shortfall(&total, &[fw(30_000, 0, 50_000, 0, 1)]) < 1e-6);
+        // With room, a task waiting while another framework's ran: short by
+        // that task only, however different the frameworks' demands are...
         let busy = [fw(40_000, 0, 2_000, 0, 1), fw(10_000, 0, 1_000, 0, 1)];
-        assert!(close(drf_shortfall(&total, &busy), 0.02));
+        assert!(close(drf_shortfall(&total, &busy), 0.01));
         // ...which the spread of backlogged shares calls a 30-point gap.
         assert!(close(backlogged_spread(&total, &busy), 0.3));
         assert_eq!(backlogged_spread(&total, &busy[..1]), 0.0);
