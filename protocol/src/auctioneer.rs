@@ -914,8 +914,9 @@ impl Auctioneer {
             .iter()
             .find(|(_, l)| l.from == key.0 && l.bid_id == key.2 && l.task_id == key.1)
             .map(|(id, _)| *id);
-        if let Some(lease) = lease_id.and_then(|id| self.leases.remove(&id).map(|l| (id, l))) {
-            let (lease_id, lease) = lease;
+        if let Some(lease_id) = lease_id
+            && let Some(lease) = self.leases.remove(&lease_id)
+        {
             self.expiries.remove(&(lease.expires, lease_id));
             self.stats.leases_withdrawn += 1;
             // The award stays the bid's one answer: a duplicate of the bid
