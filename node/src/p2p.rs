@@ -1,6 +1,7 @@
 //! Node-to-node messages over libp2p: TCP, then a private network keyed by
 //! the cluster key (pnet), then noise (each node's ed25519 identity) and
-//! yamux, carrying request-response streams of protocol `/agora/peer/1`.
+//! yamux, carrying request-response streams of protocol `/agora/peer/2`
+//! (`agora_protocol::wire::PEER_PROTOCOL_NAME`).
 //!
 //! Every protocol message is one-way, so each is sent as a request whose
 //! response is an empty acknowledgement. A request is one frame: a
@@ -177,6 +178,8 @@ pub struct P2p {
     pub swarm: Swarm<Behaviour>,
     peers: BTreeMap<NodeId, (PeerId, Multiaddr)>,
     nodes: BTreeMap<PeerId, NodeId>,
+    /// Peers already reported as speaking another protocol version.
+    mismatched: std::collections::BTreeSet<PeerId>,
     /// Counters.
     pub stats: P2pStats,
 }
@@ -230,6 +233,7 @@ impl P2p {
             swarm,
             peers: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            mismatched: std::collections::BTreeSet::new(),
             stats: P2pStats::default(),
         })
     }
@@ -326,7 +330,20 @@ impl P2p {
             }) => {
                 self.stats.failures += 1;
                 let node = self.nodes.get(&peer).map(|n| n.to_string());
-                tracing::debug!(%peer, ?node, %error, "outbound peer message failed");
+                if matches!(
+                    error,
+                    request_response::OutboundFailure::UnsupportedProtocols
+                ) && self.mismatched.len() < 10_000
+                    && self.mismatched.insert(peer)
+                {
+                    tracing::warn!(
+                        %peer, ?node,
+                        "peer does not speak {PEER_PROTOCOL_NAME}: it runs another agora version; \
+                         messages to it are dropped until every node runs the same version"
+                    );
+                } else {
+                    tracing::debug!(%peer, ?node, %error, "outbound peer message failed");
+                }
                 None
             }
             SwarmEvent::NewListenAddr { address, .. } => {

@@ -518,6 +518,8 @@ impl Auctioneer {
                 self.give_back(now, &lease.spec.resources, lease.ports);
             }
         }
+        // A re-sent update carries the free vector of now.
+        let (free, version) = (self.free(), self.version);
         while let Some((t, task_id)) = self.retries.first().cloned() {
             if t > now {
                 break;
@@ -536,6 +538,7 @@ impl Auctioneer {
             }
             out.backoff = (out.backoff * 2).min(self.config.status_retry_max);
             out.next_retry = now + out.backoff;
+            (out.update.free, out.update.free_version) = (free, version);
             self.retries.insert((out.next_retry, task_id));
             self.transmits.push_back(Transmit {
                 to: out.home.clone(),
@@ -1061,6 +1064,8 @@ impl Auctioneer {
             seq: self.status_seq,
             framework,
             status,
+            free: self.free(),
+            free_version: self.version,
         };
         if let Some(old) = self.outbox.remove(&task_id) {
             self.retries.remove(&(old.next_retry, task_id.clone()));

@@ -590,6 +590,7 @@ impl<R: Rng> Bidder<R> {
                 Ok(())
             }
             PeerMessage::Status(u) => {
+                view.apply_free(&from, u.free, u.free_version);
                 self.on_status(now, from, u);
                 Ok(())
             }

@@ -17,8 +17,12 @@ use serde::{Deserialize, Serialize};
 /// The version both the peer protocol and the framework socket speak.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The libp2p protocol name of the peer protocol.
-pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/1";
+/// The libp2p protocol name of the peer protocol. Version 2 (2026-11-22):
+/// status updates carry the node's free vector, and a withdrawal gives back
+/// an awarded lease (a version-1 bidder would release it, a version-1
+/// auctioneer would keep it until it expired); nodes of different versions
+/// do not talk.
+pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/2";
 
 // ---------------------------------------------------------------- peers
 
@@ -144,6 +148,12 @@ pub struct StatusUpdate {
     pub framework: FrameworkId,
     /// The status.
     pub status: TaskStatus,
+    /// The node's free resources when this update was (re)sent: a finished
+    /// task's room reaches its home node's bidders at once instead of with
+    /// the next gossip round.
+    pub free: Resources,
+    /// The version of that free vector (as in [`Reject`]).
+    pub free_version: u64,
 }
 
 /// Acknowledges a [`StatusUpdate`].

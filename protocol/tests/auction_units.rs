@@ -444,22 +444,40 @@ fn confirm_launches_once_and_status_is_retried_until_acked() {
     )
     .unwrap();
     assert_eq!(a.free().cpu_millis, 1000);
-    let first = drain(&mut a);
-    assert!(matches!(
-        &first[..],
-        [Transmit {
-            msg: PeerMessage::Status(_),
-            ..
-        }]
-    ));
+    let first = match &drain(&mut a)[..] {
+        [
+            Transmit {
+                msg: PeerMessage::Status(u),
+                ..
+            },
+        ] => u.clone(),
+        other => panic!("{other:?}"),
+    };
+    // it carries the node's free vector, with the room the task gave back
+    assert_eq!((first.free, first.free_version), (a.free(), a.version()));
+    // another award before the retry: the re-sent update is the same update
+    // with the free vector of the moment it is re-sent
+    a.handle_message(
+        ms(20),
+        n("home"),
+        PeerMessage::Bid(bid(2, "x", 300, 0, 0, 0)),
+    )
+    .unwrap();
+    drain(&mut a);
     let retry = a.poll_timeout().unwrap();
     a.handle_timeout(retry);
-    let again = drain(&mut a);
-    assert_eq!(again[0].msg, first[0].msg, "re-sent unchanged");
-    let seq = match &again[0].msg {
-        PeerMessage::Status(u) => u.seq,
-        _ => unreachable!(),
+    let again = match drain(&mut a).pop().map(|t| t.msg) {
+        Some(PeerMessage::Status(u)) => u,
+        other => panic!("{other:?}"),
     };
+    assert_eq!(
+        (&again.status, again.seq),
+        (&first.status, first.seq),
+        "re-sent"
+    );
+    assert_eq!(again.free.cpu_millis, 700);
+    assert!(again.free_version > first.free_version);
+    let seq = again.seq;
     // an ack from another node is ignored; the home node's ack ends it
     a.handle_message(
         ms(600),
@@ -796,7 +814,8 @@ fn bidder_reports_lost_tasks_and_kills_zombies() {
         &mut v,
     )
     .unwrap();
-    // the Confirmed answer is lost, but a Running status proves the launch
+    // the Confirmed answer is lost, but a Running status proves the launch;
+    // its free vector (version 5, newer than the view's 1) heals the view
     let mut running = TaskStatus::new(task.clone(), TaskState::Running, Some(n("a")));
     running.reason = None;
     b.handle_message(
@@ -806,10 +825,14 @@ fn bidder_reports_lost_tasks_and_kills_zombies() {
             seq: 1,
             framework: fw("f@home"),
             status: running.clone(),
+            free: Resources::cpu_mem(3000, 7168),
+            free_version: 5,
         }),
         &mut v,
     )
     .unwrap();
+    let a = v.get(&n("a")).unwrap();
+    assert_eq!((a.free, a.version), (Resources::cpu_mem(3000, 7168), 5));
     let out = sent(&mut b);
     assert!(
         out.iter()
@@ -836,10 +859,14 @@ fn bidder_reports_lost_tasks_and_kills_zombies() {
             seq: 2,
             framework: fw("f@home"),
             status: running,
+            free: Resources::cpu_mem(0, 0),
+            free_version: 4,
         }),
         &mut v,
     )
     .unwrap();
+    // an older free vector than the view's does not overwrite it
+    assert_eq!(v.get(&n("a")).unwrap().free, Resources::cpu_mem(3000, 7168));
     let out = sent(&mut b);
     assert!(
         out.iter()

@@ -367,12 +367,17 @@ fn a_saturated_cell_spills_into_a_freer_one() {
     };
     let (spill, only_when_full) = (run("0.05"), run("0"));
     assert!(
-        spill.placement_latency_ms.p99 < 0.6 * only_when_full.placement_latency_ms.p99,
+        spill.placement_latency_ms.p99 < 0.75 * only_when_full.placement_latency_ms.p99,
         "p99 placement {} ms with spilling, {} ms without",
         spill.placement_latency_ms.p99,
         only_when_full.placement_latency_ms.p99
     );
-    assert!(spill.tasks_completed > only_when_full.tasks_completed);
+    assert!(
+        spill.rejects_per_task < only_when_full.rejects_per_task,
+        "fewer rejects when bidding where there is room: {} against {}",
+        spill.rejects_per_task,
+        only_when_full.rejects_per_task
+    );
 }
 
 #[test]
@@ -404,6 +409,31 @@ fn in_fair_the_auction_keeps_frameworks_near_their_drf_share() {
         gap("auction")
     );
     assert!(gap("central") <= gap("random"));
+}
+
+#[test]
+fn status_updates_keep_the_bidders_view_fresh() {
+    // Every status update carries its node's free vector, so a bidder
+    // learns of a finished task's room with the `finished` update instead
+    // of a gossip round later. With 0.1-1 s tasks its view would otherwise
+    // be a second stale: about 0.3 rejects per task and a 26 ms placement
+    // p99 at 100 nodes, against 0.03 and 1 ms.
+    let a = args(&[
+        "--scheduler",
+        "auction",
+        "--nodes",
+        "100",
+        "--cell-size",
+        "100",
+        "--duration",
+        "10",
+        "--load",
+        "0.8",
+    ]);
+    let o = simulate(&a, &params(&a).unwrap()).unwrap();
+    let r = &o.report.schedulers["auction"];
+    assert!(r.rejects_per_task < 0.1, "{r:?}");
+    assert!(r.placement_latency_ms.p99 < 10.0, "{r:?}");
 }
 
 #[test]

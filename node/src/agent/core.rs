@@ -238,8 +238,14 @@ impl Core {
 
     /// Sends a message (to this node itself through the local queue).
     pub(super) fn send(&mut self, to: NodeId, mut msg: PeerMessage) {
-        if let PeerMessage::Reject(r) = &mut msg {
-            r.free_version = r.free_version.saturating_add(self.version_offset);
+        match &mut msg {
+            PeerMessage::Reject(r) => {
+                r.free_version = r.free_version.saturating_add(self.version_offset);
+            }
+            PeerMessage::Status(u) => {
+                u.free_version = u.free_version.saturating_add(self.version_offset);
+            }
+            _ => {}
         }
         if to == self.me {
             self.local.push_back((self.me.clone(), msg));

@@ -274,13 +274,22 @@ pub fn peer_message() -> impl Strategy<Value = PeerMessage> {
         }),
         (lease, task_id())
             .prop_map(|(lease_id, task_id)| PeerMessage::Release(Release { lease_id, task_id })),
-        (any::<u64>(), framework_id(), status()).prop_map(|(seq, framework, status)| {
-            PeerMessage::Status(StatusUpdate {
-                seq,
-                framework,
-                status,
-            })
-        }),
+        (
+            any::<u64>(),
+            framework_id(),
+            status(),
+            resources(),
+            any::<u64>()
+        )
+            .prop_map(|(seq, framework, status, free, free_version)| {
+                PeerMessage::Status(StatusUpdate {
+                    seq,
+                    framework,
+                    status,
+                    free,
+                    free_version,
+                })
+            }),
         (task_id(), any::<u64>())
             .prop_map(|(task_id, seq)| PeerMessage::StatusAck(StatusAck { task_id, seq })),
         task_id().prop_map(|task_id| PeerMessage::Kill(Kill { task_id })),
