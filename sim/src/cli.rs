@@ -434,9 +434,9 @@ pub fn write_outputs(dir: &std::path::Path, o: &Outcome) -> anyhow::Result<()> {
         .collect();
     plots::line_chart(
         &dir.join("fairness.svg"),
-        "Fairness: largest weighted dominant-share gap",
+        "Fairness: largest shortfall from the DRF share of what is in use",
         "time (s)",
-        "share gap",
+        "cluster share",
         &fair,
         false,
     )
