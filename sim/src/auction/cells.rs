@@ -169,21 +169,18 @@ impl AuctionSim {
         for b in 0..self.bidders.len() {
             let home_cell = self.nodes[self.bidders[b].home as usize].cell;
             let req = self.bidders[b].last_req;
-            let lo = home_cell as usize * self.p.cell_size;
-            let hi = ((home_cell as usize + 1) * self.p.cell_size).min(self.p.nodes);
-            let home_agg = {
-                let view = &self.bidders[b].view;
-                CellAggregate::from_nodes((lo..hi).filter_map(|i| view.get(&self.nodes[i].id)))
-            };
             // Judged from the federation's aggregate of the home cell, as for
             // every other cell: the bidder's own view subtracts every bid it
             // sent until gossip catches up, so it looks far fuller than the
-            // cell is.
-            let home_agg = self
-                .aggregates
-                .get(&CellId(home_cell))
-                .cloned()
-                .unwrap_or(home_agg);
+            // cell is. The view serves only until the first aggregate.
+            let home_agg = match self.aggregates.get(&CellId(home_cell)) {
+                Some(a) => a.clone(),
+                None => {
+                    let (lo, hi) = self.cell_range(home_cell);
+                    let view = &self.bidders[b].view;
+                    CellAggregate::from_nodes((lo..hi).filter_map(|i| view.get(&self.nodes[i].id)))
+                }
+            };
             let home_free = home_agg.free_fraction(&req);
             let need = cell::should_cross(&home_agg, &req, 8, self.p.spill_below);
             let key = self.fws[self.bidders[b].fw as usize].name.clone();
