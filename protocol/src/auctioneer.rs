@@ -231,14 +231,14 @@ pub struct Auctioneer {
     hold_min: Option<Instant>,
     window_closes: Option<Instant>,
     arrivals: u64,
-    leases: BTreeMap<LeaseId, Lease>,
+    leases: crate::FixedHashMap<LeaseId, Lease>,
     expiries: BTreeSet<(Instant, LeaseId)>,
     next_lease: u64,
-    running: BTreeMap<TaskId, Allocation>,
-    confirmed: BTreeMap<LeaseId, (NodeId, TaskId)>,
+    running: crate::FixedHashMap<TaskId, Allocation>,
+    confirmed: crate::FixedHashMap<LeaseId, (NodeId, TaskId)>,
     confirmed_order: VecDeque<LeaseId>,
     status_seq: u64,
-    outbox: BTreeMap<TaskId, Outgoing>,
+    outbox: crate::FixedHashMap<TaskId, Outgoing>,
     retries: BTreeSet<(Instant, TaskId)>,
     /// Answers by (bidder node, task, bid id): several bidders (frameworks)
     /// on one node number their bids independently, and their task ids differ.
@@ -278,14 +278,14 @@ impl Auctioneer {
             hold_min: None,
             window_closes: None,
             arrivals: 0,
-            leases: BTreeMap::new(),
+            leases: crate::FixedHashMap::default(),
             expiries: BTreeSet::new(),
             next_lease: 1,
-            running: BTreeMap::new(),
-            confirmed: BTreeMap::new(),
+            running: crate::FixedHashMap::default(),
+            confirmed: crate::FixedHashMap::default(),
             confirmed_order: VecDeque::new(),
             status_seq: 0,
-            outbox: BTreeMap::new(),
+            outbox: crate::FixedHashMap::default(),
             retries: BTreeSet::new(),
             answered: crate::FixedHashMap::default(),
             answered_order: VecDeque::new(),
@@ -376,7 +376,8 @@ impl Auctioneer {
 
     /// The tasks this node runs, for `ListTasks`.
     pub fn task_rows(&self) -> Vec<TaskRow> {
-        self.running
+        let mut rows: Vec<TaskRow> = self
+            .running
             .iter()
             .map(|(id, a)| TaskRow {
                 task_id: id.clone(),
@@ -403,7 +404,9 @@ impl Auctioneer {
                         reason: o.update.status.reason.clone(),
                     }),
             )
-            .collect()
+            .collect();
+        rows.sort_by(|x, y| x.task_id.cmp(&y.task_id));
+        rows
     }
 
     /// Replaces the fair shares used to rank bids (from gossip).
