@@ -211,6 +211,8 @@ struct Task {
     node: Option<NodeId>,
     exit_code: Option<i32>,
     reason: Option<String>,
+    /// When its pending `ConfirmResend` timer fires, if one is set.
+    confirm_timer: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -220,6 +222,8 @@ struct OutBid {
     /// A `Withdraw` was sent: the node gives back an award it made for this
     /// bid by itself, so no `Release` is needed.
     withdrawn: bool,
+    /// When its `BidTimeout` timer fires (removed once the bid is answered).
+    expires: Instant,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -246,7 +250,7 @@ pub struct Bidder<R> {
     bids: BTreeMap<BidId, OutBid>,
     timers: BTreeSet<(Instant, Timer)>,
     /// job name → node → open bids and held placements (for unique/spread).
-    job_nodes: crate::FixedHashMap<String, BTreeMap<NodeId, u32>>,
+    job_nodes: crate::FixedHashMap<String, crate::FixedHashMap<NodeId, u32>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -363,6 +367,7 @@ impl<R: Rng> Bidder<R> {
                 node: None,
                 exit_code: None,
                 reason: None,
+                confirm_timer: None,
             },
         );
         self.active += 1;
@@ -524,7 +529,7 @@ impl<R: Rng> Bidder<R> {
                 let (won, withdrawn) = match self.bids.get(&a.bid_id) {
                     Some(b) if b.node == from && b.task_id == task_id => {
                         let withdrawn = b.withdrawn;
-                        self.bids.remove(&a.bid_id);
+                        self.take_bid(a.bid_id);
                         self.stats.bids_awarded += 1;
                         self.job_sub(&task_id, &from);
                         let won = self.take_award(now, &task_id, a.bid_id, &from, a.lease_id);
@@ -553,7 +558,7 @@ impl<R: Rng> Bidder<R> {
                 view.apply_free(&from, r.free, r.free_version);
                 match self.bids.get(&r.bid_id) {
                     Some(b) if b.node == from && b.task_id == r.task_id => {
-                        self.bids.remove(&r.bid_id);
+                        self.take_bid(r.bid_id);
                         self.stats.bids_rejected += 1;
                         self.job_sub(&r.task_id, &from);
                         let why =
@@ -580,6 +585,7 @@ impl<R: Rng> Bidder<R> {
                     Some(Phase::Confirming { node, lease, .. }) if *node == from && *lease == c.lease_id
                 );
                 if ok {
+                    self.cancel_confirm_timer(&c.task_id);
                     self.job_sub(&c.task_id, &from);
                     if let Some(t) = self.tasks.get_mut(&c.task_id) {
                         t.last_reject =
@@ -711,19 +717,20 @@ impl<R: Rng> Bidder<R> {
             let bid_id = BidId(self.next_bid);
             self.next_bid += 1;
             self.stats.bids_sent += 1;
+            let expires = now + self.config.bid_timeout;
             self.bids.insert(
                 bid_id,
                 OutBid {
                     task_id: task_id.clone(),
                     node: node.clone(),
                     withdrawn: false,
+                    expires,
                 },
             );
             self.job_add(task_id, &node);
             open.insert(bid_id);
             view.note_award(&node, &spec.resources);
-            self.timers
-                .insert((now + self.config.bid_timeout, Timer::BidTimeout(bid_id)));
+            self.timers.insert((expires, Timer::BidTimeout(bid_id)));
             self.transmits.push_back(Transmit {
                 to: node,
                 msg: PeerMessage::Bid(Bid {
@@ -834,8 +841,38 @@ impl<R: Rng> Bidder<R> {
         }
     }
 
+    /// Forgets an outstanding bid and its timeout timer, so an answered bid
+    /// does not wake the bidder a `bid_timeout` later for nothing.
+    fn take_bid(&mut self, bid: BidId) -> Option<OutBid> {
+        let b = self.bids.remove(&bid)?;
+        self.timers.remove(&(b.expires, Timer::BidTimeout(bid)));
+        Some(b)
+    }
+
+    /// Sets the task's confirm re-send timer, replacing any earlier one.
+    fn set_confirm_timer(&mut self, at: Instant, task_id: &TaskId) {
+        self.cancel_confirm_timer(task_id);
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            t.confirm_timer = Some(at);
+            self.timers
+                .insert((at, Timer::ConfirmResend(task_id.clone())));
+        }
+    }
+
+    /// Drops the task's confirm re-send timer once the confirm is answered.
+    fn cancel_confirm_timer(&mut self, task_id: &TaskId) {
+        if let Some(at) = self
+            .tasks
+            .get_mut(task_id)
+            .and_then(|t| t.confirm_timer.take())
+        {
+            self.timers
+                .remove(&(at, Timer::ConfirmResend(task_id.clone())));
+        }
+    }
+
     fn bid_timed_out(&mut self, now: Instant, bid: BidId) {
-        let Some(b) = self.bids.remove(&bid) else {
+        let Some(b) = self.take_bid(bid) else {
             return;
         };
         self.stats.bids_timed_out += 1;
@@ -899,10 +936,7 @@ impl<R: Rng> Bidder<R> {
                 task_id: task_id.clone(),
             }),
         });
-        self.timers.insert((
-            now + self.config.confirm_timeout,
-            Timer::ConfirmResend(task_id.clone()),
-        ));
+        self.set_confirm_timer(now + self.config.confirm_timeout, task_id);
         true
     }
 
@@ -910,6 +944,7 @@ impl<R: Rng> Bidder<R> {
         let Some(t) = self.tasks.get_mut(task_id) else {
             return;
         };
+        t.confirm_timer = None; // this is it firing
         let Phase::Confirming {
             node,
             lease,
@@ -932,10 +967,7 @@ impl<R: Rng> Bidder<R> {
                 task_id: task_id.clone(),
             }),
         });
-        self.timers.insert((
-            now + self.config.confirm_timeout,
-            Timer::ConfirmResend(task_id.clone()),
-        ));
+        self.set_confirm_timer(now + self.config.confirm_timeout, task_id);
     }
 
     fn resend_kill(&mut self, now: Instant, task_id: &TaskId) {
@@ -961,6 +993,7 @@ impl<R: Rng> Bidder<R> {
     }
 
     fn placed(&mut self, now: Instant, task_id: &TaskId, node: &NodeId) {
+        self.cancel_confirm_timer(task_id);
         let Some(t) = self.tasks.get_mut(task_id) else {
             return;
         };
@@ -1047,6 +1080,10 @@ impl<R: Rng> Bidder<R> {
         if t.state.is_terminal() {
             return;
         }
+        self.cancel_confirm_timer(task_id);
+        let Some(t) = self.tasks.get(task_id) else {
+            return;
+        };
         match t.phase.clone() {
             Phase::Confirming { node, .. } | Phase::Placed { node } => {
                 self.job_sub(task_id, &node);

@@ -670,6 +670,9 @@ fn bidder_confirms_the_first_award_and_withdraws_or_releases_the_rest() {
     assert!(matches!(&ev[1], BEvent::Status { status, .. } if status.state == TaskState::Starting));
     let s = b.stats();
     assert_eq!((s.bids_sent, s.bids_awarded, s.releases), (2, 2, 0));
+    // Both bids and the confirm are answered: their timeout and re-send
+    // timers went with them, so nothing is left to wake the bidder.
+    assert_eq!(b.poll_timeout(), None);
 }
 
 #[test]
