@@ -1,0 +1,235 @@
+//! What happens after an award: confirms that launch tasks, releases that
+//! give leases back, kills, and the status updates sent to each task's home
+//! node until acknowledged (with adopted and restarted tasks' reports).
+
+use super::*;
+
+impl Auctioneer {
+    /// Reports a task's new state from the executor (running, or how it ended).
+    /// Terminal states free the task's resources. The update is sent to the
+    /// task's home node and re-sent until acknowledged.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTask`] if the task holds no allocation here;
+    /// [`Error::Transition`] if the life cycle forbids the change.
+    pub fn task_status(&mut self, now: Instant, status: TaskStatus) -> Result<(), Error> {
+        let task_id = status.task_id.clone();
+        let alloc = self
+            .running
+            .get_mut(&task_id)
+            .ok_or_else(|| Error::UnknownTask(task_id.clone()))?;
+        alloc.state = alloc.state.transition(status.state)?;
+        let (home, framework, name, resources) = (
+            alloc.home.clone(),
+            alloc.framework.clone(),
+            alloc.name.clone(),
+            alloc.resources,
+        );
+        if status.state.is_terminal()
+            && let Some(a) = self.running.remove(&task_id)
+        {
+            self.give_back(now, &a.resources, a.ports);
+        }
+        self.send_status(now, home, framework, name, resources, status);
+        self.refresh_hold_min();
+        Ok(())
+    }
+    /// Re-adopts a task that was running before the node restarted (recovery).
+    ///
+    /// # Errors
+    /// [`Error::DoesNotFit`] if its resources are no longer free.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        &mut self,
+        task_id: TaskId,
+        framework: FrameworkId,
+        weight: u32,
+        home: NodeId,
+        spec: &TaskSpec,
+        ports: Vec<u16>,
+        state: TaskState,
+    ) -> Result<(), Error> {
+        if !spec.resources.fits_in(&self.free()) {
+            return Err(Error::DoesNotFit(task_id));
+        }
+        for p in &ports {
+            // Ports outside the configured set are kept as they are.
+            let _ = self.ports.take_specific(*p);
+        }
+        self.charge(&spec.resources);
+        self.running.insert(
+            task_id,
+            Allocation {
+                framework,
+                weight,
+                home,
+                name: spec.name.clone(),
+                resources: spec.resources,
+                ports,
+                state,
+                kill_grace: Duration::from_millis(u64::from(spec.kill_grace_ms)),
+            },
+        );
+        Ok(())
+    }
+    /// Reports a task that ended while the node was down (recovery): its
+    /// status is sent to its home node like any other.
+    pub fn report_ended(
+        &mut self,
+        now: Instant,
+        home: NodeId,
+        framework: FrameworkId,
+        spec: &TaskSpec,
+        status: TaskStatus,
+    ) {
+        self.send_status(
+            now,
+            home,
+            framework,
+            spec.name.clone(),
+            spec.resources,
+            status,
+        );
+    }
+    pub(super) fn on_confirm(&mut self, now: Instant, from: NodeId, c: Confirm) {
+        if let Some((owner, task)) = self.confirmed.get(&c.lease_id)
+            && *owner == from
+            && *task == c.task_id
+        {
+            self.transmits.push_back(Transmit {
+                to: from,
+                msg: PeerMessage::Confirmed(Confirmed {
+                    lease_id: c.lease_id,
+                    task_id: c.task_id,
+                }),
+            });
+            return;
+        }
+        let valid = self
+            .leases
+            .get(&c.lease_id)
+            .is_some_and(|l| l.from == from && l.task_id == c.task_id && now < l.expires);
+        if !valid {
+            self.transmits.push_back(Transmit {
+                to: from,
+                msg: PeerMessage::ConfirmRefused(ConfirmRefused {
+                    lease_id: c.lease_id,
+                    task_id: c.task_id,
+                    reason: "the lease expired or is unknown; bid again".into(),
+                }),
+            });
+            return;
+        }
+        let Some(lease) = self.leases.remove(&c.lease_id) else {
+            return;
+        };
+        self.expiries.remove(&(lease.expires, c.lease_id));
+        self.stats.launches += 1;
+        self.confirmed
+            .insert(c.lease_id, (from.clone(), lease.task_id.clone()));
+        self.confirmed_order.push_back(c.lease_id);
+        while self.confirmed_order.len() > self.config.answer_cache {
+            if let Some(old) = self.confirmed_order.pop_front() {
+                self.confirmed.remove(&old);
+            }
+        }
+        self.running.insert(
+            lease.task_id.clone(),
+            Allocation {
+                framework: lease.framework.clone(),
+                weight: lease.weight,
+                home: from.clone(),
+                name: lease.spec.name.clone(),
+                resources: lease.spec.resources,
+                ports: lease.ports.clone(),
+                state: TaskState::Starting,
+                kill_grace: Duration::from_millis(u64::from(lease.spec.kill_grace_ms)),
+            },
+        );
+        self.transmits.push_back(Transmit {
+            to: from.clone(),
+            msg: PeerMessage::Confirmed(Confirmed {
+                lease_id: c.lease_id,
+                task_id: lease.task_id.clone(),
+            }),
+        });
+        self.events.push_back(Event::Launch {
+            task_id: lease.task_id,
+            framework: lease.framework,
+            home: from,
+            spec: lease.spec,
+            ports: lease.ports,
+        });
+    }
+    pub(super) fn on_release(&mut self, now: Instant, from: NodeId, r: Release) {
+        let owned = self
+            .leases
+            .get(&r.lease_id)
+            .is_some_and(|l| l.from == from && l.task_id == r.task_id);
+        if owned && let Some(lease) = self.leases.remove(&r.lease_id) {
+            self.expiries.remove(&(lease.expires, r.lease_id));
+            self.stats.leases_released += 1;
+            self.give_back(now, &lease.spec.resources, lease.ports);
+        }
+    }
+    pub(super) fn on_status_ack(&mut self, from: &NodeId, ack: StatusAck) {
+        let done = self
+            .outbox
+            .get(&ack.task_id)
+            .is_some_and(|o| o.home == *from && o.update.seq <= ack.seq);
+        if done && let Some(o) = self.outbox.remove(&ack.task_id) {
+            self.retries.remove(&(o.next_retry, ack.task_id));
+        }
+    }
+    pub(super) fn on_kill(&mut self, k: Kill) -> Result<(), Error> {
+        let alloc = self
+            .running
+            .get(&k.task_id)
+            .ok_or_else(|| Error::UnknownTask(k.task_id.clone()))?;
+        self.events.push_back(Event::Kill {
+            task_id: k.task_id,
+            grace: alloc.kill_grace,
+        });
+        Ok(())
+    }
+    pub(super) fn send_status(
+        &mut self,
+        now: Instant,
+        home: NodeId,
+        framework: FrameworkId,
+        name: String,
+        resources: Resources,
+        status: TaskStatus,
+    ) {
+        self.status_seq += 1;
+        let task_id = status.task_id.clone();
+        let update = StatusUpdate {
+            seq: self.status_seq,
+            framework,
+            status,
+            free: self.free(),
+            free_version: self.version,
+        };
+        if let Some(old) = self.outbox.remove(&task_id) {
+            self.retries.remove(&(old.next_retry, task_id.clone()));
+        }
+        let next_retry = now + self.config.status_retry;
+        self.retries.insert((next_retry, task_id.clone()));
+        self.transmits.push_back(Transmit {
+            to: home.clone(),
+            msg: PeerMessage::Status(update.clone()),
+        });
+        self.outbox.insert(
+            task_id,
+            Outgoing {
+                home,
+                update,
+                name,
+                resources,
+                next_retry,
+                backoff: self.config.status_retry,
+                attempts: 0,
+            },
+        );
+    }
+}
