@@ -27,6 +27,7 @@ impl Auctioneer {
             self.window_closes = Some(now + self.config.window);
         }
     }
+
     pub(super) fn no_room_reason(&self, asked: &Resources) -> RejectReason {
         if asked.fits_in(&self.free()) {
             RejectReason::Outbid
@@ -34,9 +35,11 @@ impl Auctioneer {
             RejectReason::Insufficient(asked.shortfall(&self.free()))
         }
     }
+
     pub(super) fn remember(&mut self, from: NodeId, bid: &Bid, answer: PeerMessage) {
         self.remember_key((from, bid.task_id.clone(), bid.bid_id), answer);
     }
+
     pub(super) fn remember_key(&mut self, key: BidKey, answer: PeerMessage) {
         if self.answered.insert(key.clone(), answer).is_none() {
             self.answered_order.push_back(key);
@@ -47,6 +50,7 @@ impl Auctioneer {
             }
         }
     }
+
     pub(super) fn reject(&mut self, from: NodeId, bid: &Bid, reason: RejectReason) {
         self.stats.rejects += 1;
         let msg = PeerMessage::Reject(Reject {
@@ -59,6 +63,7 @@ impl Auctioneer {
         self.remember(from.clone(), bid, msg.clone());
         self.transmits.push_back(Transmit { to: from, msg });
     }
+
     pub(super) fn admits(&self, constraints: &[Constraint]) -> bool {
         // unique and spread depend on the bidder's placements; the node checks
         // what it can know alone.
@@ -70,6 +75,7 @@ impl Auctioneer {
             _ => c.admits(&self.attrs, &nothing),
         })
     }
+
     pub(super) fn on_bid(&mut self, now: Instant, from: NodeId, bid: Bid) {
         let key = (from.clone(), bid.task_id.clone(), bid.bid_id);
         if let Some(answer) = self.answered.get(&key) {
@@ -114,6 +120,7 @@ impl Auctioneer {
         });
         self.decide(now);
     }
+
     pub(super) fn award(&mut self, now: Instant, p: PendingBid) {
         let Some(ports) = self.ports.take(p.bid.spec.resources.ports) else {
             // cannot happen: ports are counted in `free`; reject defensively
@@ -151,6 +158,7 @@ impl Auctioneer {
             },
         );
     }
+
     /// Ranks the bids on hand and awards greedily what fits.
     pub(super) fn close_window(&mut self, now: Instant) {
         self.stats.contended_windows += 1;
@@ -215,6 +223,7 @@ impl Auctioneer {
         // held bids keep their arrival order
         self.book.sort_by_key(|p| p.arrival);
     }
+
     /// A withdrawal cancels the bid whatever state it is in, so the bidder
     /// never has to release an award it no longer wants:
     /// - held in the book: answered with a `Withdrawn` reject;
@@ -257,6 +266,7 @@ impl Auctioneer {
             self.remember_key(key, answer);
         }
     }
+
     pub(super) fn withdrawn_answer(&self, key: &BidKey) -> PeerMessage {
         PeerMessage::Reject(Reject {
             bid_id: key.2,

@@ -34,6 +34,7 @@ impl Auctioneer {
         self.refresh_hold_min();
         Ok(())
     }
+
     /// Re-adopts a task that was running before the node restarted (recovery).
     ///
     /// # Errors
@@ -72,6 +73,7 @@ impl Auctioneer {
         );
         Ok(())
     }
+
     /// Reports a task that ended while the node was down (recovery): its
     /// status is sent to its home node like any other.
     pub fn report_ended(
@@ -91,6 +93,7 @@ impl Auctioneer {
             status,
         );
     }
+
     pub(super) fn on_confirm(&mut self, now: Instant, from: NodeId, c: Confirm) {
         if let Some((owner, task)) = self.confirmed.get(&c.lease_id)
             && *owner == from
@@ -161,6 +164,7 @@ impl Auctioneer {
             ports: lease.ports,
         });
     }
+
     pub(super) fn on_release(&mut self, now: Instant, from: NodeId, r: Release) {
         let owned = self
             .leases
@@ -172,6 +176,7 @@ impl Auctioneer {
             self.give_back(now, &lease.spec.resources, lease.ports);
         }
     }
+
     pub(super) fn on_status_ack(&mut self, from: &NodeId, ack: StatusAck) {
         let done = self
             .outbox
@@ -181,6 +186,7 @@ impl Auctioneer {
             self.retries.remove(&(o.next_retry, ack.task_id));
         }
     }
+
     pub(super) fn on_kill(&mut self, k: Kill) -> Result<(), Error> {
         let alloc = self
             .running
@@ -192,6 +198,7 @@ impl Auctioneer {
         });
         Ok(())
     }
+
     pub(super) fn send_status(
         &mut self,
         now: Instant,

@@ -15,6 +15,7 @@ impl<R: Rng> Bidder<R> {
             reason: t.reason.clone(),
         }
     }
+
     /// Asks the nodes holding these bids to drop them.
     pub(super) fn withdraw(&mut self, bids: &[BidId]) {
         for bid in bids {
@@ -30,6 +31,7 @@ impl<R: Rng> Bidder<R> {
             }
         }
     }
+
     /// Forgets an outstanding bid and its timeout timer, so an answered bid
     /// does not wake the bidder a `bid_timeout` later for nothing.
     pub(super) fn take_bid(&mut self, bid: BidId) -> Option<OutBid> {
@@ -37,6 +39,7 @@ impl<R: Rng> Bidder<R> {
         self.timers.remove(&(b.expires, Timer::BidTimeout(bid)));
         Some(b)
     }
+
     /// Sets the task's confirm re-send timer, replacing any earlier one.
     pub(super) fn set_confirm_timer(&mut self, at: Instant, task_id: &TaskId) {
         self.cancel_confirm_timer(task_id);
@@ -46,6 +49,7 @@ impl<R: Rng> Bidder<R> {
                 .insert((at, Timer::ConfirmResend(task_id.clone())));
         }
     }
+
     /// Drops the task's confirm re-send timer once the confirm is answered.
     pub(super) fn cancel_confirm_timer(&mut self, task_id: &TaskId) {
         if let Some(at) = self
@@ -57,6 +61,7 @@ impl<R: Rng> Bidder<R> {
                 .remove(&(at, Timer::ConfirmResend(task_id.clone())));
         }
     }
+
     pub(super) fn bid_timed_out(&mut self, now: Instant, bid: BidId) {
         let Some(b) = self.take_bid(bid) else {
             return;
@@ -66,6 +71,7 @@ impl<R: Rng> Bidder<R> {
         let why = format!("node {} did not answer a bid in time", b.node);
         self.bid_lost(now, &b.task_id, bid, why);
     }
+
     /// A bid of this task ended without an award.
     pub(super) fn bid_lost(&mut self, now: Instant, task_id: &TaskId, bid: BidId, why: String) {
         let Some(t) = self.tasks.get_mut(task_id) else {
@@ -86,6 +92,7 @@ impl<R: Rng> Bidder<R> {
         let delay = self.backoff(task_id);
         self.retry_later(now, task_id, delay);
     }
+
     /// An award arrived for a live bid. Returns true if the task takes it.
     pub(super) fn take_award(
         &mut self,
@@ -112,7 +119,6 @@ impl<R: Rng> Bidder<R> {
         };
         t.node = Some(node.clone());
         self.withdraw(&others);
-        self.job_add(task_id, node);
         self.transmits.push_back(Transmit {
             to: node.clone(),
             msg: PeerMessage::Confirm(Confirm {
@@ -123,6 +129,7 @@ impl<R: Rng> Bidder<R> {
         self.set_confirm_timer(now + self.config.confirm_timeout, task_id);
         true
     }
+
     pub(super) fn resend_confirm(&mut self, now: Instant, task_id: &TaskId) {
         let Some(t) = self.tasks.get_mut(task_id) else {
             return;
@@ -152,6 +159,7 @@ impl<R: Rng> Bidder<R> {
         });
         self.set_confirm_timer(now + self.config.confirm_timeout, task_id);
     }
+
     pub(super) fn resend_kill(&mut self, now: Instant, task_id: &TaskId) {
         let Some(t) = self.tasks.get(task_id) else {
             return;
@@ -173,6 +181,7 @@ impl<R: Rng> Bidder<R> {
             Timer::KillResend(task_id.clone()),
         ));
     }
+
     pub(super) fn placed(&mut self, now: Instant, task_id: &TaskId, node: &NodeId) {
         self.cancel_confirm_timer(task_id);
         let Some(t) = self.tasks.get_mut(task_id) else {
@@ -195,6 +204,7 @@ impl<R: Rng> Bidder<R> {
             self.events.push_back(Event::Status { name, status });
         }
     }
+
     pub(super) fn on_status(&mut self, now: Instant, from: NodeId, u: StatusUpdate) {
         let task_id = u.status.task_id.clone();
         self.transmits.push_back(Transmit {
@@ -245,6 +255,7 @@ impl<R: Rng> Bidder<R> {
             self.events.push_back(Event::Status { name, status });
         }
     }
+
     /// Moves a task to a terminal state, once, and reports it.
     pub(super) fn end(
         &mut self,

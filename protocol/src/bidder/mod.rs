@@ -538,8 +538,12 @@ impl<R: Rng> Bidder<R> {
                         let withdrawn = b.withdrawn;
                         self.take_bid(a.bid_id);
                         self.stats.bids_awarded += 1;
-                        self.job_sub(&task_id, &from);
+                        // A winning bid's count on its node becomes the
+                        // placement's; a losing one's goes.
                         let won = self.take_award(now, &task_id, a.bid_id, &from, a.lease_id);
+                        if !won {
+                            self.job_sub(&task_id, &from);
+                        }
                         (won, withdrawn)
                     }
                     _ => {

@@ -15,6 +15,7 @@ impl<R: Rng> Bidder<R> {
             *nodes.entry(node.clone()).or_insert(0) += 1;
         }
     }
+
     pub(super) fn job_sub(&mut self, task_id: &TaskId, node: &NodeId) {
         let Some(t) = self.tasks.get(task_id) else {
             return;
@@ -31,6 +32,7 @@ impl<R: Rng> Bidder<R> {
             }
         }
     }
+
     pub(super) fn placed_values(
         &self,
         name: &str,
@@ -60,6 +62,7 @@ impl<R: Rng> Bidder<R> {
         }
         placed
     }
+
     pub(super) fn try_place(&mut self, now: Instant, task_id: &TaskId, view: &mut ClusterView) {
         let Some(task) = self.tasks.get(task_id) else {
             return;
@@ -140,6 +143,7 @@ impl<R: Rng> Bidder<R> {
             t.phase = Phase::Bidding { open };
         }
     }
+
     /// Candidates: alive, fitting, admitted; ranked; `candidates` drawn from the best few.
     pub(super) fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> Vec<NodeId> {
         let placed = self.placed_values(&spec.name, &spec.constraints, view);
@@ -190,6 +194,7 @@ impl<R: Rng> Bidder<R> {
         }
         out
     }
+
     pub(super) fn backoff(&mut self, task_id: &TaskId) -> Duration {
         let attempts = self.tasks.get(task_id).map_or(0, |t| t.attempts);
         let exp = self
@@ -202,6 +207,7 @@ impl<R: Rng> Bidder<R> {
         let low = micros / 2;
         Duration::from_micros(low + self.rng.random_range(0..=micros - low))
     }
+
     pub(super) fn retry_later(&mut self, now: Instant, task_id: &TaskId, delay: Duration) {
         if let Some(t) = self.tasks.get_mut(task_id) {
             t.phase = Phase::Waiting;
