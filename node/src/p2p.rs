@@ -168,6 +168,8 @@ pub struct P2pStats {
     pub unroutable: u64,
     /// Streams that failed (dial errors, timeouts, bad frames).
     pub failures: u64,
+    /// Peers seen speaking another peer-protocol version (each warned of once).
+    pub other_version: u64,
 }
 
 /// The libp2p side of a node.
@@ -195,9 +197,21 @@ impl P2p {
         cluster_key: &[u8; 32],
         listen: SocketAddr,
     ) -> anyhow::Result<Self> {
+        Self::start_speaking(me, keypair, cluster_key, listen, PEER_PROTOCOL_NAME)
+    }
+
+    /// [`P2p::start`] with another peer-protocol name: tests use it to play
+    /// a node of another release.
+    fn start_speaking(
+        me: NodeId,
+        keypair: Keypair,
+        cluster_key: &[u8; 32],
+        listen: SocketAddr,
+        protocol_name: &'static str,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let psk = pnet_key(cluster_key);
-        let protocol = StreamProtocol::new(PEER_PROTOCOL_NAME);
+        let protocol = StreamProtocol::new(protocol_name);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_other_transport(|key| {
@@ -336,6 +350,7 @@ impl P2p {
                 ) && self.mismatched.len() < 10_000
                     && self.mismatched.insert(peer)
                 {
+                    self.stats.other_version = self.mismatched.len() as u64;
                     tracing::warn!(
                         %peer, ?node,
                         "peer does not speak {PEER_PROTOCOL_NAME}: it runs another agora version; \
@@ -356,5 +371,83 @@ impl P2p {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_protocol::TaskId;
+    use agora_protocol::wire::StatusAck;
+    use futures::StreamExt;
+
+    fn node(name: &str, protocol: &'static str) -> P2p {
+        P2p::start_speaking(
+            NodeId::new(name).expect("valid id"),
+            Keypair::generate_ed25519(),
+            &[7; 32],
+            "127.0.0.1:0".parse().expect("loopback"),
+            protocol,
+        )
+        .expect("p2p starts on loopback")
+    }
+
+    async fn listen_addr(p: &mut P2p) -> Multiaddr {
+        let wait = async {
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = p.swarm.select_next_some().await
+                {
+                    return address;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("a listen address within 10 s")
+    }
+
+    fn ack(seq: u64) -> PeerMessage {
+        PeerMessage::StatusAck(StatusAck {
+            task_id: TaskId::new("fw.1").expect("valid id"),
+            seq,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_peer_on_another_version_is_counted_once_while_same_version_peers_get_messages() {
+        let mut a = node("a", PEER_PROTOCOL_NAME);
+        let mut b = node("b", PEER_PROTOCOL_NAME);
+        let mut old = node("old", "/agora/peer/1");
+        let (b_addr, old_addr) = (listen_addr(&mut b).await, listen_addr(&mut old).await);
+        let (b_id, old_id) = (NodeId::new("b").unwrap(), NodeId::new("old").unwrap());
+        a.set_peer(&b_id, &b.peer_id().to_base58(), &b_addr.to_string());
+        a.set_peer(&old_id, &old.peer_id().to_base58(), &old_addr.to_string());
+        for seq in 1..=3 {
+            a.send(&old_id, ack(seq));
+        }
+        a.send(&b_id, ack(9));
+        let mut got = Vec::new();
+        let run = async {
+            while got.is_empty() || a.stats.failures < 3 {
+                tokio::select! {
+                    ev = a.swarm.select_next_some() => { a.on_event(ev); }
+                    ev = b.swarm.select_next_some() => {
+                        if let Some(m) = b.on_event(ev) { got.push(m); }
+                    }
+                    ev = old.swarm.select_next_some() => {
+                        assert!(old.on_event(ev).is_none(), "the old version took a message");
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("b's message and three failures within 30 s");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.as_str(), "a");
+        assert!(matches!(&got[0].1, PeerMessage::StatusAck(s) if s.seq == 9));
+        // Three messages failed on the version, but the peer is reported once.
+        assert_eq!(a.stats.other_version, 1);
+        assert_eq!((a.stats.sent, a.stats.failures), (4, 3));
     }
 }

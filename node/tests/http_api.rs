@@ -515,6 +515,17 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
     s.metrics.bids_rejected.inc_by(2);
     s.metrics.observe_auction_latency(Duration::from_millis(3));
     s.metrics.set_gossip_totals(4096, 2048, 3);
+    let peers = agora_node::http::PeerTotals {
+        sent: 40,
+        received: 30,
+        unroutable: 2,
+        failed: 5,
+        other_version: 1,
+    };
+    s.metrics.set_peer_totals(&peers);
+    // Totals only grow: a smaller one (a restarted layer) is ignored.
+    s.metrics
+        .set_peer_totals(&agora_node::http::PeerTotals { sent: 10, ..peers });
     let r = s.get("/metrics").await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").contains("openmetrics-text"));
@@ -557,6 +568,18 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
     assert_eq!(value("agora_gossip_sent_bytes_total", &[]), 2048.0);
     assert_eq!(value("agora_gossip_rejected_datagrams_total", &[]), 3.0);
     assert_eq!(value("agora_frameworks_connected", &[]), 1.0);
+    for (outcome, v) in [
+        ("sent", 40.0),
+        ("received", 30.0),
+        ("unroutable", 2.0),
+        ("failed", 5.0),
+    ] {
+        assert_eq!(
+            value("agora_peer_messages_total", &[("outcome", outcome)]),
+            v
+        );
+    }
+    assert_eq!(value("agora_peers_other_version", &[]), 1.0);
     s.stop().await;
 }
 

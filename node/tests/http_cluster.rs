@@ -265,7 +265,7 @@ fn http_api_serves_a_three_node_cluster() {
 
     // Metrics on the node whose bidder placed the tasks.
     let scrape = wait_for(
-        "n1's metrics to show 3 live nodes",
+        "n1's metrics to show 3 live nodes and its peer messages",
         Duration::from_secs(15),
         || {
             let r = get(a1, "/metrics");
@@ -276,7 +276,19 @@ fn http_api_serves_a_three_node_cluster() {
                 .map(|l| Ok(l.to_string()))
                 .collect::<Vec<_>>();
             let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
-            (metric(&scrape, "agora_nodes", &[("state", "alive")]) == 3.0).then_some(scrape)
+            // Each of the 4 tasks bid on at least one other node (2
+            // candidates of 3), and each such bid was answered over libp2p.
+            let peer = |outcome| {
+                metric(
+                    &scrape,
+                    "agora_peer_messages_total",
+                    &[("outcome", outcome)],
+                )
+            };
+            (metric(&scrape, "agora_nodes", &[("state", "alive")]) == 3.0
+                && peer("sent") >= 4.0
+                && peer("received") >= 4.0)
+                .then_some(scrape)
         },
     );
     assert_eq!(metric(&scrape, "agora_nodes", &[("state", "dead")]), 0.0);
@@ -285,6 +297,7 @@ fn http_api_serves_a_three_node_cluster() {
     assert!(sent >= 4.0, "bids sent {sent}");
     assert!(won >= 4.0, "bids won {won}");
     assert!(metric(&scrape, "agora_gossip_sent_bytes_total", &[]) > 0.0);
+    assert_eq!(metric(&scrape, "agora_peers_other_version", &[]), 0.0);
     assert!(
         scrape
             .samples

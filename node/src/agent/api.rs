@@ -10,7 +10,7 @@
 use super::core::{Core, framework_of};
 use super::frameworks::Framework;
 use super::queries::{LogReply, TaskReply, merge_rows};
-use crate::http::{ApiCommand, ApiSnapshot, CommandError, LocalFramework, Metrics};
+use crate::http::{ApiCommand, ApiSnapshot, CommandError, LocalFramework, Metrics, PeerTotals};
 use agora_protocol::bidder;
 use agora_protocol::wire::{ErrorCode, MAX_SUBMIT, ReadLog};
 use agora_protocol::{FrameworkId, Instant};
@@ -116,6 +116,14 @@ impl Core {
         let snap = ApiSnapshot::from_view(self.me.clone(), &h.cell_id, &self.view, tasks, &local);
         h.metrics
             .set_gossip_totals(stats.bytes_in, stats.bytes_out, stats.datagrams_rejected);
+        let p = self.p2p.stats;
+        h.metrics.set_peer_totals(&PeerTotals {
+            sent: p.sent,
+            received: p.received,
+            unroutable: p.unroutable,
+            failed: p.failures,
+            other_version: p.other_version,
+        });
         h.snap_tx.send_replace(Arc::new(snap));
         h.dirty = false;
         h.last_publish = now;

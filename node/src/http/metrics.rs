@@ -21,6 +21,8 @@
 //! | `agora_gossip_sent_bytes_total` | counter | |
 //! | `agora_gossip_rejected_datagrams_total` | counter | |
 //! | `agora_frameworks_connected` | gauge | |
+//! | `agora_peer_messages_total` | counter | `outcome` = sent, received, unroutable, failed |
+//! | `agora_peers_other_version` | gauge | |
 
 use super::ApiSnapshot;
 use super::views::ALL_STATES;
@@ -39,6 +41,26 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The libp2p layer's running totals, for [`Metrics::set_peer_totals`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerTotals {
+    /// Messages handed to libp2p for another node.
+    pub sent: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Messages dropped because no address was known for the destination.
+    pub unroutable: u64,
+    /// Streams that failed (dial errors, timeouts, bad frames, another version).
+    pub failed: u64,
+    /// Peers seen speaking another peer-protocol version.
+    pub other_version: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +87,8 @@ pub struct Metrics {
     gossip_out: Counter,
     rejected_datagrams: Counter,
     frameworks_connected: Gauge,
+    peer_messages: Family<OutcomeLabel, Counter>,
+    peers_other_version: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,6 +175,18 @@ impl Metrics {
             "Frameworks connected to this node's socket",
             frameworks_connected.clone(),
         );
+        let peer_messages = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "peer_messages",
+            "Peer-protocol messages (bids, awards, confirms, statuses) by outcome: sent, received, unroutable (no address known yet), failed (stream errors)",
+            peer_messages.clone(),
+        );
+        let peers_other_version = Gauge::default();
+        registry.register(
+            "peers_other_version",
+            "Peers that speak another peer-protocol version (another agora release): messages to them are dropped; upgrade every node to one version",
+            peers_other_version.clone(),
+        );
         let m = Metrics {
             registry,
             nodes,
@@ -165,11 +201,14 @@ impl Metrics {
             gossip_out,
             rejected_datagrams,
             frameworks_connected,
+            peer_messages,
+            peers_other_version,
         };
         // Every labelled series exists from the start, at zero.
         m.set_nodes(0, 0);
         m.set_resources("cluster", &Resources::ZERO, &Resources::ZERO);
         m.set_resources("node", &Resources::ZERO, &Resources::ZERO);
+        m.set_peer_totals(&PeerTotals::default());
         for s in ALL_STATES {
             m.tasks
                 .get_or_create(&StateLabel { state: s.name() })
@@ -233,6 +272,24 @@ impl Metrics {
         raise(&self.gossip_in, bytes_in);
         raise(&self.gossip_out, bytes_out);
         raise(&self.rejected_datagrams, rejected_datagrams);
+    }
+
+    /// Raises the peer-message counters to the libp2p layer's running totals
+    /// (they only grow) and sets the count of peers on another version.
+    pub fn set_peer_totals(&self, t: &PeerTotals) {
+        for (outcome, v) in [
+            ("sent", t.sent),
+            ("received", t.received),
+            ("unroutable", t.unroutable),
+            ("failed", t.failed),
+        ] {
+            raise(
+                &self.peer_messages.get_or_create(&OutcomeLabel { outcome }),
+                v,
+            );
+        }
+        self.peers_other_version
+            .set(i64::try_from(t.other_version).unwrap_or(i64::MAX));
     }
 
     /// Adds to the gossip counters (for a gossip layer that reports deltas).

@@ -45,7 +45,8 @@
 //!    error codes for refusals.
 //! 4. Count in [`Metrics`]: `bids_sent`/`bids_won`/`bids_rejected`,
 //!    [`Metrics::observe_auction_latency`] (submit to award), and
-//!    [`Metrics::set_gossip_totals`] from the gossip layer's counters.
+//!    [`Metrics::set_gossip_totals`] from the gossip layer's counters, and
+//!    [`Metrics::set_peer_totals`] from the libp2p layer's.
 //!
 //! ```ignore
 //! let (snap_tx, snap_rx) = watch::channel(Arc::new(ApiSnapshot::empty(node_id)));
@@ -69,7 +70,7 @@ mod spec;
 mod views;
 
 pub use error::ApiError;
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, PeerTotals};
 pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
 pub use spec::{SpecBody, SpecCommand};
 pub use views::{NodeView, TaskView};
