@@ -152,7 +152,7 @@ impl Auctioneer {
                 task_id: p.bid.task_id,
                 framework: p.bid.framework,
                 weight: p.bid.weight.max(1),
-                spec: *p.bid.spec,
+                spec: p.bid.spec,
                 ports,
                 expires,
             },

@@ -160,7 +160,7 @@ impl Auctioneer {
             task_id: lease.task_id,
             framework: lease.framework,
             home: from,
-            spec: lease.spec,
+            spec: *lease.spec,
             ports: lease.ports,
         });
     }

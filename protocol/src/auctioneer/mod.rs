@@ -190,7 +190,7 @@ struct Lease {
     task_id: TaskId,
     framework: FrameworkId,
     weight: u32,
-    spec: TaskSpec,
+    spec: Box<TaskSpec>,
     ports: Vec<u16>,
     expires: Instant,
 }
