@@ -36,7 +36,7 @@ pub async fn register_cli(client: &mut Client) -> anyhow::Result<()> {
     client
         .send(&ClientMessage::Register(Register {
             name: "cli".into(),
-            role: String::new(),
+            role: agora_protocol::wire::OPERATOR_ROLE.into(),
             weight: 1,
             failover_timeout_ms: CLI_FAILOVER_MS,
             framework_id: None,

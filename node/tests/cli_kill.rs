@@ -1,10 +1,14 @@
 //! `agora kill` from a node that is not the task's home: the task is found
 //! through the cluster-wide listing and killed; an unknown id and a task
 //! that has already ended are refused with a reason and a non-zero exit.
+//! Another framework on the socket may not kill the task; the CLI, which
+//! registers with the operator role, may.
 
 mod common;
 
+use common::json::{error_code, frame, json_client, read_frame};
 use common::{Cluster, wait_for};
+use std::io::Write;
 use std::time::Duration;
 
 #[test]
@@ -29,6 +33,28 @@ fn kill_from_another_node_stops_the_task_and_bad_ids_are_refused() {
     wait_for("the task to run", Duration::from_secs(30), || {
         (state(&id).as_deref() == Some("running")).then_some(())
     });
+
+    // A framework kills only its own tasks, on the task's home node or any
+    // other.
+    for node in [home, other] {
+        let mut batch = json_client(&node.socket());
+        let register = r#"{"register":{"name":"batch","role":"","weight":1,"failover_timeout_ms":0,"framework_id":null}}"#;
+        batch.write_all(&frame(register.as_bytes())).unwrap();
+        let registered = read_frame(&mut batch).expect("an answer to register");
+        assert!(registered["registered"].is_object(), "{registered}");
+        let kill = serde_json::json!({"kill": {"task_id": id}});
+        batch
+            .write_all(&frame(kill.to_string().as_bytes()))
+            .unwrap();
+        let refused = read_frame(&mut batch).expect("an answer to the kill");
+        assert_eq!(error_code(&refused), "unknown_task", "{refused}");
+        let why = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("belongs to framework") && why.contains("operator"),
+            "{why}"
+        );
+    }
+    assert_eq!(state(&id).as_deref(), Some("running"));
 
     // Killed through the other node, which is not the task's home.
     let out = other.cli(&["kill", &id]);

@@ -383,12 +383,18 @@ impl PeerMessage {
 
 // ---------------------------------------------------------------- framework socket
 
+/// The [`Register::role`] of a connection that may kill any framework's task
+/// (the `agora` CLI registers with it). A framework kills only its own tasks;
+/// who may connect to the socket at all is decided by its file permissions.
+pub const OPERATOR_ROLE: &str = "operator";
+
 /// Announces a framework. The first message after the handshake.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Register {
     /// A human name, e.g. "batch" or "cli".
     pub name: String,
-    /// A role for grouping, e.g. "analytics" (may be empty).
+    /// A role for grouping, e.g. "analytics" (may be empty). [`OPERATOR_ROLE`]
+    /// is reserved: it may kill other frameworks' tasks.
     pub role: String,
     /// DRF weight, at least 1: a framework of weight 2 is entitled to twice
     /// the dominant share of one of weight 1.

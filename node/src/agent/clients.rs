@@ -8,12 +8,12 @@ use super::core::{Conn, Core, framework_of};
 use super::frameworks::{Framework, MAX_FRAMEWORKS};
 use super::queries::{LogReply, TaskReply};
 use crate::socket::ClientCmd;
-use agora_protocol::bidder;
 use agora_protocol::wire::{
     BidOn, ClientMessage, ErrorCode, ErrorReply, LogChunk, MAX_SUBMIT, NodeList, PeerMessage,
     Register, Registered, ServerMessage, StatusEvent, Submit, Submitted,
 };
 use agora_protocol::{FrameworkId, Instant, TaskId, offers};
+use agora_protocol::{bidder, wire};
 use std::time::Duration;
 
 /// Offers are sent at most this often.
@@ -129,7 +129,7 @@ impl Core {
                     c.offers = false;
                 }
             }
-            ClientMessage::Kill(k) => self.kill(conn, now, &k.task_id),
+            ClientMessage::Kill(k) => self.kill(conn, now, &fw, &k.task_id),
             ClientMessage::Reconcile(ids) => self.reconcile(conn, &fw, ids),
             ClientMessage::Ack(a) => {
                 if let Some(f) = self.frameworks.get_mut(&fw) {
@@ -353,8 +353,37 @@ impl Core {
         }
     }
 
-    fn kill(&mut self, conn: u64, now: Instant, task_id: &TaskId) {
-        let home = framework_of(task_id).filter(|fw| self.frameworks.contains_key(fw));
+    fn kill(&mut self, conn: u64, now: Instant, caller: &FrameworkId, task_id: &TaskId) {
+        let Some(owner) = framework_of(task_id) else {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::UnknownTask,
+                    format!("{task_id} is not a task id (FRAMEWORK.NUMBER)"),
+                    None,
+                ),
+            );
+        };
+        let operator = self
+            .frameworks
+            .get(caller)
+            .is_some_and(|f| f.role == wire::OPERATOR_ROLE);
+        if owner != *caller && !operator {
+            return self.reply(
+                conn,
+                err(
+                    ErrorCode::UnknownTask,
+                    format!(
+                        "task {task_id} belongs to framework {owner}, not to {caller}: a framework \
+                         kills only its own tasks (a connection registered with role \"{}\", as \
+                         the agora CLI is, may kill any)",
+                        wire::OPERATOR_ROLE
+                    ),
+                    None,
+                ),
+            );
+        }
+        let home = Some(owner).filter(|fw| self.frameworks.contains_key(fw));
         match home.and_then(|fw| self.frameworks.get_mut(&fw)) {
             Some(f) => match f.bidder.kill(now, task_id) {
                 Ok(()) => {}
@@ -371,17 +400,6 @@ impl Core {
             None => {
                 // Homed elsewhere: ask every live node; the one running it
                 // kills it and tells the task's home node.
-                let parsed = framework_of(task_id);
-                if parsed.is_none() {
-                    return self.reply(
-                        conn,
-                        err(
-                            ErrorCode::UnknownTask,
-                            format!("{task_id} is not a task id (FRAMEWORK.NUMBER)"),
-                            None,
-                        ),
-                    );
-                }
                 let mut targets = self.live_peers();
                 targets.push(self.me.clone());
                 for n in targets {

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod json;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
