@@ -135,6 +135,15 @@ impl TaskId {
         TaskId(Arc::from(format!("{}{}", &framework.0[..keep], suffix)))
     }
 
+    /// True when `framework` made this id ([`TaskId::for_framework`]), even
+    /// when a long framework id was cut to fit.
+    pub fn is_of(&self, framework: &FrameworkId) -> bool {
+        self.0
+            .rsplit_once('.')
+            .and_then(|(_, seq)| seq.parse::<u64>().ok())
+            .is_some_and(|seq| Self::for_framework(framework, seq) == *self)
+    }
+
     /// The framework part of an id made by [`TaskId::for_framework`]
     /// (everything before the last '.'), to route a message to its bidder.
     pub fn framework_part(&self) -> &str {
@@ -194,5 +203,21 @@ mod tests {
         let fw = FrameworkId::new("cli-1a2b.x@n1").unwrap();
         let t = TaskId::for_framework(&fw, 7);
         assert_eq!(t.framework_part(), fw.as_str());
+    }
+
+    #[test]
+    fn a_task_id_knows_its_framework_even_when_cut() {
+        let long = FrameworkId::new(format!("batch-1a2b3c4d@{}", "n".repeat(113))).unwrap();
+        let t = TaskId::for_framework(&long, 42);
+        assert_ne!(t.framework_part(), long.as_str(), "the id was cut");
+        assert!(t.is_of(&long));
+        // Framework ids carry a random part before the node id, so a cut
+        // never makes two frameworks' task ids alike.
+        let other = FrameworkId::new(format!("batch-9f8e7d6c@{}", "n".repeat(113))).unwrap();
+        assert!(!TaskId::for_framework(&other, 41).is_of(&long));
+        let short = FrameworkId::new("cli-1a2b@n1").unwrap();
+        assert!(TaskId::for_framework(&short, 3).is_of(&short));
+        assert!(!TaskId::new("cli-1a2b@n1.x").unwrap().is_of(&short));
+        assert!(!TaskId::new("cli-1a2b@n2.3").unwrap().is_of(&short));
     }
 }

@@ -364,11 +364,12 @@ impl Core {
                 ),
             );
         };
+        let own = task_id.is_of(caller);
         let operator = self
             .frameworks
             .get(caller)
             .is_some_and(|f| f.role == wire::OPERATOR_ROLE);
-        if owner != *caller && !operator {
+        if !own && !operator {
             return self.reply(
                 conn,
                 err(
@@ -383,7 +384,12 @@ impl Core {
                 ),
             );
         }
-        let home = Some(owner).filter(|fw| self.frameworks.contains_key(fw));
+        let home = if own {
+            Some(caller.clone())
+        } else {
+            Some(owner)
+        }
+        .filter(|fw| self.frameworks.contains_key(fw));
         match home.and_then(|fw| self.frameworks.get_mut(&fw)) {
             Some(f) => match f.bidder.kill(now, task_id) {
                 Ok(()) => {}
