@@ -12,8 +12,7 @@ use agora_protocol::wire::{
     BidOn, ClientMessage, ErrorCode, ErrorReply, LogChunk, MAX_SUBMIT, NodeList, PeerMessage,
     Register, Registered, ServerMessage, StatusEvent, Submit, Submitted,
 };
-use agora_protocol::{FrameworkId, Instant, TaskId, offers};
-use agora_protocol::{bidder, wire};
+use agora_protocol::{FrameworkId, Instant, TaskId, bidder, offers, wire};
 use std::time::Duration;
 
 /// Offers are sent at most this often.
@@ -384,13 +383,8 @@ impl Core {
                 ),
             );
         }
-        let home = if own {
-            Some(caller.clone())
-        } else {
-            Some(owner)
-        }
-        .filter(|fw| self.frameworks.contains_key(fw));
-        match home.and_then(|fw| self.frameworks.get_mut(&fw)) {
+        let home = if own { caller.clone() } else { owner };
+        match self.frameworks.get_mut(&home) {
             Some(f) => match f.bidder.kill(now, task_id) {
                 Ok(()) => {}
                 Err(bidder::Error::AlreadyEnded(_)) => self.reply(
