@@ -10,6 +10,9 @@
 //! - [`view`] and [`fairness`]: the gossip view of the cluster and DRF.
 //! - [`auctioneer`] and [`bidder`]: the two halves of the auction.
 //! - [`offers`]: offers for frameworks that choose nodes themselves.
+//! - [`host`]: everything one node decides, as one machine that owns the
+//!   auctioneer, the bidders homed there and the view (the node and the
+//!   simulator both drive it).
 //!
 //! Each state machine has the same shape: `handle_message(now, from, msg)`,
 //! `handle_timeout(now)` and commands in; `poll_timeout()`, `poll_transmit()`
@@ -21,6 +24,7 @@ pub mod cell;
 pub mod codec;
 pub mod constraint;
 pub mod fairness;
+pub mod host;
 pub mod ids;
 pub mod offers;
 pub mod resources;

@@ -297,6 +297,14 @@ impl<R: Rng> Bidder<R> {
         &self.framework
     }
 
+    /// Numbers this bidder's bids from `first` on (from 1 by default). An
+    /// auctioneer tells bids apart by sending node and bid id, so bidders
+    /// that share a node must draw from disjoint ranges: the node's
+    /// [`crate::host::Host`] gives each framework its own.
+    pub fn number_bids_from(&mut self, first: u64) {
+        self.next_bid = first.max(1);
+    }
+
     /// The framework's DRF weight.
     pub fn weight(&self) -> u32 {
         self.weight

@@ -1,0 +1,421 @@
+//! Hosts on a virtual clock, connected by an instant in-test network and an
+//! executor that starts every task at once.
+
+use super::*;
+use crate::task::{Command, TaskState};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+type H = Host<ChaCha8Rng>;
+
+fn nid(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn fid(s: &str) -> FrameworkId {
+    FrameworkId::new(s).unwrap()
+}
+
+fn spec(name: &str, cpus: u64) -> TaskSpec {
+    TaskSpec::new(
+        name,
+        Command::Argv(vec!["true".into()]),
+        Resources::cpu_mem(cpus * 1000, 64),
+    )
+}
+
+fn host(id: &str, cpus: u64, generation: u64) -> H {
+    Host::new(
+        nid(id),
+        Resources::cpu_mem(cpus * 1000, 4096),
+        PortSet::default(),
+        Attributes::default(),
+        String::new(),
+        Config {
+            generation,
+            ..Config::default()
+        },
+    )
+}
+
+/// A cluster of hosts that see each other alive.
+struct Net {
+    now: Instant,
+    hosts: BTreeMap<NodeId, H>,
+    /// Nodes that deliver nothing and receive nothing (paused or cut off).
+    mute: BTreeSet<NodeId>,
+    /// What each node's executor runs.
+    running: BTreeMap<NodeId, BTreeSet<TaskId>>,
+    /// Events seen, per node.
+    events: BTreeMap<NodeId, Vec<Event>>,
+    /// Kills the executors carried out.
+    killed: Vec<(NodeId, TaskId)>,
+}
+
+impl Net {
+    fn new(hosts: Vec<H>) -> Net {
+        let mut net = Net {
+            now: Instant::ZERO,
+            hosts: hosts
+                .into_iter()
+                .map(|h| (h.node_id().clone(), h))
+                .collect(),
+            mute: BTreeSet::new(),
+            running: BTreeMap::new(),
+            events: BTreeMap::new(),
+            killed: Vec::new(),
+        };
+        net.gossip();
+        net
+    }
+
+    /// Every host learns every other's current state (alive unless mute).
+    fn gossip(&mut self) {
+        let infos: Vec<NodeInfo> = self
+            .hosts
+            .values()
+            .map(|h| {
+                let mut i = h.view().get(h.node_id()).cloned().unwrap();
+                i.alive = !self.mute.contains(&i.id);
+                i
+            })
+            .collect();
+        let now = self.now;
+        for (id, h) in &mut self.hosts {
+            if self.mute.contains(id) {
+                continue;
+            }
+            h.handle_members(now, infos.clone());
+        }
+        self.settle();
+    }
+
+    fn h(&mut self, id: &str) -> &mut H {
+        self.hosts.get_mut(&nid(id)).unwrap()
+    }
+
+    /// Delivers messages and runs executors until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            let ids: Vec<NodeId> = self.hosts.keys().cloned().collect();
+            for id in &ids {
+                let now = self.now;
+                let h = self.hosts.get_mut(id).unwrap();
+                let mut out = Vec::new();
+                while let Some(t) = h.poll_transmit() {
+                    out.push(t);
+                }
+                while let Some(e) = h.poll_exec() {
+                    moved = true;
+                    match e {
+                        Exec::Launch(l) => {
+                            self.running
+                                .entry(id.clone())
+                                .or_default()
+                                .insert(l.task_id.clone());
+                            let st = TaskStatus::new(
+                                l.task_id.clone(),
+                                TaskState::Running,
+                                Some(id.clone()),
+                            );
+                            h.handle_exec(now, st, Some(&l));
+                        }
+                        Exec::Kill { task_id, .. } => {
+                            self.killed.push((id.clone(), task_id.clone()));
+                            if let Some(r) = self.running.get_mut(id) {
+                                r.remove(&task_id);
+                            }
+                            let st = TaskStatus::new(task_id, TaskState::Killed, Some(id.clone()));
+                            h.handle_exec(now, st, None);
+                        }
+                    }
+                }
+                while let Some(ev) = h.poll_event() {
+                    self.events.entry(id.clone()).or_default().push(ev);
+                }
+                for t in out {
+                    moved = true;
+                    if self.mute.contains(id) || self.mute.contains(&t.to) {
+                        continue;
+                    }
+                    if let Some(dst) = self.hosts.get_mut(&t.to) {
+                        let back = dst.handle_peer(now, id.clone(), t.msg);
+                        assert!(back.is_none(), "no shell messages in these tests");
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    /// Advances the clock to `t`, running every host's timers on the way.
+    fn advance(&mut self, t: Instant) {
+        loop {
+            let next = self
+                .hosts
+                .iter()
+                .filter(|(id, _)| !self.mute.contains(*id))
+                .filter_map(|(_, h)| h.poll_timeout())
+                .min();
+            match next {
+                Some(n) if n <= t => {
+                    self.now = self.now.max(n);
+                    let now = self.now;
+                    for (id, h) in &mut self.hosts {
+                        if !self.mute.contains(id) && h.poll_timeout().is_some_and(|x| x <= now) {
+                            h.handle_timeout(now);
+                        }
+                    }
+                    self.settle();
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn statuses(&self, node: &str, task: &TaskId) -> Vec<TaskState> {
+        self.events
+            .get(&nid(node))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Event::Status { status, .. } if status.task_id == *task => Some(status.state),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+#[test]
+fn a_task_submitted_on_one_host_runs_on_another_and_its_status_comes_home() {
+    // a is too small for the task: it must go to b.
+    let mut net = Net::new(vec![host("a", 1, 0), host("b", 4, 0)]);
+    let fw = fid("batch@a");
+    net.h("a").add_framework(fw.clone(), 1, rng(1)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &fw, vec![spec("job", 2)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    assert!(net.running[&nid("b")].contains(&ids[0]));
+    assert_eq!(
+        net.statuses("a", &ids[0]),
+        vec![TaskState::Starting, TaskState::Running]
+    );
+    assert_eq!(net.hosts[&nid("b")].auctioneer().running_count(), 1);
+}
+
+#[test]
+fn awards_reach_a_framework_whose_id_is_cut_in_its_task_ids() {
+    // A framework id over 121 bytes is cut in its task ids; routing by
+    // prefix dropped its awards (issue 11).
+    let long = format!("cli-0a1b2c3d@{}", "n".repeat(115));
+    let fw = fid(&long);
+    let mut net = Net::new(vec![host("a", 1, 0), host("b", 4, 0)]);
+    net.h("a").add_framework(fw.clone(), 1, rng(2)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &fw, vec![spec("job", 2)]).unwrap();
+    assert_ne!(ids[0].framework_part(), fw.as_str(), "the id really is cut");
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    assert!(net.running[&nid("b")].contains(&ids[0]));
+    assert!(net.statuses("a", &ids[0]).contains(&TaskState::Running));
+    assert_eq!(net.hosts[&nid("a")].stats().unroutable, 0);
+}
+
+#[test]
+fn frameworks_on_one_host_bid_from_disjoint_ranges() {
+    let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 7)]);
+    let (f1, f2) = (fid("one@a"), fid("two@a"));
+    net.h("a").add_framework(f1.clone(), 1, rng(3)).unwrap();
+    net.h("a").add_framework(f2.clone(), 1, rng(4)).unwrap();
+    let now = net.now;
+    let t1 = net.h("a").submit(now, &f1, vec![spec("x", 1)]).unwrap();
+    let t2 = net.h("a").submit(now, &f2, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    // Both bids were told apart by b's auctioneer and both tasks run.
+    let on_b = &net.running[&nid("b")];
+    assert!(on_b.contains(&t1[0]) && on_b.contains(&t2[0]));
+    let a = &net.hosts[&nid("a")];
+    assert_eq!(a.stats().bids_sent, a.stats().awards + a.stats().rejects);
+}
+
+#[test]
+fn empty_and_oversized_submits_are_refused() {
+    let mut h = host("a", 4, 0);
+    let fw = fid("f@a");
+    h.add_framework(fw.clone(), 1, rng(5)).unwrap();
+    let e = h.submit(Instant::ZERO, &fw, Vec::new()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidSpec);
+    assert!(e.message.contains("at least one task"), "{e}");
+    let many = vec![spec("x", 1); MAX_SUBMIT + 1];
+    assert_eq!(
+        h.submit(Instant::ZERO, &fw, many).unwrap_err().code,
+        ErrorCode::InvalidSpec
+    );
+    let e = h
+        .submit(Instant::ZERO, &fid("nobody@a"), vec![spec("x", 1)])
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownFramework);
+}
+
+#[test]
+fn a_dead_peers_tasks_are_lost_and_killed_when_it_comes_back() {
+    let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 0)]);
+    let fw = fid("f@a");
+    net.h("a").add_framework(fw.clone(), 1, rng(6)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    assert!(net.running[&nid("b")].contains(&ids[0]));
+    net.gossip();
+    // b stops answering (SIGSTOP) and is declared dead.
+    net.mute.insert(nid("b"));
+    net.advance(Instant::from_millis(1_000));
+    net.gossip();
+    assert_eq!(
+        net.statuses("a", &ids[0]).last(),
+        Some(&TaskState::Lost),
+        "the home reports the task lost"
+    );
+    assert!(
+        net.running[&nid("b")].contains(&ids[0]),
+        "still running on the paused node"
+    );
+    // b comes back (SIGCONT): a kills what it reported lost there.
+    net.mute.remove(&nid("b"));
+    net.advance(Instant::from_millis(2_000));
+    net.gossip();
+    assert!(net.killed.contains(&(nid("b"), ids[0].clone())));
+    assert!(!net.running[&nid("b")].contains(&ids[0]));
+    assert!(net.events[&nid("a")].contains(&Event::NodeRevived {
+        node: nid("b"),
+        kills: 1
+    }));
+    // The task stays lost at home: a later kill report does not revive it.
+    assert_eq!(net.statuses("a", &ids[0]).last(), Some(&TaskState::Lost));
+}
+
+#[test]
+fn a_restarting_peer_is_held_alive_for_the_grace_then_declared_dead() {
+    let mut a = host("a", 0, 0);
+    let fw = fid("f@a");
+    a.add_framework(fw.clone(), 1, rng(7)).unwrap();
+    let mut b = NodeInfo::new(
+        nid("b"),
+        Resources::cpu_mem(4000, 4096),
+        Attributes::default(),
+    );
+    b.version = 10;
+    a.handle_members(Instant::ZERO, vec![b.clone()]);
+    assert!(a.view().get(&nid("b")).unwrap().alive);
+    // A new generation the detector does not hold alive yet, with a newer
+    // ledger: held alive for the grace.
+    b.alive = false;
+    b.version = 1_000_000;
+    let t = Instant::from_millis(1_000);
+    a.handle_members(t, vec![b.clone()]);
+    assert!(a.view().get(&nid("b")).unwrap().alive);
+    assert_eq!(a.poll_timeout(), Some(t + Config::default().restart_grace));
+    while a.poll_event().is_some() {}
+    // It never comes back alive: dead when the grace runs out.
+    a.handle_timeout(t + Config::default().restart_grace);
+    assert!(!a.view().get(&nid("b")).unwrap().alive);
+    assert_eq!(a.poll_event(), Some(Event::NodeDead(nid("b"))));
+}
+
+#[test]
+fn a_restarted_host_is_newer_than_anything_its_peers_remember() {
+    let mut net = Net::new(vec![host("a", 4, 0), host("b", 4, 5_000)]);
+    let v_old = net.hosts[&nid("a")].view().get(&nid("b")).unwrap().version;
+    assert!(v_old >= 5_000, "versions start from the generation");
+    // b restarts with a later generation.
+    net.hosts.insert(nid("b"), host("b", 4, 9_000));
+    net.gossip();
+    let v_new = net.hosts[&nid("a")].view().get(&nid("b")).unwrap().version;
+    assert!(v_new > v_old && v_new >= 9_000);
+}
+
+#[test]
+fn a_removed_framework_keeps_its_history() {
+    let mut net = Net::new(vec![host("a", 4, 0)]);
+    let fw = fid("f@a");
+    net.h("a").add_framework(fw.clone(), 1, rng(8)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    let k = net.h("a").kill(now, Some(&fw), &ids[0]).unwrap();
+    assert_eq!(k, KillSent::Homed);
+    net.settle();
+    assert!(net.h("a").remove_framework(&fw));
+    let rows = net.h("a").task_rows();
+    let row = rows.iter().find(|r| r.task_id == ids[0]).unwrap();
+    assert_eq!(row.state, TaskState::Killed);
+    let e = net.h("a").kill(now, None, &ids[0]).unwrap_err();
+    assert!(e.message.contains("already ended"), "{e}");
+}
+
+#[test]
+fn a_framework_kills_only_its_own_tasks() {
+    let mut net = Net::new(vec![host("a", 4, 0)]);
+    let (f, g) = (fid("f@a"), fid("g@a"));
+    net.h("a").add_framework(f.clone(), 1, rng(9)).unwrap();
+    net.h("a").add_framework(g.clone(), 1, rng(10)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &f, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    let now = net.now;
+    let e = net.h("a").kill(now, Some(&g), &ids[0]).unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownTask);
+    assert!(net.running[&nid("a")].contains(&ids[0]));
+    // An operator may.
+    net.h("a").kill(now, None, &ids[0]).unwrap();
+    net.settle();
+    assert!(!net.running[&nid("a")].contains(&ids[0]));
+}
+
+#[test]
+fn a_status_for_a_framework_not_homed_here_is_acked_and_its_task_killed() {
+    let mut a = host("a", 0, 0);
+    let task_id = TaskId::new("gone@a.1").unwrap();
+    let update = crate::wire::StatusUpdate {
+        seq: 3,
+        framework: fid("gone@a"),
+        status: TaskStatus::new(task_id.clone(), TaskState::Running, Some(nid("b"))),
+        free: Resources::ZERO,
+        free_version: 1,
+    };
+    assert!(
+        a.handle_peer(Instant::ZERO, nid("b"), PeerMessage::Status(update))
+            .is_none()
+    );
+    let sent: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(
+        sent,
+        vec![
+            Transmit {
+                to: nid("b"),
+                msg: PeerMessage::StatusAck(crate::wire::StatusAck {
+                    task_id: task_id.clone(),
+                    seq: 3
+                })
+            },
+            Transmit {
+                to: nid("b"),
+                msg: PeerMessage::Kill(Kill { task_id })
+            },
+        ]
+    );
+    assert_eq!(a.stats().orphan_status, 1);
+}
