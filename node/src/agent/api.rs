@@ -7,12 +7,11 @@
 //! submitted tasks with an internal framework named "http" homed on this
 //! node, and counts bids, placements and gossip traffic in [`Metrics`].
 
-use super::core::{Core, framework_of};
+use super::core::Core;
 use super::frameworks::Framework;
 use super::queries::{LogReply, TaskReply, merge_rows};
 use crate::http::{ApiCommand, ApiSnapshot, CommandError, LocalFramework, Metrics, PeerTotals};
-use agora_protocol::bidder;
-use agora_protocol::wire::{ErrorCode, MAX_SUBMIT, ReadLog};
+use agora_protocol::wire::{ErrorCode, ReadLog};
 use agora_protocol::{FrameworkId, Instant};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,18 +50,19 @@ impl Core {
         let text = format!("http-{:08x}@{}", rand::random::<u32>(), self.me);
         let id = FrameworkId::new(&text)
             .map_err(|e| anyhow::anyhow!("cannot name the internal http framework {text}: {e}"))?;
-        let mut f = Framework::new(
-            self.me.clone(),
+        self.host
+            .add_framework(id.clone(), 1, rand::make_rng())
+            .map_err(|e| anyhow::anyhow!("cannot register the internal http framework: {e}"))?;
+        // Not a socket connection: internal, so it never fails over and is
+        // never forgotten (not even when the framework table is full).
+        let f = Framework::new(
             id.clone(),
             "http".to_string(),
             String::new(),
             1,
             HTTP_FAILOVER,
-            0,
+            None,
         );
-        // Not a socket connection: it never disconnects, so it never fails
-        // over and is never forgotten.
-        f.conn = None;
         self.frameworks.insert(id.clone(), f);
         tracing::info!(framework = %id, "internal http framework registered");
         self.http = Some(HttpSide {
@@ -107,13 +107,14 @@ impl Core {
             .map(|f| LocalFramework {
                 id: f.id.clone(),
                 name: f.name.clone(),
-                weight: f.bidder.weight(),
+                weight: f.weight,
                 connected: f.conn.is_some() || Some(&f.id) == http_fw.as_ref(),
             })
             .collect();
         let stats = self.gossip.stats();
         let Some(h) = &mut self.http else { return };
-        let snap = ApiSnapshot::from_view(self.me.clone(), &h.cell_id, &self.view, tasks, &local);
+        let snap =
+            ApiSnapshot::from_view(self.me.clone(), &h.cell_id, self.host.view(), tasks, &local);
         h.metrics
             .set_gossip_totals(stats.bytes_in, stats.bytes_out, stats.datagrams_rejected);
         let p = self.p2p.stats;
@@ -147,8 +148,7 @@ impl Core {
         match cmd {
             ApiCommand::ListTasks { reply } => self.start_list_tasks(TaskReply::List(reply)),
             ApiCommand::GetTask { id, reply } => {
-                let homed_here =
-                    framework_of(&id).is_some_and(|f| self.frameworks.contains_key(&f));
+                let homed_here = self.host.status_of(&id).is_some();
                 let mut rows = BTreeMap::new();
                 merge_rows(&mut rows, self.local_rows());
                 match rows.remove(&id) {
@@ -180,27 +180,17 @@ impl Core {
                 let _ = reply.send(self.api_submit(now, specs));
             }
             ApiCommand::Kill { task_id, reply } => {
-                let home = framework_of(&task_id).filter(|fw| self.frameworks.contains_key(fw));
-                match home.and_then(|fw| self.frameworks.get_mut(&fw)) {
-                    Some(f) => {
-                        let answer = match f.bidder.kill(now, &task_id) {
-                            Ok(()) => Ok(()),
-                            Err(bidder::Error::AlreadyEnded(_)) => Err(CommandError::new(
-                                ErrorCode::UnknownTask,
-                                format!("task {task_id} has already ended"),
-                            )),
-                            Err(e) => Err(CommandError::new(ErrorCode::UnknownTask, e.to_string())),
-                        };
-                        let _ = reply.send(answer);
-                    }
-                    None if framework_of(&task_id).is_none() => {
-                        let _ = reply.send(Err(CommandError::new(
-                            ErrorCode::UnknownTask,
-                            format!("{task_id} is not a task id (FRAMEWORK.NUMBER)"),
-                        )));
-                    }
+                if self.host.status_of(&task_id).is_some() {
+                    // Homed here: the host answers.
+                    let answer = self
+                        .host
+                        .kill(now, None, &task_id)
+                        .map(|_| ())
+                        .map_err(|e| CommandError::new(e.code, e.message));
+                    let _ = reply.send(answer);
+                } else {
                     // Homed elsewhere: find a node that knows it, then kill.
-                    None => self.start_list_tasks(TaskReply::Kill(task_id, reply)),
+                    self.start_list_tasks(TaskReply::Kill(task_id, reply));
                 }
             }
         }
@@ -212,42 +202,15 @@ impl Core {
         now: Instant,
         specs: Vec<agora_protocol::task::TaskSpec>,
     ) -> Result<Vec<agora_protocol::TaskId>, CommandError> {
-        if specs.len() > MAX_SUBMIT {
-            return Err(CommandError::new(
-                ErrorCode::InvalidSpec,
-                format!(
-                    "{} tasks in one submit; the limit is {MAX_SUBMIT}",
-                    specs.len()
-                ),
-            ));
-        }
-        for (i, t) in specs.iter().enumerate() {
-            t.validate()
-                .map_err(|e| CommandError::new(ErrorCode::InvalidSpec, format!("task {i}: {e}")))?;
-        }
-        let busy =
-            || CommandError::new(ErrorCode::Busy, "the HTTP API is not enabled on this node");
-        let fw = self.http.as_ref().ok_or_else(busy)?.framework.clone();
-        let f = self.frameworks.get_mut(&fw).ok_or_else(busy)?;
-        let limit = bidder::Config::default().max_active_tasks;
-        let active = f.bidder.active_tasks();
-        if active + specs.len() > limit {
-            return Err(CommandError::new(
-                ErrorCode::Busy,
-                format!(
-                    "{active} tasks are already waiting or running (limit {limit}); wait for some to end"
-                ),
-            ));
-        }
-        let mut ids = Vec::with_capacity(specs.len());
-        for t in specs {
-            match f.bidder.submit(now, t) {
-                Ok(id) => ids.push(id),
-                Err(e) => {
-                    return Err(CommandError::new(ErrorCode::Busy, e.to_string()));
-                }
-            }
-        }
-        Ok(ids)
+        let fw = self
+            .http
+            .as_ref()
+            .map(|h| h.framework.clone())
+            .ok_or_else(|| {
+                CommandError::new(ErrorCode::Busy, "the HTTP API is not enabled on this node")
+            })?;
+        self.submit_room(&fw, specs.len())
+            .and_then(|()| self.host.submit(now, &fw, specs))
+            .map_err(|e| CommandError::new(e.code, e.message))
     }
 }

@@ -4,15 +4,16 @@
 //! The rules are those of docs/FRAMEWORK_API.md (register, submit,
 //! offers, bid_on, kill, reconcile, ack, list_tasks, list_nodes, read_log).
 
-use super::core::{Conn, Core, framework_of};
+use super::core::{Conn, Core};
 use super::frameworks::{Framework, MAX_FRAMEWORKS};
 use super::queries::{LogReply, TaskReply};
 use crate::socket::ClientCmd;
+use agora_protocol::host::Refused;
 use agora_protocol::wire::{
-    BidOn, ClientMessage, ErrorCode, ErrorReply, LogChunk, MAX_SUBMIT, NodeList, PeerMessage,
-    Register, Registered, ServerMessage, StatusEvent, Submit, Submitted,
+    BidOn, ClientMessage, ErrorCode, ErrorReply, LogChunk, NodeList, Register, Registered,
+    ServerMessage, StatusEvent, Submit, Submitted,
 };
-use agora_protocol::{FrameworkId, Instant, TaskId, bidder, offers, wire};
+use agora_protocol::{FrameworkId, Instant, TaskId, offers, wire};
 use std::time::Duration;
 
 /// Offers are sent at most this often.
@@ -29,6 +30,10 @@ fn err(code: ErrorCode, message: impl Into<String>, request_id: Option<u64>) -> 
         message: message.into(),
         request_id,
     })
+}
+
+fn refused(r: Refused, request_id: Option<u64>) -> ServerMessage {
+    err(r.code, r.message, request_id)
 }
 
 fn clean_name(name: &str) -> String {
@@ -55,6 +60,8 @@ impl Core {
                         tx,
                         framework: None,
                         offers: false,
+                        offers_sent: None,
+                        offers_stale: false,
                     },
                 );
             }
@@ -84,7 +91,7 @@ impl Core {
                 });
             }
             ClientMessage::ListNodes(l) => {
-                let nodes = crate::http::node_rows(&self.view);
+                let nodes = crate::http::node_rows(self.host.view());
                 return self.reply(
                     conn,
                     ServerMessage::Nodes(NodeList {
@@ -119,8 +126,10 @@ impl Core {
             ClientMessage::SubscribeOffers => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.offers = true;
+                    c.offers_sent = Some(now);
+                    c.offers_stale = false;
                 }
-                let list = offers::from_view(&self.view, 10_000);
+                let list = offers::from_view(self.host.view(), 10_000);
                 self.reply(conn, ServerMessage::Offers(list));
             }
             ClientMessage::UnsubscribeOffers => {
@@ -223,15 +232,20 @@ impl Core {
                 return self.reply(conn, err(ErrorCode::InvalidSpec, e.to_string(), None));
             }
         };
+        if let Err(e) = self
+            .host
+            .add_framework(id.clone(), r.weight, rand::make_rng())
+        {
+            return self.reply(conn, refused(e, None));
+        }
         tracing::info!(framework = %id, role = %r.role, weight = r.weight, "framework registered");
         let f = Framework::new(
-            self.me.clone(),
             id.clone(),
             name,
             r.role,
             r.weight,
             Duration::from_millis(u64::from(r.failover_timeout_ms)),
-            conn,
+            Some(conn),
         );
         self.frameworks.insert(id.clone(), f);
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -246,101 +260,85 @@ impl Core {
         );
     }
 
-    /// Forgets the disconnected framework idle longest with nothing active.
+    /// Unfinished tasks of a framework homed here.
+    fn active_tasks(&self, fw: &FrameworkId) -> usize {
+        self.host.bidder(fw).map_or(0, |b| b.active_tasks())
+    }
+
+    /// Forgets the disconnected framework idle longest with nothing active
+    /// and nothing unacknowledged (never the node's internal one). Its task
+    /// history stays with the host.
     fn forget_one_idle(&mut self) -> bool {
         let victim = self
             .frameworks
             .values()
-            .filter(|f| f.conn.is_none() && f.bidder.active_tasks() == 0)
+            .filter(|f| {
+                !f.internal
+                    && f.conn.is_none()
+                    && f.unacked_count() == 0
+                    && self.active_tasks(&f.id) == 0
+            })
             .min_by_key(|f| f.disconnected_at)
             .map(|f| f.id.clone());
         match victim {
             Some(id) => {
-                self.frameworks.remove(&id);
+                self.forget(&id);
                 true
             }
             None => false,
         }
     }
 
+    /// Forgets a framework: its session goes, its tasks' rows stay.
+    pub(super) fn forget(&mut self, id: &FrameworkId) {
+        tracing::info!(framework = %id, "framework forgotten; its task history is kept");
+        self.frameworks.remove(id);
+        self.host.remove_framework(id);
+    }
+
+    /// Refuses work from a framework whose status events would no longer
+    /// all fit: every accepted task's terminal event is kept until it is
+    /// acknowledged, so the queue is bounded by refusing submits, not by
+    /// dropping terminal events.
+    pub(super) fn submit_room(&self, fw: &FrameworkId, new: usize) -> Result<(), Refused> {
+        let limit = agora_protocol::bidder::Config::default().max_active_tasks;
+        let active = self.active_tasks(fw);
+        let unacked = self.frameworks.get(fw).map_or(0, |f| f.unacked_terminal());
+        if active + unacked + new > limit {
+            return Err(Refused {
+                code: ErrorCode::Busy,
+                message: format!(
+                    "{active} tasks are unfinished and {unacked} ended ones await your ack \
+                     (limit {limit} together); ack status events or wait for tasks to end"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn submit(&mut self, conn: u64, now: Instant, fw: &FrameworkId, s: Submit) {
         let rid = Some(s.request_id);
-        if s.tasks.len() > MAX_SUBMIT {
-            return self.reply(
+        let answer = self
+            .submit_room(fw, s.tasks.len())
+            .and_then(|()| self.host.submit(now, fw, s.tasks));
+        match answer {
+            Ok(task_ids) => self.reply(
                 conn,
-                err(
-                    ErrorCode::InvalidSpec,
-                    format!(
-                        "{} tasks in one submit; the limit is {MAX_SUBMIT}",
-                        s.tasks.len()
-                    ),
-                    rid,
-                ),
-            );
+                ServerMessage::Submitted(Submitted {
+                    request_id: s.request_id,
+                    task_ids,
+                }),
+            ),
+            Err(e) => self.reply(conn, refused(e, rid)),
         }
-        for (i, t) in s.tasks.iter().enumerate() {
-            if let Err(e) = t.validate() {
-                return self.reply(
-                    conn,
-                    err(ErrorCode::InvalidSpec, format!("task {i}: {e}"), rid),
-                );
-            }
-        }
-        let Some(f) = self.frameworks.get(fw) else {
-            return;
-        };
-        let limit = bidder::Config::default().max_active_tasks;
-        let active = f.bidder.active_tasks();
-        if active + s.tasks.len() > limit {
-            return self.reply(
-                conn,
-                err(
-                    ErrorCode::Busy,
-                    format!(
-                        "{active} tasks are already waiting or running (limit {limit}); wait for some to end"
-                    ),
-                    rid,
-                ),
-            );
-        }
-        let Some(f) = self.frameworks.get_mut(fw) else {
-            return;
-        };
-        let mut ids = Vec::with_capacity(s.tasks.len());
-        for t in s.tasks {
-            match f.bidder.submit(now, t) {
-                Ok(id) => ids.push(id),
-                Err(e) => tracing::warn!(error = %e, "bidder refused a validated task"),
-            }
-        }
-        self.reply(
-            conn,
-            ServerMessage::Submitted(Submitted {
-                request_id: s.request_id,
-                task_ids: ids,
-            }),
-        );
     }
 
     fn bid_on(&mut self, conn: u64, now: Instant, fw: &FrameworkId, b: BidOn) {
         let rid = Some(b.request_id);
-        if let Err(e) = b.task.validate() {
-            return self.reply(conn, err(ErrorCode::InvalidSpec, e.to_string(), rid));
-        }
-        if !self.view.get(&b.node).is_some_and(|n| n.alive) {
-            return self.reply(
-                conn,
-                err(
-                    ErrorCode::UnknownNode,
-                    format!("node {} is unknown or dead in this node's view", b.node),
-                    rid,
-                ),
-            );
-        }
-        let Some(f) = self.frameworks.get_mut(fw) else {
-            return;
-        };
-        match f.bidder.submit_on(now, b.task, b.node) {
+        let answer = self
+            .submit_room(fw, 1)
+            .and_then(|()| self.host.submit_on(now, fw, b.task, b.node));
+        match answer {
             Ok(id) => self.reply(
                 conn,
                 ServerMessage::Submitted(Submitted {
@@ -348,88 +346,37 @@ impl Core {
                     task_ids: vec![id],
                 }),
             ),
-            Err(e) => self.reply(conn, err(ErrorCode::Busy, e.to_string(), rid)),
+            Err(e) => self.reply(conn, refused(e, rid)),
         }
     }
 
     fn kill(&mut self, conn: u64, now: Instant, caller: &FrameworkId, task_id: &TaskId) {
-        let Some(owner) = framework_of(task_id) else {
-            return self.reply(
-                conn,
-                err(
-                    ErrorCode::UnknownTask,
-                    format!("{task_id} is not a task id (FRAMEWORK.NUMBER)"),
-                    None,
-                ),
-            );
-        };
-        let own = task_id.is_of(caller);
         let operator = self
             .frameworks
             .get(caller)
             .is_some_and(|f| f.role == wire::OPERATOR_ROLE);
-        if !own && !operator {
-            return self.reply(
-                conn,
-                err(
-                    ErrorCode::UnknownTask,
-                    format!(
-                        "task {task_id} belongs to framework {owner}, not to {caller}: a framework \
-                         kills only its own tasks (a connection registered with role \"{}\", as \
-                         the agora CLI is, may kill any)",
-                        wire::OPERATOR_ROLE
-                    ),
-                    None,
-                ),
-            );
-        }
-        let home = if own { caller.clone() } else { owner };
-        match self.frameworks.get_mut(&home) {
-            Some(f) => match f.bidder.kill(now, task_id) {
-                Ok(()) => {}
-                Err(bidder::Error::AlreadyEnded(_)) => self.reply(
-                    conn,
-                    err(
-                        ErrorCode::UnknownTask,
-                        format!("task {task_id} has already ended"),
-                        None,
-                    ),
-                ),
-                Err(e) => self.reply(conn, err(ErrorCode::UnknownTask, e.to_string(), None)),
-            },
-            None => {
-                // Homed elsewhere: ask every live node; the one running it
-                // kills it and tells the task's home node.
-                let mut targets = self.live_peers();
-                targets.push(self.me.clone());
-                for n in targets {
-                    self.send(
-                        n,
-                        PeerMessage::Kill(agora_protocol::wire::Kill {
-                            task_id: task_id.clone(),
-                        }),
-                    );
-                }
-            }
+        let caller = (!operator).then_some(caller);
+        if let Err(e) = self.host.kill(now, caller, task_id) {
+            self.reply(conn, refused(e, None));
         }
     }
 
     fn reconcile(&mut self, conn: u64, fw: &FrameworkId, ids: Vec<TaskId>) {
-        let Some(f) = self.frameworks.get(fw) else {
+        let Some(b) = self.host.bidder(fw) else {
             return;
         };
         let ids: Vec<TaskId> = if ids.is_empty() {
-            f.bidder
-                .task_rows()
-                .into_iter()
-                .map(|r| r.task_id)
-                .collect()
+            b.task_rows().into_iter().map(|r| r.task_id).collect()
         } else {
             ids
         };
         let mut out = Vec::new();
         for id in ids {
-            match f.bidder.status_of(&id) {
+            let known = b.status_of(&id).or_else(|| {
+                // Forgotten by the bidder but not yet acknowledged.
+                self.frameworks.get(fw).and_then(|f| f.unacked_status(&id))
+            });
+            match known {
                 Some((name, status)) => out.push(ServerMessage::Status(StatusEvent {
                     seq: 0,
                     name,
@@ -464,50 +411,67 @@ impl Core {
             self.reply(conn, m);
         }
         // Failover: kill the unfinished tasks of frameworks gone too long,
-        // then forget them once nothing is left running.
+        // then forget them once nothing is left running (their task rows
+        // stay with the host).
+        let mut fail_over = Vec::new();
         let mut forget = Vec::new();
         for f in self.frameworks.values_mut() {
             if f.failover_due(now) && !f.failed_over {
                 f.failed_over = true;
-                tracing::info!(framework = %f.id, "failover timeout passed; killing its unfinished tasks");
-                let active: Vec<TaskId> = f
-                    .bidder
-                    .task_rows()
-                    .into_iter()
-                    .filter(|r| !r.state.is_terminal())
-                    .map(|r| r.task_id)
-                    .collect();
-                for t in active {
-                    let _ = f.bidder.kill(now, &t);
-                }
+                fail_over.push(f.id.clone());
             }
             let idle_for = f.disconnected_at.map(|t| now - t);
-            let gone = f.conn.is_none()
-                && f.bidder.active_tasks() == 0
-                && idle_for.is_some_and(|d| d >= f.failover.min(FORGET_IDLE));
-            if gone {
+            if !f.internal
+                && f.conn.is_none()
+                && idle_for.is_some_and(|d| d >= f.failover.min(FORGET_IDLE))
+            {
                 forget.push(f.id.clone());
             }
         }
-        for id in forget {
-            tracing::info!(framework = %id, "framework forgotten");
-            self.frameworks.remove(&id);
-        }
-        // Offers, at most once per second, when the view changed.
-        if self.offers_dirty && now - self.last_offers >= OFFER_EVERY {
-            self.offers_dirty = false;
-            self.last_offers = now;
-            let subs: Vec<u64> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.offers)
-                .map(|(id, _)| *id)
+        for id in fail_over {
+            tracing::info!(framework = %id, "failover timeout passed; killing its unfinished tasks");
+            let active: Vec<TaskId> = self
+                .host
+                .bidder(&id)
+                .map(|b| b.task_rows())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !r.state.is_terminal())
+                .map(|r| r.task_id)
                 .collect();
-            if !subs.is_empty() {
-                let list = offers::from_view(&self.view, 10_000);
-                for c in subs {
-                    self.reply(c, ServerMessage::Offers(list.clone()));
+            for t in active {
+                let _ = self.host.kill(now, Some(&id), &t);
+            }
+        }
+        for id in forget {
+            if self.active_tasks(&id) == 0 {
+                self.forget(&id);
+            }
+        }
+        // Offers: each subscriber gets a new frame when the view changed,
+        // at most once per second (counted from its last frame, the one
+        // answering its subscribe included).
+        if std::mem::take(&mut self.offers_dirty) {
+            for c in self.conns.values_mut().filter(|c| c.offers) {
+                c.offers_stale = true;
+            }
+        }
+        let due: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.offers && c.offers_stale && c.offers_sent.is_none_or(|t| now - t >= OFFER_EVERY)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !due.is_empty() {
+            let list = offers::from_view(self.host.view(), 10_000);
+            for id in due {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.offers_stale = false;
+                    c.offers_sent = Some(now);
                 }
+                self.reply(id, ServerMessage::Offers(list.clone()));
             }
         }
         // Query deadlines.

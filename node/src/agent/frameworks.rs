@@ -1,24 +1,25 @@
-//! The frameworks registered on this node: each one's bidder, its socket
-//! connection (if attached) and its queue of status events awaiting
-//! acknowledgement.
+//! The sessions of the frameworks registered on this node: each one's socket
+//! connection (if attached), failover state and queue of status events
+//! awaiting acknowledgement. Its bidder is the host's
+//! ([`agora_protocol::host::Host`]).
 //!
 //! Status events get a sequence number that grows per framework. They stay
 //! in the queue until the framework acks them, are re-sent every
 //! [`RESEND_AFTER`] while it is connected, and all of them on reattach. The
-//! queue holds at most [`MAX_UNACKED`] events; beyond that the oldest
-//! non-terminal event is dropped first (a later event of the same task
-//! supersedes it), then the oldest terminal one.
+//! queue holds at most one event per task, its newest: a later event of the
+//! same task supersedes an unacknowledged earlier one (which was sent
+//! already). A terminal event is never dropped; the queue is bounded because
+//! the core refuses a submit while unfinished tasks plus unacknowledged
+//! terminal events would pass the bidder's task limit (backpressure instead
+//! of loss).
 
-use agora_protocol::bidder::{self, Bidder};
+use agora_protocol::TaskId;
 use agora_protocol::task::TaskStatus;
 use agora_protocol::wire::StatusEvent;
-use agora_protocol::{FrameworkId, Instant, NodeId};
-use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use agora_protocol::{FrameworkId, Instant};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// Unacknowledged status events kept per framework.
-pub const MAX_UNACKED: usize = 10_000;
 /// Re-send an unacknowledged event after this long.
 pub const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// Most frameworks kept on one node.
@@ -39,10 +40,13 @@ pub struct Framework {
     pub name: String,
     /// Its role.
     pub role: String,
+    /// Its DRF weight.
+    pub weight: u32,
     /// Tasks survive a disconnect this long.
     pub failover: Duration,
-    /// Places its tasks.
-    pub bidder: Bidder<ChaCha8Rng>,
+    /// The node's own framework (the HTTP API's): never fails over, never
+    /// forgotten.
+    pub internal: bool,
     /// The attached connection.
     pub conn: Option<u64>,
     /// When it lost its connection.
@@ -51,34 +55,36 @@ pub struct Framework {
     pub failed_over: bool,
     next_seq: u64,
     unacked: BTreeMap<u64, Pending>,
-    /// Events dropped because the queue was full.
-    pub dropped: u64,
+    /// Task → the sequence number of its queued event.
+    latest: HashMap<TaskId, u64>,
+    terminal_unacked: usize,
 }
 
 impl Framework {
-    /// A new framework homed on `home`.
+    /// A new framework session, attached to `conn` (None for the node's
+    /// internal framework, which is never detached and never forgotten).
     pub fn new(
-        home: NodeId,
         id: FrameworkId,
         name: String,
         role: String,
         weight: u32,
         failover: Duration,
-        conn: u64,
+        conn: Option<u64>,
     ) -> Self {
-        let rng: ChaCha8Rng = rand::make_rng();
         Framework {
-            bidder: Bidder::new(home, id.clone(), weight, bidder::Config::default(), rng),
             id,
             name,
             role,
+            weight,
             failover,
-            conn: Some(conn),
+            internal: conn.is_none(),
+            conn,
             disconnected_at: None,
             failed_over: false,
             next_seq: 1,
             unacked: BTreeMap::new(),
-            dropped: 0,
+            latest: HashMap::new(),
+            terminal_unacked: 0,
         }
     }
 
@@ -87,17 +93,11 @@ impl Framework {
         let seq = self.next_seq;
         self.next_seq += 1;
         let event = StatusEvent { seq, name, status };
-        if self.unacked.len() >= MAX_UNACKED {
-            let victim = self
-                .unacked
-                .iter()
-                .find(|(_, p)| !p.event.status.state.is_terminal())
-                .or_else(|| self.unacked.iter().next())
-                .map(|(s, _)| *s);
-            if let Some(s) = victim {
-                self.unacked.remove(&s);
-                self.dropped += 1;
-            }
+        if let Some(old) = self.latest.insert(event.status.task_id.clone(), seq) {
+            self.remove(old);
+        }
+        if event.status.state.is_terminal() {
+            self.terminal_unacked += 1;
         }
         self.unacked.insert(
             seq,
@@ -109,12 +109,23 @@ impl Framework {
         event
     }
 
+    fn remove(&mut self, seq: u64) {
+        if let Some(p) = self.unacked.remove(&seq)
+            && p.event.status.state.is_terminal()
+        {
+            self.terminal_unacked -= 1;
+        }
+    }
+
     /// Removes an acknowledged event. Returns false if unknown (already
-    /// acked, dropped, or never sent).
-    pub fn ack(&mut self, task_id: &agora_protocol::TaskId, seq: u64) -> bool {
+    /// acked, superseded, or never sent).
+    pub fn ack(&mut self, task_id: &TaskId, seq: u64) -> bool {
         match self.unacked.get(&seq) {
             Some(p) if p.event.status.task_id == *task_id => {
-                self.unacked.remove(&seq);
+                self.remove(seq);
+                if self.latest.get(task_id) == Some(&seq) {
+                    self.latest.remove(task_id);
+                }
                 true
             }
             _ => false,
@@ -150,9 +161,21 @@ impl Framework {
         self.unacked.len()
     }
 
+    /// Unacknowledged terminal events (each is one accepted task's end).
+    pub fn unacked_terminal(&self) -> usize {
+        self.terminal_unacked
+    }
+
+    /// The newest unacknowledged status of a task, if any.
+    pub fn unacked_status(&self, task_id: &TaskId) -> Option<(String, TaskStatus)> {
+        let p = self.unacked.get(self.latest.get(task_id)?)?;
+        Some((p.event.name.clone(), p.event.status.clone()))
+    }
+
     /// True when disconnected past its failover timeout.
     pub fn failover_due(&self, now: Instant) -> bool {
-        self.conn.is_none()
+        !self.internal
+            && self.conn.is_none()
             && self
                 .disconnected_at
                 .is_some_and(|t| t + self.failover <= now)
@@ -162,23 +185,21 @@ impl Framework {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_protocol::TaskId;
     use agora_protocol::task::TaskState;
 
     fn fw() -> Framework {
         Framework::new(
-            NodeId::new("n").unwrap(),
             FrameworkId::new("f-1@n").unwrap(),
             "f".into(),
             String::new(),
             1,
             Duration::from_secs(1),
-            1,
+            Some(1),
         )
     }
 
     #[test]
-    fn acks_resends_and_bounds() {
+    fn acks_and_resends() {
         let mut f = fw();
         let t = TaskId::new("f-1@n.1").unwrap();
         let e = f.push_status(
@@ -192,20 +213,38 @@ mod tests {
         assert!(!f.ack(&TaskId::new("other").unwrap(), 1));
         assert!(f.ack(&t, 1));
         assert!(!f.ack(&t, 1));
-        for i in 0..(MAX_UNACKED + 5) {
-            let state = if i == 0 {
-                TaskState::Finished
-            } else {
-                TaskState::Running
-            };
+        assert_eq!(f.unacked_count(), 0);
+    }
+
+    #[test]
+    fn a_later_event_supersedes_and_terminal_events_are_never_dropped() {
+        // Issue 11: past 10,000 unacknowledged events the old queue dropped
+        // terminal events, and their tasks' fate could not be learned.
+        let mut f = fw();
+        let n = 25_000;
+        for i in 1..=n {
+            let t = TaskId::new(format!("f-1@n.{i}")).unwrap();
             f.push_status(
                 Instant::ZERO,
                 "j".into(),
-                TaskStatus::new(t.clone(), state, None),
+                TaskStatus::new(t.clone(), TaskState::Running, None),
+            );
+            f.push_status(
+                Instant::ZERO,
+                "j".into(),
+                TaskStatus::new(t, TaskState::Failed, None),
             );
         }
-        assert_eq!(f.unacked_count(), MAX_UNACKED);
-        // The terminal event survived; non-terminal ones were dropped first.
-        assert!(f.unacked.contains_key(&2));
+        // One event per task, its terminal one.
+        assert_eq!(f.unacked_count(), n);
+        assert_eq!(f.unacked_terminal(), n);
+        let t = TaskId::new("f-1@n.7").unwrap();
+        let (_, st) = f.unacked_status(&t).unwrap();
+        assert_eq!(st.state, TaskState::Failed);
+        // Acking the superseded event does nothing; acking the newest does.
+        assert!(!f.ack(&t, 13));
+        assert!(f.ack(&t, 14));
+        assert_eq!(f.unacked_terminal(), n - 1);
+        assert!(f.unacked_status(&t).is_none());
     }
 }

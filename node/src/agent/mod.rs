@@ -6,7 +6,7 @@
 //! machine and `select!`s over its inputs ([`run_loop`]): gossip snapshots,
 //! libp2p events, socket commands, executor events and the machines' next
 //! deadline, and the HTTP API's commands when `--http` is on ([`api`]).
-//! After each input the core drains every machine.
+//! After each input the core carries out what its host asked for.
 //!
 //! SIGINT or SIGTERM: the auctioneer stops awarding, pending status updates
 //! get a moment to be delivered (up to 2 s), the executor detaches (tasks
@@ -30,7 +30,7 @@ use crate::gossip::{ClusterKey, Gossip, GossipConfig, LocalState, Snapshot};
 use crate::http::{self, ApiCommand};
 use crate::p2p::{P2p, tcp_multiaddr};
 use crate::socket::{self, ClientCmd};
-use agora_protocol::auctioneer::{self, Auctioneer};
+use agora_protocol::host::{self, Host};
 use anyhow::Context;
 use core::{Clock, Core};
 use futures::StreamExt;
@@ -54,7 +54,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let keypair = crate::identity::p2p_keypair(&cfg.data_dir)?;
     let key = ClusterKey::load(&cfg.cluster_key_file)?;
     let clock = Clock::new();
-    let version_offset = std::time::SystemTime::now()
+    // The node's generation: larger than any earlier run's, so that peers
+    // take this run's ledger as newer than what they remember.
+    let generation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0));
 
@@ -74,21 +76,26 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(mode = %executor.cgroup_mode(), "executor ready");
 
     let p2p = P2p::start(me.clone(), keypair, &key.0, cfg.p2p_listen)?;
-    let auctioneer = Auctioneer::new(
+    let host = Host::new(
         me.clone(),
         cfg.capacity,
         cfg.ports.clone(),
         cfg.attrs.clone(),
-        auctioneer::Config::default(),
+        cfg.advertise.to_string(),
+        host::Config {
+            generation,
+            ..host::Config::default()
+        },
     );
+    let a = host.auctioneer();
     let local_state = LocalState {
         p2p_addr: tcp_multiaddr(cfg.p2p_advertise()).to_string(),
         peer_id: p2p.peer_id().to_base58(),
-        total: auctioneer.capacity(),
-        free: auctioneer.free(),
-        version: version_offset + auctioneer.version(),
+        total: a.capacity(),
+        free: a.free(),
+        version: a.version(),
         attrs: cfg.attrs.clone(),
-        allocations: auctioneer.allocations(),
+        allocations: a.allocations(),
     };
     let (gossip, snapshots) = Gossip::start(
         GossipConfig {
@@ -109,17 +116,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (client_tx, client_rx) = mpsc::channel::<ClientCmd>(CLIENT_CMDS);
     let server = tokio::spawn(socket::serve(listener, me.clone(), client_tx));
 
-    let mut core = Core::new(
-        me.clone(),
-        clock,
-        auctioneer,
-        p2p,
-        executor,
-        gossip,
-        local_state,
-        version_offset,
-        cfg.advertise.to_string(),
-    );
+    let mut core = Core::new(clock, host, p2p, executor, gossip, local_state);
     core.recover(recovered);
     let (api_tx, api_rx) = mpsc::channel::<ApiCommand>(http::COMMAND_QUEUE);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -181,10 +178,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             Err(_) => tracing::debug!("HTTP server still busy at shutdown; stopping it"),
         }
     }
-    core.auctioneer.drain();
+    core.host.drain(core.clock.now());
+    core.drain().await;
     core.publish_now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while core.auctioneer.unacked_count() > 0 && tokio::time::Instant::now() < deadline {
+    while core.host.auctioneer().unacked_count() > 0 && tokio::time::Instant::now() < deadline {
         let wake = core.clock.to_tokio(core.poll_timeout()).min(deadline);
         tokio::select! {
             ev = core.p2p.swarm.select_next_some() => {
@@ -263,7 +261,6 @@ pub async fn run_loop(
                 } else {
                     let snap = snapshots.borrow_and_update().clone();
                     core.on_snapshot(&snap);
-                    core.last_snapshot = Some(snap);
                     core.api_dirty();
                 }
             }

@@ -127,7 +127,7 @@ pub fn merge_rows(into: &mut BTreeMap<TaskId, TaskRow>, rows: Vec<TaskRow>) {
     }
 }
 
-use super::core::{Core, framework_of};
+use super::core::Core;
 use agora_protocol::wire::{
     ListTasks, LogChunk, LogRead, MAX_LOG_CHUNK, PeerMessage, ReadLog, ServerMessage, TaskList,
 };
@@ -136,15 +136,13 @@ impl Core {
     pub(super) fn start_list_tasks(&mut self, to: TaskReply) {
         let mut rows = BTreeMap::new();
         merge_rows(&mut rows, self.local_rows());
-        let peers = self.live_peers();
+        let peers = self.host.live_peers();
         let Some(qid) = self.queries.next_id().filter(|_| !peers.is_empty()) else {
             return self.answer_tasks(to, rows, Vec::new());
         };
         for p in &peers {
-            self.send(
-                p.clone(),
-                PeerMessage::ListTasks(ListTasks { request_id: qid }),
-            );
+            self.p2p
+                .send(p, PeerMessage::ListTasks(ListTasks { request_id: qid }));
         }
         self.queries.tasks.insert(
             qid,
@@ -178,20 +176,13 @@ impl Core {
             }
             TaskReply::Kill(id, reply) => match rows.get(&id) {
                 Some(row) if !row.state.is_terminal() => {
-                    let target = row.node.clone();
-                    let mut targets = self.live_peers();
-                    targets.push(self.me.clone());
-                    for n in targets {
-                        if target.as_ref().is_none_or(|t| *t == n) {
-                            self.send(
-                                n,
-                                PeerMessage::Kill(agora_protocol::wire::Kill {
-                                    task_id: id.clone(),
-                                }),
-                            );
-                        }
-                    }
-                    let _ = reply.send(Ok(()));
+                    let now = self.clock.now();
+                    let answer = self
+                        .host
+                        .kill(now, None, &id)
+                        .map(|_| ())
+                        .map_err(|e| CommandError::new(e.code, e.message));
+                    let _ = reply.send(answer);
                 }
                 Some(_) => {
                     let _ = reply.send(Err(CommandError::new(
@@ -245,10 +236,7 @@ impl Core {
     pub(super) async fn start_read_log(&mut self, to: LogReply, r: ReadLog) {
         let max_bytes = r.max_bytes.min(MAX_LOG_CHUNK);
         // Where did it run? Ask a local bidder first.
-        let node = framework_of(&r.task_id)
-            .and_then(|fw| self.frameworks.get(&fw))
-            .and_then(|f| f.bidder.status_of(&r.task_id))
-            .and_then(|(_, s)| s.node);
+        let node = self.host.status_of(&r.task_id).and_then(|(_, s)| s.node);
         let local_first = node.as_ref().is_none_or(|n| *n == self.me);
         if local_first {
             let mut chunk = self
@@ -262,7 +250,7 @@ impl Core {
         }
         let targets: Vec<NodeId> = match node {
             Some(n) if n != self.me => vec![n],
-            _ => self.live_peers(),
+            _ => self.host.live_peers(),
         };
         let Some(qid) = self.queries.next_id().filter(|_| !targets.is_empty()) else {
             return self.answer_log(
@@ -281,8 +269,8 @@ impl Core {
             );
         };
         for n in &targets {
-            self.send(
-                n.clone(),
+            self.p2p.send(
+                n,
                 PeerMessage::LogRead(LogRead {
                     request_id: qid,
                     task_id: r.task_id.clone(),
@@ -306,7 +294,7 @@ impl Core {
     }
 
     /// A peer's answer to `LogRead`.
-    pub(super) async fn on_log_chunk(&mut self, from: NodeId, c: LogChunk) {
+    pub(super) fn on_log_chunk(&mut self, from: NodeId, c: LogChunk) {
         let Some(q) = self.queries.logs.get_mut(&c.request_id) else {
             return;
         };

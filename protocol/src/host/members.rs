@@ -83,8 +83,8 @@ impl<R: Rng> Host<R> {
     }
 
     /// Applies a whole membership snapshot: every member's state, and every
-    /// peer of the view missing from it is gone.
-    pub fn handle_members(&mut self, now: Instant, members: Vec<NodeInfo>) {
+    /// peer of the view missing from it is gone. True when the view changed.
+    pub fn handle_members(&mut self, now: Instant, members: Vec<NodeInfo>) -> bool {
         let mut changed = false;
         let mut seen = BTreeSet::new();
         for info in members {
@@ -104,6 +104,7 @@ impl<R: Rng> Host<R> {
             self.update_shares();
         }
         self.pump(now);
+        changed
     }
 
     /// One member's state. True when the view changed.

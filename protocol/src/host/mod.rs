@@ -576,9 +576,10 @@ impl<R: Rng> Host<R> {
             return Err(Refused::new(
                 ErrorCode::UnknownTask,
                 format!(
-                    "task {task_id} does not belong to framework {caller}: a framework kills only \
-                     its own tasks (a connection registered with role \"{}\", as the agora CLI is, \
-                     may kill any)",
+                    "task {task_id} belongs to framework {}, not to {caller}: a framework kills \
+                     only its own tasks (a connection registered with role \"{}\", as the agora \
+                     CLI is, may kill any)",
+                    task_id.framework_part(),
                     crate::wire::OPERATOR_ROLE
                 ),
             ));
