@@ -1,7 +1,9 @@
 //! The command line: a clap-derive tree whose doc comments are the help text.
 //!
 //! `agora agent` runs a node; `agora run|ps|nodes|logs|kill` talk to a node
-//! over its framework socket (`--socket`, or `AGORA_SOCKET`); `agora keygen`
+//! over its framework socket (`--socket`, or `AGORA_SOCKET`, which only these
+//! client commands read: the agent's own socket comes from its `--socket`
+//! flag or config file, never from the client's variable); `agora keygen`
 //! prints a cluster key; `agora demo` runs a throwaway local cluster.
 //! Every `agent` flag is also a key of the TOML file given with `--config`
 //! (same spelling as the flag, e.g. `data-dir = "/var/lib/agora"`); a flag
@@ -16,14 +18,37 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "agora", version)]
 pub struct Cli {
-    /// The node's framework socket (default: the agent's DATA_DIR/agora.sock,
-    /// i.e. /var/lib/agora/agora.sock).
-    #[arg(long, global = true, env = "AGORA_SOCKET")]
+    /// The node's framework socket. Client commands (run, ps, nodes, logs,
+    /// kill) connect to it [default: $AGORA_SOCKET, else
+    /// /var/lib/agora/agora.sock]; `agora agent` listens on it [default:
+    /// DATA_DIR/agora.sock] and does not read AGORA_SOCKET.
+    #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The environment variable client commands read their node's socket from.
+pub const SOCKET_ENV: &str = "AGORA_SOCKET";
+
+impl Cli {
+    /// The socket a client command connects to: `--socket`, else
+    /// `$AGORA_SOCKET` (when set and not empty), else the default
+    /// /var/lib/agora/agora.sock. Only client commands call this; the agent
+    /// takes `socket` alone, so an exported AGORA_SOCKET meant for the CLI
+    /// never moves an agent's socket.
+    pub fn client_socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .or_else(|| {
+                std::env::var_os(SOCKET_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(crate::default_socket)
+    }
 }
 
 /// The subcommands.
@@ -96,8 +121,8 @@ pub struct AgentArgs {
     #[arg(long)]
     pub p2p_listen: Option<String>,
 
-    /// Framework socket path: set with the global `--socket` flag (or
-    /// AGORA_SOCKET) [default: DATA_DIR/agora.sock].
+    /// Framework socket path: set with the global `--socket` flag, not with
+    /// AGORA_SOCKET (the CLI's variable) [default: DATA_DIR/agora.sock].
     #[arg(skip)]
     pub socket: Option<PathBuf>,
 

@@ -288,11 +288,13 @@ mod tests {
     use super::*;
 
     /// Writes `text` as a config file named `name` in a temporary directory
-    /// and merges it with no flags.
+    /// (removed on return) and merges it with no flags.
     fn merge_file(name: &str, text: &str) -> anyhow::Result<AgentArgs> {
-        let dir = std::env::temp_dir().join(format!("agora-cfg-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("agent.toml");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("agora-cfg-{name}-"))
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
         merge(
             AgentArgs {
@@ -305,9 +307,8 @@ mod tests {
 
     #[test]
     fn config_file_keys_match_flags_and_flags_win() {
-        let dir = std::env::temp_dir().join(format!("agora-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("agent.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
             "data-dir = \"/tmp/x\"\nlisten = \"127.0.0.1:9000\"\ncpus = \"3\"\nattr = [\"zone=a\"]\ncluster-key-file = \"k\"\nsocket = \"/tmp/s.sock\"\ngossip-interval-ms = 100\nno-cgroups = true\n",

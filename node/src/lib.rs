@@ -33,14 +33,27 @@ pub fn default_socket() -> PathBuf {
     PathBuf::from(config::DEFAULT_DATA_DIR).join("agora.sock")
 }
 
+/// Whether log lines get ANSI colours: only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty (<https://no-color.org>), so a log written to
+/// a file or a pipe (systemd, `2> agent.log`) holds plain text.
+fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(format: &str, level: Option<&str>) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    let ansi = log_colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
@@ -62,6 +75,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Any failure, for `main` to print with `{:#}`.
 pub fn run() -> anyhow::Result<i32> {
     let cli = cli::Cli::parse();
+    let client_socket = cli.client_socket();
     let socket = cli.socket.clone();
     match cli.command {
         cli::Command::Keygen => {
@@ -82,7 +96,7 @@ pub fn run() -> anyhow::Result<i32> {
         }
         cli::Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         cmd => {
-            let socket = socket.unwrap_or_else(default_socket);
+            let socket = client_socket;
             let rt = runtime()?;
             match cmd {
                 cli::Command::Run(a) => rt.block_on(commands::run(&socket, a)),
@@ -93,5 +107,20 @@ pub fn run() -> anyhow::Result<i32> {
                 cli::Command::Keygen | cli::Command::Agent(_) | cli::Command::Demo(_) => Ok(0),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colours;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new("1"))));
     }
 }

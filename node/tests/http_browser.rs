@@ -4,7 +4,7 @@
 //!
 //! - `dashboard_shows_a_real_cluster_in_chromium` starts a 3-node cluster of
 //!   real agents, submits tasks through the HTTP API and renders n1's
-//!   dashboard. It fails (does not skip) when chromium is missing. With
+//!   dashboard. With
 //!   `AGORA_DASHBOARD_SCREENSHOT=docs/dashboard.png` it also saves the
 //!   1400x900 screenshot shown in the README (a relative path is taken from
 //!   the workspace root).
@@ -13,10 +13,14 @@
 //!   cluster, including the log viewer; `AGORA_FIXTURE_SCREENSHOT=FILE`
 //!   saves its screenshot.
 //!
-//! Both fail with a clear message when chromium is missing.
+//! Without chromium both print one line saying so and pass (skipped), so
+//! that `cargo test --workspace` passes on a machine with only Rust and
+//! Python; with `AGORA_REQUIRE_BROWSER=1`, which .ci/run sets after
+//! installing chromium, a missing browser fails them.
 //!
 //! ```text
 //! cargo test -p agora-node --test http_browser
+//! AGORA_REQUIRE_BROWSER=1 cargo test -p agora-node --test http_browser
 //! AGORA_DASHBOARD_SCREENSHOT=docs/dashboard.png cargo test -p agora-node --test http_browser
 //! ```
 
@@ -40,11 +44,9 @@ fn from_root(path: &std::ffi::OsStr) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn dashboard_shows_a_real_cluster_in_chromium() {
-    assert!(
-        browser::chromium().is_some(),
-        "chromium is not installed: this test needs Debian's headless chromium \
-         (`apt-get install -y chromium`; .ci/run installs it) or $CHROMIUM"
-    );
+    if browser::chromium_or_skip("dashboard_shows_a_real_cluster_in_chromium").is_none() {
+        return;
+    }
     let mut c = Cluster::new();
     let key = c.key.clone();
     let token_file = c.root.path().join("http-token");
@@ -147,6 +149,9 @@ async fn dashboard_shows_a_real_cluster_in_chromium() {
 
 #[tokio::test]
 async fn dashboard_renders_nodes_and_tasks_in_chromium() {
+    if browser::chromium_or_skip("dashboard_renders_nodes_and_tasks_in_chromium").is_none() {
+        return;
+    }
     let (snap, tasks) = cluster_snapshot();
     let s = TestServer::start(
         HttpConfig::default(),

@@ -3,7 +3,8 @@
 //!
 //! The multi-process cluster tests that start the real `agora` binary live
 //! in node/tests/ instead (cluster_run, cluster_key, cluster_lost,
-//! agent_restart, socket_bad_frames, python_framework, with the harness in
-//! node/tests/common/): cargo sets CARGO_BIN_EXE_agora only for tests of the
+//! agent_restart, agent_env, socket_bad_frames, python_framework, ..., with
+//! the harness in node/tests/common/, whose own cleanup harness_cleanup
+//! checks): cargo sets CARGO_BIN_EXE_agora only for tests of the
 //! package that defines the binary, so that is where the binary's path is
 //! known without guessing target directories.

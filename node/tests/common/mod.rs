@@ -1,8 +1,10 @@
 //! Harness for multi-process cluster tests: starts real `agora agent`
 //! processes (the binary cargo built for this package, CARGO_BIN_EXE_agora)
 //! on loopback with probed free ports, in a temporary directory, and kills
-//! every one of them on drop. Readiness is polled with deadlines, never
-//! assumed after a sleep.
+//! every one of them on drop, together with the task supervisors they
+//! started (which run in their own sessions so that they outlive an agent),
+//! before the directory is removed: a test leaves no process and no file
+//! behind. Readiness is polled with deadlines, never assumed after a sleep.
 //!
 //! These tests live in node/tests/ (not in the agora-tests package) because
 //! cargo sets CARGO_BIN_EXE_agora only for tests of the package that
@@ -59,6 +61,7 @@ pub struct Node {
     /// Gossip port.
     pub port: u16,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -83,6 +86,7 @@ impl Node {
         let child = Command::new(exe())
             .args(&self.args)
             .env("RUST_LOG", "info,agora_node=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -174,6 +178,8 @@ pub fn keygen(path: &Path) {
     let out = Command::new(exe()).arg("keygen").output().unwrap();
     assert!(out.status.success());
     std::fs::write(path, &out.stdout).unwrap();
+    // As the README says to keep it (the agent warns about a wider mode).
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 }
 
 impl Cluster {
@@ -192,6 +198,17 @@ impl Cluster {
     /// Adds and starts a node seeded with the first node; `extra` flags
     /// are appended (e.g. `--attr role=x`).
     pub fn add(&mut self, id: &str, key: &Path, extra: &[&str]) -> usize {
+        self.add_with_env(id, key, extra, &[])
+    }
+
+    /// [`Cluster::add`] with variables added to the agent's environment.
+    pub fn add_with_env(
+        &mut self,
+        id: &str,
+        key: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         let port = free_port();
         let dir = self.root.path().join(id);
         let mut args: Vec<String> = vec![
@@ -222,6 +239,10 @@ impl Cluster {
             dir,
             port,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         node.start();
@@ -251,4 +272,108 @@ impl Cluster {
             );
         }
     }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The agents first (each Node kills and reaps its process), then what
+        // they left running, then (after this) the directory.
+        self.nodes.clear();
+        kill_supervisors_under(self.root.path());
+        // TempDir's own drop ignores errors; say what stayed behind.
+        if let Err(e) = std::fs::remove_dir_all(self.root.path()) {
+            eprintln!("warning: cannot remove {}: {e}", self.root.path().display());
+        }
+    }
+}
+
+/// Kills every task supervisor whose sandbox is under `root` (found by its
+/// command line, `agora __supervise ROOT/...`) and every process of its
+/// session (the task and the task's children), and waits until all of them
+/// are gone (zombies count as gone), so that nothing outlives a test or
+/// writes into its directory while it is removed. Call it after the agents
+/// are dead, or an agent may start another supervisor meanwhile.
+pub fn kill_supervisors_under(root: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // A killed supervisor's command line reads empty, so its session is
+    // remembered: its task still carries it.
+    let mut sessions = std::collections::BTreeSet::new();
+    loop {
+        let procs = processes();
+        for p in &procs {
+            if p.supervises_under(root) {
+                sessions.insert(p.pid);
+            }
+        }
+        let left: Vec<i32> = procs
+            .iter()
+            .filter(|p| p.state != 'Z' && sessions.contains(&p.session))
+            .map(|p| p.pid)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "warning: processes of task supervisors under {} still alive after 10 s: {left:?}",
+                root.display()
+            );
+            return;
+        }
+        for pid in left {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One entry of /proc.
+struct Proc {
+    pid: i32,
+    state: char,
+    session: i32,
+    cmdline: Vec<String>,
+}
+
+impl Proc {
+    /// Whether this is `agora __supervise SANDBOX` with SANDBOX under `root`.
+    fn supervises_under(&self, root: &Path) -> bool {
+        self.cmdline.get(1).is_some_and(|a| a == "__supervise")
+            && self
+                .cmdline
+                .get(2)
+                .is_some_and(|sandbox| Path::new(sandbox).starts_with(root))
+    }
+}
+
+/// Every process this user can see (those that vanish meanwhile are skipped).
+fn processes() -> Vec<Proc> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid pgrp session ...; comm may hold spaces.
+            let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+            let state = rest.next()?.chars().next()?;
+            let session = rest.nth(2)?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some(Proc {
+                pid,
+                state,
+                session,
+                cmdline,
+            })
+        })
+        .collect()
 }

@@ -3,9 +3,20 @@
 //!
 //! Usable from any test that has a dashboard URL (this crate's router tests
 //! now; the multi-process cluster tests later): copy or `#[path]`-include it.
+//!
+//! A test that needs the browser starts with [`chromium_or_skip`]: without
+//! one it prints a line saying so and skips, so that `cargo test --workspace`
+//! passes on a machine with only Rust and Python; with
+//! `AGORA_REQUIRE_BROWSER=1` (set by .ci/run, which installs chromium) a
+//! missing browser fails the test instead.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Set to 1 (as .ci/run does), a missing browser fails the test instead of
+/// skipping it.
+pub const REQUIRE_ENV: &str = "AGORA_REQUIRE_BROWSER";
 
 /// The Chromium binary: `$CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
 pub fn chromium() -> Option<PathBuf> {
@@ -24,9 +35,34 @@ pub fn chromium() -> Option<PathBuf> {
     None
 }
 
+/// The browser for `test`, or `None` after printing one line on stderr
+/// saying why `test` is skipped.
+///
+/// # Panics
+/// No browser while `AGORA_REQUIRE_BROWSER=1`.
+pub fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        let why = "no chromium or chromium-browser on PATH (nor $CHROMIUM); \
+                   `apt-get install chromium` to run the dashboard tests";
+        assert!(
+            std::env::var_os(REQUIRE_ENV).is_none_or(|v| v != "1"),
+            "{test}: {why} ({REQUIRE_ENV}=1 makes a missing browser a failure)"
+        );
+        // Straight to the stream, past the test harness's output capture,
+        // so the skip shows in `cargo test`'s output.
+        let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
+    }
+    found
+}
+
 async fn run_chromium(mode_args: &[String], url: &str) -> Result<Vec<u8>, String> {
     let bin = chromium().ok_or("chromium is not installed (apt-get install -y chromium)")?;
-    let profile = tempdir()?;
+    // Removed when dropped, on every path out of here.
+    let profile = tempfile::Builder::new()
+        .prefix("agora-chromium-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary profile dir: {e}"))?;
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.args([
         "--headless",
@@ -41,7 +77,7 @@ async fn run_chromium(mode_args: &[String], url: &str) -> Result<Vec<u8>, String
         // Let the page's JavaScript fetch its data and render before the dump.
         "--virtual-time-budget=5000",
     ])
-    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--user-data-dir={}", profile.path().display()))
     .args(mode_args)
     .arg(url)
     .kill_on_drop(true)
@@ -50,7 +86,6 @@ async fn run_chromium(mode_args: &[String], url: &str) -> Result<Vec<u8>, String
         .await
         .map_err(|_| "chromium did not finish within 90 s".to_string())?
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let _ = std::fs::remove_dir_all(&profile);
     if !out.status.success() {
         return Err(format!(
             "chromium exited with {}: {}",
@@ -116,16 +151,4 @@ pub async fn check_dashboard(url: &str, expected: &[&str]) -> Result<String, Str
             "missing from the rendered dashboard: {missing:?}\n{head}"
         ))
     }
-}
-
-fn tempdir() -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!(
-        "agora-chromium-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
 }
