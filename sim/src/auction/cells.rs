@@ -50,8 +50,17 @@ impl AuctionSim {
                     return Ok(());
                 };
                 let sid = self.nodes[subject as usize].id.clone();
-                for bi in self.nodes[observer as usize].bidders.clone() {
-                    self.bidders[bi as usize].view.apply_free(&sid, free, lv);
+                let o = observer as usize;
+                if !self.nodes[o].bidders.is_empty() {
+                    self.nodes[o].host.handle_membership(
+                        Instant::from_micros(now),
+                        Change::Free {
+                            node: sid,
+                            free,
+                            version: lv,
+                        },
+                    );
+                    return self.pump_node(now, observer);
                 }
                 Ok(())
             }
@@ -61,14 +70,13 @@ impl AuctionSim {
                 alive,
             } => {
                 let sid = self.nodes[subject as usize].id.clone();
-                for bi in self.nodes[observer as usize].bidders.clone() {
-                    let sb = &mut self.bidders[bi as usize];
-                    sb.view.set_alive(&sid, alive);
-                    if !alive {
-                        sb.b.node_down(Instant::from_micros(now), &sid);
-                        self.nodes[subject as usize].down_told = true;
-                        self.pump_bidder(now, bi)?;
-                    }
+                let o = observer as usize;
+                if !self.nodes[o].bidders.is_empty() {
+                    self.nodes[o].host.handle_membership(
+                        Instant::from_micros(now),
+                        Change::Alive { node: sid, alive },
+                    );
+                    return self.pump_node(now, observer);
                 }
                 Ok(())
             }
@@ -104,9 +112,9 @@ impl AuctionSim {
         let infos: Vec<NodeInfo> = (lo..hi)
             .map(|i| {
                 let n = &self.nodes[i];
-                let mut info =
-                    NodeInfo::new(n.id.clone(), n.auct.capacity(), Attributes::default());
-                info.free = n.auct.free();
+                let a = n.host.auctioneer();
+                let mut info = NodeInfo::new(n.id.clone(), a.capacity(), Attributes::default());
+                info.free = a.free();
                 info.alive = n.up;
                 info
             })
@@ -124,7 +132,9 @@ impl AuctionSim {
             .nodes
             .iter()
             .filter(|n| n.up)
-            .fold(Resources::ZERO, |a, n| a.saturating_add(&n.auct.capacity()));
+            .fold(Resources::ZERO, |a, n| {
+                a.saturating_add(&n.host.auctioneer().capacity())
+            });
         let mut usage = BTreeMap::new();
         let mut shares = Vec::new();
         for (f, def) in self.fws.iter().enumerate() {
@@ -146,7 +156,7 @@ impl AuctionSim {
         self.c.sample_fairness(now, &total, &shares);
         let fs = FairShares::new(total, usage);
         for n in self.nodes.iter_mut().filter(|n| n.up) {
-            n.auct.set_shares(fs.clone());
+            n.host.set_shares(fs.clone());
         }
         let bytes = self.gmetrics.bytes;
         self.bytes_series.push((
@@ -177,7 +187,7 @@ impl AuctionSim {
                 Some(a) => a.clone(),
                 None => {
                     let (lo, hi) = self.cell_range(home_cell);
-                    let view = &self.bidders[b].view;
+                    let view = self.nodes[self.bidders[b].home as usize].host.view();
                     CellAggregate::from_nodes((lo..hi).filter_map(|i| view.get(&self.nodes[i].id)))
                 }
             };
@@ -196,24 +206,33 @@ impl AuctionSim {
                 }
                 continue;
             }
+            let home = self.bidders[b].home as usize;
             if let Some(c) = current {
-                let (lo, hi) = self.cell_range(c);
-                for i in lo..hi {
-                    let id = self.nodes[i].id.clone();
-                    self.bidders[b].view.remove(&id);
-                }
                 self.bidders[b].imported = None;
+                // Frameworks sharing a home share its view: the cell stays
+                // while another of them still imports it.
+                let shared = self.nodes[home]
+                    .bidders
+                    .iter()
+                    .any(|&o| self.bidders[o as usize].imported == Some(c));
+                if !shared {
+                    let (lo, hi) = self.cell_range(c);
+                    for i in lo..hi {
+                        let id = self.nodes[i].id.clone();
+                        self.nodes[home].host.view_mut().remove(&id);
+                    }
+                }
             }
             if let Some(c) = target {
                 let (lo, hi) = self.cell_range(c.0);
                 for i in lo..hi {
                     let n = &self.nodes[i];
-                    let mut info =
-                        NodeInfo::new(n.id.clone(), n.auct.capacity(), Attributes::default());
-                    info.free = n.auct.free();
-                    info.version = n.auct.version();
+                    let a = n.host.auctioneer();
+                    let mut info = NodeInfo::new(n.id.clone(), a.capacity(), Attributes::default());
+                    info.free = a.free();
+                    info.version = a.version();
                     info.alive = n.up;
-                    self.bidders[b].view.upsert(info);
+                    self.nodes[home].host.view_mut().upsert(info);
                 }
                 self.bidders[b].imported = Some(c.0);
             }
@@ -224,8 +243,10 @@ impl AuctionSim {
         let (lo, hi) = self.cell_range(c);
         for i in lo..hi {
             let n = &self.nodes[i];
-            let (id, free, v, up) = (n.id.clone(), n.auct.free(), n.auct.version(), n.up);
-            let view = &mut self.bidders[b].view;
+            let a = n.host.auctioneer();
+            let (id, free, v, up) = (n.id.clone(), a.free(), a.version(), n.up);
+            let home = self.bidders[b].home as usize;
+            let view = self.nodes[home].host.view_mut();
             view.apply_free(&id, free, v);
             view.set_alive(&id, up);
         }

@@ -24,7 +24,8 @@ impl AuctionSim {
             exit_code: Some(0),
             ..TaskStatus::new(task.clone(), TaskState::Finished, Some(id))
         };
-        let _ = node.auct.task_status(Instant::from_micros(now), status);
+        node.host
+            .handle_exec(Instant::from_micros(now), status, None);
         self.c.busy_sub(now, r.res.cpu_millis);
         self.fw_used[r.fw as usize] = self.fw_used[r.fw as usize].saturating_sub(&r.res);
         self.c.completed += 1;
@@ -52,7 +53,6 @@ impl AuctionSim {
         }
         node.up = false;
         node.epoch += 1;
-        node.down_told = false;
         node.timer = Micros::MAX;
         let lost: Vec<(TaskId, Running)> = node.exec.drain().collect();
         node.exec_used = Resources::ZERO;
@@ -72,41 +72,35 @@ impl AuctionSim {
     pub(super) fn rejoin(&mut self, now: Micros, n: u32) -> Result<(), Violation> {
         let cap = self.p.capacity();
         let id = self.nodes[n as usize].id.clone();
-        // A restarted node is a new chitchat generation: bidders that had not
-        // yet seen the old one die learn it now, and re-learn the node from
-        // its fresh ledger (whose versions restart).
-        let told = self.nodes[n as usize].down_told;
-        for b in 0..self.bidders.len() {
-            let sb = &mut self.bidders[b];
-            if sb.view.get(&id).is_none() {
+        // A restarted node is a new chitchat generation whose tasks did not
+        // survive the crash: homes that know it learn that now (their hosts
+        // report its tasks lost if they had not declared it dead yet), and
+        // re-learn it from its fresh ledger (whose versions restart).
+        let at = Instant::from_micros(now);
+        for h in 0..self.nodes.len() {
+            if self.nodes[h].bidders.is_empty() || self.nodes[h].host.view().get(&id).is_none() {
                 continue;
             }
-            if !told {
-                sb.b.node_down(Instant::from_micros(now), &id);
-            }
-            sb.view.remove(&id);
-            sb.view.upsert(NodeInfo {
+            let info = NodeInfo {
                 version: 1,
                 ..NodeInfo::new(id.clone(), cap, Attributes::default())
-            });
-            self.pump_bidder(now, b as u32)?;
+            };
+            self.nodes[h]
+                .host
+                .handle_membership(at, Change::Reborn(info));
+            self.pump_node(now, h as u32)?;
         }
+        let host = new_host(&self.p, id);
         let node = &mut self.nodes[n as usize];
-        node.auct = Auctioneer::new(
-            id,
-            cap,
-            PortSet::default(),
-            Attributes::default(),
-            self.p.auctioneer.clone(),
-        );
+        node.host = host;
         node.up = true;
         node.history.clear();
         let (c, l) = (node.cell as usize, node.local as usize);
         self.cells[c].rejoin(l, now);
         let gv = self.cells[c].own_version(l);
         let node = &mut self.nodes[n as usize];
-        node.history
-            .push_back((gv, node.auct.version(), node.auct.free()));
+        let a = node.host.auctioneer();
+        node.history.push_back((gv, a.version(), a.free()));
         Ok(())
     }
 }

@@ -1,14 +1,22 @@
-//! The auction run: every node's real [`Auctioneer`], every framework's real
-//! [`Bidder`], over the network model, with cells gossiping through the
-//! chitchat model and a federation of gateways publishing cell aggregates.
+//! The auction run: every node's real [`Host`] (the machine the `agora`
+//! node runs: its auctioneer, the bidders of the frameworks homed there, its
+//! view, liveness and routing), over the network model, with cells gossiping
+//! through the chitchat model and a federation of gateways publishing cell
+//! aggregates.
 //!
-//! Memory at 10,000 nodes: the protocol machines are per node (one auctioneer
-//! each) and per framework (one bidder each, on its home node). A
-//! [`ClusterView`] exists only where a bidder lives — nodes without a bidder
-//! never read one — and holds the home cell (plus any cell imported for
-//! cross-cell bidding), so views cost `bidders × cell size` entries instead of
+//! Memory at 10,000 nodes: every node has a host, but only a node where a
+//! bidder lives is fed membership — nodes without a bidder never read their
+//! view — and that view holds the home cell (plus any cell imported for
+//! cross-cell bidding), so views cost `homes × cell size` entries instead of
 //! `nodes²`. What each view holds is exactly what that home node has learned
-//! through the gossip model, with its staleness.
+//! through the gossip model, with its staleness. Frameworks that share a home
+//! node share its view, as they do on a real node.
+//!
+//! Modelled rather than driven: the executor, gossip (the hosts are told
+//! what the chitchat model says each home learned), the auctioneers' fair
+//! shares (set once a second from the cluster's allocations, where a node
+//! computes them from its gossip view), and cross-cell imports (until the
+//! node federates cells, issue 13).
 //!
 //! The executor is simulated: a launched task reports `Running` at once and
 //! `Finished` after its duration. Invariants are checked after every event
@@ -21,14 +29,15 @@ use crate::invariants::{self, Fault, Violation};
 use crate::metrics::{Collector, FwSample};
 use crate::network::NetConfig;
 use crate::workload::{FrameworkDef, Job, SERVICE_DURATION, Workload};
-use agora_protocol::auctioneer::{self, Auctioneer};
-use agora_protocol::bidder::{self, Bidder};
+use agora_protocol::auctioneer;
+use agora_protocol::bidder;
 use agora_protocol::cell::{self, CellAggregate, CellId};
 use agora_protocol::constraint::Attributes;
 use agora_protocol::fairness::{FairShares, FrameworkUsage};
+use agora_protocol::host::{self, Change, Host};
 use agora_protocol::resources::PortSet;
 use agora_protocol::task::{Command, TaskSpec, TaskState, TaskStatus};
-use agora_protocol::view::{ClusterView, NodeInfo};
+use agora_protocol::view::NodeInfo;
 use agora_protocol::wire::PeerMessage;
 use agora_protocol::{FrameworkId, Instant, NodeId, Resources, TaskId};
 use indicatif::ProgressBar;
@@ -63,7 +72,6 @@ enum Ev {
         msg: Box<PeerMessage>,
     },
     NodeTimer(u32),
-    BidderTimer(u32),
     TaskEnd {
         node: u32,
         epoch: u32,
@@ -87,7 +95,7 @@ struct Running {
 
 struct SimNode {
     id: NodeId,
-    auct: Auctioneer,
+    host: Host<ChaCha8Rng>,
     up: bool,
     epoch: u32,
     timer: Micros,
@@ -97,15 +105,13 @@ struct SimNode {
     local: u32,
     history: VecDeque<(u32, u64, Resources)>,
     bidders: Vec<u32>,
-    down_told: bool,
 }
 
+/// One framework: its bidder lives in its home node's host.
 struct SimBidder {
-    b: Bidder<ChaCha8Rng>,
+    id: FrameworkId,
     fw: u32,
     home: u32,
-    view: ClusterView,
-    timer: Micros,
     imported: Option<u32>,
     last_req: Resources,
 }
@@ -165,13 +171,7 @@ impl AuctionSim {
                 let id = node_id(i);
                 let cell = (i as usize / p.cell_size.max(1)) as u32;
                 SimNode {
-                    auct: Auctioneer::new(
-                        id.clone(),
-                        cap,
-                        PortSet::default(),
-                        Attributes::default(),
-                        p.auctioneer.clone(),
-                    ),
+                    host: new_host(&p, id.clone()),
                     id,
                     up: true,
                     epoch: 0,
@@ -182,7 +182,6 @@ impl AuctionSim {
                     local: (i as usize % p.cell_size.max(1)) as u32,
                     history: VecDeque::from([(5, 1, cap)]),
                     bidders: Vec::new(),
-                    down_told: false,
                 }
             })
             .collect();
@@ -194,27 +193,26 @@ impl AuctionSim {
             let fw_id = FrameworkId::new(def.name.clone())
                 .unwrap_or_else(|_| unreachable!("framework names are validated"));
             let brng = ChaCha8Rng::seed_from_u64(splitmix(p.seed ^ (f as u64 + 1)));
-            let mut view = ClusterView::new();
-            for n in &nodes[lo..hi] {
-                view.upsert(NodeInfo {
-                    version: 1,
-                    ..NodeInfo::new(n.id.clone(), cap, Attributes::default())
-                });
+            if nodes[home as usize].bidders.is_empty() {
+                // A home starts knowing its cell.
+                let host = &mut nodes[home as usize].host;
+                for i in (lo..hi).filter(|&i| i != home as usize) {
+                    host.view_mut().upsert(NodeInfo {
+                        version: 1,
+                        ..NodeInfo::new(node_id(i as u32), cap, Attributes::default())
+                    });
+                }
+            }
+            let host = &mut nodes[home as usize].host;
+            if let Err(e) = host.add_framework(fw_id.clone(), def.weight, brng) {
+                unreachable!("framework names are distinct: {e}");
             }
             fw_index.insert(def.name.clone(), f as u32);
             nodes[home as usize].bidders.push(f as u32);
             bidders.push(SimBidder {
-                b: Bidder::new(
-                    nodes[home as usize].id.clone(),
-                    fw_id,
-                    def.weight,
-                    p.bidder.clone(),
-                    brng,
-                ),
+                id: fw_id,
                 fw: f as u32,
                 home,
-                view,
-                timer: Micros::MAX,
                 imported: None,
                 last_req: Resources::cpu_mem(1000, 1024),
             });
@@ -363,9 +361,11 @@ impl AuctionSim {
             .count();
         self.c.lost_unreported = old as u64;
         for b in &self.bidders {
-            let s = b.b.stats();
-            self.c.bids += s.bids_sent;
-            self.c.rejects += s.bids_rejected;
+            if let Some(bidder) = self.nodes[b.home as usize].host.bidder(&b.id) {
+                let s = bidder.stats();
+                self.c.bids += s.bids_sent;
+                self.c.rejects += s.bids_rejected;
+            }
         }
         self.c.events = self.q.popped();
         self.c.trace_hash = self.hash.value();
@@ -392,18 +392,9 @@ impl AuctionSim {
                 }
                 self.nodes[n as usize].timer = Micros::MAX;
                 self.nodes[n as usize]
-                    .auct
+                    .host
                     .handle_timeout(Instant::from_micros(now));
                 (4 + u64::from(n) * 16, self.pump_node(now, n))
-            }
-            Ev::BidderTimer(b) => {
-                let sb = &mut self.bidders[b as usize];
-                if sb.timer != now {
-                    return (5, Ok(()));
-                }
-                sb.timer = Micros::MAX;
-                sb.b.handle_timeout(Instant::from_micros(now), &mut sb.view);
-                (6 + u64::from(b) * 16, self.pump_bidder(now, b))
             }
             Ev::TaskEnd { node, epoch, task } => (7, self.task_end(now, node, epoch, task)),
             Ev::Gossip(n) => (8, self.gossip_round(now, n)),
@@ -444,25 +435,32 @@ impl AuctionSim {
             );
         }
         let name = format!("j{}", job.id);
+        let home = self.bidders[b as usize].home;
+        let fw_id = self.bidders[b as usize].id.clone();
         for t in &job.tasks {
             let res = Resources::cpu_mem(t.cpu_millis, t.mem_mib);
             let spec = TaskSpec::new(name.clone(), Command::Argv(vec!["sim".into()]), res);
-            let sb = &mut self.bidders[b as usize];
-            sb.last_req = res;
-            match sb.b.submit(Instant::from_micros(now), spec) {
-                Ok(task_id) => {
+            self.bidders[b as usize].last_req = res;
+            let at = Instant::from_micros(now);
+            match self.nodes[home as usize]
+                .host
+                .submit(at, &fw_id, vec![spec])
+            {
+                Ok(ids) => {
                     self.c.submitted += 1;
                     let fw = self.bidders[b as usize].fw as usize;
                     self.fw_pending[fw] = self.fw_pending[fw].saturating_add(&res);
-                    self.tasks.insert(
-                        task_id,
-                        TaskInfo {
-                            job: if job.service { u64::MAX } else { job.id },
-                            duration: t.duration,
-                            placed: false,
-                            res,
-                        },
-                    );
+                    for task_id in ids {
+                        self.tasks.insert(
+                            task_id,
+                            TaskInfo {
+                                job: if job.service { u64::MAX } else { job.id },
+                                duration: t.duration,
+                                placed: false,
+                                res,
+                            },
+                        );
+                    }
                 }
                 Err(_) => {
                     self.c.submitted += 1;
@@ -472,6 +470,25 @@ impl AuctionSim {
                 }
             }
         }
-        self.pump_bidder(now, b)
+        self.pump_node(now, home)
     }
+}
+
+/// A simulated node's host: the node's own machine, with the run's tunables.
+/// Fair shares come from the simulator's model of gossiped allocations.
+pub(super) fn new_host(p: &Params, id: NodeId) -> Host<ChaCha8Rng> {
+    Host::new(
+        id,
+        p.capacity(),
+        PortSet::default(),
+        Attributes::default(),
+        String::new(),
+        host::Config {
+            generation: 0,
+            auctioneer: p.auctioneer.clone(),
+            bidder: p.bidder.clone(),
+            shares_from_view: false,
+            ..host::Config::default()
+        },
+    )
 }
