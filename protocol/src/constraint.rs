@@ -10,11 +10,14 @@
 //! | `zone!=eu-1` | the attribute is absent or differs |
 //! | `zone in eu-1,eu-2` | the attribute is one of the values |
 //! | `rack:unique` | no two tasks of the same name on nodes with the same value |
-//! | `zone:spread` | prefer the value that holds the fewest tasks of the same name |
+//! | `zone:spread` | each next task goes to the value that holds the fewest tasks of the same name |
 //!
 //! `unique` and `spread` need the attribute: a node without it is not a
 //! candidate. "Tasks of the same name" are a job: the unit `agora run
-//! --count N --name NAME` creates.
+//! --count N --name NAME` creates. The bidder counts a job's tasks per value
+//! in a [`Placed`] tally that includes tasks whose bids are still out, and
+//! `spread` prefers a value with room now over a less-used full one; see
+//! docs/PROTOCOL.md, "Constraints".
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,7 +105,9 @@ pub enum Constraint {
 }
 
 /// How many tasks of one job sit on nodes with each value of each attribute:
-/// key → value → count. The bidder fills it from its own placements.
+/// key → value → count. The bidder fills it from its tasks that are placed
+/// (or leased) there or have a bid out there, each task at most once per
+/// value.
 pub type Placed = BTreeMap<String, BTreeMap<String, u32>>;
 
 impl Constraint {

@@ -765,7 +765,7 @@ fn bidder_gives_up_with_an_actionable_reason() {
     let reason = failure_reason(&mut b);
     assert_eq!(
         reason,
-        "no node has 64 GiB mem in all; the largest has 32 GiB mem (n16)"
+        "no node can ever fit 64 GiB mem: the largest node has 32 GiB mem in total (n16)"
     );
 
     // big enough in total, but never enough free

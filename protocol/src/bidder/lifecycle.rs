@@ -16,19 +16,27 @@ impl<R: Rng> Bidder<R> {
         }
     }
 
-    /// Asks the nodes holding these bids to drop them.
+    /// Asks the nodes holding these bids to drop them. A withdrawn bid can
+    /// no longer place its task, so its hold in the job's tally goes now,
+    /// not when the node answers.
     pub(super) fn withdraw(&mut self, bids: &[BidId]) {
         for bid in bids {
-            if let Some(b) = self.bids.get_mut(bid) {
-                b.withdrawn = true;
-                self.transmits.push_back(Transmit {
-                    to: b.node.clone(),
-                    msg: PeerMessage::Withdraw(Withdraw {
-                        bid_id: *bid,
-                        task_id: b.task_id.clone(),
-                    }),
-                });
+            let Some(b) = self.bids.get_mut(bid) else {
+                continue;
+            };
+            if b.withdrawn {
+                continue;
             }
+            b.withdrawn = true;
+            let (node, task_id) = (b.node.clone(), b.task_id.clone());
+            self.transmits.push_back(Transmit {
+                to: node.clone(),
+                msg: PeerMessage::Withdraw(Withdraw {
+                    bid_id: *bid,
+                    task_id: task_id.clone(),
+                }),
+            });
+            self.unhold(&task_id, &node);
         }
     }
 
@@ -67,7 +75,9 @@ impl<R: Rng> Bidder<R> {
             return;
         };
         self.stats.bids_timed_out += 1;
-        self.job_sub(&b.task_id, &b.node);
+        if !b.withdrawn {
+            self.unhold(&b.task_id, &b.node);
+        }
         let why = format!("node {} did not answer a bid in time", b.node);
         self.bid_lost(now, &b.task_id, bid, why);
     }
@@ -274,16 +284,11 @@ impl<R: Rng> Bidder<R> {
         let Some(t) = self.tasks.get(task_id) else {
             return;
         };
-        match t.phase.clone() {
-            Phase::Confirming { node, .. } | Phase::Placed { node } => {
-                self.job_sub(task_id, &node);
-            }
-            Phase::Bidding { open } => {
-                let open: Vec<BidId> = open.into_iter().collect();
-                self.withdraw(&open);
-            }
-            Phase::Waiting | Phase::Ended => {}
+        if let Phase::Bidding { open } = t.phase.clone() {
+            let open: Vec<BidId> = open.into_iter().collect();
+            self.withdraw(&open);
         }
+        self.unhold_all(task_id);
         let Some(t) = self.tasks.get_mut(task_id) else {
             return;
         };

@@ -2,11 +2,15 @@
 //!
 //! A bidder lives on its framework's home node. For each task it:
 //!
-//! 1. picks candidates from the [`ClusterView`]: nodes that are alive, have
-//!    the task's resources free and satisfy its constraints (examining at most
+//! 1. picks candidates from the [`ClusterView`]: nodes that are alive, big
+//!    enough in total and satisfy its constraints (examining at most
 //!    `scan_limit` nodes drawn at random in a large cluster), ranks them by a
 //!    score (best fit or spread), and chooses `candidates` of them at random
-//!    among the best `best_of` (power-of-d choices, as in Sparrow);
+//!    among the best `best_of` (power-of-d choices, as in Sparrow). A task
+//!    with a `spread` constraint first picks the attribute value its job uses
+//!    least (its tasks placed there plus those with bids out there; ties at
+//!    random) and bids only on nodes with that value, so that each of its
+//!    tasks counts against exactly one value while its bids are out;
 //! 2. sends each a [`Bid`] that may wait at the node for up to `bid_wait`
 //!    when the node is full (nodes whose free vector does not fit the task
 //!    are still candidates when no node has room: the bid queues there and
@@ -20,7 +24,12 @@
 //! 4. when every bid of an attempt lost, retries after an exponential backoff
 //!    with jitter, until the task's placement timeout, then gives up with a
 //!    reason a person can act on ("no node has 64 GiB mem free; largest free
-//!    is 31 GiB on n17").
+//!    is 31 GiB on n17", "hostname:unique: every one of the 3 live nodes
+//!    already has a task of job web, running or being placed"). A task that
+//!    no node of the view could ever hold, by its total resources or by the
+//!    constraints a node's own attributes decide, fails once it has been so
+//!    for `never_fit_grace` after its submit, without waiting for its
+//!    placement timeout.
 //!
 //! Status updates from the node running a task come back through
 //! [`Bidder::handle_message`]; each is acknowledged and, when it moves the task
@@ -36,10 +45,10 @@ mod lifecycle;
 mod place;
 mod reasons;
 
-use reasons::describe_reject;
 pub use reasons::explain;
+use reasons::{describe_reject, never_fits};
 
-use crate::constraint::{Constraint, Placed, admits_all};
+use crate::constraint::{Attributes, Constraint, Placed, admits_all};
 use crate::ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
 use crate::resources::{Dimension, Resources};
 use crate::task::{SpecError, TaskSpec, TaskState, TaskStatus};
@@ -90,6 +99,13 @@ pub struct Config {
     pub backoff_max: Duration,
     /// How long a task may wait for a place (unless its spec says otherwise).
     pub placement_timeout: Duration,
+    /// A task that no live node of the view could ever hold (too big for
+    /// every node's total, or constraints no node's attributes meet) fails
+    /// when this long has passed since its submit and it still cannot: long
+    /// enough for a view that is still filling (a node that has just started
+    /// hears of the others within a gossip round or two) to learn of a node
+    /// that fits. Zero fails such a task at its first attempt.
+    pub never_fit_grace: Duration,
     /// Delay between re-sends of a kill until the task ends.
     pub kill_retry: Duration,
     /// Most tasks not yet ended; more are refused at submit.
@@ -113,6 +129,8 @@ impl Default for Config {
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
             placement_timeout: Duration::from_secs(60),
+            // Two gossip rounds at the node's default 1 s interval.
+            never_fit_grace: Duration::from_secs(2),
             kill_retry: Duration::from_secs(2),
             max_active_tasks: 100_000,
             keep_ended: 10_000,
@@ -220,6 +238,11 @@ struct Task {
     reason: Option<String>,
     /// When its pending `ConfirmResend` timer fires, if one is set.
     confirm_timer: Option<Instant>,
+    /// The nodes the task counts on in its job's tally (its live bids, or
+    /// its lease or placement), with the attributes each had when the bid
+    /// went out. Nodes without attributes are not listed: they count for
+    /// nothing in the tally.
+    holds: Vec<(NodeId, Attributes)>,
 }
 
 #[derive(Debug)]
@@ -256,8 +279,9 @@ pub struct Bidder<R> {
     ended: VecDeque<TaskId>,
     bids: BTreeMap<BidId, OutBid>,
     timers: BTreeSet<(Instant, Timer)>,
-    /// job name → node → open bids and held placements (for unique/spread).
-    job_nodes: crate::FixedHashMap<String, crate::FixedHashMap<NodeId, u32>>,
+    /// job name → attribute key → value → tasks of the job that hold a node
+    /// with that value (see `Task::holds`): what `unique` and `spread` read.
+    jobs: crate::FixedHashMap<String, Placed>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -280,7 +304,7 @@ impl<R: Rng> Bidder<R> {
             ended: VecDeque::new(),
             bids: BTreeMap::new(),
             timers: BTreeSet::new(),
-            job_nodes: crate::FixedHashMap::default(),
+            jobs: crate::FixedHashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -383,6 +407,7 @@ impl<R: Rng> Bidder<R> {
                 exit_code: None,
                 reason: None,
                 confirm_timer: None,
+                holds: Vec::new(),
             },
         );
         self.active += 1;
@@ -546,11 +571,12 @@ impl<R: Rng> Bidder<R> {
                         let withdrawn = b.withdrawn;
                         self.take_bid(a.bid_id);
                         self.stats.bids_awarded += 1;
-                        // A winning bid's count on its node becomes the
-                        // placement's; a losing one's goes.
+                        // A winning bid's hold on its node becomes the
+                        // placement's; a losing one's goes (a withdrawn
+                        // bid's went when it was withdrawn).
                         let won = self.take_award(now, &task_id, a.bid_id, &from, a.lease_id);
-                        if !won {
-                            self.job_sub(&task_id, &from);
+                        if !won && !withdrawn {
+                            self.unhold(&task_id, &from);
                         }
                         (won, withdrawn)
                     }
@@ -577,9 +603,11 @@ impl<R: Rng> Bidder<R> {
                 view.apply_free(&from, r.free, r.free_version);
                 match self.bids.get(&r.bid_id) {
                     Some(b) if b.node == from && b.task_id == r.task_id => {
+                        if !b.withdrawn {
+                            self.unhold(&r.task_id, &from);
+                        }
                         self.take_bid(r.bid_id);
                         self.stats.bids_rejected += 1;
-                        self.job_sub(&r.task_id, &from);
                         let why =
                             describe_reject(&from, &r.reason, &r.free, self.tasks.get(&r.task_id));
                         self.bid_lost(now, &r.task_id, r.bid_id, why);
@@ -605,7 +633,7 @@ impl<R: Rng> Bidder<R> {
                 );
                 if ok {
                     self.cancel_confirm_timer(&c.task_id);
-                    self.job_sub(&c.task_id, &from);
+                    self.unhold(&c.task_id, &from);
                     if let Some(t) = self.tasks.get_mut(&c.task_id) {
                         t.last_reject =
                             Some(format!("node {from} refused the confirm: {}", c.reason));

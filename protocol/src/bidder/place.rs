@@ -1,66 +1,84 @@
 //! Placing a task: choosing candidates from the view (sampled, filtered by
-//! fit and constraints, ranked, drawn from the best few), sending the bids,
-//! and backing off when nothing fits. Also the per-job placement counts that
-//! `unique` and `spread` constraints read.
+//! fit and constraints, ranked, drawn from the best few; a `spread` task
+//! first narrowed to its job's least-used value), sending the bids, and
+//! backing off when nothing fits (or failing when nothing ever could). Also
+//! the per-job tally of attribute values that `unique` and `spread` read.
 
 use super::*;
 
-impl<R: Rng> Bidder<R> {
-    pub(super) fn job_add(&mut self, task_id: &TaskId, node: &NodeId) {
-        if let Some(t) = self.tasks.get(task_id) {
-            let nodes = match self.job_nodes.get_mut(&t.spec.name) {
-                Some(nodes) => nodes,
-                None => self.job_nodes.entry(t.spec.name.clone()).or_default(),
-            };
-            *nodes.entry(node.clone()).or_insert(0) += 1;
+/// Adds (`+1`) or removes (`-1`) one task's count for each `(key, value)` of
+/// `attrs` that none of its `others` holds, so a task counts at most once
+/// per value however many of its bids share it.
+fn tally(job: &mut Placed, attrs: &Attributes, others: &[(NodeId, Attributes)], add: bool) {
+    for (k, v) in &attrs.0 {
+        if others.iter().any(|(_, a)| a.get(k) == Some(v.as_str())) {
+            continue;
         }
-    }
-
-    pub(super) fn job_sub(&mut self, task_id: &TaskId, node: &NodeId) {
-        let Some(t) = self.tasks.get(task_id) else {
-            return;
-        };
-        if let Some(nodes) = self.job_nodes.get_mut(&t.spec.name) {
-            if let Some(c) = nodes.get_mut(node) {
+        if add {
+            *job.entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_insert(0) += 1;
+        } else if let Some(values) = job.get_mut(k) {
+            if let Some(c) = values.get_mut(v) {
                 *c = c.saturating_sub(1);
                 if *c == 0 {
-                    nodes.remove(node);
+                    values.remove(v);
                 }
             }
-            if nodes.is_empty() {
-                self.job_nodes.remove(&t.spec.name);
+            if values.is_empty() {
+                job.remove(k);
+            }
+        }
+    }
+}
+
+impl<R: Rng> Bidder<R> {
+    /// The task now counts on `node` (a bid went out there) in its job's
+    /// tally, under the node's attributes as the view has them now.
+    pub(super) fn hold(&mut self, task_id: &TaskId, node: &NodeId, attrs: &Attributes) {
+        if attrs.0.is_empty() {
+            return;
+        }
+        let Some(t) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        let job = match self.jobs.get_mut(&t.spec.name) {
+            Some(job) => job,
+            None => self.jobs.entry(t.spec.name.clone()).or_default(),
+        };
+        tally(job, attrs, &t.holds, true);
+        t.holds.push((node.clone(), attrs.clone()));
+    }
+
+    /// The task no longer counts on `node` (its bid there lost or was
+    /// withdrawn, or its placement there ended).
+    pub(super) fn unhold(&mut self, task_id: &TaskId, node: &NodeId) {
+        let Some(t) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        let Some(i) = t.holds.iter().position(|(n, _)| n == node) else {
+            return;
+        };
+        let (_, attrs) = t.holds.swap_remove(i);
+        if let Some(job) = self.jobs.get_mut(&t.spec.name) {
+            tally(job, &attrs, &t.holds, false);
+            if job.is_empty() {
+                self.jobs.remove(&t.spec.name);
             }
         }
     }
 
-    pub(super) fn placed_values(
-        &self,
-        name: &str,
-        constraints: &[Constraint],
-        view: &ClusterView,
-    ) -> Placed {
-        let mut placed = Placed::new();
-        let keys: Vec<&str> = constraints
-            .iter()
-            .filter(|c| matches!(c, Constraint::Unique { .. } | Constraint::Spread { .. }))
-            .map(Constraint::key)
-            .collect();
-        if keys.is_empty() {
-            return placed;
+    /// The task counts nowhere any more (it ended).
+    pub(super) fn unhold_all(&mut self, task_id: &TaskId) {
+        while let Some(node) = self
+            .tasks
+            .get(task_id)
+            .and_then(|t| t.holds.first())
+            .map(|(n, _)| n.clone())
+        {
+            self.unhold(task_id, &node);
         }
-        for (node, count) in self.job_nodes.get(name).into_iter().flatten() {
-            let Some(info) = view.get(node) else { continue };
-            for key in &keys {
-                if let Some(v) = info.attrs.get(key) {
-                    *placed
-                        .entry((*key).to_string())
-                        .or_default()
-                        .entry(v.to_string())
-                        .or_insert(0) += count;
-                }
-            }
-        }
-        placed
     }
 
     pub(super) fn try_place(&mut self, now: Instant, task_id: &TaskId, view: &mut ClusterView) {
@@ -71,11 +89,13 @@ impl<R: Rng> Bidder<R> {
             return;
         }
         if now >= task.deadline {
+            let empty = Placed::new();
             let reason = explain(
                 &task.spec,
                 task.last_reject.as_deref(),
                 view,
                 task.deadline - task.submitted,
+                self.jobs.get(&task.spec.name).unwrap_or(&empty),
             );
             self.stats.gave_up += 1;
             self.end(task_id, TaskState::Failed, None, Some(reason));
@@ -83,6 +103,7 @@ impl<R: Rng> Bidder<R> {
         }
         let spec = task.spec.clone();
         let pinned = task.pinned.clone();
+        let submitted = task.submitted;
         let chosen: Vec<NodeId> = match &pinned {
             Some(node) => match view.get(node) {
                 Some(info) if info.alive => vec![node.clone()],
@@ -101,6 +122,19 @@ impl<R: Rng> Bidder<R> {
         if chosen.is_empty() {
             if let Some(t) = self.tasks.get_mut(task_id) {
                 t.last_reject = None;
+            }
+            if let Some(reason) = never_fits(&spec, view) {
+                // Nothing in the view could ever hold it. Unless the view
+                // is still filling, nothing will: fail once the grace since
+                // submit is over, checking again at its end.
+                let grace_over = submitted + self.config.never_fit_grace;
+                if now >= grace_over {
+                    self.stats.gave_up += 1;
+                    self.end(task_id, TaskState::Failed, None, Some(reason));
+                } else {
+                    self.retry_later(now, task_id, grace_over - now);
+                }
+                return;
             }
             let delay = self.backoff(task_id);
             self.retry_later(now, task_id, delay);
@@ -121,7 +155,10 @@ impl<R: Rng> Bidder<R> {
                     expires,
                 },
             );
-            self.job_add(task_id, &node);
+            if let Some(info) = view.get(&node) {
+                let attrs = info.attrs.clone();
+                self.hold(task_id, &node, &attrs);
+            }
             open.insert(bid_id);
             view.note_award(&node, &spec.resources);
             self.timers.insert((expires, Timer::BidTimeout(bid_id)));
@@ -144,9 +181,12 @@ impl<R: Rng> Bidder<R> {
         }
     }
 
-    /// Candidates: alive, fitting, admitted; ranked; `candidates` drawn from the best few.
+    /// Candidates: alive, big enough in total, admitted; for a `spread` task
+    /// only those with the job's least-used value; ranked; `candidates`
+    /// drawn from the best few.
     pub(super) fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> Vec<NodeId> {
-        let placed = self.placed_values(&spec.name, &spec.constraints, view);
+        let empty = Placed::new();
+        let placed = self.jobs.get(&spec.name).unwrap_or(&empty);
         let sample = view.sample(&mut self.rng, self.config.scan_limit);
         // The last key is random: nodes that tie (every full node, or many
         // identical empty ones) are drawn evenly instead of lowest id first,
@@ -154,13 +194,13 @@ impl<R: Rng> Bidder<R> {
         let mut scored: Vec<(bool, u32, f64, u64, &NodeInfo)> = sample
             .into_iter()
             .filter(|n| n.alive && spec.resources.fits_in(&n.total))
-            .filter(|n| admits_all(&spec.constraints, &n.attrs, &placed))
+            .filter(|n| admits_all(&spec.constraints, &n.attrs, placed))
             .map(|n| {
                 let full = !spec.resources.fits_in(&n.free);
                 let penalty: u32 = spec
                     .constraints
                     .iter()
-                    .map(|c| c.spread_penalty(&n.attrs, &placed))
+                    .map(|c| c.spread_penalty(&n.attrs, placed))
                     .sum();
                 let left = n
                     .free
@@ -178,6 +218,39 @@ impl<R: Rng> Bidder<R> {
             .collect();
         for s in &mut scored {
             s.3 = self.rng.next_u64();
+        }
+        let spread: Vec<&str> = spec
+            .constraints
+            .iter()
+            .filter(|c| matches!(c, Constraint::Spread { .. }))
+            .map(Constraint::key)
+            .collect();
+        if !spread.is_empty() && !scored.is_empty() {
+            // Every bid of a spread task goes to nodes with one value (of
+            // each spread key), so the task counts once, on that value,
+            // while its bids are out. The value: among those with a node
+            // that has room now (all of them if none has), the one holding
+            // the fewest of the job's tasks; ties at random.
+            let value_of = |n: &NodeInfo| -> Vec<String> {
+                spread
+                    .iter()
+                    .map(|k| n.attrs.get(k).unwrap_or_default().to_string())
+                    .collect()
+            };
+            // value → (no node with room now, the job's tasks there)
+            let mut values: BTreeMap<Vec<String>, (bool, u32)> = BTreeMap::new();
+            for s in &scored {
+                let e = values.entry(value_of(s.4)).or_insert((true, s.1));
+                e.0 &= s.0;
+            }
+            let best = values.values().min().copied();
+            let ties: Vec<&Vec<String>> = values
+                .iter()
+                .filter(|(_, rank)| Some(**rank) == best)
+                .map(|(v, _)| v)
+                .collect();
+            let pick = ties[self.rng.random_range(0..ties.len())].clone();
+            scored.retain(|s| value_of(s.4) == pick);
         }
         // Nodes with room now first; among full ones, a bid waits for room.
         scored.sort_by(|a, b| {

@@ -2,6 +2,8 @@
 //! bidders joined by a lossy, duplicating, reordering network, a gossip tick
 //! that copies each ledger into every bidder's view after a delay, simulated
 //! task run times, node deaths, and an invariant check after every event.
+//! Nodes may carry attributes, and the check can also watch that no two
+//! running tasks of one job share a value of a `unique` key.
 //!
 //! It is deliberately simpler than agora-sim (which models chitchat); it
 //! exists to hammer the state machines with hostile interleavings.
@@ -112,6 +114,8 @@ pub struct Harness {
     gossip_every: Duration,
     run_times: BTreeMap<TaskId, Duration>,
     instant_shares: bool,
+    attrs: BTreeMap<NodeId, Attributes>,
+    unique_key: Option<String>,
     pub record: Record,
 }
 
@@ -131,6 +135,26 @@ impl Harness {
         auct_cfg: auctioneer::Config,
         bid_cfg: bidder::Config,
     ) -> Self {
+        Self::with_attrs(seed, homes, mortal, cap, net, auct_cfg, bid_cfg, |_| {
+            Attributes::default()
+        })
+    }
+
+    /// As [`Harness::new`], node `n{i}` advertising `attrs(i)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_attrs(
+        seed: u64,
+        homes: usize,
+        mortal: usize,
+        cap: Resources,
+        net: NetConfig,
+        auct_cfg: auctioneer::Config,
+        bid_cfg: bidder::Config,
+        attrs: impl Fn(usize) -> Attributes,
+    ) -> Self {
+        let attrs: BTreeMap<NodeId, Attributes> = (0..homes + mortal)
+            .map(|i| (node_id(i), attrs(i)))
+            .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut nodes = BTreeMap::new();
         for i in 0..homes + mortal {
@@ -139,10 +163,10 @@ impl Harness {
                 id.clone(),
                 Node {
                     auct: Auctioneer::new(
-                        id,
+                        id.clone(),
                         cap,
                         PortSet::default(),
-                        Attributes::default(),
+                        attrs.get(&id).cloned().unwrap_or_default(),
                         auct_cfg.clone(),
                     ),
                     alive: true,
@@ -151,7 +175,8 @@ impl Harness {
         }
         let mut view = ClusterView::new();
         for id in nodes.keys() {
-            view.upsert(NodeInfo::new(id.clone(), cap, Attributes::default()));
+            let a = attrs.get(id).cloned().unwrap_or_default();
+            view.upsert(NodeInfo::new(id.clone(), cap, a));
         }
         let homes = (0..homes)
             .map(|i| {
@@ -181,6 +206,8 @@ impl Harness {
             gossip_every: Duration::from_millis(100),
             run_times: BTreeMap::new(),
             instant_shares: false,
+            attrs,
+            unique_key: None,
             record: Record::default(),
         }
     }
@@ -215,6 +242,31 @@ impl Harness {
         for n in self.nodes.values_mut() {
             n.auct.set_shares(shares.clone());
         }
+    }
+
+    /// From now on, every check also asserts that no two running tasks of
+    /// one job (framework and name) are on nodes with the same value of
+    /// attribute `key`.
+    pub fn watch_unique(&mut self, key: &str) {
+        self.unique_key = Some(key.to_string());
+    }
+
+    /// The value of attribute `key` on `node`.
+    pub fn attr(&self, node: &NodeId, key: &str) -> Option<&str> {
+        self.attrs.get(node).and_then(|a| a.get(key))
+    }
+
+    /// Bidder `b` submits `spec` now (its tasks run for `run_ms` once
+    /// launched). None if the bidder refused it.
+    pub fn submit_spec(&mut self, b: usize, spec: TaskSpec, run_ms: u64) -> Option<TaskId> {
+        let b = b % self.homes.len();
+        let now = self.now;
+        let id = self.homes[b].bidder.submit(now, spec).ok()?;
+        self.run_times
+            .insert(id.clone(), Duration::from_millis(run_ms));
+        self.homes[b].submitted.push(id.clone());
+        self.pump_all();
+        Some(id)
     }
 
     /// Ends every running task of bidder `b` now, all at the same instant.
@@ -545,7 +597,8 @@ impl Harness {
             .iter()
             .filter(|(_, n)| n.alive)
             .map(|(id, n)| {
-                let mut info = NodeInfo::new(id.clone(), n.auct.capacity(), Attributes::default());
+                let attrs = self.attrs.get(id).cloned().unwrap_or_default();
+                let mut info = NodeInfo::new(id.clone(), n.auct.capacity(), attrs);
                 info.free = n.auct.free();
                 info.version = n.auct.version();
                 info.allocations = n.auct.allocations();
@@ -588,6 +641,26 @@ impl Harness {
                 1,
                 "task {task} ended more than once: {states:?}"
             );
+        }
+        if let Some(key) = &self.unique_key {
+            let mut seen: BTreeMap<(FrameworkId, String, String), TaskId> = BTreeMap::new();
+            for (id, n) in self.nodes.iter().filter(|(_, n)| n.alive) {
+                let Some(value) = self.attrs.get(id).and_then(|a| a.get(key)) else {
+                    continue;
+                };
+                for row in n.auct.task_rows() {
+                    if row.state.is_terminal() {
+                        continue;
+                    }
+                    let job = (row.framework.clone(), row.name.clone(), value.to_string());
+                    if let Some(other) = seen.insert(job, row.task_id.clone()) {
+                        panic!(
+                            "tasks {other} and {} of job {} both run on {key}={value}",
+                            row.task_id, row.name
+                        );
+                    }
+                }
+            }
         }
         for h in &self.homes {
             let s = h.bidder.stats();
