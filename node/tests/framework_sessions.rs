@@ -75,7 +75,9 @@ fn a_burst_of_terminal_events_reaches_the_framework_whole() {
     register(&mut s, "burst", 60_000);
     let total = 12_000;
     let mut ids = BTreeSet::new();
-    for (rid, n) in [(1u64, 10_000), (2, total - 10_000)] {
+    // Batches of 2,000 keep each frame under the 1 MiB limit.
+    for rid in 1..=(total / 2_000) as u64 {
+        let n = 2_000;
         let tasks: Vec<Value> = (0..n)
             .map(|_| spec("huge", 1_000_000, &["true"], 500))
             .collect();
@@ -175,7 +177,12 @@ fn a_full_framework_table_never_evicts_the_http_framework() {
     c.add(
         "n1",
         &key,
-        &["--http", &addr, "--http-token-file", token_file.to_str().unwrap()],
+        &[
+            "--http",
+            &addr,
+            "--http-token-file",
+            token_file.to_str().unwrap(),
+        ],
     );
     c.wait_formed(1);
     let node = &c.nodes[0];

@@ -1,0 +1,115 @@
+//! A node that stops answering for longer than the failure detector's
+//! patience (SIGSTOP), then comes back (SIGCONT): the cluster reported its
+//! tasks lost, so they must not keep running there (issue 11). The task's
+//! home node, on seeing the node alive again, kills what it reported lost.
+
+mod common;
+
+use common::{Cluster, wait_for};
+use std::time::Duration;
+
+/// Pids of processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Resumes a stopped agent even when an assertion fails, so that the
+/// cluster's guard can stop it.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn a_task_reported_lost_does_not_keep_running_when_its_node_comes_back() {
+    let mut cluster = Cluster::new();
+    let key = cluster.key.clone();
+    cluster.add("n1", &key, &[]);
+    cluster.add("n2", &key, &[]);
+    cluster.add("sleeper", &key, &["--attr", "role=sleeper"]);
+    cluster.wait_formed(3);
+
+    // A command line no other test uses, to find the process.
+    let argv = ["sleep", "1171"];
+    let out = cluster.nodes[0].cli(&[
+        "run",
+        "--cpus",
+        "0.5",
+        "--constraint",
+        "role==sleeper",
+        "--",
+        argv[0],
+        argv[1],
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let n1 = &cluster.nodes[0];
+    wait_for(
+        "the task to run on sleeper",
+        Duration::from_secs(30),
+        || {
+            let rows = n1.ps()?;
+            rows.iter()
+                .any(|r| r["id"] == id.as_str() && r["state"] == "running")
+                .then_some(())
+        },
+    );
+    assert_eq!(processes(&argv).len(), 1, "the task's process runs");
+
+    // Pause the node until the cluster has declared it dead.
+    let pid = cluster.nodes[2].pid();
+    signal(pid, "-STOP");
+    let resume = Resume(pid);
+    let n1 = &cluster.nodes[0];
+    wait_for("the task reported lost", Duration::from_secs(60), || {
+        let rows = n1.ps()?;
+        rows.iter()
+            .any(|r| r["id"] == id.as_str() && r["state"] == "lost")
+            .then_some(())
+    });
+    assert_eq!(processes(&argv).len(), 1, "paused, it still runs");
+    drop(resume);
+
+    // Back: the home node kills what it reported lost there.
+    wait_for(
+        "the lost task's process to be stopped",
+        Duration::from_secs(60),
+        || processes(&argv).is_empty().then_some(()),
+    );
+    let log = cluster.nodes[0].log();
+    assert!(
+        log.contains("killing the tasks reported lost there"),
+        "n1 says why it killed"
+    );
+}
