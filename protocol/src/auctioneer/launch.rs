@@ -159,6 +159,7 @@ impl Auctioneer {
         self.events.push_back(Event::Launch {
             task_id: lease.task_id,
             framework: lease.framework,
+            weight: lease.weight,
             home: from,
             spec: *lease.spec,
             ports: lease.ports,

@@ -102,6 +102,8 @@ pub enum Event {
         task_id: TaskId,
         /// Its framework.
         framework: FrameworkId,
+        /// The framework's DRF weight (from its bid).
+        weight: u32,
         /// The node its framework lives on.
         home: NodeId,
         /// What to run.

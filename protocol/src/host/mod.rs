@@ -454,6 +454,7 @@ impl<R: Rng> Host<R> {
                 bids_from: from,
             },
         );
+        self.refresh_self();
         Ok(())
     }
 
@@ -640,19 +641,22 @@ impl<R: Rng> Host<R> {
     /// ledger no longer holds (it ended while the agent was down, or was
     /// never adopted) is then still reported to its home node.
     pub fn handle_exec(&mut self, now: Instant, status: TaskStatus, launch: Option<&Launch>) {
+        let Some(l) = launch else {
+            let _ = self.auctioneer.task_status(now, status);
+            self.pump(now);
+            return;
+        };
         let terminal = status.state.is_terminal();
         match self.auctioneer.task_status(now, status.clone()) {
             Ok(()) => {}
             Err(auctioneer::Error::UnknownTask(_)) if terminal => {
-                if let Some(l) = launch {
-                    self.auctioneer.report_ended(
-                        now,
-                        l.home.clone(),
-                        l.framework.clone(),
-                        &l.spec,
-                        status,
-                    );
-                }
+                self.auctioneer.report_ended(
+                    now,
+                    l.home.clone(),
+                    l.framework.clone(),
+                    &l.spec,
+                    status,
+                );
             }
             Err(_) => {}
         }
@@ -744,8 +748,23 @@ impl<R: Rng> Host<R> {
         (bid.0 - from < BID_RANGE).then_some(fw)
     }
 
-    /// This node's own entry in the view, from its ledger.
+    /// This node's own entry in the view, from its ledger. Allocations are
+    /// read only where the view computes fair shares (building them costs a
+    /// map per ledger change).
+    ///
+    /// Without fair shares from the view (the simulator), a host with no
+    /// framework homed never reads its view, and skips this altogether;
+    /// [`Host::add_framework`] brings the entry up to date.
     fn refresh_self(&mut self) {
+        if !self.config.shares_from_view {
+            if self.frameworks.is_empty() {
+                return;
+            }
+            let (free, version) = (self.auctioneer.free(), self.auctioneer.version());
+            if self.view.apply_free(&self.me, free, version) {
+                return;
+            }
+        }
         let mut info = NodeInfo::new(
             self.me.clone(),
             self.auctioneer.capacity(),

@@ -168,10 +168,17 @@ impl<R: Rng> Host<R> {
                 moved = true;
                 self.on_auction_event(ev);
             }
-            let mut out = Vec::new();
             for (id, h) in &mut self.frameworks {
                 while let Some(t) = h.bidder.poll_transmit() {
-                    out.push(t);
+                    moved = true;
+                    if matches!(t.msg, PeerMessage::Bid(_)) {
+                        self.stats.bids_sent += 1;
+                    }
+                    if t.to == self.me {
+                        self.local.push_back(t.msg);
+                    } else {
+                        self.transmits.push_back(t);
+                    }
                 }
                 while let Some(ev) = h.bidder.poll_event() {
                     self.events.push_back(match ev {
@@ -196,13 +203,6 @@ impl<R: Rng> Host<R> {
                     moved = true;
                 }
             }
-            for t in out {
-                moved = true;
-                if matches!(t.msg, PeerMessage::Bid(_)) {
-                    self.stats.bids_sent += 1;
-                }
-                self.send(t.to, t.msg);
-            }
             while let Some(msg) = self.local.pop_front() {
                 moved = true;
                 let me = self.me.clone();
@@ -220,15 +220,11 @@ impl<R: Rng> Host<R> {
             auctioneer::Event::Launch {
                 task_id,
                 framework,
+                weight,
                 home,
                 spec,
                 ports,
             } => {
-                let weight = self
-                    .auctioneer
-                    .allocations()
-                    .get(&framework)
-                    .map_or(1, |u| u.weight);
                 self.exec.push_back(Exec::Launch(Launch {
                     task_id,
                     framework,
