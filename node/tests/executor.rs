@@ -2,7 +2,9 @@
 //! binary as the per-task supervisor, real files in a temporary data dir,
 //! real signals and (where the host allows) real cgroups.
 
-use agora_node::executor::{ExecEvent, Executor, ExecutorConfig, LaunchRequest, Recovered};
+use agora_node::executor::{
+    ExecEvent, Executor, ExecutorConfig, GcPolicy, LaunchRequest, Recovered,
+};
 use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
 use agora_protocol::resources::Resources;
 use agora_protocol::task::{Command, TaskSpec, TaskState, TaskStatus};
@@ -69,6 +71,7 @@ fn config(dir: &Path, cgroups: bool) -> ExecutorConfig {
         node_id: NodeId::new("node-1").unwrap(),
         cgroups,
         agora_exe: PathBuf::from(env!("CARGO_BIN_EXE_agora")),
+        gc: GcPolicy::default(),
     }
 }
 
