@@ -220,9 +220,17 @@ pub(crate) fn remove_task_files(layout: &Layout, id: &TaskId) -> io::Result<()> 
     }
 }
 
-/// One pass (blocking): plans and collects. Returns how many tasks it
-/// removed.
-pub(crate) fn pass(shared: &Shared, policy: &GcPolicy, now_unix_ms: u64) -> usize {
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PassReport {
+    /// Tasks removed.
+    pub removed: usize,
+    /// The disk is over the threshold and no ended task is left to collect.
+    pub starved: bool,
+}
+
+/// One pass (blocking): plans and collects.
+pub(crate) fn pass(shared: &Shared, policy: &GcPolicy, now_unix_ms: u64) -> PassReport {
     let candidates: Vec<Candidate> = shared
         .ended_table()
         .values()
@@ -265,30 +273,33 @@ pub(crate) fn pass(shared: &Shared, policy: &GcPolicy, now_unix_ms: u64) -> usiz
             "collected ended tasks"
         );
     }
-    if let Some(d) = disk
-        && plan.len() == candidates.len()
-        && d.excess(policy.disk_percent) > 0
-    {
-        tracing::warn!(
-            data_dir = %shared.layout.data_dir.display(),
-            used_bytes = d.used,
-            avail_bytes = d.avail,
-            "the data dir's disk is over {}% full and no ended task is left to collect",
-            policy.disk_percent
-        );
-    }
-    removed
+    let starved = disk.is_some_and(|d| {
+        plan.len() == candidates.len() && removed == plan.len() && d.excess(policy.disk_percent) > 0
+    });
+    PassReport { removed, starved }
 }
 
 /// The GC task: a pass at once, then one every `policy.interval` (or after
 /// [`CATCH_UP`] while a backlog remains), until the executor goes away.
+/// Warns once each time the disk stays over the threshold with nothing left
+/// to collect.
 pub(crate) async fn run(shared: Arc<Shared>, policy: GcPolicy) {
+    let mut was_starved = false;
     loop {
         let (s, p) = (Arc::clone(&shared), policy.clone());
-        let removed = tokio::task::spawn_blocking(move || pass(&s, &p, super::fsutil::unix_ms()))
+        let report = tokio::task::spawn_blocking(move || pass(&s, &p, super::fsutil::unix_ms()))
             .await
-            .unwrap_or(0);
-        let wait = if removed >= policy.max_per_pass {
+            .unwrap_or_default();
+        if report.starved && !was_starved {
+            tracing::warn!(
+                data_dir = %shared.layout.data_dir.display(),
+                "the data dir's disk is over {}% full and every ended task has been collected; \
+                 free space on it (running tasks' files are never collected)",
+                policy.disk_percent
+            );
+        }
+        was_starved = report.starved;
+        let wait = if report.removed >= policy.max_per_pass {
             CATCH_UP
         } else {
             policy.interval
