@@ -159,7 +159,7 @@ pub struct AgentArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub no_cgroups: Option<bool>,
 
-    /// Ended tasks kept (checkpoint, sandbox and logs, history in `ps`);
+    /// Ended tasks this node keeps (checkpoint, sandbox and logs);
     /// the oldest beyond this many are deleted [default: 1000].
     #[arg(long, value_name = "N")]
     pub gc_max_ended: Option<usize>,
