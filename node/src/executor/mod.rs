@@ -163,8 +163,8 @@ const LOCK_TRIES: u32 = 100;
 /// Most kill requests queued for one task (further ones are redundant).
 const KILL_QUEUE: usize = 4;
 
-/// Tasks whose finished entries are dropped from the task table at a
-/// launch, beyond twice the running ones.
+/// A launch drops the finished entries from the task table once it holds
+/// more than twice the running tasks plus this many.
 const TABLE_SLACK: usize = 64;
 
 struct Entry {
@@ -440,11 +440,13 @@ impl Executor {
 
     /// Every ended task this executor retains, oldest end first (ties by
     /// task id): those found in the checkpoints at open (including the ones
-    /// returned as [`Recovered::Ended`]) and those that ended since and whose
-    /// end event was sent, until the GC or [`Executor::forget`] removes
-    /// them. A task whose end event is still being sent is not in it yet.
-    /// At most about [`GcPolicy::max_ended`] entries (plus those ended since
-    /// the last GC pass).
+    /// returned as [`Recovered::Ended`]) and those that ended since, until
+    /// the GC or [`Executor::forget`] removes them. A task enters it just
+    /// after its end event was sent and that delivery was written to its
+    /// checkpoint (so shortly after the agent can receive the event).
+    /// Between two GC passes it can exceed [`GcPolicy::max_ended`] by the
+    /// tasks ended since the last pass (or a backlog the GC works through
+    /// [`GcPolicy::max_per_pass`] tasks a pass).
     pub fn history(&self) -> Vec<EndedTask> {
         let mut out: Vec<EndedTask> = self
             .shared
