@@ -789,11 +789,11 @@ async fn a_running_task_is_never_collected_even_when_nothing_may_be_kept() {
 async fn tasks_that_ended_long_ago_are_collected_at_start_up() {
     let dir = DataDir::new("gc-age");
     let (mut exec, _, mut rx) = open(&dir.0).await;
-    for id in ["old", "legacy", "recent"] {
+    for id in ["old", "legacy", "legacy-recent", "recent"] {
         exec.launch(request(id, sh("true")));
         assert_eq!(run_to_end(&mut rx, id).await.state, TaskState::Finished);
     }
-    wait_until("not all three in the history", || exec.history().len() == 3).await;
+    wait_until("not all four in the history", || exec.history().len() == 4).await;
     exec.detach().await;
     drop(rx);
     // Move two ends two days back: one as this version writes checkpoints,
@@ -818,14 +818,23 @@ async fn tasks_that_ended_long_ago_are_collected_at_start_up() {
         cp.remove("reported");
         cp.insert("updated_unix_ms".into(), two_days_ago.into());
     });
+    edit("legacy-recent", &|cp| {
+        cp.remove("ended_unix_ms");
+        cp.remove("reported");
+    });
     let (exec, recovered, _rx) = open_with(&dir.0, GcPolicy::default()).await;
-    // The old version's checkpoint never recorded its delivery: once more.
-    assert!(
-        matches!(&recovered[..], [Recovered::Ended(r, _)] if r.task_id.as_str() == "legacy"),
-        "{recovered:?}"
-    );
+    // The old version's checkpoints never recorded a delivery: once more.
+    let mut ended: Vec<&str> = recovered
+        .iter()
+        .map(|r| match r {
+            Recovered::Ended(r, _) => r.task_id.as_str(),
+            Recovered::Running(r) => panic!("{r:?} is not running"),
+        })
+        .collect();
+    ended.sort();
+    assert_eq!(ended, ["legacy", "legacy-recent"]);
     wait_until("the start-up pass never collected the old tasks", || {
-        history_ids(&exec) == ["recent"]
+        history_ids(&exec) == ["legacy-recent", "recent"]
     })
     .await;
     for gone in ["old", "legacy"] {
@@ -833,4 +842,74 @@ async fn tasks_that_ended_long_ago_are_collected_at_start_up() {
         assert!(!dir.0.join(format!("tasks/{gone}.json")).exists());
     }
     assert_eq!(read_all(&exec, "recent", LogStream::Stdout).await, "");
+    // Delivered once: the next start reports nothing.
+    exec.detach().await;
+    let (exec, recovered, _rx) = open(&dir.0).await;
+    assert!(recovered.is_empty(), "{recovered:?}");
+    assert_eq!(history_ids(&exec), ["legacy-recent", "recent"]);
+}
+
+/// Benchmark, not run by default: an upgrade onto a data dir holding N
+/// (env `N`, default 5000) ended checkpoints in the previous version's
+/// format, each with a 4 KiB sandbox. Prints how long `open` takes and how
+/// long the GC takes to bring the history down to the default 1000.
+/// `N=5000 cargo test -p agora-node --test executor gc_backlog -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn gc_backlog_benchmark() {
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let dir = DataDir::new("gc-backlog");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request("seed", sh("true")));
+    run_to_end(&mut rx, "seed").await;
+    wait_until("seed never retained", || exec.history().len() == 1).await;
+    exec.detach().await;
+    drop(rx);
+    let seed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("tasks/seed.json")).unwrap()).unwrap();
+    std::fs::remove_file(dir.0.join("tasks/seed.json")).unwrap();
+    for i in 0..n {
+        let id = format!("t{i:06}");
+        let mut v = seed.clone();
+        v["request"]["task_id"] = id.clone().into();
+        v["ended"]["task_id"] = id.clone().into();
+        let fields = v.as_object_mut().unwrap();
+        fields.remove("reported");
+        fields.remove("ended_unix_ms");
+        // Recent enough that only the count applies.
+        fields.insert(
+            "updated_unix_ms".into(),
+            (seed["updated_unix_ms"].as_u64().unwrap() + i as u64).into(),
+        );
+        std::fs::write(dir.0.join(format!("tasks/{id}.json")), v.to_string()).unwrap();
+        let sandbox = dir.0.join("sandboxes").join(&id);
+        std::fs::create_dir_all(sandbox.join(".agora")).unwrap();
+        std::fs::write(sandbox.join("stdout"), vec![0u8; 4096]).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let (exec, recovered, _rx) = open_with(&dir.0, GcPolicy::default()).await;
+    eprintln!(
+        "open with {n} old checkpoints: {:?} ({} recovered as ended)",
+        t0.elapsed(),
+        recovered.len()
+    );
+    let t1 = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    while exec.history().len() > 1000 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("GC down to 1000: {:?} after open", t1.elapsed());
+    exec.detach().await;
+    let t2 = std::time::Instant::now();
+    let (_exec, recovered, _rx) = open(&dir.0).await;
+    eprintln!(
+        "next open: {:?} ({} recovered)",
+        t2.elapsed(),
+        recovered.len()
+    );
+    assert!(recovered.is_empty());
 }

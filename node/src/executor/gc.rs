@@ -194,6 +194,15 @@ impl Retained {
             tree_bytes(&layout.sandbox(id)).saturating_add(tree_bytes(&layout.checkpoint(id)));
         Retained { task, disk_bytes }
     }
+
+    /// It as the GC plan sees it.
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            id: self.task.request.task_id.clone(),
+            ended_unix_ms: self.task.ended_unix_ms,
+            disk_bytes: self.disk_bytes,
+        }
+    }
 }
 
 /// Removes a task's sandbox, then its checkpoint (blocking). A sandbox that
@@ -234,11 +243,7 @@ pub(crate) fn pass(shared: &Shared, policy: &GcPolicy, now_unix_ms: u64) -> Pass
     let candidates: Vec<Candidate> = shared
         .ended_table()
         .values()
-        .map(|r| Candidate {
-            id: r.task.request.task_id.clone(),
-            ended_unix_ms: r.task.ended_unix_ms,
-            disk_bytes: r.disk_bytes,
-        })
+        .map(Retained::candidate)
         .collect();
     let disk = if policy.disk_percent >= 100 {
         None

@@ -63,6 +63,7 @@ mod fsutil;
 mod gc;
 mod logs;
 mod monitor;
+mod recovery;
 mod status;
 mod supervisor;
 
@@ -73,7 +74,6 @@ use anyhow::Context;
 use checkpoint::Checkpoint;
 use fsutil::Layout;
 pub use gc::GcPolicy;
-use gc::Retained;
 use monitor::Shared;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -252,77 +252,30 @@ impl Executor {
             running: AtomicUsize::new(0),
             ended: std::sync::Mutex::new(HashMap::new()),
         });
-        let node_id = config.node_id.clone();
-        let found = tokio::task::spawn_blocking(
-            move || -> std::io::Result<Vec<(Checkpoint, Option<fsutil::ProcRef>, bool)>> {
-                let mut out = Vec::new();
-                for mut cp in checkpoint::load_all(&layout)? {
-                    if cp.ended.is_some() {
-                        let deliver = !cp.reported;
-                        if deliver {
-                            // Returned as Recovered::Ended below.
-                            cp.reported = true;
-                            if let Err(e) = cp.save(&layout) {
-                                tracing::warn!(task = %cp.request.task_id, "cannot record that the task's end was reported: {e}; the next start reports it again");
-                            }
-                        }
-                        out.push((cp, None, deliver));
-                        continue;
-                    }
-                    match cp.supervisor.clone().filter(fsutil::ProcRef::is_alive) {
-                        Some(sup) => out.push((cp, Some(sup), false)),
-                        None => out.push((
-                            monitor::conclude_offline(&layout, &node_id, cp),
-                            None,
-                            true,
-                        )),
-                    }
-                }
-                Ok(out)
-            },
-        )
-        .await
-        .context("reading checkpoints stopped")?
-        .with_context(|| {
-            format!(
-                "cannot read the checkpoints in {}",
-                shared.layout.checkpoints().display()
-            )
-        })?;
+        let (node_id, policy) = (config.node_id.clone(), config.gc.clone());
+        let scan = tokio::task::spawn_blocking(move || recovery::scan(&layout, &node_id, &policy))
+            .await
+            .context("reading checkpoints stopped")?
+            .with_context(|| {
+                format!(
+                    "cannot read the checkpoints in {}",
+                    shared.layout.checkpoints().display()
+                )
+            })?;
         let runtime = tokio::runtime::Handle::current();
         let mut recovered = Vec::new();
-        let mut retained = Vec::new();
-        let mut running = Vec::new();
-        for (cp, supervisor, deliver) in found {
-            match (supervisor, &cp.ended) {
-                (Some(sup), _) => running.push((cp, sup)),
-                (None, Some(status)) => {
-                    if deliver {
-                        recovered.push(Recovered::Ended(cp.request.clone(), status.clone()));
-                    }
-                    retained.push(EndedTask {
-                        ended_unix_ms: cp.ended_at(),
-                        request: cp.request,
-                        status: status.clone(),
-                    });
+        {
+            let mut table = shared.ended_table();
+            for (r, deliver) in scan.ended {
+                if deliver {
+                    recovered.push(Recovered::Ended(
+                        r.task.request.clone(),
+                        r.task.status.clone(),
+                    ));
                 }
-                (None, None) => {}
+                table.insert(r.task.request.task_id.clone(), r);
             }
         }
-        let layout = shared.layout.clone();
-        let measured = tokio::task::spawn_blocking(move || {
-            retained
-                .into_iter()
-                .map(|t| Retained::measure(&layout, t))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .context("measuring the ended tasks stopped")?;
-        shared.ended_table().extend(
-            measured
-                .into_iter()
-                .map(|r| (r.task.request.task_id.clone(), r)),
-        );
         let gc = runtime.spawn(gc::run(Arc::clone(&shared), config.gc.clone()));
         let mut exec = Executor {
             shared,
@@ -331,7 +284,7 @@ impl Executor {
             tasks: HashMap::new(),
             gc: Some(gc),
         };
-        for (cp, sup) in running {
+        for (cp, sup) in scan.running {
             tracing::info!(task = %cp.request.task_id, supervisor = sup.pid, "re-attached to a running task");
             recovered.push(Recovered::Running(cp.request.clone()));
             let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
