@@ -234,7 +234,7 @@ pub(crate) fn remove_task_files(layout: &Layout, id: &TaskId) -> io::Result<()> 
 pub(crate) struct PassReport {
     /// Tasks removed.
     pub removed: usize,
-    /// The disk is over the threshold and no ended task is left to collect.
+    /// The disk was over the threshold with no ended task to collect.
     pub starved: bool,
 }
 
@@ -278,9 +278,7 @@ pub(crate) fn pass(shared: &Shared, policy: &GcPolicy, now_unix_ms: u64) -> Pass
             "collected ended tasks"
         );
     }
-    let starved = disk.is_some_and(|d| {
-        plan.len() == candidates.len() && removed == plan.len() && d.excess(policy.disk_percent) > 0
-    });
+    let starved = candidates.is_empty() && disk.is_some_and(|d| d.excess(policy.disk_percent) > 0);
     PassReport { removed, starved }
 }
 
@@ -298,7 +296,7 @@ pub(crate) async fn run(shared: Arc<Shared>, policy: GcPolicy) {
         if report.starved && !was_starved {
             tracing::warn!(
                 data_dir = %shared.layout.data_dir.display(),
-                "the data dir's disk is over {}% full and every ended task has been collected; \
+                "the data dir's disk is over {}% full and no ended task is left to collect; \
                  free space on it (running tasks' files are never collected)",
                 policy.disk_percent
             );
