@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub gossip_interval: Duration,
     /// Whether to try cgroups.
     pub cgroups: bool,
+    /// When ended tasks are garbage collected (`--gc-*`; the defaults and
+    /// why are on [`crate::executor::GcPolicy`]).
+    pub gc: crate::executor::GcPolicy,
     /// "text" or "json".
     pub log_format: String,
     /// Log filter.
@@ -101,6 +104,10 @@ pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentA
         attrs: flags.attrs.or(file.attrs),
         gossip_interval_ms: flags.gossip_interval_ms.or(file.gossip_interval_ms),
         no_cgroups: flags.no_cgroups.or(file.no_cgroups),
+        gc_max_ended: flags.gc_max_ended.or(file.gc_max_ended),
+        gc_max_age: flags.gc_max_age.or(file.gc_max_age),
+        gc_disk_percent: flags.gc_disk_percent.or(file.gc_disk_percent),
+        gc_interval: flags.gc_interval.or(file.gc_interval),
         http: flags.http.or(file.http),
         http_token_file: flags.http_token_file.or(file.http_token_file),
         http_allow_host: flags.http_allow_host.or(file.http_allow_host),
@@ -122,6 +129,56 @@ fn http_addr(text: &str) -> anyhow::Result<SocketAddr> {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
     resolve_addr("http", text)
+}
+
+/// A duration flag: seconds, or a number with a unit s, m, h or d.
+fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!(
+            "--{flag} {text:?}: unknown unit; give seconds or a number with s, m, h or d (e.g. 24h)"
+        ),
+    };
+    let n: u64 = num.parse().with_context(|| {
+        format!("--{flag} {text:?} is not a duration; give seconds or a number with s, m, h or d (e.g. 24h)")
+    })?;
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .with_context(|| format!("--{flag} {text:?} is too long"))
+}
+
+/// The `--gc-*` flags over [`crate::executor::GcPolicy`]'s defaults.
+fn gc_policy(args: &AgentArgs) -> anyhow::Result<crate::executor::GcPolicy> {
+    let mut gc = crate::executor::GcPolicy::default();
+    if let Some(n) = args.gc_max_ended {
+        gc.max_ended = n;
+    }
+    if let Some(t) = &args.gc_max_age {
+        gc.max_age = parse_duration("gc-max-age", t)?;
+    }
+    if let Some(p) = args.gc_disk_percent {
+        if !(1..=100).contains(&p) {
+            bail!(
+                "--gc-disk-percent {p} is out of range; use 1 to 100 (100 turns the disk rule off)"
+            );
+        }
+        gc.disk_percent = p;
+    }
+    if let Some(t) = &args.gc_interval {
+        gc.interval = parse_duration("gc-interval", t)?;
+        if gc.interval.is_zero() {
+            bail!("--gc-interval {t:?} must be at least 1s");
+        }
+    }
+    Ok(gc)
 }
 
 fn host_cpus() -> u64 {
@@ -148,6 +205,7 @@ impl AgentConfig {
     /// # Errors
     /// The first invalid value, naming its flag and how to fix it.
     pub fn resolve(args: AgentArgs) -> anyhow::Result<Self> {
+        let gc = gc_policy(&args)?;
         let data_dir = args
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -256,6 +314,7 @@ impl AgentConfig {
             attrs,
             gossip_interval: Duration::from_millis(interval),
             cgroups: !args.no_cgroups.unwrap_or(false),
+            gc,
             log_format,
             log_level: args.log_level,
             http,
@@ -329,6 +388,64 @@ mod tests {
         assert!(!cfg.cgroups);
         let err = merge_file("bad", "no-such-key = 1\n").unwrap_err();
         assert!(format!("{err:#}").contains("no-such-key"), "{err:#}");
+    }
+
+    #[test]
+    fn gc_keys_and_flags_set_the_policy_and_bad_values_say_which() {
+        let base = || AgentArgs {
+            cluster_key_file: Some(PathBuf::from("k")),
+            ..AgentArgs::default()
+        };
+        let gc = AgentConfig::resolve(base()).unwrap().gc;
+        assert_eq!(gc, crate::executor::GcPolicy::default());
+        let merged = merge_file(
+            "gc",
+            "cluster-key-file = \"k\"\ngc-max-ended = 10\ngc-max-age = \"2h\"\ngc-disk-percent = 80\ngc-interval = 30\n",
+        )
+        .unwrap();
+        let gc = AgentConfig::resolve(merged).unwrap().gc;
+        // merge_file's directory.
+        std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("agora-cfg-gc-{}", std::process::id())),
+        )
+        .unwrap();
+        assert_eq!(gc.max_ended, 10);
+        assert_eq!(gc.max_age, Duration::from_secs(7200));
+        assert_eq!(gc.disk_percent, 80);
+        assert_eq!(gc.interval, Duration::from_secs(30));
+        for (args, needle) in [
+            (
+                AgentArgs {
+                    gc_max_age: Some("1w".into()),
+                    ..base()
+                },
+                "--gc-max-age \"1w\": unknown unit",
+            ),
+            (
+                AgentArgs {
+                    gc_max_age: Some("h".into()),
+                    ..base()
+                },
+                "--gc-max-age \"h\" is not a duration",
+            ),
+            (
+                AgentArgs {
+                    gc_disk_percent: Some(0),
+                    ..base()
+                },
+                "--gc-disk-percent 0 is out of range",
+            ),
+            (
+                AgentArgs {
+                    gc_interval: Some("0".into()),
+                    ..base()
+                },
+                "--gc-interval \"0\" must be at least 1s",
+            ),
+        ] {
+            let err = AgentConfig::resolve(args).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{err:#}");
+        }
     }
 
     #[test]

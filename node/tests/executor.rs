@@ -2,7 +2,9 @@
 //! binary as the per-task supervisor, real files in a temporary data dir,
 //! real signals and (where the host allows) real cgroups.
 
-use agora_node::executor::{ExecEvent, Executor, ExecutorConfig, LaunchRequest, Recovered};
+use agora_node::executor::{
+    ExecEvent, Executor, ExecutorConfig, GcPolicy, LaunchRequest, Recovered,
+};
 use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
 use agora_protocol::resources::Resources;
 use agora_protocol::task::{Command, TaskSpec, TaskState, TaskStatus};
@@ -69,6 +71,7 @@ fn config(dir: &Path, cgroups: bool) -> ExecutorConfig {
         node_id: NodeId::new("node-1").unwrap(),
         cgroups,
         agora_exe: PathBuf::from(env!("CARGO_BIN_EXE_agora")),
+        gc: GcPolicy::default(),
     }
 }
 
@@ -339,16 +342,22 @@ async fn a_restarted_executor_reattaches_and_reports_the_end_once() {
             .is_err()
     );
 
-    // Ended but not forgotten: the next open reports it again; after forget, not.
+    // Its end was delivered as an event: the next open does not report it
+    // again, but keeps it in the history; after forget, neither.
     exec.detach().await;
     let (mut exec, recovered, _rx) = open(&dir.0).await;
+    assert!(recovered.is_empty(), "{recovered:?}");
+    let history = exec.history();
     assert!(
-        matches!(&recovered[..], [Recovered::Ended(r, s)] if r.task_id.as_str() == "long" && s.state == TaskState::Finished)
+        matches!(&history[..], [t] if t.request.task_id.as_str() == "long" && t.status.state == TaskState::Finished),
+        "{history:?}"
     );
     assert!(exec.forget(&TaskId::new("long").unwrap()));
+    assert!(exec.history().is_empty());
     exec.detach().await;
     let (exec, recovered, _rx) = open(&dir.0).await;
     assert!(recovered.is_empty(), "{recovered:?}");
+    assert!(exec.history().is_empty());
     // Logs outlive the checkpoint, until the task is purged.
     assert_eq!(read_all(&exec, "long", LogStream::Stdout).await, "done\n");
     let mut exec = exec;
@@ -389,7 +398,7 @@ async fn a_task_that_ends_while_no_executor_is_open_is_recovered_as_ended() {
     wait_for_file(&sandbox.join(".agora/exit.json")).await;
     // Let the supervisor exit after writing its record.
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    let (mut exec, recovered, _rx) = loop {
+    let (exec, recovered, _rx) = loop {
         let opened = open(&dir.0).await;
         if matches!(&opened.1[..], [Recovered::Ended(..)]) {
             break opened;
@@ -405,7 +414,22 @@ async fn a_task_that_ends_while_no_executor_is_open_is_recovered_as_ended() {
     assert_eq!(status.state, TaskState::Failed);
     assert_eq!(status.exit_code, Some(4));
     assert_eq!(exec.running(), 0);
-    assert!(exec.forget(&req.task_id));
+    let id = req.task_id.clone();
+    // A second restart does not report it again (the first one did), and
+    // still shows it as history, with its exit code and end time.
+    exec.detach().await;
+    let (mut exec, recovered, _rx) = open(&dir.0).await;
+    assert!(recovered.is_empty(), "reported twice: {recovered:?}");
+    let [ended] = &exec.history()[..] else {
+        panic!("{:?}", exec.history())
+    };
+    assert_eq!(ended.request.task_id, id);
+    assert_eq!(
+        (ended.status.state, ended.status.exit_code),
+        (TaskState::Failed, Some(4))
+    );
+    assert!(ended.ended_unix_ms > 0);
+    assert!(exec.forget(&id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,4 +636,280 @@ async fn a_task_over_its_memory_limit_is_reported_out_of_memory() {
         "{end:?}"
     );
     exec.detach().await;
+}
+
+/// Opens an executor with its own GC policy.
+async fn open_with(
+    dir: &Path,
+    gc: GcPolicy,
+) -> (Executor, Vec<Recovered>, mpsc::Receiver<ExecEvent>) {
+    let (tx, rx) = mpsc::channel(64);
+    let cfg = ExecutorConfig {
+        gc,
+        ..config(dir, false)
+    };
+    let (exec, recovered) = Executor::open(cfg, tx).await.unwrap();
+    (exec, recovered, rx)
+}
+
+/// Polls until `done` holds.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn history_ids(exec: &Executor) -> Vec<String> {
+    exec.history()
+        .iter()
+        .map(|t| t.request.task_id.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gc_keeps_the_newest_ended_tasks_and_removes_the_rest_from_disk() {
+    let dir = DataDir::new("gc-count");
+    let gc = GcPolicy {
+        max_ended: 2,
+        interval: Duration::from_millis(50),
+        ..GcPolicy::default()
+    };
+    let (mut exec, _, mut rx) = open_with(&dir.0, gc).await;
+    let marker = dir.0.join("go");
+    exec.launch(request(
+        "runner",
+        sh(&format!(
+            "while [ ! -e {} ]; do sleep 0.05; done",
+            marker.display()
+        )),
+    ));
+    assert_eq!(
+        next_status(&mut rx, "runner").await.state,
+        TaskState::Running
+    );
+    for i in 0..4 {
+        let id = format!("t{i}");
+        exec.launch(request(&id, sh("echo out; echo err >&2")));
+        assert_eq!(run_to_end(&mut rx, &id).await.state, TaskState::Finished);
+    }
+    let sandbox = |id: &str| dir.0.join("sandboxes").join(id);
+    let checkpoint = |id: &str| dir.0.join(format!("tasks/{id}.json"));
+    wait_until("the GC never kept just the two newest", || {
+        history_ids(&exec) == ["t2", "t3"] && !checkpoint("t1").exists()
+    })
+    .await;
+    for old in ["t0", "t1"] {
+        assert!(!sandbox(old).exists(), "{old}'s sandbox is still there");
+        assert!(
+            !checkpoint(old).exists(),
+            "{old}'s checkpoint is still there"
+        );
+    }
+    for kept in ["t2", "t3"] {
+        assert_eq!(read_all(&exec, kept, LogStream::Stdout).await, "out\n");
+        assert!(checkpoint(kept).exists());
+    }
+    // The running task is not an ended one: never collected.
+    assert_eq!(exec.running(), 1);
+    assert!(sandbox("runner").join(".agora/process.json").exists());
+    assert!(checkpoint("runner").exists());
+    // A restart finds what the GC left, and keeps collecting.
+    exec.detach().await;
+    drop(rx);
+    let gc = GcPolicy {
+        max_ended: 1,
+        interval: Duration::from_millis(50),
+        ..GcPolicy::default()
+    };
+    let (exec, recovered, mut rx) = open_with(&dir.0, gc).await;
+    assert!(
+        matches!(&recovered[..], [Recovered::Running(r)] if r.task_id.as_str() == "runner"),
+        "{recovered:?}"
+    );
+    wait_until("the start-up pass never ran", || {
+        history_ids(&exec) == ["t3"] && !checkpoint("t2").exists()
+    })
+    .await;
+    assert!(!sandbox("t2").exists());
+    std::fs::write(&marker, "").unwrap();
+    assert_eq!(
+        next_status(&mut rx, "runner").await.state,
+        TaskState::Finished
+    );
+    wait_until("the ended runner never replaced t3", || {
+        history_ids(&exec) == ["runner"] && !sandbox("t3").exists()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_is_never_collected_even_when_nothing_may_be_kept() {
+    let dir = DataDir::new("gc-running");
+    let gc = GcPolicy {
+        max_ended: 0,
+        max_age: Duration::ZERO,
+        interval: Duration::from_millis(20),
+        ..GcPolicy::default()
+    };
+    let (mut exec, _, mut rx) = open_with(&dir.0, gc).await;
+    exec.launch(request("sleeper", sh("exec sleep 30")));
+    assert_eq!(
+        next_status(&mut rx, "sleeper").await.state,
+        TaskState::Running
+    );
+    exec.launch(request("quick", sh("true")));
+    assert_eq!(
+        run_to_end(&mut rx, "quick").await.state,
+        TaskState::Finished
+    );
+    let sandbox = |id: &str| dir.0.join("sandboxes").join(id);
+    wait_until("the ended task was never collected", || {
+        !sandbox("quick").exists() && !dir.0.join("tasks/quick.json").exists()
+    })
+    .await;
+    // Many passes later, the running one is whole and can still be killed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sandbox("sleeper").join("stdout").exists());
+    assert!(dir.0.join("tasks/sleeper.json").exists());
+    assert!(exec.history().is_empty());
+    exec.kill(&TaskId::new("sleeper").unwrap(), Duration::from_millis(100));
+    assert_eq!(
+        next_status(&mut rx, "sleeper").await.state,
+        TaskState::Killed
+    );
+    wait_until("the killed task was never collected", || {
+        !sandbox("sleeper").exists()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_that_ended_long_ago_are_collected_at_start_up() {
+    let dir = DataDir::new("gc-age");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    for id in ["old", "legacy", "legacy-recent", "recent"] {
+        exec.launch(request(id, sh("true")));
+        assert_eq!(run_to_end(&mut rx, id).await.state, TaskState::Finished);
+    }
+    wait_until("not all four in the history", || exec.history().len() == 4).await;
+    exec.detach().await;
+    drop(rx);
+    // Move two ends two days back: one as this version writes checkpoints,
+    // one as the previous version did (no end time, no reported flag).
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 48 * 3600 * 1000;
+    let edit = |id: &str, f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let path = dir.0.join(format!("tasks/{id}.json"));
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(v.as_object_mut().unwrap());
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    };
+    edit("old", &|cp| {
+        cp.insert("ended_unix_ms".into(), two_days_ago.into());
+    });
+    edit("legacy", &|cp| {
+        cp.remove("ended_unix_ms");
+        cp.remove("reported");
+        cp.insert("updated_unix_ms".into(), two_days_ago.into());
+    });
+    edit("legacy-recent", &|cp| {
+        cp.remove("ended_unix_ms");
+        cp.remove("reported");
+    });
+    let (exec, recovered, _rx) = open_with(&dir.0, GcPolicy::default()).await;
+    // The old version's checkpoints never recorded a delivery: once more.
+    let mut ended: Vec<&str> = recovered
+        .iter()
+        .map(|r| match r {
+            Recovered::Ended(r, _) => r.task_id.as_str(),
+            Recovered::Running(r) => panic!("{r:?} is not running"),
+        })
+        .collect();
+    ended.sort();
+    assert_eq!(ended, ["legacy", "legacy-recent"]);
+    wait_until("the start-up pass never collected the old tasks", || {
+        history_ids(&exec) == ["legacy-recent", "recent"]
+    })
+    .await;
+    for gone in ["old", "legacy"] {
+        assert!(!exec.sandbox_dir(&TaskId::new(gone).unwrap()).exists());
+        assert!(!dir.0.join(format!("tasks/{gone}.json")).exists());
+    }
+    assert_eq!(read_all(&exec, "recent", LogStream::Stdout).await, "");
+    // Delivered once: the next start reports nothing.
+    exec.detach().await;
+    let (exec, recovered, _rx) = open(&dir.0).await;
+    assert!(recovered.is_empty(), "{recovered:?}");
+    assert_eq!(history_ids(&exec), ["legacy-recent", "recent"]);
+}
+
+/// Benchmark, not run by default: an upgrade onto a data dir holding N
+/// (env `N`, default 5000) ended checkpoints in the previous version's
+/// format, each with a 4 KiB sandbox. Prints how long `open` takes and how
+/// long the GC takes to bring the history down to the default 1000.
+/// `N=5000 cargo test -p agora-node --test executor gc_backlog -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn gc_backlog_benchmark() {
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let dir = DataDir::new("gc-backlog");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request("seed", sh("true")));
+    run_to_end(&mut rx, "seed").await;
+    wait_until("seed never retained", || exec.history().len() == 1).await;
+    exec.detach().await;
+    drop(rx);
+    let seed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("tasks/seed.json")).unwrap()).unwrap();
+    std::fs::remove_file(dir.0.join("tasks/seed.json")).unwrap();
+    for i in 0..n {
+        let id = format!("t{i:06}");
+        let mut v = seed.clone();
+        v["request"]["task_id"] = id.clone().into();
+        v["ended"]["task_id"] = id.clone().into();
+        let fields = v.as_object_mut().unwrap();
+        fields.remove("reported");
+        fields.remove("ended_unix_ms");
+        // Recent enough that only the count applies.
+        fields.insert(
+            "updated_unix_ms".into(),
+            (seed["updated_unix_ms"].as_u64().unwrap() + i as u64).into(),
+        );
+        std::fs::write(dir.0.join(format!("tasks/{id}.json")), v.to_string()).unwrap();
+        let sandbox = dir.0.join("sandboxes").join(&id);
+        std::fs::create_dir_all(sandbox.join(".agora")).unwrap();
+        std::fs::write(sandbox.join("stdout"), vec![0u8; 4096]).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let (exec, recovered, _rx) = open_with(&dir.0, GcPolicy::default()).await;
+    eprintln!(
+        "open with {n} old checkpoints: {:?} ({} recovered as ended)",
+        t0.elapsed(),
+        recovered.len()
+    );
+    let t1 = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    while exec.history().len() > 1000 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("GC down to 1000: {:?} after open", t1.elapsed());
+    exec.detach().await;
+    let t2 = std::time::Instant::now();
+    let (_exec, recovered, _rx) = open(&dir.0).await;
+    eprintln!(
+        "next open: {:?} ({} recovered)",
+        t2.elapsed(),
+        recovered.len()
+    );
+    assert!(recovered.is_empty());
 }

@@ -68,6 +68,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             node_id: me.clone(),
             cgroups: cfg.cgroups,
             agora_exe,
+            gc: cfg.gc.clone(),
         },
         exec_tx,
     )

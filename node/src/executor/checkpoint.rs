@@ -4,15 +4,20 @@
 //! again: the launch request, the supervisor process (pid, start time, boot
 //! id, so a reused pid is never mistaken for it), whether Running was
 //! reported, a kill in progress (with its deadline), the task's cgroups, and
-//! once the task has ended its final status. Ended checkpoints stay until
-//! [`super::Executor::forget`] removes them, so a final status is reported
-//! again after a restart until the agent says it has passed it on.
+//! once the task has ended its final status, when it ended, and whether
+//! that status has been delivered to the agent. Ended checkpoints stay until
+//! the GC (`gc.rs`) or [`super::Executor::forget`] removes them; they are the
+//! node's history of ended tasks across restarts.
 //!
 //! Format (JSON, `version` 1):
 //! `{"version":1,"request":{...LaunchRequest...},"supervisor":{"pid":..,
 //! "start_time":..,"boot_id":".."}|null,"started":bool,"kill":{"grace_ms":..,
 //! "deadline_unix_ms":..}|null,"cgroups":["/sys/fs/cgroup/..."],
-//! "ended":{...TaskStatus...}|null,"updated_unix_ms":..}`
+//! "ended":{...TaskStatus...}|null,"ended_unix_ms":..|null,"reported":bool,
+//! "updated_unix_ms":..}`. `ended_unix_ms` and `reported` were added later
+//! within version 1: a checkpoint without them loads with `reported` false
+//! (its status is reported once more) and its end time taken from
+//! `updated_unix_ms`; older agents ignore the two fields.
 
 use super::LaunchRequest;
 use super::fsutil::{Layout, ProcRef, atomic_write, unix_ms};
@@ -51,6 +56,14 @@ pub(crate) struct Checkpoint {
     pub cgroups: Vec<PathBuf>,
     /// The final status, once the task has ended.
     pub ended: Option<TaskStatus>,
+    /// When it ended (Unix milliseconds); see [`Checkpoint::ended_at`].
+    #[serde(default)]
+    pub ended_unix_ms: Option<u64>,
+    /// True once the final status has been delivered to the agent (sent on
+    /// the event channel, or returned by `Executor::open` as
+    /// `Recovered::Ended`): later opens do not report it again.
+    #[serde(default)]
+    pub reported: bool,
     /// Last write (Unix milliseconds).
     pub updated_unix_ms: u64,
 }
@@ -66,8 +79,23 @@ impl Checkpoint {
             kill: None,
             cgroups: Vec::new(),
             ended: None,
+            ended_unix_ms: None,
+            reported: false,
             updated_unix_ms: unix_ms(),
         }
+    }
+
+    /// Records the final status and the time it was reached (not saved).
+    pub fn end(&mut self, status: TaskStatus) {
+        self.ended = Some(status);
+        self.ended_unix_ms = Some(unix_ms());
+    }
+
+    /// When the task ended (Unix milliseconds): the recorded time, or for a
+    /// checkpoint written before that was recorded, its last write (which,
+    /// for an ended task, was the write of its final status).
+    pub fn ended_at(&self) -> u64 {
+        self.ended_unix_ms.unwrap_or(self.updated_unix_ms)
     }
 
     /// Writes it atomically to its file.
@@ -148,9 +176,57 @@ pub(crate) fn load_all(layout: &Layout) -> io::Result<Vec<Checkpoint>> {
                 }
             });
         match parsed {
-            Ok(c) => out.push(c),
+            Ok(mut c) => {
+                if c.ended.is_some() && c.ended_unix_ms.is_none() {
+                    // Written before end times were: keep the time of the
+                    // final write, before a new write changes it.
+                    c.ended_unix_ms = Some(c.updated_unix_ms);
+                }
+                out.push(c)
+            }
             Err(why) => move_aside(&path, &why),
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
+    use agora_protocol::task::{Command, TaskSpec, TaskState};
+
+    #[test]
+    fn a_checkpoint_from_before_reported_and_end_times_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            data_dir: dir.path().to_path_buf(),
+        };
+        fs::create_dir_all(layout.checkpoints()).unwrap();
+        let id = TaskId::new("fw-1.t1").unwrap();
+        let mut cp = Checkpoint::new(LaunchRequest {
+            task_id: id.clone(),
+            framework: FrameworkId::new("fw-1").unwrap(),
+            weight: 1,
+            home: NodeId::new("n1").unwrap(),
+            spec: TaskSpec::new("t", Command::Shell("true".into()), Default::default()),
+            ports: vec![],
+        });
+        cp.end(TaskStatus::new(id, TaskState::Finished, None));
+        // As the previous version wrote it: no "ended_unix_ms", no "reported".
+        let mut old = serde_json::to_value(&cp).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        assert!(fields.remove("ended_unix_ms").is_some() && fields.remove("reported").is_some());
+        fields.insert("updated_unix_ms".into(), 1234.into());
+        fs::write(layout.checkpoint("fw-1.t1"), old.to_string()).unwrap();
+        let [loaded] = &load_all(&layout).unwrap()[..] else {
+            panic!("the old checkpoint did not load")
+        };
+        assert!(!loaded.reported);
+        assert_eq!(loaded.ended, cp.ended);
+        assert_eq!(loaded.ended_at(), 1234);
+        // A new write keeps the end time.
+        loaded.clone().save(&layout).unwrap();
+        assert_eq!(load_all(&layout).unwrap()[0].ended_at(), 1234);
+    }
 }

@@ -35,6 +35,10 @@
 //!   `DATA_DIR/executor.lock` and fails while another agent holds it.
 //! - Under systemd, the unit needs `KillMode=process` (or `mixed`) for
 //!   tasks to survive an agent restart; the default kills the supervisors.
+//! - Ended tasks are kept (checkpoint, sandbox, logs, an entry in
+//!   [`Executor::history`]) until the garbage collector removes them: past
+//!   a count or an age, or oldest first while the data dir's disk is too
+//!   full ([`GcPolicy`], `gc.rs`). Running tasks are never collected.
 //!
 //! Reporting rules for the agent:
 //! - A launched task emits `Running` once its process exists, then exactly
@@ -43,17 +47,23 @@
 //!   only `Failed`.
 //! - A task re-attached at open is returned as [`Recovered::Running`] (no
 //!   new Running event); its end is emitted as an event, once.
-//! - Terminal statuses stay in the checkpoints and are returned again as
-//!   [`Recovered::Ended`] by every later `open` until the agent calls
-//!   [`Executor::forget`]; call it once the status has been handed on (e.g.
-//!   acknowledged by the framework's home node). Logs stay in the sandbox
-//!   after `forget`.
+//! - Each terminal status is delivered to the agent once: as an event, or,
+//!   when the executor was not there to send it (the agent was down, or it
+//!   stopped before the event reached the channel), as [`Recovered::Ended`]
+//!   from the next `open`. The delivery is recorded in the task's
+//!   checkpoint, so later opens do not return the task again. (A crash
+//!   between the delivery and that write delivers it once more.)
+//! - Every ended task still retained, delivered or not, is in
+//!   [`Executor::history`], across restarts, until the GC or
+//!   [`Executor::forget`] removes it.
 
 mod cgroup;
 mod checkpoint;
 mod fsutil;
+mod gc;
 mod logs;
 mod monitor;
+mod recovery;
 mod status;
 mod supervisor;
 
@@ -63,6 +73,7 @@ use agora_protocol::wire::{LogChunk, LogStream};
 use anyhow::Context;
 use checkpoint::Checkpoint;
 use fsutil::Layout;
+pub use gc::GcPolicy;
 use monitor::Shared;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -86,6 +97,8 @@ pub struct ExecutorConfig {
     pub cgroups: bool,
     /// Path of the `agora` binary to run as `agora __supervise` (std::env::current_exe()).
     pub agora_exe: PathBuf,
+    /// When ended tasks are garbage collected.
+    pub gc: GcPolicy,
 }
 
 /// A task to start.
@@ -117,13 +130,31 @@ pub enum ExecEvent {
     },
 }
 
-/// A task found in the checkpoints when the executor opened.
+/// A task found in the checkpoints when the executor opened that the agent
+/// must hear about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recovered {
     /// Still running: re-attached; its end will be reported as an event.
     Running(LaunchRequest),
-    /// Ended while the agent was down (or never started): its final status.
+    /// Ended with a final status that was never delivered to an agent: it
+    /// ended while no executor was open, or the executor stopped before its
+    /// end event reached the channel. Returned by one `open` only (the
+    /// delivery is recorded in the checkpoint); tasks whose end was already
+    /// delivered are not returned, they are in [`Executor::history`].
     Ended(LaunchRequest, TaskStatus),
+}
+
+/// A retained ended task (see [`Executor::history`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedTask {
+    /// What was launched: task id, framework, home node, spec (name,
+    /// resources, command), ports.
+    pub request: LaunchRequest,
+    /// Its final status (state, exit code or signal, reason, this node).
+    pub status: TaskStatus,
+    /// When it ended, Unix milliseconds (wall clock). For a checkpoint
+    /// written before end times were recorded: its last write.
+    pub ended_unix_ms: u64,
 }
 
 /// Attempts (20 ms apart) to take the data dir lock before giving up.
@@ -131,6 +162,10 @@ const LOCK_TRIES: u32 = 100;
 
 /// Most kill requests queued for one task (further ones are redundant).
 const KILL_QUEUE: usize = 4;
+
+/// A launch drops the finished entries from the task table once it holds
+/// more than twice the running tasks plus this many.
+const TABLE_SLACK: usize = 64;
 
 struct Entry {
     kill_tx: mpsc::Sender<Duration>,
@@ -143,13 +178,24 @@ pub struct Executor {
     /// Held (flock) while this executor owns the data dir.
     _lock: std::fs::File,
     runtime: tokio::runtime::Handle,
+    /// Monitors of tasks launched or re-attached (finished ones are dropped
+    /// at launches, see [`TABLE_SLACK`]); ended tasks live in `shared.ended`.
     tasks: HashMap<TaskId, Entry>,
+    /// The garbage collector's task (taken by `detach`).
+    gc: Option<JoinHandle<()>>,
 }
 
 impl Executor {
     /// Opens the data dir, reads the checkpoints (moving corrupt ones aside
-    /// with a log line), re-attaches to tasks still running, and sets up
-    /// cgroups if possible (logging which version, or why none).
+    /// with a log line), re-attaches to tasks still running, sets up
+    /// cgroups if possible (logging which version, or why none), and starts
+    /// the garbage collector, whose first pass runs at once.
+    ///
+    /// Returns the executor and what the agent must hear about: every task
+    /// re-attached ([`Recovered::Running`]) and every ended task whose final
+    /// status was never delivered ([`Recovered::Ended`], marked delivered
+    /// from now on). Ended tasks already delivered are only in
+    /// [`Executor::history`].
     ///
     /// # Errors
     /// The data dir cannot be created or read.
@@ -204,60 +250,53 @@ impl Executor {
             events,
             cancel: CancellationToken::new(),
             running: AtomicUsize::new(0),
+            ended: std::sync::Mutex::new(HashMap::new()),
         });
-        let node_id = config.node_id.clone();
-        let found = tokio::task::spawn_blocking(
-            move || -> std::io::Result<Vec<(Checkpoint, Option<fsutil::ProcRef>)>> {
-                let mut out = Vec::new();
-                for cp in checkpoint::load_all(&layout)? {
-                    if cp.ended.is_some() {
-                        out.push((cp, None));
-                        continue;
-                    }
-                    match cp.supervisor.clone().filter(fsutil::ProcRef::is_alive) {
-                        Some(sup) => out.push((cp, Some(sup))),
-                        None => out.push((monitor::conclude_offline(&layout, &node_id, cp), None)),
-                    }
+        let (node_id, policy) = (config.node_id.clone(), config.gc.clone());
+        let scan = tokio::task::spawn_blocking(move || recovery::scan(&layout, &node_id, &policy))
+            .await
+            .context("reading checkpoints stopped")?
+            .with_context(|| {
+                format!(
+                    "cannot read the checkpoints in {}",
+                    shared.layout.checkpoints().display()
+                )
+            })?;
+        let runtime = tokio::runtime::Handle::current();
+        let mut recovered = Vec::new();
+        {
+            let mut table = shared.ended_table();
+            for (r, deliver) in scan.ended {
+                if deliver {
+                    recovered.push(Recovered::Ended(
+                        r.task.request.clone(),
+                        r.task.status.clone(),
+                    ));
                 }
-                Ok(out)
-            },
-        )
-        .await
-        .context("reading checkpoints stopped")?
-        .with_context(|| {
-            format!(
-                "cannot read the checkpoints in {}",
-                shared.layout.checkpoints().display()
-            )
-        })?;
+                table.insert(r.task.request.task_id.clone(), r);
+            }
+        }
+        let gc = runtime.spawn(gc::run(Arc::clone(&shared), config.gc.clone()));
         let mut exec = Executor {
             shared,
             _lock: lock,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
             tasks: HashMap::new(),
+            gc: Some(gc),
         };
-        let mut recovered = Vec::new();
-        for (cp, supervisor) in found {
-            match (supervisor, &cp.ended) {
-                (Some(sup), _) => {
-                    tracing::info!(task = %cp.request.task_id, supervisor = sup.pid, "re-attached to a running task");
-                    recovered.push(Recovered::Running(cp.request.clone()));
-                    let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
-                    let id = cp.request.task_id.clone();
-                    exec.shared.running.fetch_add(1, Ordering::SeqCst);
-                    let monitor = exec.runtime.spawn(monitor::reattach(
-                        Arc::clone(&exec.shared),
-                        cp,
-                        sup,
-                        kill_rx,
-                    ));
-                    exec.tasks.insert(id, Entry { kill_tx, monitor });
-                }
-                (None, Some(status)) => {
-                    recovered.push(Recovered::Ended(cp.request.clone(), status.clone()))
-                }
-                (None, None) => {}
-            }
+        for (cp, sup) in scan.running {
+            tracing::info!(task = %cp.request.task_id, supervisor = sup.pid, "re-attached to a running task");
+            recovered.push(Recovered::Running(cp.request.clone()));
+            let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
+            let id = cp.request.task_id.clone();
+            exec.shared.running.fetch_add(1, Ordering::SeqCst);
+            let monitor = exec.runtime.spawn(monitor::reattach(
+                Arc::clone(&exec.shared),
+                cp,
+                sup,
+                kill_rx,
+            ));
+            exec.tasks.insert(id, Entry { kill_tx, monitor });
         }
         Ok((exec, recovered))
     }
@@ -266,7 +305,8 @@ impl Executor {
     /// error as the reason when the command cannot start.
     ///
     /// A task id the executor already knows (running, or ended and not yet
-    /// forgotten) is ignored with a warning: ids are unique in the cluster.
+    /// collected or forgotten) is ignored with a warning: ids are unique in
+    /// the cluster.
     ///
     /// Must be called from within the tokio runtime the executor was opened on
     /// or any thread (it spawns onto that runtime).
@@ -277,6 +317,9 @@ impl Executor {
             return;
         }
         tracing::info!(task = %id, "launching task");
+        if self.tasks.len() >= 2 * self.running() + TABLE_SLACK {
+            self.tasks.retain(|_, e| !e.monitor.is_finished());
+        }
         let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
         self.shared.running.fetch_add(1, Ordering::SeqCst);
         let monitor = self.runtime.spawn(monitor::launch(
@@ -348,10 +391,32 @@ impl Executor {
         self.shared.layout.sandbox(task_id.as_str())
     }
 
-    /// Drops the checkpoint of an ended task, so later opens no longer
-    /// report it as [`Recovered::Ended`]. Its sandbox (and logs) stay.
-    /// Returns false (and does nothing) when the task is still running or
-    /// has no checkpoint.
+    /// Every ended task this executor retains, oldest end first (ties by
+    /// task id): those found in the checkpoints at open (including the ones
+    /// returned as [`Recovered::Ended`]) and those that ended since, until
+    /// the GC or [`Executor::forget`] removes them. A task enters it just
+    /// after its end event was sent and that delivery was written to its
+    /// checkpoint (so shortly after the agent can receive the event).
+    /// Between two GC passes it can exceed [`GcPolicy::max_ended`] by the
+    /// tasks ended since the last pass (or a backlog the GC works through
+    /// [`GcPolicy::max_per_pass`] tasks a pass).
+    pub fn history(&self) -> Vec<EndedTask> {
+        let mut out: Vec<EndedTask> = self
+            .shared
+            .ended_table()
+            .values()
+            .map(|r| r.task.clone())
+            .collect();
+        out.sort_by(|a, b| {
+            (a.ended_unix_ms, &a.request.task_id).cmp(&(b.ended_unix_ms, &b.request.task_id))
+        });
+        out
+    }
+
+    /// Drops the checkpoint of an ended task and its entry in
+    /// [`Executor::history`], so later opens no longer know it. Its sandbox
+    /// (and logs) stay. Returns false (and does nothing) when the task is
+    /// still running or has no checkpoint.
     pub fn forget(&mut self, task_id: &TaskId) -> bool {
         if self
             .tasks
@@ -370,6 +435,7 @@ impl Executor {
             return false;
         }
         self.tasks.remove(task_id);
+        self.shared.ended_table().remove(task_id);
         match std::fs::remove_file(&path) {
             Ok(()) => true,
             Err(e) => {
@@ -417,11 +483,14 @@ impl Executor {
     }
 
     /// Kills nothing; forgets nothing: tasks keep running across an agent
-    /// stop (they are re-attached on the next open). Stops the monitors.
+    /// stop (they are re-attached on the next open). Stops the monitors and the garbage collector.
     pub async fn detach(mut self) {
         self.shared.cancel.cancel();
         for (_, entry) in self.tasks.drain() {
             let _ = entry.monitor.await;
+        }
+        if let Some(gc) = self.gc.take() {
+            let _ = gc.await;
         }
     }
 }

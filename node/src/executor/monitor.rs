@@ -3,23 +3,26 @@
 //! and ends, carries out kills (TERM to the task's process group, KILL when
 //! the grace period is over), and turns the supervisor's exit record into
 //! the task's final status. Each monitor is the only writer of its task's
-//! checkpoint, so checkpoint writes never race.
+//! checkpoint, so checkpoint writes never race; its last act is to put its
+//! task in the ended-task table, from where the GC (`gc.rs`) may collect it.
 
-use super::ExecEvent;
 use super::cgroup::{self, Cgroups};
 use super::checkpoint::{Checkpoint, KillState};
 use super::fsutil::{LAUNCH_FILE, Layout, ProcRef, SUPERVISOR_LOG, atomic_write, unix_ms};
+use super::gc::Retained;
 use super::status::final_status;
 use super::supervisor::{LaunchSpec, read_exit, read_process};
-use agora_protocol::ids::NodeId;
+use super::{EndedTask, ExecEvent};
+use agora_protocol::ids::{NodeId, TaskId};
 use agora_protocol::task::{Command, TaskState, TaskStatus};
 use rustix::process::{Pid, Signal};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
@@ -34,6 +37,17 @@ pub(crate) struct Shared {
     pub events: mpsc::Sender<ExecEvent>,
     pub cancel: CancellationToken,
     pub running: AtomicUsize,
+    /// Ended tasks whose status was delivered and whose monitor is done,
+    /// until the GC or `forget` removes them (bounded by the GC policy).
+    pub ended: Mutex<HashMap<TaskId, Retained>>,
+}
+
+impl Shared {
+    /// The ended-task table (a panic elsewhere while it was held leaves it
+    /// usable: every change to it is a single insert or remove).
+    pub fn ended_table(&self) -> MutexGuard<'_, HashMap<TaskId, Retained>> {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Longest pause between two looks for a task's start.
@@ -61,7 +75,6 @@ async fn save(shared: &Shared, cp: &mut Checkpoint) {
     }
 }
 
-/// Sends an event unless the executor is going away.
 /// Reports that the task of `cp` is running.
 async fn emit_running(shared: &Shared, cp: &Checkpoint) {
     let status = TaskStatus::new(
@@ -79,10 +92,12 @@ async fn emit_running(shared: &Shared, cp: &Checkpoint) {
     .await;
 }
 
-async fn emit(shared: &Shared, event: ExecEvent) {
+/// Sends an event unless the executor is going away; true when the event
+/// reached the agent's channel.
+async fn emit(shared: &Shared, event: ExecEvent) -> bool {
     tokio::select! {
-        _ = shared.cancel.cancelled() => {}
-        _ = shared.events.send(event) => {}
+        _ = shared.cancel.cancelled() => false,
+        sent = shared.events.send(event) => sent.is_ok(),
     }
 }
 
@@ -156,9 +171,11 @@ fn signal_group(leader: &ProcRef, sig: Signal) {
     }
 }
 
-/// Records the final status, frees the cgroups and reports the end.
+/// Records the final status, frees the cgroups and reports the end; once
+/// the report is delivered, records that in the checkpoint (so a restart
+/// does not report it again) and retains the task in the ended-task table.
 async fn finish(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
-    cp.ended = Some(status.clone());
+    cp.end(status.clone());
     save(shared, &mut cp).await;
     let dirs = cp.cgroups.clone();
     if !dirs.is_empty() {
@@ -166,14 +183,32 @@ async fn finish(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
     }
     shared.running.fetch_sub(1, Ordering::SeqCst);
     tracing::info!(task = %status.task_id, state = %status.state, reason = ?status.reason, "task ended");
-    emit(
+    let delivered = emit(
         shared,
         ExecEvent::Status {
-            request: Box::new(cp.request),
-            status,
+            request: Box::new(cp.request.clone()),
+            status: status.clone(),
         },
     )
     .await;
+    if !delivered {
+        // The executor is going away: the next open reports it.
+        return;
+    }
+    cp.reported = true;
+    save(shared, &mut cp).await;
+    let task = EndedTask {
+        ended_unix_ms: cp.ended_at(),
+        request: cp.request,
+        status,
+    };
+    let layout = shared.layout.clone();
+    let retained = blocking(move || Retained::measure(&layout, task)).await;
+    if let Ok(r) = retained {
+        shared
+            .ended_table()
+            .insert(r.task.request.task_id.clone(), r);
+    }
 }
 
 /// The supervisor's instructions for a request.
@@ -465,7 +500,10 @@ pub(crate) fn conclude_offline(layout: &Layout, node: &NodeId, mut cp: Checkpoin
     }
     let oom = cgroup::oom_killed(&cp.cgroups);
     let status = final_status(node, &cp.request, exit, cp.kill.as_ref(), oom, Some(note));
-    cp.ended = Some(status);
+    cp.end(status);
+    // Only `Executor::open` calls this, and it returns the task as
+    // `Recovered::Ended`: that is its delivery.
+    cp.reported = true;
     if let Err(e) = cp.save(layout) {
         tracing::warn!(task = %cp.request.task_id, "cannot write the task's checkpoint: {e}");
     }
