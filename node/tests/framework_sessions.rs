@@ -66,14 +66,15 @@ fn list_tasks(node: &common::Node) -> Vec<Value> {
 
 #[test]
 fn a_burst_of_terminal_events_reaches_the_framework_whole() {
-    // 12,000 tasks that can never be placed fail at about the same time,
-    // while the framework acknowledges nothing. The old queue kept 10,000
-    // unacknowledged events and dropped terminal ones past that: the fate
-    // of the rest could never be learned.
+    // 30,000 tasks that can never be placed fail at about the same time,
+    // while the framework reads nothing, then reads without acknowledging.
+    // The old queue kept 10,000 unacknowledged events and dropped terminal
+    // ones past that, and re-sent by seq so that the newest were starved:
+    // the fate of the rest could never be learned.
     let c = Cluster::start(1);
     let mut s = json_client(&c.nodes[0].socket());
     register(&mut s, "burst", 60_000);
-    let total = 12_000;
+    let total = 30_000;
     let mut ids = BTreeSet::new();
     // Batches of 2,000 keep each frame under the 1 MiB limit.
     for rid in 1..=(total / 2_000) as u64 {
@@ -92,8 +93,18 @@ fn a_burst_of_terminal_events_reaches_the_framework_whole() {
         ids.extend(got.iter().filter_map(|v| v.as_str().map(str::to_string)));
     }
     assert_eq!(ids.len(), total);
+    // Read nothing until they have all failed: the node's queues take the
+    // whole burst.
+    wait_for("the tasks to fail", Duration::from_secs(60), || {
+        let rows = list_tasks(&c.nodes[0]);
+        let mine: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["task_id"].as_str().is_some_and(|t| ids.contains(t)))
+            .collect();
+        (!mine.is_empty() && mine.iter().all(|r| r["state"] == "failed")).then_some(())
+    });
     let mut ended = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     while ended.len() < total && Instant::now() < deadline {
         let Some(v) = read_frame(&mut s) else {

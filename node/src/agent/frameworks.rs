@@ -17,7 +17,7 @@ use agora_protocol::TaskId;
 use agora_protocol::task::TaskStatus;
 use agora_protocol::wire::StatusEvent;
 use agora_protocol::{FrameworkId, Instant};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Re-send an unacknowledged event after this long.
@@ -55,6 +55,10 @@ pub struct Framework {
     pub failed_over: bool,
     next_seq: u64,
     unacked: BTreeMap<u64, Pending>,
+    /// (last sent, seq) of every queued event: re-sends go oldest-sent
+    /// first, so a framework that acks nothing still hears every event in
+    /// turn (by seq, the lowest few thousand would be re-sent forever).
+    by_sent: BTreeSet<(Instant, u64)>,
     /// Task → the sequence number of its queued event.
     latest: HashMap<TaskId, u64>,
     terminal_unacked: usize,
@@ -83,6 +87,7 @@ impl Framework {
             failed_over: false,
             next_seq: 1,
             unacked: BTreeMap::new(),
+            by_sent: BTreeSet::new(),
             latest: HashMap::new(),
             terminal_unacked: 0,
         }
@@ -106,14 +111,16 @@ impl Framework {
                 sent_at: now,
             },
         );
+        self.by_sent.insert((now, seq));
         event
     }
 
     fn remove(&mut self, seq: u64) {
-        if let Some(p) = self.unacked.remove(&seq)
-            && p.event.status.state.is_terminal()
-        {
-            self.terminal_unacked -= 1;
+        if let Some(p) = self.unacked.remove(&seq) {
+            self.by_sent.remove(&(p.sent_at, seq));
+            if p.event.status.state.is_terminal() {
+                self.terminal_unacked -= 1;
+            }
         }
     }
 
@@ -134,26 +141,34 @@ impl Framework {
 
     /// Every unacknowledged event (on reattach), marked as sent now.
     pub fn all_unacked(&mut self, now: Instant) -> Vec<StatusEvent> {
-        self.unacked
-            .values_mut()
-            .map(|p| {
-                p.sent_at = now;
-                p.event.clone()
-            })
-            .collect()
+        let seqs: Vec<u64> = self.unacked.keys().copied().collect();
+        self.mark_sent(now, seqs)
     }
 
-    /// Events due for a re-send (at most `max`), marked as sent now.
+    /// Events due for a re-send (at most `max`, those sent longest ago
+    /// first), marked as sent now.
     pub fn due_resends(&mut self, now: Instant, max: usize) -> Vec<StatusEvent> {
-        self.unacked
-            .values_mut()
-            .filter(|p| p.sent_at + RESEND_AFTER <= now)
+        let seqs: Vec<u64> = self
+            .by_sent
+            .iter()
+            .take_while(|(t, _)| *t + RESEND_AFTER <= now)
             .take(max)
-            .map(|p| {
+            .map(|(_, seq)| *seq)
+            .collect();
+        self.mark_sent(now, seqs)
+    }
+
+    fn mark_sent(&mut self, now: Instant, seqs: Vec<u64>) -> Vec<StatusEvent> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(p) = self.unacked.get_mut(&seq) {
+                self.by_sent.remove(&(p.sent_at, seq));
                 p.sent_at = now;
-                p.event.clone()
-            })
-            .collect()
+                self.by_sent.insert((now, seq));
+                out.push(p.event.clone());
+            }
+        }
+        out
     }
 
     /// Unacknowledged events.
@@ -214,6 +229,29 @@ mod tests {
         assert!(f.ack(&t, 1));
         assert!(!f.ack(&t, 1));
         assert_eq!(f.unacked_count(), 0);
+    }
+
+    #[test]
+    fn resends_reach_every_event_in_turn() {
+        // Issue 11: re-sends went by seq, 512 a tick: past 10,240 events a
+        // framework that acked nothing never heard the newest again.
+        let mut f = fw();
+        for i in 1..=3000 {
+            let t = TaskId::new(format!("f-1@n.{i}")).unwrap();
+            f.push_status(
+                Instant::ZERO,
+                "j".into(),
+                TaskStatus::new(t, TaskState::Failed, None),
+            );
+        }
+        let mut heard = std::collections::BTreeSet::new();
+        let mut now = Instant::from_millis(5000);
+        for _ in 0..6 {
+            heard.extend(f.due_resends(now, 512).into_iter().map(|e| e.seq));
+            now = now + Duration::from_millis(250);
+        }
+        assert_eq!(heard.len(), 3000, "every event re-sent once in 6 ticks");
+        assert!(f.due_resends(now, 512).is_empty(), "none due again yet");
     }
 
     #[test]
