@@ -10,6 +10,7 @@
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Agora: a masterless cluster scheduler. Every machine runs `agora agent`;
 /// frameworks and this CLI talk to their local node over its socket.
@@ -20,6 +21,15 @@ pub struct Cli {
     /// i.e. /var/lib/agora/agora.sock).
     #[arg(long, global = true, env = "AGORA_SOCKET")]
     pub socket: Option<PathBuf>,
+
+    /// Client commands (run, ps, nodes, logs, kill): give up when the node
+    /// does not answer a request within this many seconds (connecting and
+    /// the handshake included), e.g. 2 or 0.5. `run --wait` waits for its
+    /// tasks as long as they take, but while the node sends nothing it asks
+    /// it every SECS whether it is still there, so a node that stops
+    /// answering is reported within about twice SECS.
+    #[arg(long, global = true, default_value = "10", value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Duration,
 
     /// What to do.
     #[command(subcommand)]
@@ -171,8 +181,8 @@ pub struct AgentArgs {
 /// `agora run` flags.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// How many tasks.
-    #[arg(long, default_value_t = 1)]
+    /// How many tasks (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// CPUs per task, e.g. 0.5.
     #[arg(long, default_value = "0.1")]
@@ -248,6 +258,26 @@ pub struct DemoArgs {
     /// Keep the temporary directory (and print its path) for inspection.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// Parses `--timeout`: a positive number of seconds, at most a day.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds (e.g. 10 or 0.5)"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{text} s is out of range: give more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration as seconds for messages: `10`, `0.5`, `2.25`.
+pub fn seconds(d: Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64());
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Accepts `cpus = 8` as well as `cpus = "8"` (and likewise mem and disk)
