@@ -574,7 +574,7 @@ mod tests {
     use agora_protocol::{FrameworkId, TaskId};
 
     fn status(seq: u64) -> ServerMessage {
-        let task_id = TaskId::new(&format!("fw-00000000@n1.{seq}")).unwrap();
+        let task_id = TaskId::new(format!("fw-00000000@n1.{seq}")).unwrap();
         ServerMessage::Status(StatusEvent {
             seq,
             name: "job".into(),
@@ -585,7 +585,7 @@ mod tests {
     fn answer(request_id: u64) -> ServerMessage {
         let fw = FrameworkId::new("fw-00000000@n1").unwrap();
         let task_ids = (0..100)
-            .map(|i| TaskId::new(&format!("{fw}.{i}")).unwrap())
+            .map(|i| TaskId::new(format!("{fw}.{i}")).unwrap())
             .collect();
         ServerMessage::Submitted(Submitted {
             request_id,
