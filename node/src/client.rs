@@ -41,6 +41,7 @@ pub const SEND_QUEUE: usize = 1024;
 pub struct Client {
     frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
     out: mpsc::Sender<Bytes>,
+    writer: tokio::task::JoinHandle<()>,
     codec: Codec,
     path: PathBuf,
     timeout: Duration,
@@ -96,11 +97,12 @@ impl Client {
         };
         let (rd, wr) = stream.into_split();
         let (out, rx) = mpsc::channel(SEND_QUEUE);
-        tokio::spawn(write_loop(wr, rx));
+        let writer = tokio::spawn(write_loop(wr, rx));
         let codec = Codec::Postcard;
         let mut client = Client {
             frames: FramedRead::new(rd, crate::socket::frame_codec()),
             out,
+            writer,
             codec,
             path: path.to_path_buf(),
             timeout,
@@ -113,6 +115,15 @@ impl Client {
             other => bail!("unexpected first answer from the node: {other:?}"),
         }
         Ok(client)
+    }
+
+    /// Writes what is still queued (acks, typically), waiting at most the
+    /// timeout, and closes the connection. Dropping a client instead may
+    /// leave queued frames unwritten when the runtime stops.
+    pub async fn close(self) {
+        let Client { out, writer, .. } = self;
+        drop(out);
+        let _ = tokio::time::timeout(self.timeout, writer).await;
     }
 
     /// How long this client waits for an answer.

@@ -284,6 +284,8 @@ pub async fn run(socket: &Path, timeout: Duration, args: RunArgs) -> anyhow::Res
     let mut client = Client::connect_with_timeout(socket, timeout).await?;
     register_cli(&mut client).await?;
     let outcome = submit_and_wait(&mut client, specs, args.wait, !args.json).await?;
+    // The last acks are still queued.
+    client.close().await;
     if args.json {
         let rows: Vec<serde_json::Value> = outcome
             .ids
