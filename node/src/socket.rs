@@ -390,10 +390,14 @@ async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::
     let (fatal_tx, fatal_rx) = oneshot::channel();
     let mut writer = tokio::spawn(write_loop(wr, codec, conn, rx, fatal_rx));
     let end = read_loop(&mut frames, codec, conn, &core, &mut writer).await;
+    if let ReadEnd::Fatal(msg) = &end {
+        // Before `Closed`: the core then drops the connection's sender,
+        // and the writer must see the error no later than that.
+        let _ = fatal_tx.send(msg.clone());
+    }
     let _ = core.send(ClientCmd::Closed { conn }).await;
     match end {
-        ReadEnd::Fatal(msg) => {
-            let _ = fatal_tx.send(msg);
+        ReadEnd::Fatal(_) => {
             drain(frames.into_inner()).await;
             if tokio::time::timeout(LINGER, &mut writer).await.is_err() {
                 writer.abort();
@@ -502,7 +506,11 @@ async fn write_loop(
             current = out.pop();
         }
         if current.is_none() && !core_open {
-            break WriteEnd::Done;
+            // A fatal error is sent before the core lets go of us.
+            break match fatal.try_recv() {
+                Ok(msg) => WriteEnd::Fatal(msg),
+                Err(_) => WriteEnd::Done,
+            };
         }
         let rest = current.clone();
         tokio::select! {
