@@ -101,11 +101,11 @@ fn run_wait_reports_a_node_that_stops_answering() {
         &err,
         &["--timeout", "2", "run", "--wait", "--", "sleep", "20"],
     );
-    wait_for("the task to run", Duration::from_secs(30), || {
+    let task = wait_for("the task to run", Duration::from_secs(30), || {
         node.ps()?
             .iter()
-            .any(|r| r["state"] == "running")
-            .then_some(())
+            .find(|r| r["state"] == "running")
+            .and_then(|r| r["id"].as_str().map(str::to_string))
     });
     let stopped = Stopped::new(node);
     let status = exit_by(
@@ -120,6 +120,19 @@ fn run_wait_reports_a_node_that_stops_answering() {
         stderr.contains("did not answer within 2 s; is it stopped or overloaded?"),
         "{stderr}"
     );
+    // Leave no task behind the agent.
+    let kill = node.cli(&["kill", &task]);
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    wait_for("the task to be killed", Duration::from_secs(30), || {
+        node.ps()?
+            .iter()
+            .any(|r| r["id"] == task.as_str() && r["state"] == "killed")
+            .then_some(())
+    });
 }
 
 #[test]
