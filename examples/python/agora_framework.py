@@ -275,6 +275,9 @@ def run(args):
                     if args.verbose:
                         print("  %s %s" % (task_id, status["state"]), flush=True)
                 if body["seq"] != 0:
+                    # A blocking send from inside the read loop is safe: the
+                    # node keeps reading while we do not (docs/FRAMEWORK_API.md
+                    # section 10, "Flow control").
                     conn.send(ack(task_id, body["seq"]))
             elif kind == "error":
                 err = NodeError(body)

@@ -12,6 +12,7 @@
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Agora: a masterless cluster scheduler. Every machine runs `agora agent`;
 /// frameworks and this CLI talk to their local node over its socket.
@@ -24,6 +25,15 @@ pub struct Cli {
     /// DATA_DIR/agora.sock] and does not read AGORA_SOCKET.
     #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
+
+    /// Client commands (run, ps, nodes, logs, kill): give up when the node
+    /// does not answer a request within this many seconds (connecting and
+    /// the handshake included), e.g. 2 or 0.5. `run --wait` waits for its
+    /// tasks as long as they take, but while the node sends nothing it asks
+    /// it every SECS whether it is still there, so a node that stops
+    /// answering is reported within about twice SECS.
+    #[arg(long, global = true, default_value = "10", value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Duration,
 
     /// What to do.
     #[command(subcommand)]
@@ -219,8 +229,8 @@ pub struct AgentArgs {
 /// `agora run` flags.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// How many tasks.
-    #[arg(long, default_value_t = 1)]
+    /// How many tasks (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// CPUs per task, e.g. 0.5.
     #[arg(long, default_value = "0.1")]
@@ -298,6 +308,26 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
+/// Parses `--timeout`: a positive number of seconds, at most a day.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds (e.g. 10 or 0.5)"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{text} s is out of range: give more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration as seconds for messages: `10`, `0.5`, `2.25`.
+pub fn seconds(d: Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64());
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Accepts `cpus = 8` as well as `cpus = "8"` (and likewise mem and disk)
 /// in the config file.
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -313,4 +343,20 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
         Quantity::Int(i) => i.to_string(),
         Quantity::Float(f) => f.to_string(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        assert_eq!(parse_timeout("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "abc", "1e9", "NaN", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(seconds(Duration::from_secs(10)), "10");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5");
+    }
 }

@@ -4,6 +4,12 @@
 //!
 //! Exit codes: 0 success; 1 `run --wait` saw a task end other than
 //! finished; 2 an error (printed as one line on stderr).
+//!
+//! Every request waits at most the client's timeout (`--timeout`) for its
+//! answer. `run --wait` waits for task events without a limit, but after a
+//! timeout's worth of silence it sends the node a cheap request (a
+//! reconcile of one unfinished task) and gives up if nothing at all comes
+//! back within another timeout.
 
 use crate::cli::{KillArgs, ListArgs, LogsArgs, RunArgs};
 use crate::client::Client;
@@ -20,6 +26,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// How often `run --wait` redraws its progress line.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// The CLI's framework keeps its tasks this long after it disconnects.
 pub const CLI_FAILOVER_MS: u32 = 7 * 24 * 3600 * 1000;
@@ -42,10 +51,14 @@ pub async fn register_cli(client: &mut Client) -> anyhow::Result<()> {
             framework_id: None,
         }))
         .await?;
-    match client.recv().await? {
-        ServerMessage::Registered(_) => Ok(()),
-        ServerMessage::Error(e) => bail!(error_text(&e)),
-        other => bail!("unexpected answer to register: {other:?}"),
+    let deadline = client.deadline();
+    loop {
+        match client.recv_by(deadline).await? {
+            ServerMessage::Registered(_) => return Ok(()),
+            ServerMessage::Error(e) => bail!(error_text(&e)),
+            // Nothing else is due before the answer; skip what comes.
+            _ => {}
+        }
     }
 }
 
@@ -54,6 +67,9 @@ pub async fn register_cli(client: &mut Client) -> anyhow::Result<()> {
 /// # Errors
 /// Invalid quantities, constraints or environment variables.
 pub fn specs(args: &RunArgs) -> anyhow::Result<Vec<TaskSpec>> {
+    if args.count == 0 {
+        bail!("--count 0 runs nothing: give --count 1 or more");
+    }
     let cpu = parse_cpus(&args.cpus).context("--cpus")?;
     let mem = parse_mib(&args.mem).context("--mem")?;
     let constraints = args
@@ -99,10 +115,12 @@ pub struct RunOutcome {
     pub placement: Vec<Duration>,
 }
 
-/// Submits specs and, if `wait`, follows their status until all have ended.
+/// Submits specs and, if `wait`, follows their status until all have ended,
+/// showing progress (with the elapsed time) on stderr if `progress`.
 ///
 /// # Errors
-/// Connection problems or a refused submit.
+/// Connection problems, a refused submit, or a node that stops answering
+/// (see the module doc).
 pub async fn submit_and_wait(
     client: &mut Client,
     specs: Vec<TaskSpec>,
@@ -113,20 +131,24 @@ pub async fn submit_and_wait(
     let started = Instant::now();
     let total = specs.len();
     for (i, chunk) in specs.chunks(agora_protocol::wire::MAX_SUBMIT).enumerate() {
+        let request_id = i as u64 + 1;
         client
             .send(&ClientMessage::Submit(Submit {
-                request_id: i as u64 + 1,
+                request_id,
                 tasks: chunk.to_vec(),
             }))
             .await?;
+        let deadline = client.deadline();
         loop {
-            match client.recv().await? {
-                ServerMessage::Submitted(s) => {
+            match client.recv_by(deadline).await? {
+                ServerMessage::Submitted(s) if s.request_id == request_id => {
                     out.ids.extend(s.task_ids);
                     break;
                 }
                 ServerMessage::Error(e) => bail!(error_text(&e)),
-                ServerMessage::Status(ev) => note(client, &mut out, started, ev).await?,
+                ServerMessage::Status(ev) => {
+                    note(client, &mut out, started, ev)?;
+                }
                 _ => {}
             }
         }
@@ -135,27 +157,21 @@ pub async fn submit_and_wait(
         return Ok(out);
     }
     let ids: BTreeSet<TaskId> = out.ids.iter().cloned().collect();
-    let mut last_print = Instant::now() - Duration::from_secs(1);
+    let mut ended = out
+        .states
+        .iter()
+        .filter(|(id, s)| ids.contains(*id) && s.0.is_terminal())
+        .count();
+    let mut last_print: Option<Instant> = None;
+    // When the node last sent anything, and when we last asked it whether
+    // it is still there (unanswered).
+    let mut heard = Instant::now();
+    let mut probe: Option<Instant> = None;
     loop {
-        let ended = out
-            .states
-            .iter()
-            .filter(|(id, s)| ids.contains(*id) && s.0.is_terminal())
-            .count();
-        if progress && (last_print.elapsed() >= Duration::from_millis(200) || ended == total) {
-            last_print = Instant::now();
-            let running = out
-                .states
-                .values()
-                .filter(|s| matches!(s.0, TaskState::Starting | TaskState::Running))
-                .count();
-            let failed = out
-                .states
-                .values()
-                .filter(|s| s.0.is_terminal() && s.0 != TaskState::Finished)
-                .count();
-            eprint!("\r{ended}/{total} ended, {running} running, {failed} not finished ok   ");
-            let _ = std::io::stderr().flush();
+        if progress && (last_print.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) || ended == total)
+        {
+            last_print = Some(Instant::now());
+            print_progress(&out, ended, total, started.elapsed());
         }
         if ended == total {
             if progress {
@@ -163,27 +179,80 @@ pub async fn submit_and_wait(
             }
             return Ok(out);
         }
-        match client.recv().await? {
-            ServerMessage::Status(ev) => note(client, &mut out, started, ev).await?,
+        let Some(msg) = client.recv_within(PROGRESS_EVERY).await? else {
+            match probe {
+                Some(sent) if sent.elapsed() >= client.timeout() => {
+                    if progress {
+                        eprintln!();
+                    }
+                    return Err(client.no_answer());
+                }
+                Some(_) => {}
+                None if heard.elapsed() >= client.timeout() => {
+                    // A cheap request whose answer (a seq-0 status event)
+                    // proves the node is alive; it is also a fresh state.
+                    let unfinished = out
+                        .ids
+                        .iter()
+                        .find(|id| out.states.get(*id).is_none_or(|s| !s.0.is_terminal()));
+                    if let Some(id) = unfinished {
+                        client
+                            .send(&ClientMessage::Reconcile(vec![id.clone()]))
+                            .await?;
+                        probe = Some(Instant::now());
+                    }
+                }
+                None => {}
+            }
+            continue;
+        };
+        heard = Instant::now();
+        probe = None;
+        match msg {
+            ServerMessage::Status(ev) => {
+                let id = ev.status.task_id.clone();
+                if note(client, &mut out, started, ev)? && ids.contains(&id) {
+                    ended += 1;
+                }
+            }
             ServerMessage::Error(e) => eprintln!("warning: {}", error_text(&e)),
             _ => {}
         }
     }
 }
 
-async fn note(
+fn print_progress(out: &RunOutcome, ended: usize, total: usize, elapsed: Duration) {
+    let running = out
+        .states
+        .values()
+        .filter(|s| matches!(s.0, TaskState::Starting | TaskState::Running))
+        .count();
+    let failed = out
+        .states
+        .values()
+        .filter(|s| s.0.is_terminal() && s.0 != TaskState::Finished)
+        .count();
+    eprint!(
+        "\r{ended}/{total} ended, {running} running, {failed} not finished ok, {:.1} s   ",
+        elapsed.as_secs_f64()
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// Records a status event (and acks it); true when it ended the task.
+fn note(
     client: &mut Client,
     out: &mut RunOutcome,
     started: Instant,
     ev: agora_protocol::wire::StatusEvent,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
+    // Acks never wait: when the send queue is full this one is skipped,
+    // and the node re-sends the event later.
     if ev.seq > 0 {
-        client
-            .send(&ClientMessage::Ack(StatusAck {
-                task_id: ev.status.task_id.clone(),
-                seq: ev.seq,
-            }))
-            .await?;
+        client.try_send(&ClientMessage::Ack(StatusAck {
+            task_id: ev.status.task_id.clone(),
+            seq: ev.seq,
+        }))?;
     }
     let s = ev.status;
     let first_placed = s.state != TaskState::Staging
@@ -196,23 +265,27 @@ async fn note(
     }
     let old = out.states.get(&s.task_id).map(|p| p.0);
     if old.is_none_or(|o| o.can_transition_to(s.state)) {
+        let ends = s.state.is_terminal();
         out.states.insert(
             s.task_id.clone(),
             (s.state, s.reason.clone(), s.node.clone()),
         );
+        return Ok(ends);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// `agora run`.
 ///
 /// # Errors
 /// Bad flags, connection problems, a refused submit.
-pub async fn run(socket: &Path, args: RunArgs) -> anyhow::Result<i32> {
+pub async fn run(socket: &Path, timeout: Duration, args: RunArgs) -> anyhow::Result<i32> {
     let specs = specs(&args)?;
-    let mut client = Client::connect(socket).await?;
+    let mut client = Client::connect_with_timeout(socket, timeout).await?;
     register_cli(&mut client).await?;
     let outcome = submit_and_wait(&mut client, specs, args.wait, !args.json).await?;
+    // The last acks are still queued.
+    client.close().await;
     if args.json {
         let rows: Vec<serde_json::Value> = outcome
             .ids
@@ -269,8 +342,9 @@ pub async fn list_tasks(client: &mut Client) -> anyhow::Result<Vec<TaskRow>> {
     client
         .send(&ClientMessage::ListTasks(ListTasks { request_id: 1 }))
         .await?;
+    let deadline = client.deadline();
     loop {
-        match client.recv().await? {
+        match client.recv_by(deadline).await? {
             ServerMessage::Tasks(t) => return Ok(t.tasks),
             ServerMessage::Error(e) => bail!(error_text(&e)),
             _ => {}
@@ -286,8 +360,9 @@ pub async fn list_nodes(client: &mut Client) -> anyhow::Result<Vec<NodeRow>> {
     client
         .send(&ClientMessage::ListNodes(ListTasks { request_id: 1 }))
         .await?;
+    let deadline = client.deadline();
     loop {
-        match client.recv().await? {
+        match client.recv_by(deadline).await? {
             ServerMessage::Nodes(n) => return Ok(n.nodes),
             ServerMessage::Error(e) => bail!(error_text(&e)),
             _ => {}
@@ -299,8 +374,8 @@ pub async fn list_nodes(client: &mut Client) -> anyhow::Result<Vec<NodeRow>> {
 ///
 /// # Errors
 /// Connection problems.
-pub async fn ps(socket: &Path, args: ListArgs) -> anyhow::Result<i32> {
-    let mut client = Client::connect(socket).await?;
+pub async fn ps(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::Result<i32> {
+    let mut client = Client::connect_with_timeout(socket, timeout).await?;
     let rows = list_tasks(&mut client).await?;
     if args.json {
         let v: Vec<serde_json::Value> = rows
@@ -343,8 +418,8 @@ pub async fn ps(socket: &Path, args: ListArgs) -> anyhow::Result<i32> {
 ///
 /// # Errors
 /// Connection problems.
-pub async fn nodes(socket: &Path, args: ListArgs) -> anyhow::Result<i32> {
-    let mut client = Client::connect(socket).await?;
+pub async fn nodes(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::Result<i32> {
+    let mut client = Client::connect_with_timeout(socket, timeout).await?;
     let rows = list_nodes(&mut client).await?;
     if args.json {
         let v: Vec<serde_json::Value> = rows
@@ -413,8 +488,9 @@ pub async fn read_log(
                 max_bytes: agora_protocol::wire::MAX_LOG_CHUNK,
             }))
             .await?;
+        let deadline = client.deadline();
         let chunk = loop {
-            match client.recv().await? {
+            match client.recv_by(deadline).await? {
                 ServerMessage::Log(c) if c.request_id == request_id => break c,
                 ServerMessage::Error(e) => bail!(error_text(&e)),
                 _ => {}
@@ -437,10 +513,10 @@ pub async fn read_log(
 ///
 /// # Errors
 /// Bad id, connection problems, unreadable log.
-pub async fn logs(socket: &Path, args: LogsArgs) -> anyhow::Result<i32> {
+pub async fn logs(socket: &Path, timeout: Duration, args: LogsArgs) -> anyhow::Result<i32> {
     let task =
         TaskId::new(&args.task).with_context(|| format!("{:?} is not a task id", args.task))?;
-    let mut client = Client::connect(socket).await?;
+    let mut client = Client::connect_with_timeout(socket, timeout).await?;
     let stream = if args.stderr {
         LogStream::Stderr
     } else {
@@ -454,10 +530,10 @@ pub async fn logs(socket: &Path, args: LogsArgs) -> anyhow::Result<i32> {
 ///
 /// # Errors
 /// Bad id, connection problems, unknown task.
-pub async fn kill(socket: &Path, args: KillArgs) -> anyhow::Result<i32> {
+pub async fn kill(socket: &Path, timeout: Duration, args: KillArgs) -> anyhow::Result<i32> {
     let task =
         TaskId::new(&args.task).with_context(|| format!("{:?} is not a task id", args.task))?;
-    let mut client = Client::connect(socket).await?;
+    let mut client = Client::connect_with_timeout(socket, timeout).await?;
     register_cli(&mut client).await?;
     // Look first: for a task homed on another node, the node passes the kill
     // to every live node without learning whether any of them has the task.
@@ -482,8 +558,9 @@ pub async fn kill(socket: &Path, args: KillArgs) -> anyhow::Result<i32> {
     client
         .send(&ClientMessage::ListTasks(ListTasks { request_id: 1 }))
         .await?;
+    let deadline = client.deadline();
     loop {
-        match client.recv().await? {
+        match client.recv_by(deadline).await? {
             ServerMessage::Error(e) => bail!(error_text(&e)),
             ServerMessage::Tasks(_) => break,
             _ => {}

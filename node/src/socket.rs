@@ -1,6 +1,9 @@
-//! The framework socket: a Unix listener (mode 0600) and one task per
-//! connection that does framing, the handshake and the codec, and hands
-//! decoded [`ClientMessage`]s to the agent's core over a bounded channel.
+//! The framework socket: a Unix listener (mode 0600) and, per connection, a
+//! reader and a writer that never wait for each other. The reader does the
+//! framing, the handshake and the codec and hands decoded
+//! [`ClientMessage`]s to the agent's core over a bounded channel; the writer
+//! takes what the core answers from the connection's bounded channel into
+//! an [`Outbox`] and writes it as fast as the client reads.
 //!
 //! Frames are a big-endian `u32` length and a payload of at most
 //! [`DEFAULT_MAX_FRAME`] bytes (tokio-util's `LengthDelimitedCodec`). The
@@ -9,6 +12,15 @@
 //! JSON and the connection is closed; a frame that does not decode gets
 //! `bad_frame`, an oversized one `frame_too_large`, and that connection (only
 //! it) is closed. docs/FRAMEWORK_API.md is the full specification.
+//!
+//! Backpressure (docs/FRAMEWORK_API.md, "Flow control"): the reader keeps
+//! reading whether or not the client reads, so a client that writes from
+//! inside its read loop (acks inline) cannot deadlock against the node; it
+//! waits only for room in the core's channel, and the core never waits for
+//! a client. What a client does not read piles up in its [`Outbox`]: status
+//! events are dropped past [`STATUS_DROP_BYTES`] (the core re-sends them
+//! until they are acked), an `offers` frame replaces the unsent one, and
+//! anything else past [`CLOSE_BYTES`] closes the connection.
 
 use agora_protocol::NodeId;
 use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME, HandshakeError};
@@ -16,15 +28,22 @@ use agora_protocol::wire::{
     ClientMessage, ErrorCode, ErrorReply, PROTOCOL_VERSION, ServerMessage, Welcome,
 };
 use anyhow::Context;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::bytes::Bytes;
-use tokio_util::codec::{Framed, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+mod outbox;
+
+use outbox::encode_frame;
+pub use outbox::{Outbox, Push};
 
 /// Messages from connection tasks to the core.
 #[derive(Debug)]
@@ -50,8 +69,33 @@ pub enum ClientCmd {
     },
 }
 
-/// Messages queued to one client before it is considered too slow and cut off.
-pub const CLIENT_QUEUE: usize = 4096;
+/// Messages the core may have queued to one connection that its writer has
+/// not taken yet. The writer takes them at once whether or not the client
+/// reads (into its [`Outbox`]), so this fills only when the core produces
+/// more than this many messages for one connection in one burst; the core
+/// then drops the excess (`Core::reply` uses `try_send`). It is larger than
+/// the 10,000 unacknowledged events a framework may have, all of which a
+/// reattach sends at once. (Tokio allocates a channel's slots as they are
+/// used, 32 at a time.)
+pub const CLIENT_QUEUE: usize = 16_384;
+
+/// Unsent bytes in a connection's [`Outbox`] past which a status event that
+/// needs an ack (seq > 0) is dropped; it stays unacknowledged, and the core
+/// re-sends it every 5 s until it is acked.
+pub const STATUS_DROP_BYTES: usize = 4 << 20;
+
+/// Unsent bytes in a connection's [`Outbox`] past which any message other
+/// than a droppable status event or an `offers` frame closes the connection:
+/// the client has left this much of its answers unread.
+pub const CLOSE_BYTES: usize = 16 << 20;
+
+/// How long a fatal error may take to be written, and how long the node
+/// reads and discards what the client still sends after one.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// After the client closed its side, how long the node keeps writing what
+/// it had queued for it.
+const EOF_FLUSH: Duration = Duration::from_secs(5);
 
 /// Most connections served at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -142,51 +186,33 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
     })
 }
 
-async fn send(
-    framed: &mut Framed<UnixStream, LengthDelimitedCodec>,
-    codec: Codec,
-    msg: &ServerMessage,
-) -> bool {
-    match codec.encode(msg) {
-        Ok(bytes) if bytes.len() <= DEFAULT_MAX_FRAME => {
-            framed.send(Bytes::from(bytes)).await.is_ok()
-        }
-        Ok(bytes) => {
-            tracing::warn!(
-                len = bytes.len(),
-                "answer too large for one frame; sending an error instead"
-            );
-            let e = error(
-                ErrorCode::Internal,
-                "the answer exceeded the maximum frame size",
-            );
-            match codec.encode(&e) {
-                Ok(b) => framed.send(Bytes::from(b)).await.is_ok(),
-                Err(_) => false,
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot encode an answer");
-            true
-        }
-    }
-}
-
-/// Sends a fatal error, then reads and discards what the client is still
-/// sending (bounded, briefly) so that it sees the error before the close.
+/// Sends a fatal error on a connection that has not started its writer,
+/// then reads and discards what the client is still sending (bounded,
+/// briefly) so that it sees the error before the close.
 async fn fail(
-    mut framed: Framed<UnixStream, LengthDelimitedCodec>,
+    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    mut wr: OwnedWriteHalf,
     codec: Codec,
     msg: ServerMessage,
 ) {
-    let _ = send(&mut framed, codec, &msg).await;
-    let mut stream = framed.into_inner();
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        if let Some(frame) = encode_frame(codec, &msg) {
+            wr.write_all(&frame).await?;
+        }
+        wr.shutdown().await
+    })
+    .await;
+    drain(frames.into_inner()).await;
+}
+
+/// Reads and discards at most four frames' worth of bytes for at most
+/// [`LINGER`], or until the client closes.
+async fn drain(mut rd: OwnedReadHalf) {
     let mut sink = [0u8; 8192];
     let mut budget: usize = 4 * DEFAULT_MAX_FRAME;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(LINGER, async {
         while budget > 0 {
-            match stream.read(&mut sink).await {
+            match rd.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => budget = budget.saturating_sub(n),
             }
@@ -201,8 +227,9 @@ fn is_too_large(e: &std::io::Error) -> bool {
 }
 
 async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::Sender<ClientCmd>) {
-    let mut framed = Framed::new(stream, frame_codec());
-    let first = match tokio::time::timeout(Duration::from_secs(30), framed.next()).await {
+    let (rd, mut wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, frame_codec());
+    let first = match tokio::time::timeout(Duration::from_secs(30), frames.next()).await {
         Ok(Some(Ok(f))) => f,
         Ok(Some(Err(e))) if is_too_large(&e) => {
             tracing::warn!(conn, "socket client sent an oversized handshake; closing");
@@ -210,7 +237,7 @@ async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::
                 ErrorCode::FrameTooLarge,
                 format!("frame exceeds the maximum of {DEFAULT_MAX_FRAME} bytes"),
             );
-            return fail(framed, Codec::Json, msg).await;
+            return fail(frames, wr, Codec::Json, msg).await;
         }
         Ok(_) => return,
         Err(_) => {
@@ -226,61 +253,207 @@ async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::
                 HandshakeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
                 _ => ErrorCode::BadHandshake,
             };
-            return fail(framed, Codec::Json, error(code, e.to_string())).await;
+            return fail(frames, wr, Codec::Json, error(code, e.to_string())).await;
         }
     };
     let welcome = ServerMessage::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         node_id,
     });
-    if !send(&mut framed, codec, &welcome).await {
+    let Some(frame) = encode_frame(codec, &welcome) else {
+        return;
+    };
+    if wr.write_all(&frame).await.is_err() {
         return;
     }
-    let (tx, mut rx) = mpsc::channel::<ServerMessage>(CLIENT_QUEUE);
+    let (tx, rx) = mpsc::channel::<ServerMessage>(CLIENT_QUEUE);
     if core.send(ClientCmd::Open { conn, tx }).await.is_err() {
         return;
     }
-    loop {
-        tokio::select! {
-            frame = framed.next() => match frame {
-                None => break,
-                Some(Ok(payload)) => match codec.decode::<ClientMessage>(&payload) {
-                    Ok(msg) => {
-                        let msg = fit_to_codec(codec, msg);
-                        if core.send(ClientCmd::Message { conn, msg }).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(conn, error = %e, "undecodable frame on the socket; closing that connection");
-                        let _ = core.send(ClientCmd::Closed { conn }).await;
-                        return fail(framed, codec, error(ErrorCode::BadFrame, e.to_string())).await;
-                    }
-                },
-                Some(Err(e)) if is_too_large(&e) => {
-                    tracing::warn!(conn, "oversized frame on the socket; closing that connection");
-                    let _ = core.send(ClientCmd::Closed { conn }).await;
-                    let msg = error(
-                        ErrorCode::FrameTooLarge,
-                        format!("frame exceeds the maximum of {DEFAULT_MAX_FRAME} bytes"),
-                    );
-                    return fail(framed, codec, msg).await;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(conn, error = %e, "socket read failed");
-                    break;
-                }
-            },
-            out = rx.recv() => match out {
-                Some(msg) => {
-                    if !send(&mut framed, codec, &msg).await {
-                        break;
-                    }
-                }
-                // The core dropped us (too slow, or shutting down).
-                None => break,
-            },
-        }
+    // Held until the end: dropping it tells the writer to stop at once.
+    let (fatal_tx, fatal_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(wr, codec, conn, rx, fatal_rx));
+    let end = read_loop(&mut frames, codec, conn, &core, &mut writer).await;
+    if let ReadEnd::Fatal(msg) = &end {
+        // Before `Closed`: the core then drops the connection's sender,
+        // and the writer must see the error no later than that.
+        let _ = fatal_tx.send(msg.clone());
     }
     let _ = core.send(ClientCmd::Closed { conn }).await;
+    match end {
+        ReadEnd::Fatal(_) => {
+            drain(frames.into_inner()).await;
+            if tokio::time::timeout(LINGER, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+        ReadEnd::Eof => {
+            // The core drops this connection's sender on `Closed`: the
+            // writer writes what it still holds, then ends.
+            if tokio::time::timeout(EOF_FLUSH, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+        ReadEnd::WriterDone => {}
+    }
+}
+
+/// Why a connection's reader stopped.
+enum ReadEnd {
+    /// The client closed its side, the read failed, or the core is gone.
+    Eof,
+    /// The client broke the framing or the codec: send this and close.
+    Fatal(ServerMessage),
+    /// The writer ended (the client is gone or left too much unread).
+    WriterDone,
+}
+
+/// Reads frames and hands them to the core until the client closes, breaks
+/// the protocol, or the writer ends. It never waits for the writer, so it
+/// keeps reading while the client leaves the node's frames unread; it waits
+/// only for room in the core's channel, and the core never waits for a
+/// client.
+async fn read_loop(
+    frames: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    codec: Codec,
+    conn: u64,
+    core: &mpsc::Sender<ClientCmd>,
+    writer: &mut JoinHandle<()>,
+) -> ReadEnd {
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            _ = &mut *writer => return ReadEnd::WriterDone,
+        };
+        match frame {
+            None => return ReadEnd::Eof,
+            Some(Ok(payload)) => match codec.decode::<ClientMessage>(&payload) {
+                Ok(msg) => {
+                    let msg = fit_to_codec(codec, msg);
+                    if core.send(ClientCmd::Message { conn, msg }).await.is_err() {
+                        return ReadEnd::Eof;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(conn, error = %e, "undecodable frame on the socket; closing that connection");
+                    return ReadEnd::Fatal(error(ErrorCode::BadFrame, e.to_string()));
+                }
+            },
+            Some(Err(e)) if is_too_large(&e) => {
+                tracing::warn!(
+                    conn,
+                    "oversized frame on the socket; closing that connection"
+                );
+                return ReadEnd::Fatal(error(
+                    ErrorCode::FrameTooLarge,
+                    format!("frame exceeds the maximum of {DEFAULT_MAX_FRAME} bytes"),
+                ));
+            }
+            Some(Err(e)) => {
+                tracing::debug!(conn, error = %e, "socket read failed");
+                return ReadEnd::Eof;
+            }
+        }
+    }
+}
+
+/// Why a connection's writer stopped.
+enum WriteEnd {
+    /// A write failed: the client is gone.
+    Broken,
+    /// The client left more than [`CLOSE_BYTES`] of answers unread.
+    Overflow,
+    /// The core dropped the connection's sender and everything was written.
+    Done,
+    /// The reader found a fatal error: write it and close.
+    Fatal(ServerMessage),
+    /// The reader is gone.
+    ReaderGone,
+}
+
+/// Takes the core's messages into an [`Outbox`] as soon as they come and
+/// writes them as fast as the client reads. Each write is one cancel-safe
+/// `write` call, so taking messages never waits for the client.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    codec: Codec,
+    conn: u64,
+    mut rx: mpsc::Receiver<ServerMessage>,
+    mut fatal: oneshot::Receiver<ServerMessage>,
+) {
+    let mut out = Outbox::new(codec);
+    // The unwritten rest of the frame being written.
+    let mut current: Option<Bytes> = None;
+    let mut core_open = true;
+    let end = loop {
+        if current.is_none() {
+            current = out.pop();
+        }
+        if current.is_none() && !core_open {
+            // A fatal error is sent before the core lets go of us.
+            break match fatal.try_recv() {
+                Ok(msg) => WriteEnd::Fatal(msg),
+                Err(_) => WriteEnd::Done,
+            };
+        }
+        let rest = current.clone();
+        tokio::select! {
+            biased;
+            f = &mut fatal => break match f {
+                Ok(msg) => WriteEnd::Fatal(msg),
+                Err(_) => WriteEnd::ReaderGone,
+            },
+            m = rx.recv(), if core_open => match m {
+                Some(msg) => match out.push(&msg) {
+                    Push::Overflow => break WriteEnd::Overflow,
+                    Push::Dropped if out.dropped == 1 => tracing::info!(
+                        conn,
+                        unsent = out.unsent_bytes(),
+                        "socket client is not reading; dropping its status events (re-sent until acked)"
+                    ),
+                    Push::Dropped | Push::Queued | Push::Skipped => {}
+                },
+                None => core_open = false,
+            },
+            w = wr.write(rest.as_deref().unwrap_or_default()), if rest.is_some() => match w {
+                Ok(n) if n > 0 => {
+                    if let Some(c) = current.take()
+                        && n < c.len()
+                    {
+                        current = Some(c.slice(n..));
+                    }
+                }
+                _ => break WriteEnd::Broken,
+            },
+        }
+    };
+    match end {
+        WriteEnd::Fatal(msg) => {
+            // End the frame under way first, so that the error starts at
+            // a frame boundary; then close this direction.
+            let _ = tokio::time::timeout(LINGER, async {
+                if let Some(rest) = current {
+                    wr.write_all(&rest).await?;
+                }
+                if let Some(frame) = encode_frame(codec, &msg) {
+                    wr.write_all(&frame).await?;
+                }
+                wr.shutdown().await
+            })
+            .await;
+        }
+        WriteEnd::Overflow => tracing::warn!(
+            conn,
+            unsent = out.unsent_bytes(),
+            "socket client left over {CLOSE_BYTES} bytes of answers unread; closing that connection"
+        ),
+        WriteEnd::Broken | WriteEnd::Done | WriteEnd::ReaderGone => {}
+    }
+    if out.dropped > 0 {
+        tracing::info!(
+            conn,
+            dropped = out.dropped,
+            "status events were dropped for a client that did not read; they are re-sent until acked"
+        );
+    }
 }
