@@ -123,3 +123,49 @@ fn restarted_agent_reattaches_and_reports_once() {
         (String::from_utf8_lossy(&out.stdout).trim() == "done").then_some(())
     });
 }
+
+/// Issue 11: after an agent restart the node forgot every ended task; a
+/// killed task simply vanished from `agora ps`.
+#[test]
+fn ended_tasks_are_still_listed_after_a_restart() {
+    let mut cluster = Cluster::start(1);
+    let out = cluster.nodes[0].cli(&["run", "--cpus", "0.1", "--", "sleep", "300"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let state = |n: &common::Node| {
+        n.ps()?
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .and_then(|r| r["state"].as_str().map(str::to_string))
+    };
+    wait_for("the task to run", Duration::from_secs(30), || {
+        (state(&cluster.nodes[0]).as_deref() == Some("running")).then_some(())
+    });
+    let out = cluster.nodes[0].cli(&["kill", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the task to be killed", Duration::from_secs(30), || {
+        (state(&cluster.nodes[0]).as_deref() == Some("killed")).then_some(())
+    });
+
+    let status = cluster.nodes[0].signal_and_wait("-TERM");
+    assert!(status.success(), "the agent stops cleanly: {status}");
+    cluster.nodes[0].start();
+    let after = wait_for(
+        "the restarted agent to list",
+        Duration::from_secs(30),
+        || cluster.nodes[0].ps(),
+    );
+    let row = after
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("task {id} vanished after the restart: {after:?}"));
+    assert_eq!(row["state"], "killed", "{row}");
+}

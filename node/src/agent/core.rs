@@ -178,9 +178,23 @@ impl Core {
 
     // ------------------------------------------------------------ executor
 
-    /// Re-adopts recovered tasks and reports those that ended while down.
+    /// Re-adopts recovered tasks, reports those that ended while down, and
+    /// keeps the rows of tasks that ended before the restart (the executor's
+    /// history, until its garbage collector removes them).
     pub fn recover(&mut self, recovered: Vec<Recovered>) {
         let now = self.clock.now();
+        for e in self.executor.history() {
+            self.host.remember_ended(TaskRow {
+                task_id: e.request.task_id,
+                name: e.request.spec.name,
+                framework: e.request.framework,
+                state: e.status.state,
+                node: Some(self.me.clone()),
+                exit_code: e.status.exit_code,
+                resources: e.request.spec.resources,
+                reason: e.status.reason,
+            });
+        }
         for r in recovered {
             match r {
                 Recovered::Running(req) => {

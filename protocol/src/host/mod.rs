@@ -408,6 +408,20 @@ impl<R: Rng> Host<R> {
         rows
     }
 
+    /// Keeps the row of a task that ended on this node before the node
+    /// restarted (its executor remembers it), so that listings still show
+    /// it. Bounded by [`Config::keep_history`] together with removed
+    /// frameworks' rows; a row already known is not added twice.
+    pub fn remember_ended(&mut self, row: TaskRow) {
+        if self.history.iter().any(|r| r.task_id == row.task_id) {
+            return;
+        }
+        if self.history.len() >= self.config.keep_history {
+            self.history.pop_front();
+        }
+        self.history.push_back(row);
+    }
+
     /// The status of a task of a framework homed here.
     pub fn status_of(&self, task_id: &TaskId) -> Option<(String, TaskStatus)> {
         let fw = self.framework_of_task(task_id)?;
