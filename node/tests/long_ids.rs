@@ -14,11 +14,11 @@ use std::time::Duration;
 fn a_framework_with_a_long_id_gets_its_tasks_placed() {
     let mut c = Cluster::new();
     let key = c.key.clone();
-    // Framework ids are NAME-XXXXXXXX@NODE: with a 110-byte node id and the
-    // name "batch" the id is 125 bytes, so its task ids (at most 128 bytes
-    // with ".N") are cut. The socket path would pass the 108-byte limit of
+    // Framework ids are NAME-XXXXXXXX@NODE: with a 112-byte node id and the
+    // name "batch" the id is 127 bytes, so its task ids (at most 128 bytes,
+    // ".N" included) are cut. The socket path would pass the 108-byte limit of
     // a Unix socket under the node's data dir: give it a short one.
-    let node_id = format!("n{}", "x".repeat(109));
+    let node_id = format!("n{}", "x".repeat(111));
     let socket = c.root.path().join("long.sock");
     c.add(&node_id, &key, &["--socket", socket.to_str().unwrap()]);
     let mut s = wait_for("the agent's socket", Duration::from_secs(30), || {
@@ -33,7 +33,7 @@ fn a_framework_with_a_long_id_gets_its_tasks_placed() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(fw.len() > 121, "{fw} is long enough to be cut in task ids");
+    assert!(fw.len() + 2 > 128, "{fw} is long enough to be cut in task ids");
     let submit = json!({"submit": {"request_id": 1, "tasks": [{"name": "t",
         "command": {"argv": ["true"]}, "env": {},
         "resources": {"cpu_millis": 100, "mem_mib": 16, "disk_mib": 0, "gpus": 0, "ports": 0},
