@@ -33,7 +33,10 @@ fn a_framework_with_a_long_id_gets_its_tasks_placed() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(fw.len() + 2 > 128, "{fw} is long enough to be cut in task ids");
+    assert!(
+        fw.len() + 2 > 128,
+        "{fw} is long enough to be cut in task ids"
+    );
     let submit = json!({"submit": {"request_id": 1, "tasks": [{"name": "t",
         "command": {"argv": ["true"]}, "env": {},
         "resources": {"cpu_millis": 100, "mem_mib": 16, "disk_mib": 0, "gpus": 0, "ports": 0},
