@@ -71,8 +71,9 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Submit tasks through the auction.
     Run(RunArgs),
-    /// List tasks (id, name, state, node, exit code) across the cluster.
-    Ps(ListArgs),
+    /// List tasks (id, name, state, node, exit code) across the cluster, in
+    /// task order; filter with --state, --name, --node, --framework.
+    Ps(PsArgs),
     /// List the cluster's nodes as this node sees them.
     Nodes(ListArgs),
     /// Print a task's output, fetched from whichever node ran it.
@@ -272,6 +273,40 @@ pub struct ListArgs {
     /// Print a JSON array with stable snake_case keys.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `agora ps` flags.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print a JSON array with stable snake_case keys.
+    #[arg(long)]
+    pub json: bool,
+    /// Only tasks in this state (staging, starting, running, finished,
+    /// failed, killed, lost).
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<agora_protocol::task::TaskState>,
+    /// Only tasks of this job name (`run --name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only tasks placed on this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only tasks of this framework id.
+    #[arg(long)]
+    pub framework: Option<String>,
+    /// At most this many rows (at most 2000, the node's limit per answer).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub limit: u32,
+}
+
+fn parse_state(s: &str) -> Result<agora_protocol::task::TaskState, String> {
+    use agora_protocol::task::TaskState::*;
+    [Staging, Starting, Running, Finished, Failed, Killed, Lost]
+        .into_iter()
+        .find(|st| st.name() == s)
+        .ok_or_else(|| {
+            format!("{s:?} is not a task state; use staging, starting, running, finished, failed, killed or lost")
+        })
 }
 
 /// `agora logs` flags.

@@ -11,16 +11,17 @@
 //! reconcile of one unfinished task) and gives up if nothing at all comes
 //! back within another timeout.
 
-use crate::cli::{KillArgs, ListArgs, LogsArgs, RunArgs};
+use crate::cli::{KillArgs, ListArgs, LogsArgs, PsArgs, RunArgs};
 use crate::client::Client;
 use agora_protocol::constraint::Constraint;
 use agora_protocol::resources::{format_cpus, parse_cpus, parse_mib};
 use agora_protocol::task::{Command, Priority, TaskSpec, TaskState};
+use agora_protocol::wire::TaskQuery;
 use agora_protocol::wire::{
     ClientMessage, ErrorReply, ListTasks, LogStream, NodeRow, ReadLog, Register, ServerMessage,
     StatusAck, Submit, TaskRow,
 };
-use agora_protocol::{Resources, TaskId};
+use agora_protocol::{FrameworkId, NodeId, Resources, TaskId};
 use anyhow::{Context, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -334,18 +335,22 @@ pub async fn run(socket: &Path, timeout: Duration, args: RunArgs) -> anyhow::Res
     Ok(if bad.is_empty() { 0 } else { 1 })
 }
 
-/// Lists every task the cluster knows (through `socket`'s node).
+/// Lists the tasks the cluster knows that match `query` (through the
+/// client's node): at most one answer's worth, in task order, and how many
+/// matched in all.
 ///
 /// # Errors
 /// Connection problems.
-pub async fn list_tasks(client: &mut Client) -> anyhow::Result<Vec<TaskRow>> {
-    client
-        .send(&ClientMessage::ListTasks(ListTasks { request_id: 1 }))
-        .await?;
+pub async fn list_tasks(
+    client: &mut Client,
+    query: TaskQuery,
+) -> anyhow::Result<(Vec<TaskRow>, u64)> {
+    let rid = query.request_id;
+    client.send(&ClientMessage::ListTasks(query)).await?;
     let deadline = client.deadline();
     loop {
         match client.recv_by(deadline).await? {
-            ServerMessage::Tasks(t) => return Ok(t.tasks),
+            ServerMessage::Tasks(t) if t.request_id == rid => return Ok((t.tasks, t.matched)),
             ServerMessage::Error(e) => bail!(error_text(&e)),
             _ => {}
         }
@@ -374,9 +379,37 @@ pub async fn list_nodes(client: &mut Client) -> anyhow::Result<Vec<NodeRow>> {
 ///
 /// # Errors
 /// Connection problems.
-pub async fn ps(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::Result<i32> {
+pub async fn ps(socket: &Path, timeout: Duration, args: PsArgs) -> anyhow::Result<i32> {
+    let node = args
+        .node
+        .as_deref()
+        .map(NodeId::new)
+        .transpose()
+        .with_context(|| format!("--node {:?} is not a node id", args.node))?;
+    let framework = args
+        .framework
+        .as_deref()
+        .map(FrameworkId::new)
+        .transpose()
+        .with_context(|| format!("--framework {:?} is not a framework id", args.framework))?;
+    let query = TaskQuery {
+        request_id: 1,
+        state: args.state,
+        name: args.name.clone(),
+        node,
+        framework,
+        limit: args.limit,
+        ..TaskQuery::default()
+    };
     let mut client = Client::connect_with_timeout(socket, timeout).await?;
-    let rows = list_tasks(&mut client).await?;
+    let (rows, matched) = list_tasks(&mut client, query).await?;
+    if matched > rows.len() as u64 {
+        eprintln!(
+            "showing {} of {matched} matching tasks (the first in task order); narrow the \
+             list with --state, --name, --node or --framework",
+            rows.len()
+        );
+    }
     if args.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -537,13 +570,16 @@ pub async fn kill(socket: &Path, timeout: Duration, args: KillArgs) -> anyhow::R
     register_cli(&mut client).await?;
     // Look first: for a task homed on another node, the node passes the kill
     // to every live node without learning whether any of them has the task.
-    let rows = list_tasks(&mut client).await?;
-    match rows.iter().find(|r| r.task_id == task) {
+    let only = TaskQuery {
+        task_id: Some(task.clone()),
+        ..TaskQuery::all(2)
+    };
+    let (rows, _) = list_tasks(&mut client, only).await?;
+    match rows.first() {
         Some(row) if row.state.is_terminal() => {
             bail!("task {task} has already ended ({})", row.state)
         }
-        // A full listing may have been cut at MAX_ROWS: then try anyway.
-        None if rows.len() < crate::agent::queries::MAX_ROWS => bail!(
+        None => bail!(
             "no live node knows task {task}; `agora ps` lists the tasks (a task whose home \
              node is down cannot be reached)"
         ),
@@ -556,7 +592,10 @@ pub async fn kill(socket: &Path, timeout: Duration, args: KillArgs) -> anyhow::R
         .await?;
     // A listing after the kill: an error about the kill arrives first.
     client
-        .send(&ClientMessage::ListTasks(ListTasks { request_id: 1 }))
+        .send(&ClientMessage::ListTasks(TaskQuery {
+            task_id: Some(task.clone()),
+            ..TaskQuery::all(3)
+        }))
         .await?;
     let deadline = client.deadline();
     loop {

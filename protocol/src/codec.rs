@@ -18,8 +18,8 @@
 //!
 //! ```
 //! use agora_protocol::codec::{Codec, FrameReader, frame};
-//! use agora_protocol::wire::{ClientMessage, ListTasks};
-//! let msg = ClientMessage::ListTasks(ListTasks { request_id: 7 });
+//! use agora_protocol::wire::{ClientMessage, TaskQuery};
+//! let msg = ClientMessage::ListTasks(TaskQuery::all(7));
 //! let bytes = frame(&Codec::Json.encode(&msg).unwrap(), 1024).unwrap();
 //! let mut reader = FrameReader::new(1024);
 //! reader.push(&bytes);

@@ -144,6 +144,19 @@ impl TaskId {
             .is_some_and(|seq| Self::for_framework(framework, seq) == *self)
     }
 
+    /// Listing order: by framework part, then by task number (so `f.2`
+    /// comes before `f.10`), then by the whole id.
+    pub fn list_order(&self, other: &TaskId) -> std::cmp::Ordering {
+        (self.framework_part(), self.number())
+            .cmp(&(other.framework_part(), other.number()))
+            .then_with(|| self.0.cmp(&other.0))
+    }
+
+    /// The task number after the last '.', if there is one.
+    fn number(&self) -> Option<u64> {
+        self.0.rsplit_once('.').and_then(|(_, n)| n.parse().ok())
+    }
+
     /// The framework part of an id made by [`TaskId::for_framework`]
     /// (everything before the last '.'), to route a message to its bidder.
     pub fn framework_part(&self) -> &str {
@@ -192,6 +205,17 @@ mod tests {
         ));
         let bad: Result<NodeId, _> = serde_json::from_str("\"a/b\"");
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn task_ids_list_by_number() {
+        let mut ids: Vec<TaskId> = ["f.10", "g.1", "f.2", "f.1"]
+            .iter()
+            .map(|s| TaskId::new(*s).unwrap())
+            .collect();
+        ids.sort_by(|a, b| a.list_order(b));
+        let got: Vec<&str> = ids.iter().map(|t| t.as_str()).collect();
+        assert_eq!(got, ["f.1", "f.2", "f.10", "g.1"]);
     }
 
     #[test]

@@ -245,6 +245,86 @@ pub struct TaskRow {
     pub reason: Option<String>,
 }
 
+/// A framework's `list_tasks`: which tasks, at most how many. Every filter
+/// is optional (absent in JSON means "any"); a row must pass them all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskQuery {
+    /// Chosen by the asker, echoed in the answer.
+    pub request_id: u64,
+    /// Only this task.
+    #[serde(default)]
+    pub task_id: Option<TaskId>,
+    /// Only tasks in this state.
+    #[serde(default)]
+    pub state: Option<TaskState>,
+    /// Only tasks of this job name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Only tasks placed on this node.
+    #[serde(default)]
+    pub node: Option<NodeId>,
+    /// Only tasks of this framework.
+    #[serde(default)]
+    pub framework: Option<FrameworkId>,
+    /// At most this many rows (0, or more than [`MAX_LIST_ROWS`]: that).
+    #[serde(default)]
+    pub limit: u32,
+}
+
+/// Most rows in one answer to `list_tasks`.
+pub const MAX_LIST_ROWS: usize = 2000;
+
+impl TaskQuery {
+    /// Every task, as many as one answer holds.
+    pub fn all(request_id: u64) -> Self {
+        TaskQuery {
+            request_id,
+            ..TaskQuery::default()
+        }
+    }
+
+    /// True when `row` passes every filter.
+    pub fn matches(&self, row: &TaskRow) -> bool {
+        self.task_id.as_ref().is_none_or(|t| *t == row.task_id)
+            && self.state.is_none_or(|s| s == row.state)
+            && self.name.as_ref().is_none_or(|n| *n == row.name)
+            && self
+                .node
+                .as_ref()
+                .is_none_or(|n| row.node.as_ref() == Some(n))
+            && self
+                .framework
+                .as_ref()
+                .is_none_or(|f| *f == row.framework || row.task_id.is_of(f))
+    }
+
+    /// The rows that match, in task order ([`TaskId::list_order`]), cut to
+    /// the limit, with how many matched before the cut.
+    pub fn page(&self, rows: impl IntoIterator<Item = TaskRow>) -> (Vec<TaskRow>, u64) {
+        let mut out: Vec<TaskRow> = rows.into_iter().filter(|r| self.matches(r)).collect();
+        out.sort_by(|a, b| a.task_id.list_order(&b.task_id));
+        let matched = out.len() as u64;
+        let limit = match self.limit as usize {
+            0 => MAX_LIST_ROWS,
+            n => n.min(MAX_LIST_ROWS),
+        };
+        out.truncate(limit);
+        (out, matched)
+    }
+}
+
+/// A node's answer to a framework's `list_tasks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// From the request.
+    pub request_id: u64,
+    /// The matching tasks, in task order, at most the request's limit.
+    pub tasks: Vec<TaskRow>,
+    /// How many tasks matched: more than `tasks` holds when the list was cut.
+    #[serde(default)]
+    pub matched: u64,
+}
+
 /// A node's answer to [`ListTasks`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskList {
@@ -463,8 +543,9 @@ pub enum ClientMessage {
     Reconcile(Vec<TaskId>),
     /// Acknowledge a status update.
     Ack(StatusAck),
-    /// List every task this node knows of.
-    ListTasks(ListTasks),
+    /// List the tasks the cluster knows (filtered, in task order, cut to a
+    /// limit).
+    ListTasks(TaskQuery),
     /// List the cluster as this node sees it.
     ListNodes(ListTasks),
     /// Read a task's output.
@@ -604,7 +685,7 @@ pub enum ServerMessage {
     /// A task's status changed (or a reconcile answer).
     Status(StatusEvent),
     /// Answer to `list_tasks`.
-    Tasks(TaskList),
+    Tasks(TaskPage),
     /// Answer to `list_nodes`.
     Nodes(NodeList),
     /// Answer to `read_log`.

@@ -133,11 +133,16 @@ fn invalid_ids_are_refused_on_decode() {
 
 #[test]
 fn json_form_is_externally_tagged_snake_case() {
-    let msg = ClientMessage::ListTasks(agora_protocol::wire::ListTasks { request_id: 3 });
+    let msg = ClientMessage::ListTasks(agora_protocol::wire::TaskQuery::all(3));
     assert_eq!(
         String::from_utf8(Codec::Json.encode(&msg).unwrap()).unwrap(),
-        r#"{"list_tasks":{"request_id":3}}"#
+        r#"{"list_tasks":{"request_id":3,"task_id":null,"state":null,"name":null,"node":null,"framework":null,"limit":0}}"#
     );
+    // Filters may be left out: a bare request lists everything.
+    let bare: ClientMessage = Codec::Json
+        .decode(br#"{"list_tasks":{"request_id":3}}"#)
+        .unwrap();
+    assert_eq!(bare, msg);
     assert_eq!(
         String::from_utf8(Codec::Json.encode(&ClientMessage::SubscribeOffers).unwrap()).unwrap(),
         r#""subscribe_offers""#

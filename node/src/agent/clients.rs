@@ -85,10 +85,7 @@ impl Core {
         let registered = self.conns.get(&conn).and_then(|c| c.framework.clone());
         match msg {
             ClientMessage::ListTasks(l) => {
-                return self.start_list_tasks(TaskReply::Conn {
-                    conn,
-                    request_id: l.request_id,
-                });
+                return self.start_list_tasks(TaskReply::Conn { conn, query: l });
             }
             ClientMessage::ListNodes(l) => {
                 let nodes = crate::http::node_rows(self.host.view());

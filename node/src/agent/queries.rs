@@ -7,7 +7,7 @@
 //! ([`TaskReply`], [`LogReply`]); both go through the same fan-out.
 
 use crate::http::{CommandError, TaskListing};
-use agora_protocol::wire::{ErrorCode, LogStream, TaskRow};
+use agora_protocol::wire::{self, ErrorCode, LogStream, TaskPage, TaskRow};
 use agora_protocol::{Instant, NodeId, TaskId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,8 +20,8 @@ pub enum TaskReply {
     Conn {
         /// The asking connection.
         conn: u64,
-        /// The client's request id.
-        request_id: u64,
+        /// What it asked for.
+        query: wire::TaskQuery,
     },
     /// The HTTP API's cluster-wide list.
     List(oneshot::Sender<TaskListing>),
@@ -163,9 +163,16 @@ impl Core {
         unreachable: Vec<NodeId>,
     ) {
         match to {
-            TaskReply::Conn { conn, request_id } => {
-                let tasks = rows.into_values().take(MAX_ROWS).collect();
-                self.reply(conn, ServerMessage::Tasks(TaskList { request_id, tasks }));
+            TaskReply::Conn { conn, query } => {
+                let (tasks, matched) = query.page(rows.into_values());
+                self.reply(
+                    conn,
+                    ServerMessage::Tasks(TaskPage {
+                        request_id: query.request_id,
+                        tasks,
+                        matched,
+                    }),
+                );
             }
             TaskReply::List(reply) => {
                 let tasks = rows.into_values().take(MAX_ROWS).collect();

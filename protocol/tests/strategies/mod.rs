@@ -349,7 +349,23 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
         vec(task_id(), 0..3).prop_map(ClientMessage::Reconcile),
         (task_id(), any::<u64>())
             .prop_map(|(task_id, seq)| ClientMessage::Ack(StatusAck { task_id, seq })),
-        any::<u64>().prop_map(|request_id| ClientMessage::ListTasks(ListTasks { request_id })),
+        (
+            any::<u64>(),
+            option::of(task_id()),
+            option::of(text()),
+            option::of(node_id()),
+            any::<u32>()
+        )
+            .prop_map(|(request_id, task_id, name, node, limit)| {
+                ClientMessage::ListTasks(TaskQuery {
+                    request_id,
+                    task_id,
+                    name,
+                    node,
+                    limit,
+                    ..TaskQuery::default()
+                })
+            }),
         any::<u64>().prop_map(|request_id| ClientMessage::ListNodes(ListTasks { request_id })),
         (
             any::<u64>(),
@@ -437,8 +453,13 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
         (any::<u64>(), text(), status()).prop_map(|(seq, name, status)| ServerMessage::Status(
             StatusEvent { seq, name, status }
         )),
-        (any::<u64>(), vec(task_row(), 0..3))
-            .prop_map(|(request_id, tasks)| ServerMessage::Tasks(TaskList { request_id, tasks })),
+        (any::<u64>(), vec(task_row(), 0..3), any::<u64>()).prop_map(
+            |(request_id, tasks, matched)| ServerMessage::Tasks(TaskPage {
+                request_id,
+                tasks,
+                matched
+            })
+        ),
         (any::<u64>(), vec(node_row(), 0..3))
             .prop_map(|(request_id, nodes)| ServerMessage::Nodes(NodeList { request_id, nodes })),
         log_chunk().prop_map(ServerMessage::Log),
