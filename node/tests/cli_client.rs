@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{Cluster, Node, exe, wait_for};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use common::{ChildGuard, Cluster, Node, exe, exit_by, wait_for};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// A stopped agent, resumed (SIGCONT) on drop so that the cluster's own
 /// guard can kill it.
@@ -33,18 +33,8 @@ impl Drop for Stopped {
     }
 }
 
-/// A child process killed (and reaped) on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the CLI against `node` in the background, stderr to a file.
-fn spawn_cli(node: &Node, err: &std::path::Path, args: &[&str]) -> Guard {
+fn spawn_cli(node: &Node, err: &std::path::Path, args: &[&str]) -> ChildGuard {
     let child = Command::new(exe())
         .arg("--socket")
         .arg(node.socket())
@@ -53,22 +43,7 @@ fn spawn_cli(node: &Node, err: &std::path::Path, args: &[&str]) -> Guard {
         .stderr(std::fs::File::create(err).unwrap())
         .spawn()
         .unwrap();
-    Guard(child)
-}
-
-/// Waits for the child to exit by `deadline`; a hang fails the test.
-fn exit_by(child: &mut Guard, deadline: Duration, what: &str) -> std::process::ExitStatus {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < end,
-            "{what}: still running after {deadline:?}; it does not time out"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    ChildGuard(child)
 }
 
 #[test]

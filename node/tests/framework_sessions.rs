@@ -179,12 +179,7 @@ fn a_full_framework_table_never_evicts_the_http_framework() {
     let key = c.key.clone();
     let token_file = c.root.path().join("http-token");
     std::fs::write(&token_file, "token-0123456789abcdef\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_tcp_addr();
     c.add(
         "n1",
         &key,

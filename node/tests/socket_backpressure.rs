@@ -13,37 +13,11 @@
 mod common;
 
 use common::json::{frame, json_client, read_frame};
-use common::{Cluster, exe, wait_for};
+use common::{ChildGuard, Cluster, exe, exit_by, wait_for};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A child process killed (and reaped) on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for the child to exit by `deadline`; a hang fails the test with
-/// `what` instead of stalling it.
-fn exit_by(child: &mut Guard, deadline: Duration, what: &str) -> std::process::ExitStatus {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < end,
-            "{what}: still running after {deadline:?} (deadlocked?)"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// A JSON connection registered as a framework.
 fn registered(sock: &std::path::Path) -> UnixStream {
@@ -81,7 +55,7 @@ fn run_wait_with_thousands_of_failures_at_once_finishes() {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    let mut child = Guard(child);
+    let mut child = ChildGuard(child);
     let status = exit_by(
         &mut child,
         Duration::from_secs(60),

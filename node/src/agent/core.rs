@@ -14,7 +14,7 @@
 
 use super::frameworks::Framework;
 use super::queries::Queries;
-use crate::executor::{ExecEvent, Executor, LaunchRequest, Recovered};
+use crate::executor::{ExecEvent, Executor, Recovered};
 use crate::gossip::{Gossip, LocalState};
 use crate::p2p::P2p;
 use agora_protocol::host::{self, Host};
@@ -199,13 +199,13 @@ impl Core {
             match r {
                 Recovered::Running(req) => {
                     tracing::info!(task = %req.task_id, "re-attached to a running task");
-                    if let Err(e) = self.host.adopt(now, &launch_of(&req)) {
+                    if let Err(e) = self.host.adopt(now, &req) {
                         tracing::warn!(task = %req.task_id, error = %e, "re-attached task does not fit the ledger; it runs on uncounted");
                     }
                 }
                 Recovered::Ended(req, status) => {
                     tracing::info!(task = %req.task_id, state = %status.state, "task ended while the agent was down");
-                    self.host.handle_exec(now, status, Some(&launch_of(&req)));
+                    self.host.handle_exec(now, status, Some(&req));
                 }
             }
         }
@@ -215,8 +215,7 @@ impl Core {
     pub fn on_exec(&mut self, ev: ExecEvent) {
         let now = self.clock.now();
         let ExecEvent::Status { request, status } = ev;
-        self.host
-            .handle_exec(now, status, Some(&launch_of(&request)));
+        self.host.handle_exec(now, status, Some(&request));
     }
 
     // ------------------------------------------------------------ draining
@@ -234,14 +233,7 @@ impl Core {
             match e {
                 host::Exec::Launch(l) => {
                     tracing::debug!(task = %l.task_id, "launching");
-                    self.executor.launch(LaunchRequest {
-                        task_id: l.task_id,
-                        framework: l.framework,
-                        weight: l.weight,
-                        home: l.home,
-                        spec: l.spec,
-                        ports: l.ports,
-                    });
+                    self.executor.launch(l);
                 }
                 host::Exec::Kill { task_id, grace } => {
                     tracing::debug!(task = %task_id, "killing");
@@ -339,18 +331,6 @@ impl Core {
         {
             tracing::debug!(conn, error = %e, "client queue full or closed; message dropped");
         }
-    }
-}
-
-/// What the host needs to know of a task the executor runs.
-pub fn launch_of(r: &LaunchRequest) -> host::Launch {
-    host::Launch {
-        task_id: r.task_id.clone(),
-        framework: r.framework.clone(),
-        weight: r.weight,
-        home: r.home.clone(),
-        spec: r.spec.clone(),
-        ports: r.ports.clone(),
     }
 }
 

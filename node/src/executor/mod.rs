@@ -67,15 +67,14 @@ mod recovery;
 mod status;
 mod supervisor;
 
-use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
-use agora_protocol::task::{TaskSpec, TaskStatus};
+use agora_protocol::ids::{NodeId, TaskId};
+use agora_protocol::task::TaskStatus;
 use agora_protocol::wire::{LogChunk, LogStream};
 use anyhow::Context;
 use checkpoint::Checkpoint;
 use fsutil::Layout;
 pub use gc::GcPolicy;
 use monitor::Shared;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -101,22 +100,9 @@ pub struct ExecutorConfig {
     pub gc: GcPolicy,
 }
 
-/// A task to start.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LaunchRequest {
-    /// The task.
-    pub task_id: TaskId,
-    /// Its framework.
-    pub framework: FrameworkId,
-    /// The framework's DRF weight.
-    pub weight: u32,
-    /// Its framework's home node.
-    pub home: NodeId,
-    /// What to run.
-    pub spec: TaskSpec,
-    /// Ports reserved for it (exported as AGORA_PORTS, comma separated).
-    pub ports: Vec<u16>,
-}
+/// A task to start: what the host asked for ([`agora_protocol::host::Launch`]),
+/// checkpointed as it is.
+pub type LaunchRequest = agora_protocol::host::Launch;
 
 /// What the executor reports.
 #[derive(Clone, Debug, PartialEq, Eq)]

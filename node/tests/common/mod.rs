@@ -377,3 +377,35 @@ fn processes() -> Vec<Proc> {
         })
         .collect()
 }
+
+/// A child process killed and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for the child to exit by `deadline`; a hang fails the test with
+/// `what` instead of stalling it.
+pub fn exit_by(child: &mut ChildGuard, deadline: Duration, what: &str) -> std::process::ExitStatus {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what}: still running after {deadline:?} (hung or deadlocked?)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A loopback address with a free TCP port (probed; bind it right after).
+pub fn free_tcp_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}

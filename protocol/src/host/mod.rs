@@ -143,8 +143,8 @@ pub enum Exec {
 }
 
 /// A task to start, with what the node needs to report its end even after a
-/// restart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// restart (the node's executor checkpoints it as it is).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Launch {
     /// The task.
     pub task_id: TaskId,
@@ -156,7 +156,7 @@ pub struct Launch {
     pub home: NodeId,
     /// What to run.
     pub spec: TaskSpec,
-    /// Ports reserved for it.
+    /// Ports reserved for it (the node exports them as AGORA_PORTS).
     pub ports: Vec<u16>,
 }
 
