@@ -404,11 +404,6 @@ mod tests {
         )
         .unwrap();
         let gc = AgentConfig::resolve(merged).unwrap().gc;
-        // merge_file's directory.
-        std::fs::remove_dir_all(
-            std::env::temp_dir().join(format!("agora-cfg-gc-{}", std::process::id())),
-        )
-        .unwrap();
         assert_eq!(gc.max_ended, 10);
         assert_eq!(gc.max_age, Duration::from_secs(7200));
         assert_eq!(gc.disk_percent, 80);
