@@ -473,8 +473,8 @@ mod tests {
 
     #[test]
     fn csv_rows_are_parsed_and_errors_name_the_line() {
-        let dir = std::env::temp_dir().join(format!("agora-sim-wl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let ok = dir.join("ok.csv");
         std::fs::write(
             &ok,

@@ -81,8 +81,8 @@ fn the_checker_stops_a_run_whose_ledger_is_broken() {
 
 #[test]
 fn every_scheduler_on_every_workload_finishes_cleanly() {
-    let dir = std::env::temp_dir().join(format!("agora-sim-runs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let csv = dir.join("w.csv");
     let mut rows = String::from("arrival_s,framework,cpus,mem_mib,duration_s\n");
     for i in 0..200 {
