@@ -111,7 +111,7 @@ fn every_scheduler_on_every_workload_finishes_cleanly() {
         ]);
         let p = params(&a).unwrap();
         let o = simulate(&a, &p).unwrap();
-        agora_sim::cli::write_outputs(&dir, &o).unwrap();
+        agora_sim::cli::write_outputs(dir, &o).unwrap();
         for (name, r) in &o.report.schedulers {
             assert_eq!(r.overcommit_violations, 0, "{wl}/{name}");
             assert_eq!(r.tasks_lost_unreported, 0, "{wl}/{name}");
