@@ -65,17 +65,7 @@ impl Core {
                     },
                 );
             }
-            ClientCmd::Closed { conn } => {
-                if let Some(c) = self.conns.remove(&conn)
-                    && let Some(fw) = c.framework
-                    && let Some(f) = self.frameworks.get_mut(&fw)
-                    && f.conn == Some(conn)
-                {
-                    tracing::info!(framework = %fw, "framework disconnected; its tasks keep running for its failover timeout");
-                    f.conn = None;
-                    f.disconnected_at = Some(self.clock.now());
-                }
-            }
+            ClientCmd::Closed { conn } => self.drop_conn(conn),
             ClientCmd::Message { conn, msg } => self.on_message(conn, msg).await,
         }
     }

@@ -325,11 +325,45 @@ impl Core {
 
     /// Queues an answer to a connection (dropped with a log line when its
     /// queue is full: status events are re-sent later anyway).
+    ///
+    /// A status event (re-sent until acknowledged) or an offers frame (the
+    /// next one replaces it) may be dropped; any other answer may not: a
+    /// client whose queue is too full to take one does not read its answers,
+    /// and its connection is closed, as the socket closes one that leaves
+    /// 16 MiB unread (docs/FRAMEWORK_API.md, "Flow control").
     pub(super) fn reply(&mut self, conn: u64, msg: ServerMessage) {
-        if let Some(c) = self.conns.get(&conn)
-            && let Err(e) = c.tx.try_send(msg)
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let droppable = matches!(&msg, ServerMessage::Status(e) if e.seq > 0)
+            || matches!(msg, ServerMessage::Offers(_));
+        match c.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) if !droppable => {
+                tracing::warn!(
+                    conn,
+                    "socket client left its answers unread (its queue is full); closing that connection"
+                );
+                self.drop_conn(conn);
+            }
+            Err(e) => {
+                tracing::debug!(conn, error = %e, "client queue full or closed; message dropped");
+            }
+        }
+    }
+
+    /// Forgets a connection (closing it, when the core holds the last
+    /// sender); a framework attached to it keeps its tasks for its failover
+    /// timeout.
+    pub(super) fn drop_conn(&mut self, conn: u64) {
+        if let Some(c) = self.conns.remove(&conn)
+            && let Some(fw) = c.framework
+            && let Some(f) = self.frameworks.get_mut(&fw)
+            && f.conn == Some(conn)
         {
-            tracing::debug!(conn, error = %e, "client queue full or closed; message dropped");
+            tracing::info!(framework = %fw, "framework disconnected; its tasks keep running for its failover timeout");
+            f.conn = None;
+            f.disconnected_at = Some(self.clock.now());
         }
     }
 }
