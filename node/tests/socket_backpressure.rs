@@ -158,11 +158,7 @@ fn a_client_that_never_reads_is_disconnected_and_others_are_served() {
     wait_for(
         "the node to log the disconnect",
         Duration::from_secs(20),
-        || {
-            node.log()
-                .contains("answers unread")
-                .then_some(())
-        },
+        || node.log().contains("answers unread").then_some(()),
     );
     // The node serves everyone else as before.
     assert!(node.nodes().is_some_and(|n| n.len() == 1));
