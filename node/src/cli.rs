@@ -230,8 +230,9 @@ pub struct AgentArgs {
 /// `agora run` flags.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// How many tasks (at least 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// How many tasks, 1 to 100000 (a framework's limit of unfinished
+    /// tasks).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
     /// CPUs per task, e.g. 0.5.
     #[arg(long, default_value = "0.1")]

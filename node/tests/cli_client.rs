@@ -111,12 +111,20 @@ fn run_wait_reports_a_node_that_stops_answering() {
 }
 
 #[test]
-fn run_refuses_count_zero() {
+fn run_refuses_count_zero_and_counts_past_the_task_limit() {
     let cluster = Cluster::start(1);
     let node = &cluster.nodes[0];
     let out = node.cli(&["run", "--count", "0", "--", "true"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "--count 0 was accepted: {stderr}");
+    assert!(stderr.contains("--count"), "{stderr}");
+    // Nor more than a framework may have unfinished (it built 4e9 specs).
+    let out = node.cli(&["run", "--count", "4000000000", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a huge --count was accepted: {stderr}"
+    );
     assert!(stderr.contains("--count"), "{stderr}");
     // Nothing reached the node.
     assert_eq!(node.ps().map(|rows| rows.len()), Some(0));
