@@ -2,30 +2,23 @@
 //! leases and status retries, and the bidder's placement, retry, confirm and
 //! give-up paths, asserting on exactly what each machine emits.
 
+mod units;
+
 use agora_protocol::auctioneer::{self, Auctioneer, Event as AEvent, Transmit};
 use agora_protocol::bidder::{self, Bidder, Event as BEvent};
 use agora_protocol::constraint::Attributes;
 use agora_protocol::fairness::{FairShares, FrameworkUsage};
-use agora_protocol::ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
+use agora_protocol::ids::{BidId, LeaseId, NodeId, TaskId};
 use agora_protocol::resources::{PortSet, Resources};
 use agora_protocol::task::{Command, Priority, TaskSpec, TaskState, TaskStatus};
 use agora_protocol::time::Instant;
 use agora_protocol::view::{ClusterView, NodeInfo};
 use agora_protocol::wire::*;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use units::{bidder_with, events, fw, ms, n, sent};
 
-fn n(s: &str) -> NodeId {
-    NodeId::new(s).unwrap()
-}
-fn fw(s: &str) -> FrameworkId {
-    FrameworkId::new(s).unwrap()
-}
-fn ms(v: u64) -> Instant {
-    Instant::from_millis(v)
-}
 fn spec(cpu: u64, mem: u64) -> TaskSpec {
     TaskSpec::new(
         "job",
@@ -562,24 +555,6 @@ fn view(nodes: &[(&str, u64, u64, u64)]) -> ClusterView {
         v.upsert(info);
     }
     v
-}
-
-fn bidder_with(config: bidder::Config) -> Bidder<ChaCha8Rng> {
-    Bidder::new(
-        n("home"),
-        fw("f@home"),
-        1,
-        config,
-        ChaCha8Rng::seed_from_u64(7),
-    )
-}
-
-fn sent(b: &mut Bidder<ChaCha8Rng>) -> Vec<Transmit> {
-    std::iter::from_fn(|| b.poll_transmit()).collect()
-}
-
-fn events(b: &mut Bidder<ChaCha8Rng>) -> Vec<BEvent> {
-    std::iter::from_fn(|| b.poll_event()).collect()
 }
 
 /// A one-candidate bidder that has submitted `s` and sent its first bid.

@@ -5,9 +5,11 @@
 //! could ever hold failing after the grace. Each asserts on what the bidder
 //! emits, on a virtual clock.
 
-use agora_protocol::bidder::{self, Bidder, Event as BEvent, Transmit};
+mod units;
+
+use agora_protocol::bidder::{self, Bidder, Event as BEvent};
 use agora_protocol::constraint::Attributes;
-use agora_protocol::ids::{FrameworkId, LeaseId, NodeId, TaskId};
+use agora_protocol::ids::{LeaseId, NodeId, TaskId};
 use agora_protocol::resources::Resources;
 use agora_protocol::task::{Command, TaskSpec, TaskState};
 use agora_protocol::time::Instant;
@@ -17,34 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-
-fn n(s: &str) -> NodeId {
-    NodeId::new(s).unwrap()
-}
-fn fw(s: &str) -> FrameworkId {
-    FrameworkId::new(s).unwrap()
-}
-fn ms(v: u64) -> Instant {
-    Instant::from_millis(v)
-}
-
-fn bidder_with(config: bidder::Config) -> Bidder<ChaCha8Rng> {
-    Bidder::new(
-        n("home"),
-        fw("f@home"),
-        1,
-        config,
-        ChaCha8Rng::seed_from_u64(7),
-    )
-}
-
-fn sent(b: &mut Bidder<ChaCha8Rng>) -> Vec<Transmit> {
-    std::iter::from_fn(|| b.poll_transmit()).collect()
-}
-
-fn events(b: &mut Bidder<ChaCha8Rng>) -> Vec<BEvent> {
-    std::iter::from_fn(|| b.poll_event()).collect()
-}
+use units::{bidder_with, events, fw, ms, n, sent};
 
 /// The reason of the first `failed` status the bidder reported.
 fn failure_reason(b: &mut Bidder<ChaCha8Rng>) -> String {
