@@ -19,7 +19,7 @@ use agora_protocol::task::{Command, Priority, TaskSpec, TaskState};
 use agora_protocol::wire::TaskQuery;
 use agora_protocol::wire::{
     ClientMessage, ErrorReply, ListTasks, LogStream, NodeRow, ReadLog, Register, ServerMessage,
-    StatusAck, Submit, TaskRow,
+    StatusAck, Submit, TaskPage,
 };
 use agora_protocol::{FrameworkId, NodeId, Resources, TaskId};
 use anyhow::{Context, bail};
@@ -341,16 +341,13 @@ pub async fn run(socket: &Path, timeout: Duration, args: RunArgs) -> anyhow::Res
 ///
 /// # Errors
 /// Connection problems.
-pub async fn list_tasks(
-    client: &mut Client,
-    query: TaskQuery,
-) -> anyhow::Result<(Vec<TaskRow>, u64)> {
+pub async fn list_tasks(client: &mut Client, query: TaskQuery) -> anyhow::Result<TaskPage> {
     let rid = query.request_id;
     client.send(&ClientMessage::ListTasks(query)).await?;
     let deadline = client.deadline();
     loop {
         match client.recv_by(deadline).await? {
-            ServerMessage::Tasks(t) if t.request_id == rid => return Ok((t.tasks, t.matched)),
+            ServerMessage::Tasks(t) if t.request_id == rid => return Ok(t),
             ServerMessage::Error(e) => bail!(error_text(&e)),
             _ => {}
         }
@@ -402,7 +399,11 @@ pub async fn ps(socket: &Path, timeout: Duration, args: PsArgs) -> anyhow::Resul
         ..TaskQuery::default()
     };
     let mut client = Client::connect_with_timeout(socket, timeout).await?;
-    let (rows, matched) = list_tasks(&mut client, query).await?;
+    let page = list_tasks(&mut client, query).await?;
+    let (rows, matched) = (page.tasks, page.matched);
+    if let Some(note) = crate::surface::unreachable_note(&page.unreachable) {
+        eprintln!("note: {note}");
+    }
     if matched > rows.len() as u64 {
         eprintln!(
             "showing {} of {matched} matching tasks (the first in task order); narrow the \
@@ -566,23 +567,24 @@ pub async fn logs(socket: &Path, timeout: Duration, args: LogsArgs) -> anyhow::R
 pub async fn kill(socket: &Path, timeout: Duration, args: KillArgs) -> anyhow::Result<i32> {
     let task =
         TaskId::new(&args.task).with_context(|| format!("{:?} is not a task id", args.task))?;
+    // No register: an unregistered connection kills as the operator, and
+    // `agora kill` needs no framework of its own.
     let mut client = Client::connect_with_timeout(socket, timeout).await?;
-    register_cli(&mut client).await?;
-    // Look first: for a task homed on another node, the node passes the kill
-    // to every live node without learning whether any of them has the task.
+    // Look first, to answer at once for a task that ended or that no node
+    // knows (the node's own look-up answers the same, with the error).
     let only = TaskQuery {
         task_id: Some(task.clone()),
         ..TaskQuery::all(2)
     };
-    let (rows, _) = list_tasks(&mut client, only).await?;
-    match rows.first() {
+    let page = list_tasks(&mut client, only).await?;
+    match page.tasks.first() {
         Some(row) if row.state.is_terminal() => {
             bail!("task {task} has already ended ({})", row.state)
         }
-        None => bail!(
-            "no live node knows task {task}; `agora ps` lists the tasks (a task whose home \
-             node is down cannot be reached)"
-        ),
+        None => match crate::surface::unreachable_note(&page.unreachable) {
+            Some(note) => bail!("no node that answered knows task {task} ({note})"),
+            None => bail!("no node knows task {task}; `agora ps` lists the tasks"),
+        },
         _ => {}
     }
     client

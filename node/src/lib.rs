@@ -23,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod p2p;
 pub mod socket;
+pub mod surface;
 
 use anyhow::Context;
 use clap::Parser;

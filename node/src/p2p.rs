@@ -1,6 +1,6 @@
 //! Node-to-node messages over libp2p: TCP, then a private network keyed by
 //! the cluster key (pnet), then noise (each node's ed25519 identity) and
-//! yamux, carrying request-response streams of protocol `/agora/peer/2`
+//! yamux, carrying request-response streams of protocol `/agora/peer/3`
 //! (`agora_protocol::wire::PEER_PROTOCOL_NAME`).
 //!
 //! Every protocol message is one-way, so each is sent as a request whose

@@ -124,7 +124,45 @@ string_id!(
     TaskId
 );
 
+impl FrameworkId {
+    /// The id of a framework homed on `home`: `NAME-NONCE@HOME`, the form
+    /// every node gives the frameworks it registers. `name` must be made of
+    /// letters, digits, `_` and `-` (no `@`), so that [`FrameworkId::home`]
+    /// finds the home again.
+    ///
+    /// # Errors
+    /// [`IdError`] when the result is not a valid id (too long, a bad
+    /// character in `name`).
+    pub fn homed(name: &str, nonce: u32, home: &NodeId) -> Result<Self, IdError> {
+        if name.contains('@') {
+            return Err(IdError::BadChar {
+                id: name.to_string(),
+                ch: '@',
+            });
+        }
+        Self::new(format!("{name}-{nonce:08x}@{home}"))
+    }
+
+    /// The node this framework is homed on, for an id made by
+    /// [`FrameworkId::homed`] (everything after the first `@`).
+    pub fn home(&self) -> Option<NodeId> {
+        let (_, home) = self.0.split_once('@')?;
+        NodeId::new(home).ok()
+    }
+}
+
 impl TaskId {
+    /// The home node of the framework that made this id, when the id names
+    /// it ([`FrameworkId::homed`] ids that were not cut to fit). An id of
+    /// the greatest length may have been cut, and a cut could leave a
+    /// prefix of the home's id that names another node: None for those.
+    pub fn home(&self) -> Option<NodeId> {
+        if self.0.len() >= MAX_ID_LEN {
+            return None;
+        }
+        FrameworkId::new(self.framework_part()).ok()?.home()
+    }
+
     /// The id of the `seq`-th task of `framework`.
     pub fn for_framework(framework: &FrameworkId, seq: u64) -> Self {
         // A framework id is at most MAX_ID_LEN; keep the result within bounds.
@@ -190,6 +228,24 @@ number_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn homes_are_found_again_unless_cut() {
+        let home = NodeId::new("node-7").unwrap();
+        let fw = FrameworkId::homed("batch", 0xab, &home).unwrap();
+        assert_eq!(fw.as_str(), "batch-000000ab@node-7");
+        assert_eq!(fw.home(), Some(home.clone()));
+        assert_eq!(TaskId::for_framework(&fw, 12).home(), Some(home));
+        assert!(FrameworkId::homed("a@b", 1, &NodeId::new("n").unwrap()).is_err());
+        assert_eq!(FrameworkId::new("plain").unwrap().home(), None);
+        // A framework id so long that its task ids are cut: the cut could
+        // leave "node-1" of "node-12345"; no home is claimed.
+        let long_home = NodeId::new(format!("node-{}", "1".repeat(MAX_ID_LEN - 30))).unwrap();
+        let fw = FrameworkId::homed(&"x".repeat(10), 1, &long_home).unwrap();
+        let t = TaskId::for_framework(&fw, 123_456);
+        assert!(t.is_of(&fw));
+        assert_eq!(t.home(), None);
+    }
 
     #[test]
     fn ids_are_validated_on_decode() {

@@ -21,8 +21,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// status updates carry the node's free vector, and a withdrawal gives back
 /// an awarded lease (a version-1 bidder would release it, a version-1
 /// auctioneer would keep it until it expired); nodes of different versions
-/// do not talk.
-pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/2";
+/// do not talk. Version 3 (2026-12-01): `ListTasks` carries the asker's
+/// [`TaskQuery`] (filters and limit applied by the answering node) and a
+/// `TaskList` says how many rows matched before its cut.
+pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/3";
 
 // ---------------------------------------------------------------- peers
 
@@ -323,15 +325,23 @@ pub struct TaskPage {
     /// How many tasks matched: more than `tasks` holds when the list was cut.
     #[serde(default)]
     pub matched: u64,
+    /// Nodes whose rows may be missing: live nodes that did not answer in
+    /// time, and dead nodes (the tasks they ran for frameworks homed on
+    /// them are known only to them).
+    #[serde(default)]
+    pub unreachable: Vec<NodeId>,
 }
 
-/// A node's answer to [`ListTasks`].
+/// A node's answer to a peer's `ListTasks` query: the rows it knows that
+/// match, in task order, cut to the query's limit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskList {
     /// From the request.
     pub request_id: u64,
     /// The tasks.
     pub tasks: Vec<TaskRow>,
+    /// How many of its rows matched before the cut.
+    pub matched: u64,
 }
 
 /// Everything one node says to another.
@@ -362,8 +372,8 @@ pub enum PeerMessage {
     LogRead(LogRead),
     /// Running node → reader.
     LogChunk(LogChunk),
-    /// Any node → any node.
-    ListTasks(ListTasks),
+    /// Any node → any node: the rows it knows that match.
+    ListTasks(TaskQuery),
     /// Answer to `ListTasks`.
     TaskList(TaskList),
     /// Bidder → auctioneer: cancel a bid. A held bid is answered with a

@@ -1,189 +1,210 @@
-//! The core of a running node: the node's [`Host`] (everything the node
-//! decides: auctioneer, bidders, view, liveness) and the IO it drives — the
-//! libp2p swarm, the executor, gossip — plus the framework sessions, the
-//! cross-node queries and the HTTP side, all owned by one task (see
-//! [`super::run_loop`]).
+//! The core of a running node: one synchronous, sans-IO machine that holds
+//! the node's [`Host`] (everything the node decides: auctioneer, bidders,
+//! view, liveness) and the node's own sub-machines: the framework
+//! [`Sessions`], the cross-node [`Queries`] and two [`Pacer`]s (the ledger
+//! to gossip, the HTTP snapshot). It reads no clock and does no IO: the
+//! driver ([`super::run_loop`]) feeds it inputs with the time (`handle_*`)
+//! and carries out what it asks for ([`Core::poll_output`]), waking it at
+//! [`Core::poll_timeout`].
 //!
-//! After every input the core drains the host ([`Core::drain`]): transmits
-//! go to libp2p, executor commands to the executor, events to frameworks,
-//! metrics and gossip. The core decides nothing the simulator would need to
-//! predict: routing, bid numbering, restarts and liveness are the host's.
-//! Following gossip is in [`super::membership`], messages from other nodes
-//! in `peers`, socket clients in `clients`, cross-node questions in
-//! [`super::queries`], the HTTP API's commands and snapshots in [`super::api`].
+//! Commands from framework connections and the HTTP API are handled in
+//! [`super::command`]; this file holds the inputs from gossip, other nodes
+//! and the executor, the periodic work, and the outputs.
 
 use super::frameworks::Framework;
-use super::queries::Queries;
-use crate::executor::{ExecEvent, Executor, Recovered};
-use crate::gossip::{Gossip, LocalState};
-use crate::p2p::P2p;
+use super::pacer::Pacer;
+use super::queries::{Out, Purpose, Queries, merge_rows};
+use super::sessions::Sessions;
+use crate::executor::{EndedTask, Recovered};
+use crate::http::Metrics;
+use crate::surface::{Asker, Reply};
+use agora_protocol::fairness::FrameworkUsage;
 use agora_protocol::host::{self, Host};
-use agora_protocol::wire::{ServerMessage, TaskRow};
-use agora_protocol::{FrameworkId, Instant, NodeId};
+use agora_protocol::resources::Resources;
+use agora_protocol::task::TaskStatus;
+use agora_protocol::view::NodeInfo;
+use agora_protocol::wire::{ErrorCode, LogChunk, LogRead, PeerMessage, TaskPage, TaskRow};
+use agora_protocol::{FrameworkId, Instant, NodeId, offers};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
-/// Converts between tokio's clock and the protocol's microseconds.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    start: tokio::time::Instant,
-}
-
-impl Clock {
-    /// A clock whose epoch is now.
-    pub fn new() -> Self {
-        Clock {
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Now, for the protocol.
-    pub fn now(&self) -> Instant {
-        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        Instant::from_micros(micros)
-    }
-
-    /// A protocol instant as a tokio instant (far future for MAX).
-    pub fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
-        let capped = t.as_micros().min(86_400_000_000 * 365);
-        self.start + Duration::from_micros(capped)
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// One socket connection as the core sees it.
-#[derive(Debug)]
-pub struct Conn {
-    /// Where answers go.
-    pub tx: mpsc::Sender<ServerMessage>,
-    /// The framework it registered, if any.
-    pub framework: Option<FrameworkId>,
-    /// Subscribed to offers.
-    pub offers: bool,
-    /// When it was last sent offers.
-    pub offers_sent: Option<Instant>,
-    /// The view changed since it was last sent offers.
-    pub offers_stale: bool,
-}
-
-/// Periodic work interval.
+/// Periodic work interval (status re-sends, failover, offers).
 pub const TICK: Duration = Duration::from_millis(250);
-/// Most task rows sent to a peer in one `TaskList`.
-pub const MAX_PEER_ROWS: usize = 10_000;
-/// Least time between two gossip publishes.
+/// Least time between two gossip publishes of the ledger.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// Least time between two HTTP snapshots.
+pub const PUBLISH_API_EVERY: Duration = Duration::from_millis(200);
+/// An HTTP snapshot is republished at least this often (counters, ages).
+pub const REFRESH_API_EVERY: Duration = Duration::from_secs(2);
+/// The internal HTTP framework's failover timeout (it never disconnects).
+const HTTP_FAILOVER: Duration = Duration::from_secs(3600);
+/// Placement latencies kept for the logs.
+const LATENCIES: usize = 10_000;
+
+/// The node's ledger, to publish in gossip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ledger {
+    /// Capacity.
+    pub total: Resources,
+    /// What is free.
+    pub free: Resources,
+    /// The ledger's version.
+    pub version: u64,
+    /// What each framework holds here.
+    pub allocations: BTreeMap<FrameworkId, FrameworkUsage>,
+}
+
+/// What the core asks the driver to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a message to another node (libp2p).
+    Transmit(host::Transmit),
+    /// Launch or kill a task (the executor).
+    Exec(host::Exec),
+    /// Read a log from this node's files; the chunk comes back through
+    /// [`Core::handle_local_log`] with `token`.
+    ReadLog {
+        /// Names the read.
+        token: u64,
+        /// What to read.
+        read: LogRead,
+    },
+    /// Publish this ledger in gossip.
+    Publish(Ledger),
+    /// Answer a socket connection or an HTTP request.
+    Reply {
+        /// Who asked.
+        to: Asker,
+        /// The answer.
+        reply: Reply,
+    },
+    /// Publish a new HTTP snapshot (the driver builds it from
+    /// [`Core::host`], [`Core::frameworks`] and its own counters).
+    PublishApi,
+}
+
+/// The HTTP API's side of the core.
+pub(super) struct ApiSide {
+    /// The internal "http" framework that places submitted tasks.
+    pub(super) framework: FrameworkId,
+    pacer: Pacer,
+    metrics: Option<Arc<Metrics>>,
+}
 
 /// The node's state. See the module documentation.
 pub struct Core {
     pub(super) me: NodeId,
-    pub(super) clock: Clock,
     /// Everything the node decides.
     pub(super) host: Host<ChaCha8Rng>,
-    /// The sessions of the frameworks homed here (their bidders are the
-    /// host's).
-    pub(super) frameworks: BTreeMap<FrameworkId, Framework>,
-    pub(super) conns: BTreeMap<u64, Conn>,
-    pub(super) p2p: P2p,
-    pub(super) executor: Executor,
-    pub(super) gossip: Gossip,
+    pub(super) sessions: Sessions,
     pub(super) queries: Queries,
-    /// The published state, minus the ledger fields.
-    pub(super) local_state: LocalState,
-    pub(super) publish_due: Option<Instant>,
-    pub(super) last_publish: Instant,
-    pub(super) next_tick: Instant,
-    /// The view changed since subscribers were last marked stale.
-    pub(super) offers_dirty: bool,
-    /// Placement latencies (bounded ring) for logs and metrics.
-    pub(super) latencies: VecDeque<Duration>,
-    /// Host counters already added to the metrics.
-    pub(super) counted: host::Stats,
-    /// The HTTP API's side, when `--http` is on.
-    pub(super) http: Option<super::api::HttpSide>,
+    ledger: Pacer,
+    pub(super) api: Option<ApiSide>,
+    next_tick: Instant,
+    latencies: VecDeque<Duration>,
+    counted: host::Stats,
+    pub(super) out: VecDeque<Output>,
 }
 
 impl Core {
-    /// Assembles a core.
-    pub fn new(
-        clock: Clock,
-        host: Host<ChaCha8Rng>,
-        p2p: P2p,
-        executor: Executor,
-        gossip: Gossip,
-        local_state: LocalState,
-    ) -> Self {
-        let now = clock.now();
+    /// A core for `host`, started at `now`.
+    pub fn new(host: Host<ChaCha8Rng>, now: Instant) -> Self {
         Core {
             me: host.node_id().clone(),
-            clock,
             host,
-            frameworks: BTreeMap::new(),
-            conns: BTreeMap::new(),
-            p2p,
-            executor,
-            gossip,
+            sessions: Sessions::default(),
             queries: Queries::default(),
-            local_state,
-            publish_due: None,
-            last_publish: now,
+            ledger: Pacer::new(PUBLISH_EVERY, None),
+            api: None,
             next_tick: now + TICK,
-            offers_dirty: true,
             latencies: VecDeque::new(),
             counted: host::Stats::default(),
-            http: None,
+            out: VecDeque::new(),
         }
     }
 
-    /// The next instant the loop must wake at.
-    pub fn poll_timeout(&self) -> Instant {
-        [
-            self.host.poll_timeout(),
-            self.publish_due,
-            self.api_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .fold(self.next_tick, Instant::min)
+    /// The node's host (for the driver's snapshots and shutdown).
+    pub fn host(&self) -> &Host<ChaCha8Rng> {
+        &self.host
     }
 
-    /// Runs every due timer.
-    pub fn on_timeout(&mut self) {
-        let now = self.clock.now();
-        if self.host.poll_timeout().is_some_and(|t| t <= now) {
-            self.host.handle_timeout(now);
-        }
-        if self.publish_due.is_some_and(|t| t <= now) {
-            self.publish_due = None;
-            self.publish(now);
-        }
-        self.maybe_publish_api(now);
-        if self.next_tick <= now {
-            self.next_tick = now + TICK;
-            self.tick(now);
+    /// The framework sessions kept here.
+    pub fn frameworks(&self) -> impl Iterator<Item = &Framework> {
+        self.sessions.frameworks()
+    }
+
+    /// Every task this node knows without asking, one row per task.
+    pub fn local_listing(&self) -> Vec<TaskRow> {
+        let mut rows = BTreeMap::new();
+        merge_rows(&mut rows, self.host.task_rows());
+        rows.into_values().collect()
+    }
+
+    /// The node's ledger as gossip publishes it.
+    pub fn ledger(&self) -> Ledger {
+        let a = self.host.auctioneer();
+        Ledger {
+            total: a.capacity(),
+            free: a.free(),
+            version: a.version(),
+            allocations: a.allocations(),
         }
     }
 
-    /// Every task this node knows: what it runs, what its frameworks placed,
-    /// and the history of frameworks it no longer holds.
-    pub(super) fn local_rows(&self) -> Vec<TaskRow> {
-        self.host.task_rows()
+    /// The internal HTTP framework, when the HTTP API is on.
+    pub fn http_framework(&self) -> Option<&FrameworkId> {
+        self.api.as_ref().map(|a| &a.framework)
     }
 
-    // ------------------------------------------------------------ executor
+    /// Turns the HTTP side on: registers the internal "http" framework
+    /// (never failed over, never forgotten) and counts into `metrics`.
+    ///
+    /// # Errors
+    /// The framework cannot be registered (this run of the node handed out
+    /// every bid range).
+    pub fn enable_http(
+        &mut self,
+        now: Instant,
+        metrics: Option<Arc<Metrics>>,
+    ) -> anyhow::Result<()> {
+        let id = FrameworkId::homed("http", rand::random::<u32>(), &self.me)
+            .map_err(|e| anyhow::anyhow!("cannot name the internal http framework: {e}"))?;
+        self.host
+            .add_framework(id.clone(), 1, rand::make_rng())
+            .map_err(|e| anyhow::anyhow!("cannot register the internal http framework: {e}"))?;
+        let f = Framework::new(
+            id.clone(),
+            "http".into(),
+            String::new(),
+            1,
+            HTTP_FAILOVER,
+            None,
+        );
+        self.sessions.insert(f);
+        tracing::info!(framework = %id, "internal http framework registered");
+        self.api = Some(ApiSide {
+            framework: id,
+            pacer: Pacer::new(PUBLISH_API_EVERY, Some(REFRESH_API_EVERY)),
+            metrics,
+        });
+        self.pump(now);
+        Ok(())
+    }
+
+    /// The metrics, when the HTTP API is on.
+    fn metrics(&self) -> Option<&Metrics> {
+        self.api.as_ref()?.metrics.as_deref()
+    }
+
+    // ------------------------------------------------------------ inputs
 
     /// Re-adopts recovered tasks, reports those that ended while down, and
-    /// keeps the rows of tasks that ended before the restart (the executor's
-    /// history, until its garbage collector removes them).
-    pub fn recover(&mut self, recovered: Vec<Recovered>) {
-        let now = self.clock.now();
-        for e in self.executor.history() {
+    /// keeps the rows of tasks that ended before the restart (the
+    /// executor's history, until its garbage collector removes them).
+    pub fn recover(&mut self, now: Instant, history: Vec<EndedTask>, recovered: Vec<Recovered>) {
+        for e in history {
             self.host.remember_ended(TaskRow {
                 task_id: e.request.task_id,
                 name: e.request.spec.name,
@@ -209,45 +230,192 @@ impl Core {
                 }
             }
         }
+        self.pump(now);
+    }
+
+    /// The members gossip sees (this node excluded).
+    pub fn handle_members(&mut self, now: Instant, members: Vec<NodeInfo>) {
+        if self.host.handle_members(now, members) {
+            self.sessions.view_changed();
+        }
+        self.api_dirty();
+        self.pump(now);
+    }
+
+    /// A message from another node.
+    pub fn handle_peer(&mut self, now: Instant, from: NodeId, msg: PeerMessage) {
+        match self.host.handle_peer(now, from.clone(), msg) {
+            None => {}
+            Some(PeerMessage::LogRead(r)) => {
+                if let Err(e) = self.queries.read_for_peer(from, r) {
+                    tracing::warn!(error = %e, "a peer's log read was not answered");
+                }
+            }
+            Some(PeerMessage::LogChunk(c)) => self.queries.on_log_chunk(&from, c),
+            Some(PeerMessage::TaskList(t)) => self.queries.on_task_list(&from, t),
+            Some(other) => {
+                tracing::debug!(%from, kind = other.kind(), "the host handed back a message it decides on; dropped");
+            }
+        }
+        self.pump(now);
     }
 
     /// A task's state changed on this node.
-    pub fn on_exec(&mut self, ev: ExecEvent) {
-        let now = self.clock.now();
-        let ExecEvent::Status { request, status } = ev;
-        self.host.handle_exec(now, status, Some(&request));
+    pub fn handle_exec(&mut self, now: Instant, launch: &host::Launch, status: TaskStatus) {
+        self.host.handle_exec(now, status, Some(launch));
+        self.pump(now);
     }
 
-    // ------------------------------------------------------------ draining
+    /// A log read from this node's files finished.
+    pub fn handle_local_log(&mut self, now: Instant, token: u64, chunk: LogChunk) {
+        self.queries.on_local_log(now, token, chunk);
+        self.pump(now);
+    }
 
-    /// Carries out everything the host asked for.
-    pub async fn drain(&mut self) {
-        let now = self.clock.now();
-        let mut moved = false;
-        while let Some(t) = self.host.poll_transmit() {
-            moved = true;
-            self.p2p.send(&t.to, t.msg);
+    /// A socket connection opened.
+    pub fn handle_open(&mut self, conn: u64) {
+        self.sessions.open(conn);
+    }
+
+    /// A socket connection closed (or the driver closed it).
+    pub fn handle_closed(&mut self, now: Instant, conn: u64) {
+        if let Some(fw) = self.sessions.close(now, conn) {
+            tracing::info!(framework = %fw, "framework disconnected; its tasks keep running for its failover timeout");
         }
-        while let Some(e) = self.host.poll_exec() {
-            moved = true;
-            match e {
-                host::Exec::Launch(l) => {
-                    tracing::debug!(task = %l.task_id, "launching");
-                    self.executor.launch(l);
-                }
-                host::Exec::Kill { task_id, grace } => {
-                    tracing::debug!(task = %task_id, "killing");
-                    self.executor.kill(&task_id, grace);
-                }
+        self.api_dirty();
+    }
+
+    /// Stops awarding (shutdown).
+    pub fn handle_drain(&mut self, now: Instant) {
+        self.host.drain(now);
+        self.pump(now);
+    }
+
+    /// The next instant the driver must call [`Core::handle_timeout`].
+    pub fn poll_timeout(&self) -> Instant {
+        [
+            self.host.poll_timeout(),
+            self.queries.poll_timeout(),
+            self.ledger.poll_timeout(),
+            self.api.as_ref().and_then(|a| a.pacer.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_tick, Instant::min)
+    }
+
+    /// Runs every due timer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.host.poll_timeout().is_some_and(|t| t <= now) {
+            self.host.handle_timeout(now);
+        }
+        self.queries.handle_timeout(now);
+        if self.next_tick <= now {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+        self.pump(now);
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Status updates this node's auctioneer sent that their home nodes
+    /// have not acknowledged (shutdown waits a moment for them).
+    pub fn unacked_status_updates(&self) -> usize {
+        self.host.auctioneer().unacked_count()
+    }
+
+    // ------------------------------------------------------------ periodic
+
+    fn tick(&mut self, now: Instant) {
+        for (conn, e) in self.sessions.resends(now) {
+            self.reply(Asker::Conn(conn), Reply::Status(e));
+        }
+        for id in self.sessions.failovers(now) {
+            tracing::info!(framework = %id, "failover timeout passed; killing its unfinished tasks");
+            let active: Vec<_> = self
+                .host
+                .bidder(&id)
+                .map(|b| b.task_rows())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !r.state.is_terminal())
+                .map(|r| r.task_id)
+                .collect();
+            for t in active {
+                let _ = self.host.kill(now, Some(&id), &t);
             }
         }
-        while let Some(ev) = self.host.poll_event() {
+        let host = &self.host;
+        let idle = |fw: &FrameworkId| host.bidder(fw).is_none_or(|b| b.active_tasks() == 0);
+        for id in self.sessions.forget_idle(now, idle) {
+            tracing::info!(framework = %id, "framework forgotten; its task history is kept");
+            self.host.remove_framework(&id);
+        }
+        let due = self.sessions.offers_due(now);
+        if !due.is_empty() {
+            let list = offers::from_view(self.host.view(), 10_000);
+            for conn in due {
+                self.reply(Asker::Conn(conn), Reply::Offers(list.clone()));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ outputs
+
+    /// Queues an answer.
+    pub(super) fn reply(&mut self, to: Asker, reply: Reply) {
+        self.out.push_back(Output::Reply { to, reply });
+    }
+
+    pub(super) fn api_dirty(&mut self) {
+        if let Some(a) = &mut self.api {
+            a.pacer.mark();
+        }
+    }
+
+    /// Moves everything the host and the queries produced into outputs,
+    /// and publishes what is due.
+    pub(super) fn pump(&mut self, now: Instant) {
+        let mut moved = false;
+        loop {
+            let mut any = false;
+            while let Some(t) = self.host.poll_transmit() {
+                any = true;
+                self.out.push_back(Output::Transmit(t));
+            }
+            while let Some(e) = self.host.poll_exec() {
+                any = true;
+                self.out.push_back(Output::Exec(e));
+            }
+            while let Some(ev) = self.host.poll_event() {
+                any = true;
+                self.on_host_event(now, ev);
+            }
+            while let Some(o) = self.queries.poll() {
+                any = true;
+                self.on_query_out(now, o);
+            }
+            if !any {
+                break;
+            }
             moved = true;
-            self.on_host_event(now, ev);
         }
         self.count_host_stats();
         if moved {
             self.api_dirty();
+        }
+        if self.ledger.take_due(now) {
+            let l = self.ledger();
+            self.out.push_back(Output::Publish(l));
+        }
+        if let Some(a) = &mut self.api
+            && a.pacer.take_due(now)
+        {
+            self.out.push_back(Output::PublishApi);
         }
     }
 
@@ -258,17 +426,15 @@ impl Core {
                 name,
                 status,
             } => {
-                if self.http.as_ref().is_some_and(|h| h.framework == framework) {
-                    // The internal http framework has no connection to
-                    // tell: its tasks are read from the host.
+                if self.http_framework() == Some(&framework) {
+                    // The internal framework has no connection to tell:
+                    // its tasks are read from the host.
                     return;
                 }
-                let Some(f) = self.frameworks.get_mut(&framework) else {
-                    return;
-                };
-                let event = f.push_status(now, name, status);
-                if let Some(conn) = f.conn {
-                    self.reply(conn, ServerMessage::Status(event));
+                if let Some((Some(conn), e)) =
+                    self.sessions.push_status(now, &framework, name, status)
+                {
+                    self.reply(Asker::Conn(conn), Reply::Status(e));
                 }
             }
             host::Event::Placed {
@@ -280,8 +446,8 @@ impl Core {
             } => {
                 tracing::debug!(task = %task_id, %node, ?latency, attempts, "placed");
                 // The bidder counted the award in the view: offers change.
-                self.offers_dirty = true;
-                if self.latencies.len() >= 10_000 {
+                self.sessions.view_changed();
+                if self.latencies.len() >= LATENCIES {
                     self.latencies.pop_front();
                 }
                 self.latencies.push_back(latency);
@@ -290,28 +456,139 @@ impl Core {
                 }
             }
             host::Event::LedgerChanged { .. } => {
-                self.offers_dirty = true;
-                self.schedule_publish(now);
+                self.sessions.view_changed();
+                self.ledger.mark();
             }
             host::Event::StatusUndeliverable { task_id, home } => {
                 tracing::warn!(task = %task_id, %home, "gave up delivering a status update to the task's home node");
             }
             host::Event::NodeAlive(node) => {
-                self.offers_dirty = true;
+                self.sessions.view_changed();
                 tracing::info!(%node, "node is alive");
             }
             host::Event::NodeDead(node) => {
-                self.offers_dirty = true;
+                self.sessions.view_changed();
                 tracing::warn!(%node, "node declared dead; its tasks are lost");
             }
             host::Event::NodeRevived { node, kills } => {
-                self.offers_dirty = true;
+                self.sessions.view_changed();
                 tracing::warn!(%node, kills, "node declared dead is back; killing the tasks reported lost there");
             }
         }
     }
 
-    /// Adds what the host counted since the last drain to the metrics.
+    fn on_query_out(&mut self, now: Instant, o: Out) {
+        match o {
+            Out::Send { to, msg } => self
+                .out
+                .push_back(Output::Transmit(host::Transmit { to, msg })),
+            Out::ReadLocal { token, read } => self.out.push_back(Output::ReadLog { token, read }),
+            Out::PeerLog { to, chunk } => self.out.push_back(Output::Transmit(host::Transmit {
+                to,
+                msg: PeerMessage::LogChunk(chunk),
+            })),
+            Out::Log { asker, chunk } => self.reply(asker, Reply::Log(chunk)),
+            Out::Listed {
+                asker,
+                purpose,
+                query,
+                rows,
+                matched,
+                unreachable,
+            } => self.listed(now, asker, purpose, query, rows, matched, unreachable),
+        }
+    }
+
+    /// A listing finished: answer what it was for.
+    #[allow(clippy::too_many_arguments)]
+    fn listed(
+        &mut self,
+        now: Instant,
+        asker: Asker,
+        purpose: Purpose,
+        query: agora_protocol::wire::TaskQuery,
+        rows: BTreeMap<agora_protocol::TaskId, TaskRow>,
+        matched: u64,
+        unreachable: Vec<NodeId>,
+    ) {
+        match purpose {
+            Purpose::Page => {
+                let (tasks, _) = query.page(rows.into_values());
+                self.reply(
+                    asker,
+                    Reply::Tasks(TaskPage {
+                        request_id: query.request_id,
+                        matched: matched.max(tasks.len() as u64),
+                        tasks,
+                        unreachable,
+                    }),
+                );
+            }
+            Purpose::Get(id) => {
+                let row = rows.get(&id).cloned();
+                self.reply(asker, Reply::Task(row));
+            }
+            Purpose::Kill { task_id, caller } => {
+                let answer = match rows.get(&task_id) {
+                    Some(row) if row.state.is_terminal() => Err(host::Refused::new(
+                        ErrorCode::UnknownTask,
+                        format!("task {task_id} has already ended ({})", row.state),
+                    )),
+                    Some(row) => match &row.node {
+                        Some(node) => {
+                            let node = node.clone();
+                            self.host.kill_on(now, caller.as_ref(), &task_id, &node)
+                        }
+                        None => self.host.kill(now, caller.as_ref(), &task_id),
+                    },
+                    None => Err(host::Refused::new(
+                        ErrorCode::UnknownTask,
+                        unknown_task(&task_id, &unreachable),
+                    )),
+                };
+                let reply = match answer {
+                    Ok(_) => Reply::KillSent(task_id),
+                    Err(e) => Reply::error(e.code, e.message, None),
+                };
+                self.reply(asker, reply);
+            }
+            Purpose::Log(read) => {
+                let node = rows
+                    .get(&read.task_id)
+                    .and_then(|r| r.node.clone())
+                    .filter(|n| *n != self.me);
+                let task = read.task_id.clone();
+                let request_id = read.request_id;
+                let offset = read.offset;
+                let failed = match node {
+                    Some(n) => self
+                        .queries
+                        .read_remote(now, asker, read, n)
+                        .err()
+                        .map(|e| e.to_string()),
+                    None if rows.contains_key(&task) => Some(format!(
+                        "task {task} has not started on any node yet, or its log is gone"
+                    )),
+                    None => Some(unknown_task(&task, &unreachable)),
+                };
+                if let Some(error) = failed {
+                    self.reply(
+                        asker,
+                        Reply::Log(LogChunk {
+                            request_id,
+                            task_id: task,
+                            data: Vec::new(),
+                            next_offset: offset,
+                            eof: false,
+                            error: Some(error),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Adds what the host counted since the last pump to the metrics.
     fn count_host_stats(&mut self) {
         let s = self.host.stats();
         let c = self.counted;
@@ -322,64 +599,15 @@ impl Core {
         }
         self.counted = s;
     }
+}
 
-    /// Queues an answer to a connection (dropped with a log line when its
-    /// queue is full: status events are re-sent later anyway).
-    ///
-    /// A status event (re-sent until acknowledged) or an offers frame (the
-    /// next one replaces it) may be dropped; any other answer may not: a
-    /// client whose queue is too full to take one does not read its answers,
-    /// and its connection is closed, as the socket closes one that leaves
-    /// 16 MiB unread (docs/FRAMEWORK_API.md, "Flow control").
-    pub(super) fn reply(&mut self, conn: u64, msg: ServerMessage) {
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        let droppable = matches!(&msg, ServerMessage::Status(e) if e.seq > 0)
-            || matches!(msg, ServerMessage::Offers(_));
-        match c.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) if !droppable => {
-                tracing::warn!(
-                    conn,
-                    "socket client left its answers unread (its queue is full); closing that connection"
-                );
-                self.drop_conn(conn);
-            }
-            Err(e) => {
-                tracing::debug!(conn, error = %e, "client queue full or closed; message dropped");
-            }
-        }
-    }
-
-    /// Forgets a connection (closing it, when the core holds the last
-    /// sender); a framework attached to it keeps its tasks for its failover
-    /// timeout.
-    pub(super) fn drop_conn(&mut self, conn: u64) {
-        if let Some(c) = self.conns.remove(&conn)
-            && let Some(fw) = c.framework
-            && let Some(f) = self.frameworks.get_mut(&fw)
-            && f.conn == Some(conn)
-        {
-            tracing::info!(framework = %fw, "framework disconnected; its tasks keep running for its failover timeout");
-            f.conn = None;
-            f.disconnected_at = Some(self.clock.now());
-        }
+/// "No node knows this task", saying which nodes could not be asked.
+pub(super) fn unknown_task(task: &agora_protocol::TaskId, unreachable: &[NodeId]) -> String {
+    match crate::surface::unreachable_note(unreachable) {
+        Some(note) => format!("no node that answered knows task {task} ({note})"),
+        None => format!("no node knows task {task}; check the id with `agora ps`"),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_round_trips() {
-        let c = Clock::new();
-        let t = Instant::from_millis(1500);
-        assert_eq!(
-            c.to_tokio(t) - c.to_tokio(Instant::ZERO),
-            Duration::from_millis(1500)
-        );
-        assert!(c.to_tokio(Instant::MAX) > c.to_tokio(t));
-    }
-}
+mod tests;

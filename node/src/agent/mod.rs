@@ -2,11 +2,23 @@
 //!
 //! Start-up opens the data dir (identity, checkpoints), re-attaches the
 //! executor to tasks that survived a restart, starts libp2p, gossip and the
-//! framework socket, then hands everything to one task that owns every state
-//! machine and `select!`s over its inputs ([`run_loop`]): gossip snapshots,
-//! libp2p events, socket commands, executor events and the machines' next
-//! deadline, and the HTTP API's commands when `--http` is on ([`api`]).
-//! After each input the core carries out what its host asked for.
+//! framework socket, then runs one loop ([`run_loop`]) that `select!`s over
+//! its inputs: gossip snapshots, libp2p events, socket commands, the HTTP
+//! API's commands when `--http` is on, executor events, finished log reads
+//! and the core's next deadline.
+//!
+//! The pieces, none of which imports a file that imports it back:
+//! - [`core::Core`]: the node as one synchronous, sans-IO machine. It holds
+//!   the protocol's `Host` (every decision), the framework [`sessions`], the
+//!   cross-node [`queries`] and two [`pacer`]s, takes inputs with the time
+//!   (`handle_*`) and queues outputs ([`core::Output`]). Tested on a virtual
+//!   clock (core/tests.rs).
+//! - [`command`]: the one command surface (`crate::surface`) the socket and
+//!   the HTTP API share, answered in the core.
+//! - [`Driver`] (here): the IO. It feeds each input to the core and carries
+//!   out every output: libp2p sends, executor launches and kills, log reads
+//!   on a blocking thread, gossip publishes, replies to connections and HTTP
+//!   requests, HTTP snapshots ([`api`]). It decides nothing.
 //!
 //! SIGINT or SIGTERM: the auctioneer stops awarding, pending status updates
 //! get a moment to be delivered (up to 2 s), the executor detaches (tasks
@@ -17,31 +29,72 @@
 //! a node that stays down is declared dead as if it had crashed.
 
 pub mod api;
-mod clients;
+pub mod command;
 pub mod core;
 pub mod frameworks;
-mod membership;
-mod peers;
+pub mod pacer;
 pub mod queries;
+pub mod sessions;
 
 use crate::config::{AgentConfig, ensure_dir};
-use crate::executor::{ExecEvent, Executor, ExecutorConfig};
+use crate::executor::{ExecEvent, Executor, ExecutorConfig, LogReader};
 use crate::gossip::{ClusterKey, Gossip, GossipConfig, LocalState, Snapshot};
-use crate::http::{self, ApiCommand};
+use crate::http::{self, ApiRequest};
 use crate::p2p::{P2p, tcp_multiaddr};
 use crate::socket::{self, ClientCmd};
+use crate::surface::{Asker, Reply};
 use agora_protocol::host::{self, Host};
+use agora_protocol::view::NodeInfo;
+use agora_protocol::wire::{LogChunk, ServerMessage};
+use agora_protocol::{Instant, NodeId};
 use anyhow::Context;
-use core::{Clock, Core};
+use core::{Core, Output};
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Capacity of the executor's event channel.
 const EXEC_EVENTS: usize = 1024;
 /// Capacity of the socket → core channel.
 const CLIENT_CMDS: usize = 1024;
+/// Capacity of the channel of finished log reads (as many as queries may be
+/// open).
+const LOG_READS: usize = queries::MAX_QUERIES;
+
+/// Converts between tokio's clock and the protocol's microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Self {
+        Clock {
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Now, for the protocol.
+    pub fn now(&self) -> Instant {
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Instant::from_micros(micros)
+    }
+
+    /// A protocol instant as a tokio instant (far future for MAX).
+    pub fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
+        let capped = t.as_micros().min(86_400_000_000 * 365);
+        self.start + Duration::from_micros(capped)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Runs a node until SIGINT or SIGTERM.
 ///
@@ -60,7 +113,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0));
 
-    let (exec_tx, mut exec_rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
+    let (exec_tx, exec_rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
     let agora_exe = std::env::current_exe().context("cannot find the agora executable's path")?;
     let (executor, recovered) = Executor::open(
         ExecutorConfig {
@@ -117,10 +170,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (client_tx, client_rx) = mpsc::channel::<ClientCmd>(CLIENT_CMDS);
     let server = tokio::spawn(socket::serve(listener, me.clone(), client_tx));
 
-    let mut core = Core::new(clock, host, p2p, executor, gossip, local_state);
-    core.recover(recovered);
-    let (api_tx, api_rx) = mpsc::channel::<ApiCommand>(http::COMMAND_QUEUE);
+    let mut core = Core::new(host, clock.now());
+    core.recover(clock.now(), executor.history(), recovered);
+    let (api_tx, api_rx) = mpsc::channel::<ApiRequest>(http::COMMAND_QUEUE);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut http_side = None;
     let http_server = match &cfg.http {
         Some(hcfg) => {
             let listener = tokio::net::TcpListener::bind(hcfg.listen)
@@ -133,7 +187,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 })?;
             let (snap_tx, snap_rx) = watch::channel(Arc::new(http::ApiSnapshot::empty(me.clone())));
             let metrics = Arc::new(http::Metrics::new());
-            core.enable_http(snap_tx, metrics.clone(), cfg.cluster_id.clone())?;
+            core.enable_http(clock.now(), Some(metrics.clone()))?;
+            http_side = Some(api::HttpSide {
+                snap_tx,
+                metrics: metrics.clone(),
+                cell_id: cfg.cluster_id.clone(),
+            });
             let shutdown = async move {
                 let _ = http_stop_rx.await;
             };
@@ -152,7 +211,22 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             None
         }
     };
-    core.drain().await;
+    let (log_tx, log_rx) = mpsc::channel(LOG_READS);
+    let mut driver = Driver {
+        log_reader: executor.log_reader(),
+        core,
+        clock,
+        p2p,
+        executor,
+        gossip,
+        local_state,
+        conns: HashMap::new(),
+        http_waiting: HashMap::new(),
+        next_http: 0,
+        http: http_side,
+        log_tx,
+    };
+    driver.drive();
     tracing::info!(
         node = %me,
         gossip = %cfg.listen,
@@ -164,7 +238,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
 
     let stop = shutdown_signal();
-    run_loop(&mut core, snapshots, client_rx, api_rx, &mut exec_rx, stop).await;
+    let mut inputs = Inputs {
+        snapshots,
+        client_rx,
+        api_rx,
+        exec_rx,
+        log_rx,
+    };
+    run_loop(&mut driver, &mut inputs, stop).await;
 
     tracing::info!("shutting down: draining, leaving the cluster, detaching from tasks");
     server.abort();
@@ -179,26 +260,34 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             Err(_) => tracing::debug!("HTTP server still busy at shutdown; stopping it"),
         }
     }
-    core.host.drain(core.clock.now());
-    core.drain().await;
-    core.publish_now();
+    let now = driver.clock.now();
+    driver.core.handle_drain(now);
+    driver.drive();
+    driver.publish(driver.core.ledger());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while core.host.auctioneer().unacked_count() > 0 && tokio::time::Instant::now() < deadline {
-        let wake = core.clock.to_tokio(core.poll_timeout()).min(deadline);
+    while driver.core.unacked_status_updates() > 0 && tokio::time::Instant::now() < deadline {
+        let wake = driver
+            .clock
+            .to_tokio(driver.core.poll_timeout())
+            .min(deadline);
         tokio::select! {
-            ev = core.p2p.swarm.select_next_some() => {
-                if let Some((from, msg)) = core.p2p.on_event(ev) {
-                    core.on_peer(from, msg).await;
+            ev = driver.p2p.swarm.select_next_some() => {
+                if let Some((from, msg)) = driver.p2p.on_event(ev) {
+                    let now = driver.clock.now();
+                    driver.core.handle_peer(now, from, msg);
                 }
             }
-            Some(ev) = exec_rx.recv() => core.on_exec(ev),
-            () = tokio::time::sleep_until(wake) => core.on_timeout(),
+            Some(ev) = inputs.exec_rx.recv() => driver.on_exec(ev),
+            () = tokio::time::sleep_until(wake) => {
+                let now = driver.clock.now();
+                driver.core.handle_timeout(now);
+            }
         }
-        core.drain().await;
+        driver.drive();
     }
-    let Core {
+    let Driver {
         gossip, executor, ..
-    } = core;
+    } = driver;
     if executor.running() == 0 {
         gossip.leave().await;
     } else {
@@ -236,45 +325,258 @@ async fn shutdown_signal() {
     }
 }
 
-/// The node's one loop: every input goes to the core, then the core drains.
+/// The node's inputs.
+pub struct Inputs {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    client_rx: mpsc::Receiver<ClientCmd>,
+    api_rx: mpsc::Receiver<ApiRequest>,
+    exec_rx: mpsc::Receiver<ExecEvent>,
+    log_rx: mpsc::Receiver<(u64, LogChunk)>,
+}
+
+/// The IO around the core: it feeds the core every input with the time and
+/// carries out every output. It decides nothing.
+pub struct Driver {
+    core: Core,
+    clock: Clock,
+    p2p: P2p,
+    executor: Executor,
+    gossip: Gossip,
+    /// The published gossip state, minus the ledger the core gives.
+    local_state: LocalState,
+    /// Where each socket connection's answers go.
+    conns: HashMap<u64, mpsc::Sender<ServerMessage>>,
+    /// HTTP requests waiting for their reply.
+    http_waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    next_http: u64,
+    http: Option<api::HttpSide>,
+    log_reader: LogReader,
+    log_tx: mpsc::Sender<(u64, LogChunk)>,
+}
+
+impl Driver {
+    /// Carries out everything the core asked for.
+    fn drive(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Transmit(t) => self.p2p.send(&t.to, t.msg),
+                Output::Exec(host::Exec::Launch(l)) => {
+                    tracing::debug!(task = %l.task_id, "launching");
+                    self.executor.launch(l);
+                }
+                Output::Exec(host::Exec::Kill { task_id, grace }) => {
+                    tracing::debug!(task = %task_id, "killing");
+                    self.executor.kill(&task_id, grace);
+                }
+                Output::ReadLog { token, read } => {
+                    let reader = self.log_reader.clone();
+                    let tx = self.log_tx.clone();
+                    tokio::spawn(async move {
+                        let task = read.task_id.clone();
+                        let r = read.clone();
+                        let chunk = match tokio::task::spawn_blocking(move || {
+                            reader.read(&r.task_id, r.stream, r.offset, r.max_bytes)
+                        })
+                        .await
+                        {
+                            Ok(c) => c,
+                            Err(e) => LogChunk {
+                                request_id: 0,
+                                task_id: task,
+                                data: Vec::new(),
+                                next_offset: read.offset,
+                                eof: false,
+                                error: Some(format!("the log read failed: {e}")),
+                            },
+                        };
+                        let _ = tx.send((token, chunk)).await;
+                    });
+                }
+                Output::Publish(ledger) => self.publish(ledger),
+                Output::Reply { to, reply } => self.reply(to, reply),
+                Output::PublishApi => {
+                    if let Some(h) = &self.http {
+                        h.publish(&self.core, self.gossip.stats(), self.p2p.stats);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, ledger: core::Ledger) {
+        let mut state = self.local_state.clone();
+        state.total = ledger.total;
+        state.free = ledger.free;
+        state.version = ledger.version;
+        state.allocations = ledger.allocations;
+        self.gossip.publish(state);
+    }
+
+    /// Hands an answer to its connection or HTTP request. A status event
+    /// (re-sent until acknowledged) or an offers frame (the next one
+    /// replaces it) may be dropped when the connection's queue is full; any
+    /// other answer may not: a client whose queue is too full to take one
+    /// does not read its answers, and its connection is closed, as the
+    /// socket closes one that leaves 16 MiB unread (docs/FRAMEWORK_API.md,
+    /// "Flow control").
+    fn reply(&mut self, to: Asker, reply: Reply) {
+        match to {
+            Asker::Http(id) => {
+                if let Some(tx) = self.http_waiting.remove(&id) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Asker::Conn(conn) => {
+                let droppable = reply.droppable();
+                let Some(msg) = reply.into_server_message() else {
+                    return;
+                };
+                let Some(tx) = self.conns.get(&conn) else {
+                    return;
+                };
+                match tx.try_send(msg) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) if !droppable => {
+                        tracing::warn!(
+                            conn,
+                            "socket client left its answers unread (its queue is full); closing that connection"
+                        );
+                        self.conns.remove(&conn);
+                        let now = self.clock.now();
+                        self.core.handle_closed(now, conn);
+                    }
+                    Err(e) => {
+                        tracing::debug!(conn, error = %e, "client queue full or closed; message dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_exec(&mut self, ev: ExecEvent) {
+        let ExecEvent::Status { request, status } = ev;
+        let now = self.clock.now();
+        self.core.handle_exec(now, &request, status);
+    }
+
+    fn on_client(&mut self, cmd: ClientCmd) {
+        let now = self.clock.now();
+        match cmd {
+            ClientCmd::Open { conn, tx } => {
+                self.conns.insert(conn, tx);
+                self.core.handle_open(conn);
+            }
+            ClientCmd::Closed { conn } => {
+                self.conns.remove(&conn);
+                self.core.handle_closed(now, conn);
+            }
+            ClientCmd::Message { conn, msg } => {
+                self.core.handle_command(now, Asker::Conn(conn), msg.into());
+            }
+        }
+    }
+
+    fn on_api(&mut self, req: ApiRequest) {
+        // Requests whose HTTP side gave up are forgotten (their reply would
+        // go nowhere), so the table stays as small as what is in flight.
+        if self.http_waiting.len() >= http::COMMAND_QUEUE * 16 {
+            self.http_waiting.retain(|_, tx| !tx.is_closed());
+        }
+        self.next_http += 1;
+        let id = self.next_http;
+        self.http_waiting.insert(id, req.reply);
+        let now = self.clock.now();
+        self.core.handle_command(now, Asker::Http(id), req.command);
+    }
+
+    /// Hands a membership snapshot to the core (and peers' addresses to
+    /// libp2p).
+    fn on_snapshot(&mut self, snap: &Snapshot) {
+        let me: &NodeId = &self.core.me;
+        let mut members = Vec::with_capacity(snap.members.len());
+        for m in &snap.members {
+            if m.id == *me {
+                continue;
+            }
+            let Some(st) = &m.state else { continue };
+            self.p2p.set_peer(&m.id, &st.peer_id, &st.p2p_addr);
+            members.push(NodeInfo {
+                id: m.id.clone(),
+                addr: m.gossip_addr.to_string(),
+                total: st.total,
+                free: st.free,
+                version: st.version,
+                attrs: st.attrs.clone(),
+                alive: m.alive,
+                allocations: st.allocations.clone(),
+            });
+        }
+        let now = self.clock.now();
+        self.core.handle_members(now, members);
+    }
+}
+
+/// The node's one loop: every input goes to the core with the time, then
+/// the driver carries out what the core asked for.
 pub async fn run_loop(
-    core: &mut Core,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    mut client_rx: mpsc::Receiver<ClientCmd>,
-    mut api_rx: mpsc::Receiver<ApiCommand>,
-    exec_rx: &mut mpsc::Receiver<ExecEvent>,
+    d: &mut Driver,
+    inputs: &mut Inputs,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut gossip_open = true;
     {
-        let snap = snapshots.borrow_and_update().clone();
-        core.on_snapshot(&snap);
+        let snap = inputs.snapshots.borrow_and_update().clone();
+        d.on_snapshot(&snap);
+        d.drive();
     }
     loop {
-        let wake = core.clock.to_tokio(core.poll_timeout());
+        let wake = d.clock.to_tokio(d.core.poll_timeout());
         tokio::select! {
             () = &mut stop => return,
-            changed = snapshots.changed(), if gossip_open => {
+            changed = inputs.snapshots.changed(), if gossip_open => {
                 if changed.is_err() {
                     tracing::error!("gossip stopped; the node no longer sees the cluster");
                     gossip_open = false;
                 } else {
-                    let snap = snapshots.borrow_and_update().clone();
-                    core.on_snapshot(&snap);
-                    core.api_dirty();
+                    let snap = inputs.snapshots.borrow_and_update().clone();
+                    d.on_snapshot(&snap);
                 }
             }
-            ev = core.p2p.swarm.select_next_some() => {
-                if let Some((from, msg)) = core.p2p.on_event(ev) {
-                    core.on_peer(from, msg).await;
+            ev = d.p2p.swarm.select_next_some() => {
+                if let Some((from, msg)) = d.p2p.on_event(ev) {
+                    let now = d.clock.now();
+                    d.core.handle_peer(now, from, msg);
                 }
             }
-            Some(cmd) = client_rx.recv() => core.on_client(cmd).await,
-            Some(cmd) = api_rx.recv() => core.on_api(cmd).await,
-            Some(ev) = exec_rx.recv() => core.on_exec(ev),
-            () = tokio::time::sleep_until(wake) => core.on_timeout(),
+            Some(cmd) = inputs.client_rx.recv() => d.on_client(cmd),
+            Some(req) = inputs.api_rx.recv() => d.on_api(req),
+            Some(ev) = inputs.exec_rx.recv() => d.on_exec(ev),
+            Some((token, chunk)) = inputs.log_rx.recv() => {
+                let now = d.clock.now();
+                d.core.handle_local_log(now, token, chunk);
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let now = d.clock.now();
+                d.core.handle_timeout(now);
+            }
         }
-        core.drain().await;
+        d.drive();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_round_trips() {
+        let c = Clock::new();
+        let t = Instant::from_millis(1500);
+        assert_eq!(
+            c.to_tokio(t) - c.to_tokio(Instant::ZERO),
+            Duration::from_millis(1500)
+        );
+        assert!(c.to_tokio(Instant::MAX) > c.to_tokio(t));
     }
 }

@@ -1,122 +1,176 @@
-//! Questions a client asks that other nodes must answer: `list_tasks`
-//! (this node's tasks merged with every live peer's, ~2 s timeout, missing
-//! answers skipped) and `read_log` (from whichever node ran the task). Each
-//! gets an id local to this node, sent as the peer message's `request_id`;
-//! answers are matched back by id and sender. At most [`MAX_QUERIES`] are
-//! open at once. The asker is a socket connection or the HTTP API
-//! ([`TaskReply`], [`LogReply`]); both go through the same fan-out.
+//! Questions that other nodes, or this node's files, must answer: task
+//! listings and log reads. A sans-IO machine: the core starts a query with
+//! the rows it has and the nodes the host says to ask
+//! ([`agora_protocol::host::Host::list_targets`]), feeds it the answers and
+//! the clock, and takes what it produces with [`Queries::poll`]: messages
+//! to send, log files to read, and finished queries to answer.
+//!
+//! - A **listing** merges this node's rows with each asked node's answer
+//!   (each node applies the query's filters and limit itself); it finishes
+//!   when every asked node answered or after [`QUERY_TIMEOUT`], naming the
+//!   nodes that did not answer (and the dead ones) as `unreachable`.
+//!   What the listing was for ([`Purpose`]) goes back with it: a page for
+//!   the asker, one task's row, a kill or a log read that needed to find
+//!   the task first.
+//! - A **log read** reads the local files first when the task may have run
+//!   here, else asks the one node that ran it.
+//!
+//! Every query gets an id local to this node, sent as the peer message's
+//! `request_id`; answers are matched by id and sender. At most
+//! [`MAX_QUERIES`] are open at once; more are refused with `busy`.
 
-use crate::http::{CommandError, TaskListing};
-use agora_protocol::wire::{self, ErrorCode, LogStream, TaskPage, TaskRow};
-use agora_protocol::{Instant, NodeId, TaskId};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::surface::Asker;
+use agora_protocol::task::TaskState;
+use agora_protocol::wire::{LogChunk, LogRead, PeerMessage, TaskList, TaskQuery, TaskRow};
+use agora_protocol::{FrameworkId, Instant, NodeId, TaskId};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-/// Who waits for a task listing.
-#[derive(Debug)]
-pub enum TaskReply {
-    /// A socket connection's `list_tasks`.
-    Conn {
-        /// The asking connection.
-        conn: u64,
-        /// What it asked for.
-        query: wire::TaskQuery,
-    },
-    /// The HTTP API's cluster-wide list.
-    List(oneshot::Sender<TaskListing>),
-    /// The HTTP API's look-up of one task.
-    Get(TaskId, oneshot::Sender<Option<TaskRow>>),
-    /// The HTTP API's kill of a task homed elsewhere: sent once a node is
-    /// found that knows it unfinished.
-    Kill(TaskId, oneshot::Sender<Result<(), CommandError>>),
-}
-
-/// Who waits for a log chunk.
-#[derive(Debug)]
-pub enum LogReply {
-    /// A socket connection's `read_log`.
-    Conn {
-        /// The asking connection.
-        conn: u64,
-        /// The client's request id.
-        request_id: u64,
-    },
-    /// The HTTP API.
-    Api(oneshot::Sender<Result<LogChunk, CommandError>>),
-}
-
-/// How long a query waits for peers.
+/// How long a query waits for other nodes.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queries open at once.
 pub const MAX_QUERIES: usize = 1024;
-/// Most task rows returned to a client in one answer.
-pub const MAX_ROWS: usize = 2000;
 
-/// A `list_tasks` in progress.
-#[derive(Debug)]
-pub struct TaskQuery {
-    /// Who asked.
-    pub to: TaskReply,
-    /// Rows so far, by task.
-    pub rows: BTreeMap<TaskId, TaskRow>,
-    /// Peers not yet answered.
-    pub waiting: BTreeSet<NodeId>,
-    /// When to answer regardless.
-    pub deadline: Instant,
+/// What a listing is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A page of rows for the asker (socket `list_tasks`, HTTP list).
+    Page,
+    /// One task's row (HTTP `GET /api/v1/tasks/ID`).
+    Get(TaskId),
+    /// A kill of a task homed elsewhere: where does it run?
+    Kill {
+        /// The task.
+        task_id: TaskId,
+        /// The framework killing it (None: an operator).
+        caller: Option<FrameworkId>,
+    },
+    /// A log read of a task that did not run here: where did it run?
+    Log(LogRead),
 }
 
-/// A `read_log` in progress.
+/// What the machine asks the driver (through the core) to do.
+#[derive(Debug, PartialEq)]
+pub enum Out {
+    /// Send a message to a node.
+    Send {
+        /// The node.
+        to: NodeId,
+        /// The message.
+        msg: PeerMessage,
+    },
+    /// Read a log from this node's files; the answer goes to
+    /// [`Queries::on_local_log`] with `token`.
+    ReadLocal {
+        /// Names this read.
+        token: u64,
+        /// What to read.
+        read: LogRead,
+    },
+    /// A listing is complete (or timed out).
+    Listed {
+        /// Who asked.
+        asker: Asker,
+        /// What for.
+        purpose: Purpose,
+        /// The query (its request id and filters).
+        query: TaskQuery,
+        /// The merged rows, one per task.
+        rows: BTreeMap<TaskId, TaskRow>,
+        /// At least this many rows matched on the nodes that answered.
+        matched: u64,
+        /// Nodes whose rows may be missing.
+        unreachable: Vec<NodeId>,
+    },
+    /// A log read is complete (its `error` set when it failed). The chunk's
+    /// `request_id` is the asker's.
+    Log {
+        /// Who asked.
+        asker: Asker,
+        /// The chunk.
+        chunk: LogChunk,
+    },
+    /// A peer's log read answered from this node's files.
+    PeerLog {
+        /// The peer.
+        to: NodeId,
+        /// The chunk, with the peer's request id.
+        chunk: LogChunk,
+    },
+}
+
 #[derive(Debug)]
-pub struct LogQuery {
-    /// Who asked.
-    pub to: LogReply,
-    /// The task.
-    pub task_id: TaskId,
-    /// Which file.
-    pub stream: LogStream,
-    /// Peers not yet answered.
-    pub waiting: BTreeSet<NodeId>,
-    /// The last error heard.
-    pub last_error: Option<String>,
-    /// When to give up.
-    pub deadline: Instant,
+struct Listing {
+    asker: Asker,
+    purpose: Purpose,
+    query: TaskQuery,
+    rows: BTreeMap<TaskId, TaskRow>,
+    matched: u64,
+    waiting: BTreeSet<NodeId>,
+    dead: Vec<NodeId>,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+enum LogWait {
+    /// This node's files, for an asker: on an error, `then` says what next.
+    Local {
+        asker: Asker,
+        read: LogRead,
+        then: LocalMiss,
+    },
+    /// This node's files, for a peer.
+    ForPeer { to: NodeId, request_id: u64 },
+    /// Another node's files.
+    Remote {
+        asker: Asker,
+        read: LogRead,
+        node: NodeId,
+        deadline: Instant,
+    },
+}
+
+/// What a local log read does when this node has no such log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalMiss {
+    /// Answer the error.
+    Answer,
+    /// Find the node that ran the task (a listing to its home), then read
+    /// there.
+    Find {
+        /// The listing naming the task.
+        query: TaskQuery,
+        /// This node's rows of the task.
+        local: Vec<TaskRow>,
+        /// The nodes to ask.
+        ask: Vec<NodeId>,
+        /// Dead nodes that may know it.
+        dead: Vec<NodeId>,
+    },
 }
 
 /// Open queries.
 #[derive(Debug, Default)]
 pub struct Queries {
     next: u64,
-    /// Task listings.
-    pub tasks: BTreeMap<u64, TaskQuery>,
-    /// Log reads.
-    pub logs: BTreeMap<u64, LogQuery>,
+    listings: BTreeMap<u64, Listing>,
+    logs: BTreeMap<u64, LogWait>,
+    out: VecDeque<Out>,
 }
 
-impl Queries {
-    /// A fresh query id, or None when too many are open.
-    pub fn next_id(&mut self) -> Option<u64> {
-        if self.tasks.len() + self.logs.len() >= MAX_QUERIES {
-            return None;
-        }
-        self.next += 1;
-        Some(self.next)
-    }
-}
-
+/// Ranks a row: for each task, the most advanced state wins a merge.
 fn rank(row: &TaskRow) -> (u8, bool, bool) {
-    use agora_protocol::task::TaskState::*;
     let r = match row.state {
-        Staging => 0,
-        Starting => 1,
-        Running => 2,
-        Finished | Failed | Killed | Lost => 3,
+        TaskState::Staging => 0,
+        TaskState::Starting => 1,
+        TaskState::Running => 2,
+        TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost => 3,
     };
     (r, row.exit_code.is_some(), row.node.is_some())
 }
 
 /// Merges rows: for each task, the most advanced state wins.
-pub fn merge_rows(into: &mut BTreeMap<TaskId, TaskRow>, rows: Vec<TaskRow>) {
+pub fn merge_rows(into: &mut BTreeMap<TaskId, TaskRow>, rows: impl IntoIterator<Item = TaskRow>) {
     for row in rows {
         match into.get(&row.task_id) {
             Some(old) if rank(old) >= rank(&row) => {}
@@ -127,223 +181,548 @@ pub fn merge_rows(into: &mut BTreeMap<TaskId, TaskRow>, rows: Vec<TaskRow>) {
     }
 }
 
-use super::core::Core;
-use agora_protocol::wire::{
-    ListTasks, LogChunk, LogRead, MAX_LOG_CHUNK, PeerMessage, ReadLog, ServerMessage, TaskList,
-};
-
-impl Core {
-    pub(super) fn start_list_tasks(&mut self, to: TaskReply) {
-        let mut rows = BTreeMap::new();
-        merge_rows(&mut rows, self.local_rows());
-        let peers = self.host.live_peers();
-        let Some(qid) = self.queries.next_id().filter(|_| !peers.is_empty()) else {
-            return self.answer_tasks(to, rows, Vec::new());
-        };
-        for p in &peers {
-            self.p2p
-                .send(p, PeerMessage::ListTasks(ListTasks { request_id: qid }));
-        }
-        self.queries.tasks.insert(
-            qid,
-            TaskQuery {
-                to,
-                rows,
-                waiting: peers.into_iter().collect(),
-                deadline: self.clock.now() + QUERY_TIMEOUT,
-            },
-        );
+impl Queries {
+    /// Open queries.
+    pub fn open(&self) -> usize {
+        self.listings.len() + self.logs.len()
     }
 
-    /// Answers a finished (or timed-out) task listing.
-    pub(super) fn answer_tasks(
+    fn next_id(&mut self) -> Option<u64> {
+        if self.open() >= MAX_QUERIES {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next)
+    }
+
+    /// Starts a listing: `local` is this node's rows, `ask` the nodes to
+    /// ask, `dead` nodes whose rows are missing anyway. With nobody to ask
+    /// it finishes at once.
+    ///
+    /// # Errors
+    /// [`MAX_QUERIES`] are open (the asker should hear `busy`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn list(
         &mut self,
-        to: TaskReply,
-        rows: BTreeMap<TaskId, TaskRow>,
-        unreachable: Vec<NodeId>,
-    ) {
-        match to {
-            TaskReply::Conn { conn, query } => {
-                let (tasks, matched) = query.page(rows.into_values());
-                self.reply(
-                    conn,
-                    ServerMessage::Tasks(TaskPage {
-                        request_id: query.request_id,
-                        tasks,
-                        matched,
-                    }),
-                );
-            }
-            TaskReply::List(reply) => {
-                let tasks = rows.into_values().take(MAX_ROWS).collect();
-                let _ = reply.send(TaskListing { tasks, unreachable });
-            }
-            TaskReply::Get(id, reply) => {
-                let _ = reply.send(rows.get(&id).cloned());
-            }
-            TaskReply::Kill(id, reply) => match rows.get(&id) {
-                Some(row) if !row.state.is_terminal() => {
-                    let now = self.clock.now();
-                    let answer = self
-                        .host
-                        .kill(now, None, &id)
-                        .map(|_| ())
-                        .map_err(|e| CommandError::new(e.code, e.message));
-                    let _ = reply.send(answer);
-                }
-                Some(_) => {
-                    let _ = reply.send(Err(CommandError::new(
-                        ErrorCode::UnknownTask,
-                        format!("task {id} has already ended"),
-                    )));
-                }
-                None => {
-                    let _ = reply.send(Err(CommandError::new(
-                        ErrorCode::UnknownTask,
-                        format!("no live node knows task {id}"),
-                    )));
-                }
-            },
+        now: Instant,
+        asker: Asker,
+        purpose: Purpose,
+        query: TaskQuery,
+        local: Vec<TaskRow>,
+        ask: Vec<NodeId>,
+        dead: Vec<NodeId>,
+    ) -> Result<(), TooMany> {
+        let mut rows = BTreeMap::new();
+        merge_rows(&mut rows, local.into_iter().filter(|r| query.matches(r)));
+        let matched = rows.len() as u64;
+        if ask.is_empty() {
+            self.out.push_back(Out::Listed {
+                asker,
+                purpose,
+                query,
+                rows,
+                matched,
+                unreachable: dead,
+            });
+            return Ok(());
         }
-    }
-
-    /// A peer's answer to `ListTasks`.
-    pub(super) fn on_task_list(&mut self, from: NodeId, t: TaskList) {
-        let Some(q) = self.queries.tasks.get_mut(&t.request_id) else {
-            return;
-        };
-        if !q.waiting.remove(&from) {
-            return;
+        let id = self.next_id().ok_or(TooMany)?;
+        for to in &ask {
+            let mut q = query.clone();
+            q.request_id = id;
+            self.out.push_back(Out::Send {
+                to: to.clone(),
+                msg: PeerMessage::ListTasks(q),
+            });
         }
-        merge_rows(&mut q.rows, t.tasks);
-        if q.waiting.is_empty()
-            && let Some(q) = self.queries.tasks.remove(&t.request_id)
-        {
-            self.answer_tasks(q.to, q.rows, Vec::new());
-        }
-    }
-
-    /// Hands a log chunk (or its error) to whoever asked.
-    pub(super) fn answer_log(&mut self, to: LogReply, mut chunk: LogChunk) {
-        match to {
-            LogReply::Conn { conn, request_id } => {
-                chunk.request_id = request_id;
-                self.reply(conn, ServerMessage::Log(chunk));
-            }
-            LogReply::Api(reply) => {
-                let answer = match chunk.error.take() {
-                    Some(e) => Err(CommandError::new(ErrorCode::UnknownTask, e)),
-                    None => Ok(chunk),
-                };
-                let _ = reply.send(answer);
-            }
-        }
-    }
-
-    pub(super) async fn start_read_log(&mut self, to: LogReply, r: ReadLog) {
-        let max_bytes = r.max_bytes.min(MAX_LOG_CHUNK);
-        // Where did it run? Ask a local bidder first.
-        let node = self.host.status_of(&r.task_id).and_then(|(_, s)| s.node);
-        let local_first = node.as_ref().is_none_or(|n| *n == self.me);
-        if local_first {
-            let mut chunk = self
-                .executor
-                .read_log(&r.task_id, r.stream, r.offset, max_bytes)
-                .await;
-            if chunk.error.is_none() || node.is_some() {
-                chunk.request_id = r.request_id;
-                return self.answer_log(to, chunk);
-            }
-        }
-        let targets: Vec<NodeId> = match node {
-            Some(n) if n != self.me => vec![n],
-            _ => self.host.live_peers(),
-        };
-        let Some(qid) = self.queries.next_id().filter(|_| !targets.is_empty()) else {
-            return self.answer_log(
-                to,
-                LogChunk {
-                    request_id: r.request_id,
-                    task_id: r.task_id.clone(),
-                    data: Vec::new(),
-                    next_offset: r.offset,
-                    eof: true,
-                    error: Some(format!(
-                        "no live node knows task {}; check the id with `agora ps`",
-                        r.task_id
-                    )),
-                },
-            );
-        };
-        for n in &targets {
-            self.p2p.send(
-                n,
-                PeerMessage::LogRead(LogRead {
-                    request_id: qid,
-                    task_id: r.task_id.clone(),
-                    stream: r.stream,
-                    offset: r.offset,
-                    max_bytes,
-                }),
-            );
-        }
-        self.queries.logs.insert(
-            qid,
-            LogQuery {
-                to,
-                task_id: r.task_id,
-                stream: r.stream,
-                waiting: targets.into_iter().collect::<BTreeSet<_>>(),
-                last_error: None,
-                deadline: self.clock.now() + QUERY_TIMEOUT,
+        self.listings.insert(
+            id,
+            Listing {
+                asker,
+                purpose,
+                query,
+                rows,
+                matched,
+                waiting: ask.into_iter().collect(),
+                dead,
+                deadline: now + QUERY_TIMEOUT,
             },
         );
+        Ok(())
     }
 
-    /// A peer's answer to `LogRead`.
-    pub(super) fn on_log_chunk(&mut self, from: NodeId, c: LogChunk) {
-        let Some(q) = self.queries.logs.get_mut(&c.request_id) else {
+    /// A node's answer to a listing.
+    pub fn on_task_list(&mut self, from: &NodeId, t: TaskList) {
+        let Some(l) = self.listings.get_mut(&t.request_id) else {
             return;
         };
-        if !q.waiting.remove(&from) {
+        if !l.waiting.remove(from) {
             return;
         }
-        let done = c.error.is_none() || q.waiting.is_empty();
-        if c.error.is_some() {
-            q.last_error = c.error.clone();
+        let query = &l.query;
+        merge_rows(
+            &mut l.rows,
+            t.tasks.into_iter().filter(|r| query.matches(r)),
+        );
+        l.matched = l.matched.max(t.matched).max(l.rows.len() as u64);
+        if l.waiting.is_empty() {
+            self.finish_listing(t.request_id);
         }
-        if done && let Some(q) = self.queries.logs.remove(&c.request_id) {
-            self.answer_log(q.to, c);
+    }
+
+    fn finish_listing(&mut self, id: u64) {
+        let Some(l) = self.listings.remove(&id) else {
+            return;
+        };
+        let mut unreachable: Vec<NodeId> = l.waiting.into_iter().collect();
+        unreachable.extend(l.dead);
+        let matched = l.matched.max(l.rows.len() as u64);
+        self.out.push_back(Out::Listed {
+            asker: l.asker,
+            purpose: l.purpose,
+            query: l.query,
+            rows: l.rows,
+            matched,
+            unreachable,
+        });
+    }
+
+    /// Reads a log from this node's files for `asker`; `then` says what to
+    /// do if this node has no such log.
+    ///
+    /// # Errors
+    /// [`MAX_QUERIES`] are open.
+    pub fn read_local(
+        &mut self,
+        asker: Asker,
+        read: LogRead,
+        then: LocalMiss,
+    ) -> Result<(), TooMany> {
+        let token = self.next_id().ok_or(TooMany)?;
+        self.out.push_back(Out::ReadLocal {
+            token,
+            read: read.clone(),
+        });
+        self.logs
+            .insert(token, LogWait::Local { asker, read, then });
+        Ok(())
+    }
+
+    /// Reads a log from this node's files for a peer that asked.
+    ///
+    /// # Errors
+    /// [`MAX_QUERIES`] are open (the peer's read times out; it may retry).
+    pub fn read_for_peer(&mut self, from: NodeId, read: LogRead) -> Result<(), TooMany> {
+        let token = self.next_id().ok_or(TooMany)?;
+        let request_id = read.request_id;
+        self.out.push_back(Out::ReadLocal { token, read });
+        self.logs.insert(
+            token,
+            LogWait::ForPeer {
+                to: from,
+                request_id,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reads a log on the node that ran the task.
+    ///
+    /// # Errors
+    /// [`MAX_QUERIES`] are open.
+    pub fn read_remote(
+        &mut self,
+        now: Instant,
+        asker: Asker,
+        read: LogRead,
+        node: NodeId,
+    ) -> Result<(), TooMany> {
+        let id = self.next_id().ok_or(TooMany)?;
+        let mut r = read.clone();
+        r.request_id = id;
+        self.out.push_back(Out::Send {
+            to: node.clone(),
+            msg: PeerMessage::LogRead(r),
+        });
+        self.logs.insert(
+            id,
+            LogWait::Remote {
+                asker,
+                read,
+                node,
+                deadline: now + QUERY_TIMEOUT,
+            },
+        );
+        Ok(())
+    }
+
+    /// The answer of a local file read.
+    pub fn on_local_log(&mut self, now: Instant, token: u64, mut chunk: LogChunk) {
+        match self.logs.remove(&token) {
+            Some(LogWait::ForPeer { to, request_id }) => {
+                chunk.request_id = request_id;
+                self.out.push_back(Out::PeerLog { to, chunk });
+            }
+            Some(LogWait::Local { asker, read, then }) => match then {
+                LocalMiss::Find {
+                    query,
+                    local,
+                    ask,
+                    dead,
+                } if chunk.error.is_some() => {
+                    let purpose = Purpose::Log(read.clone());
+                    if self
+                        .list(now, asker, purpose, query, local, ask, dead)
+                        .is_err()
+                    {
+                        chunk.request_id = read.request_id;
+                        self.out.push_back(Out::Log { asker, chunk });
+                    }
+                }
+                _ => {
+                    chunk.request_id = read.request_id;
+                    self.out.push_back(Out::Log { asker, chunk });
+                }
+            },
+            Some(other) => {
+                self.logs.insert(token, other);
+            }
+            None => {}
         }
+    }
+
+    /// A node's answer to a log read this node sent.
+    pub fn on_log_chunk(&mut self, from: &NodeId, mut chunk: LogChunk) {
+        match self.logs.get(&chunk.request_id) {
+            Some(LogWait::Remote { node, .. }) if node == from => {}
+            _ => return,
+        }
+        if let Some(LogWait::Remote { asker, read, .. }) = self.logs.remove(&chunk.request_id) {
+            chunk.request_id = read.request_id;
+            self.out.push_back(Out::Log { asker, chunk });
+        }
+    }
+
+    /// When the next query times out.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let l = self.listings.values().map(|l| l.deadline).min();
+        let r = self
+            .logs
+            .values()
+            .filter_map(|w| match w {
+                LogWait::Remote { deadline, .. } => Some(*deadline),
+                _ => None,
+            })
+            .min();
+        l.into_iter().chain(r).min()
+    }
+
+    /// Finishes the queries whose time is up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .listings
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.finish_listing(id);
+        }
+        let late: Vec<u64> = self
+            .logs
+            .iter()
+            .filter(|(_, w)| matches!(w, LogWait::Remote { deadline, .. } if *deadline <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(LogWait::Remote {
+                asker, read, node, ..
+            }) = self.logs.remove(&id)
+            {
+                let chunk = LogChunk {
+                    request_id: read.request_id,
+                    task_id: read.task_id.clone(),
+                    data: Vec::new(),
+                    next_offset: read.offset,
+                    eof: false,
+                    error: Some(format!(
+                        "node {node}, which ran task {}, did not answer within {} s; retry",
+                        read.task_id,
+                        QUERY_TIMEOUT.as_secs()
+                    )),
+                };
+                self.out.push_back(Out::Log { asker, chunk });
+            }
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+}
+
+/// Too many queries are open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooMany;
+
+impl std::fmt::Display for TooMany {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this node has {MAX_QUERIES} listings and log reads open; retry in a few seconds"
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_protocol::task::TaskState;
-    use agora_protocol::{FrameworkId, Resources};
+    use agora_protocol::Resources;
+    use agora_protocol::wire::LogStream;
 
-    fn row(state: TaskState, exit: Option<i32>) -> TaskRow {
+    fn nid(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn row(id: &str, state: TaskState, node: Option<&str>) -> TaskRow {
         TaskRow {
-            task_id: TaskId::new("f.1").unwrap(),
+            task_id: TaskId::new(id).unwrap(),
             name: "j".into(),
             framework: FrameworkId::new("f").unwrap(),
             state,
-            node: None,
-            exit_code: exit,
+            node: node.map(nid),
+            exit_code: None,
             resources: Resources::ZERO,
             reason: None,
         }
     }
 
+    fn drain(q: &mut Queries) -> Vec<Out> {
+        std::iter::from_fn(|| q.poll()).collect()
+    }
+
     #[test]
     fn most_advanced_row_wins() {
         let mut m = BTreeMap::new();
-        merge_rows(&mut m, vec![row(TaskState::Running, None)]);
-        merge_rows(&mut m, vec![row(TaskState::Finished, Some(0))]);
-        merge_rows(&mut m, vec![row(TaskState::Starting, None)]);
+        merge_rows(&mut m, vec![row("f.1", TaskState::Running, None)]);
+        merge_rows(&mut m, vec![row("f.1", TaskState::Finished, Some("a"))]);
+        merge_rows(&mut m, vec![row("f.1", TaskState::Starting, None)]);
         assert_eq!(m.len(), 1);
         assert_eq!(m.values().next().unwrap().state, TaskState::Finished);
+    }
+
+    #[test]
+    fn a_listing_merges_answers_and_names_who_did_not_answer_in_time() {
+        let mut q = Queries::default();
+        let t0 = Instant::from_millis(1000);
+        q.list(
+            t0,
+            Asker::Conn(4),
+            Purpose::Page,
+            TaskQuery::all(77),
+            vec![row("f.1", TaskState::Running, Some("a"))],
+            vec![nid("b"), nid("c")],
+            vec![nid("d")],
+        )
+        .unwrap();
+        let sent = drain(&mut q);
+        assert_eq!(sent.len(), 2);
+        let Out::Send {
+            msg: PeerMessage::ListTasks(asked),
+            ..
+        } = &sent[0]
+        else {
+            panic!("{sent:?}")
+        };
+        let id = asked.request_id;
+        assert_ne!(id, 77, "peers get this node's query id");
+        // b answers; a stranger's answer and a repeat are ignored.
+        let answer = TaskList {
+            request_id: id,
+            tasks: vec![
+                row("f.1", TaskState::Finished, Some("a")),
+                row("f.2", TaskState::Running, Some("b")),
+            ],
+            matched: 5,
+        };
+        q.on_task_list(&nid("x"), answer.clone());
+        q.on_task_list(&nid("b"), answer.clone());
+        q.on_task_list(&nid("b"), answer);
+        assert!(drain(&mut q).is_empty(), "c has not answered yet");
+        assert_eq!(q.poll_timeout(), Some(t0 + QUERY_TIMEOUT));
+        q.handle_timeout(t0 + (QUERY_TIMEOUT - Duration::from_millis(1)));
+        assert!(drain(&mut q).is_empty());
+        q.handle_timeout(t0 + QUERY_TIMEOUT);
+        let done = drain(&mut q);
+        let [
+            Out::Listed {
+                asker,
+                query,
+                rows,
+                matched,
+                unreachable,
+                ..
+            },
+        ] = &done[..]
+        else {
+            panic!("{done:?}")
+        };
+        assert_eq!(*asker, Asker::Conn(4));
+        assert_eq!(query.request_id, 77, "the asker's own id comes back");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[&TaskId::new("f.1").unwrap()].state,
+            TaskState::Finished
+        );
+        assert_eq!(*matched, 5, "b said 5 matched before its cut");
+        assert_eq!(unreachable, &vec![nid("c"), nid("d")]);
+        assert_eq!(q.open(), 0);
+        assert_eq!(q.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_local_log_miss_finds_the_node_and_reads_there() {
+        let mut q = Queries::default();
+        let t = TaskId::new("f.3").unwrap();
+        let read = LogRead {
+            request_id: 9,
+            task_id: t.clone(),
+            stream: LogStream::Stdout,
+            offset: 0,
+            max_bytes: 100,
+        };
+        let find = TaskQuery {
+            task_id: Some(t.clone()),
+            ..TaskQuery::all(0)
+        };
+        q.read_local(
+            Asker::Http(1),
+            read.clone(),
+            LocalMiss::Find {
+                query: find,
+                local: Vec::new(),
+                ask: vec![nid("home")],
+                dead: Vec::new(),
+            },
+        )
+        .unwrap();
+        let out = drain(&mut q);
+        let [Out::ReadLocal { token, .. }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let miss = LogChunk {
+            request_id: 0,
+            task_id: t.clone(),
+            data: Vec::new(),
+            next_offset: 0,
+            eof: false,
+            error: Some("no sandbox".into()),
+        };
+        let now = Instant::ZERO;
+        q.on_local_log(now, *token, miss);
+        let out = drain(&mut q);
+        assert!(
+            matches!(&out[..], [Out::Send { to, msg: PeerMessage::ListTasks(_) }] if *to == nid("home")),
+            "{out:?}"
+        );
+        // A remote read that nobody answers ends with an error naming the node.
+        q.read_remote(now, Asker::Http(1), read, nid("b")).unwrap();
+        let out = drain(&mut q);
+        let [
+            Out::Send {
+                msg: PeerMessage::LogRead(r),
+                ..
+            },
+        ] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        let rid = r.request_id;
+        // An answer from another node than the one asked is ignored.
+        let chunk = LogChunk {
+            request_id: rid,
+            task_id: t.clone(),
+            data: b"hi".to_vec(),
+            next_offset: 2,
+            eof: true,
+            error: None,
+        };
+        q.on_log_chunk(&nid("c"), chunk.clone());
+        assert!(drain(&mut q).is_empty());
+        q.on_log_chunk(&nid("b"), chunk);
+        let out = drain(&mut q);
+        let [Out::Log { chunk, .. }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(chunk.request_id, 9);
+        assert_eq!(chunk.data, b"hi");
+        q.read_remote(
+            now,
+            Asker::Http(2),
+            LogRead {
+                request_id: 10,
+                task_id: t,
+                stream: LogStream::Stderr,
+                offset: 0,
+                max_bytes: 1,
+            },
+            nid("b"),
+        )
+        .unwrap();
+        drain(&mut q);
+        q.handle_timeout(now + QUERY_TIMEOUT);
+        let out = drain(&mut q);
+        // The home never answered the look-up either: it times out too.
+        let [Out::Listed { unreachable, .. }, Out::Log { chunk, .. }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(unreachable, &vec![nid("home")]);
+        assert!(
+            chunk.error.as_ref().unwrap().contains("node b"),
+            "{chunk:?}"
+        );
+    }
+
+    #[test]
+    fn open_queries_are_bounded() {
+        let mut q = Queries::default();
+        for _ in 0..MAX_QUERIES {
+            q.list(
+                Instant::ZERO,
+                Asker::Conn(1),
+                Purpose::Page,
+                TaskQuery::all(1),
+                Vec::new(),
+                vec![nid("b")],
+                Vec::new(),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            q.list(
+                Instant::ZERO,
+                Asker::Conn(1),
+                Purpose::Page,
+                TaskQuery::all(1),
+                Vec::new(),
+                vec![nid("b")],
+                Vec::new()
+            ),
+            Err(TooMany)
+        );
+        // One with nobody to ask needs no slot.
+        assert!(
+            q.list(
+                Instant::ZERO,
+                Asker::Conn(1),
+                Purpose::Page,
+                TaskQuery::all(1),
+                Vec::new(),
+                Vec::new(),
+                Vec::new()
+            )
+            .is_ok()
+        );
     }
 }

@@ -85,6 +85,27 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Reads task logs from the data dir: [`LogReader::read`] blocks (on the
+/// file system), so it belongs on a blocking thread.
+#[derive(Clone, Debug)]
+pub struct LogReader {
+    layout: Layout,
+}
+
+impl LogReader {
+    /// Up to `max_bytes` (capped at `MAX_LOG_CHUNK`) of a task's stream from
+    /// `offset`; the chunk's `error` says why there is nothing.
+    pub fn read(
+        &self,
+        task_id: &TaskId,
+        stream: LogStream,
+        offset: u64,
+        max_bytes: u32,
+    ) -> LogChunk {
+        logs::read(&self.layout, task_id, stream, offset, max_bytes)
+    }
+}
+
 /// How to run the executor.
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
@@ -325,6 +346,13 @@ impl Executor {
                 let _ = entry.kill_tx.try_send(grace);
             }
             _ => tracing::debug!(task = %task_id, "kill ignored: the task is not running here"),
+        }
+    }
+
+    /// A reader of this executor's task logs, to move to a blocking thread.
+    pub fn log_reader(&self) -> LogReader {
+        LogReader {
+            layout: self.shared.layout.clone(),
         }
     }
 

@@ -8,7 +8,8 @@ use super::spec::SpecBody;
 use super::views::{
     self, Capacity, ClusterSummary, FrameworkCounts, NodeCounts, NodeView, TaskView, parse_state,
 };
-use super::{ApiCommand, ApiSnapshot, HttpConfig, TaskListing};
+use super::{ApiRequest, ApiSnapshot, CommandError, HttpConfig, TaskListing};
+use crate::surface::{Command, Reply};
 use agora_protocol::ids::TaskId;
 use agora_protocol::task::TaskState;
 use agora_protocol::wire::{LogStream, MAX_LOG_CHUNK};
@@ -26,6 +27,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+/// An answer of the wrong kind (a bug in the agent): a 500 that says so.
+fn unexpected(what: &str, reply: &Reply) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot {what}: the agent answered {reply:?}"),
+    )
+}
+
 /// Default `max_bytes` of a log read.
 const DEFAULT_LOG_BYTES: u32 = 64 * 1024;
 
@@ -38,7 +47,7 @@ pub struct AppState {
 struct Inner {
     config: HttpConfig,
     snapshot_rx: watch::Receiver<Arc<ApiSnapshot>>,
-    command_tx: mpsc::Sender<ApiCommand>,
+    command_tx: mpsc::Sender<ApiRequest>,
     metrics: Arc<Metrics>,
     /// The last cluster-wide task list (or failure) and when it was fetched.
     listing: Mutex<Option<(Instant, ListingResult)>>,
@@ -51,7 +60,7 @@ impl AppState {
     pub fn new(
         config: HttpConfig,
         snapshot_rx: watch::Receiver<Arc<ApiSnapshot>>,
-        command_tx: mpsc::Sender<ApiCommand>,
+        command_tx: mpsc::Sender<ApiRequest>,
         metrics: Arc<Metrics>,
     ) -> Self {
         AppState {
@@ -69,17 +78,14 @@ impl AppState {
         self.inner.snapshot_rx.borrow().clone()
     }
 
-    /// Sends a command to the agent and waits for its answer, all within
-    /// the configured timeout.
-    async fn ask<T>(
-        &self,
-        what: &str,
-        make: impl FnOnce(oneshot::Sender<T>) -> ApiCommand,
-    ) -> Result<T, ApiError> {
+    /// Sends a command to the agent and waits for its one reply, all
+    /// within the configured timeout; a refusal becomes its status code.
+    async fn ask(&self, what: &str, command: Command) -> Result<Reply, ApiError> {
         let limit = self.inner.config.command_timeout;
         let (tx, rx) = oneshot::channel();
         let round_trip = async {
-            self.inner.command_tx.send(make(tx)).await.map_err(|_| {
+            let request = ApiRequest { command, reply: tx };
+            self.inner.command_tx.send(request).await.map_err(|_| {
                 ApiError::unavailable(format!("cannot {what}: the agent is shutting down"))
             })?;
             rx.await.map_err(|_| {
@@ -88,12 +94,18 @@ impl AppState {
                 ))
             })
         };
-        match tokio::time::timeout(limit, round_trip).await {
-            Ok(result) => result,
-            Err(_) => Err(ApiError::unavailable(format!(
-                "cannot {what}: the agent did not answer within {} ms; retry later",
-                limit.as_millis()
-            ))),
+        let reply = match tokio::time::timeout(limit, round_trip).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(ApiError::unavailable(format!(
+                    "cannot {what}: the agent did not answer within {} ms; retry later",
+                    limit.as_millis()
+                )));
+            }
+        };
+        match reply {
+            Reply::Error(e) => Err(CommandError::new(e.code, e.message).into()),
+            other => Ok(other),
         }
     }
 
@@ -106,10 +118,18 @@ impl AppState {
             return result.clone();
         }
         let result = self
-            .ask("list the cluster's tasks", |reply| ApiCommand::ListTasks {
-                reply,
-            })
+            .ask(
+                "list the cluster's tasks",
+                Command::ListTasks(agora_protocol::wire::TaskQuery::all(0)),
+            )
             .await
+            .and_then(|r| match r {
+                Reply::Tasks(p) => Ok(TaskListing {
+                    tasks: p.tasks,
+                    unreachable: p.unreachable,
+                }),
+                other => Err(unexpected("list the cluster's tasks", &other)),
+            })
             .map(Arc::new);
         *cached = Some((Instant::now(), result.clone()));
         result
@@ -389,11 +409,12 @@ async fn task(
 ) -> Result<Json<TaskView>, ApiError> {
     let id = task_id(&path_id(id)?)?;
     let row = st
-        .ask("look up the task", |reply| ApiCommand::GetTask {
-            id: id.clone(),
-            reply,
-        })
-        .await?
+        .ask("look up the task", Command::GetTask(id.clone()))
+        .await
+        .and_then(|r| match r {
+            Reply::Task(row) => Ok(row),
+            other => Err(unexpected("look up the task", &other)),
+        })?
         .ok_or_else(|| ApiError::not_found(format!("no node knows a task {id}")))?;
     Ok(Json(TaskView::from(&row)))
 }
@@ -440,14 +461,27 @@ async fn logs(
             .is_some_and(|a| a.starts_with("text/plain")),
     };
     let chunk = st
-        .ask("read the task's log", |reply| ApiCommand::ReadLog {
-            task_id: id.clone(),
-            stream,
-            offset,
-            max_bytes,
-            reply,
-        })
-        .await??;
+        .ask(
+            "read the task's log",
+            Command::ReadLog(agora_protocol::wire::ReadLog {
+                request_id: 0,
+                task_id: id.clone(),
+                stream,
+                offset,
+                max_bytes,
+            }),
+        )
+        .await
+        .and_then(|r| match r {
+            // No data and a reason: the task or its log is unknown.
+            Reply::Log(c) if c.data.is_empty() && c.error.is_some() => Err(CommandError::new(
+                agora_protocol::wire::ErrorCode::UnknownTask,
+                c.error.unwrap_or_default(),
+            )
+            .into()),
+            Reply::Log(c) => Ok(c),
+            other => Err(unexpected("read the task's log", &other)),
+        })?;
     if let Some(err) = chunk.error {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -519,11 +553,18 @@ async fn submit(
     })?;
     let specs = spec.into_specs().map_err(ApiError::bad_request)?;
     let ids = st
-        .ask("submit the tasks", |reply| ApiCommand::Submit {
-            specs,
-            reply,
-        })
-        .await??;
+        .ask(
+            "submit the tasks",
+            Command::Submit(agora_protocol::wire::Submit {
+                request_id: 0,
+                tasks: specs,
+            }),
+        )
+        .await
+        .and_then(|r| match r {
+            Reply::Submitted(s) => Ok(s.task_ids),
+            other => Err(unexpected("submit the tasks", &other)),
+        })?;
     st.forget_listing().await;
     let ids: Vec<&str> = ids.iter().map(TaskId::as_str).collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task_ids": ids }))).into_response())
@@ -575,11 +616,17 @@ async fn kill(
 ) -> Result<Response, ApiError> {
     st.authorize(&headers)?;
     let id = task_id(&path_id(id)?)?;
-    st.ask("kill the task", |reply| ApiCommand::Kill {
-        task_id: id.clone(),
-        reply,
-    })
-    .await??;
+    st.ask(
+        "kill the task",
+        Command::Kill(agora_protocol::wire::Kill {
+            task_id: id.clone(),
+        }),
+    )
+    .await
+    .and_then(|r| match r {
+        Reply::KillSent(_) => Ok(()),
+        other => Err(unexpected("kill the task", &other)),
+    })?;
     st.forget_listing().await;
     Ok((
         StatusCode::ACCEPTED,

@@ -14,12 +14,14 @@
 //!    now (its gossip view of the nodes, the tasks it knows, frameworks,
 //!    cells). The agent publishes a fresh `Arc<ApiSnapshot>` whenever its view
 //!    changes (or on a timer, e.g. once a second); reads never block it.
-//! 2. A bounded [`tokio::sync::mpsc`] of [`ApiCommand`]s for what the snapshot
-//!    cannot answer: the cluster-wide task list (merged from peers over
-//!    libp2p), one task, a log chunk, submits and kills. Each command carries
-//!    a [`tokio::sync::oneshot`] reply; a command that is not answered within
-//!    [`HttpConfig::command_timeout`] becomes a 503 for the HTTP client, and
-//!    the agent may drop a reply sender to say "not now" (also a 503).
+//! 2. A bounded [`tokio::sync::mpsc`] of [`ApiRequest`]s for what the
+//!    snapshot cannot answer: the cluster-wide task list, one task, a log
+//!    chunk, submits and kills. Each is a [`crate::surface::Command`] (the
+//!    same type the framework socket's messages become) with a
+//!    [`tokio::sync::oneshot`] for its one [`crate::surface::Reply`]; a
+//!    command that is not answered within [`HttpConfig::command_timeout`]
+//!    becomes a 503 for the HTTP client, and the agent may drop a reply
+//!    sender to say "not now" (also a 503).
 //! 3. [`Metrics`], shared as `Arc<Metrics>`: the agent bumps counters and the
 //!    latency histogram; gauges that follow from the snapshot are refreshed by
 //!    this module on every scrape (see [`Metrics::update_from_snapshot`]).
@@ -34,15 +36,10 @@
 //!    [`ApiSnapshot::from_view`] (or a hand-built snapshot) whenever the
 //!    gossip view, the task table or the framework table changes, at most a
 //!    few times a second.
-//! 3. Answer every [`ApiCommand`] in the agent loop without blocking it:
-//!    `ListTasks` fans out libp2p `ListTasks` to live nodes and replies with
-//!    the merged rows plus the nodes that did not answer (well within
-//!    [`HttpConfig::command_timeout`]); `GetTask` looks locally, then asks
-//!    the task's home node (its id starts with the framework id, which ends
-//!    in `@NODE`); `ReadLog` reads locally or sends libp2p `LogRead` to the
-//!    task's node; `Submit` goes through an internal framework named "http";
-//!    `Kill` like the socket's kill. Use [`CommandError`] with the socket's
-//!    error codes for refusals.
+//! 3. Answer every [`ApiRequest`] in the agent loop without blocking it,
+//!    as the agent's core answers the socket's commands
+//!    (`crate::agent::command`). Refusals are [`Reply::Error`] with the
+//!    socket's error codes; [`CommandError`] carries them to a status code.
 //! 4. Count in [`Metrics`]: `bids_sent`/`bids_won`/`bids_rejected`,
 //!    [`Metrics::observe_auction_latency`] (submit to award), and
 //!    [`Metrics::set_gossip_totals`] from the gossip layer's counters, and
@@ -55,9 +52,8 @@
 //! let listener = TcpListener::bind(config.listen).await?;
 //! tokio::spawn(http::serve(listener, config, snap_rx, cmd_tx, metrics.clone(), shutdown));
 //! // in the agent's select! loop:
-//! Some(cmd) = cmd_rx.recv() => match cmd {
-//!     ApiCommand::GetTask { id, reply } => { let _ = reply.send(lookup(&id)); }
-//!     ...
+//! Some(ApiRequest { command, reply }) = cmd_rx.recv() => {
+//!     let _ = reply.send(answer(command));
 //! }
 //! ```
 
@@ -75,10 +71,10 @@ pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id
 pub use spec::{SpecBody, SpecCommand};
 pub use views::{NodeView, TaskView};
 
-use agora_protocol::ids::{FrameworkId, NodeId, TaskId};
+use crate::surface::{Command, Reply};
+use agora_protocol::ids::{FrameworkId, NodeId};
 use agora_protocol::resources::Resources;
-use agora_protocol::task::TaskSpec;
-use agora_protocol::wire::{ErrorCode, LogChunk, LogStream, NodeRow, TaskRow};
+use agora_protocol::wire::{ErrorCode, NodeRow, TaskRow};
 use anyhow::Context;
 use serde::Serialize;
 use std::future::Future;
@@ -91,7 +87,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// The default HTTP port (`--http` defaults to `127.0.0.1:DEFAULT_PORT`).
 pub const DEFAULT_PORT: u16 = 7480;
 
-/// A good capacity for the [`ApiCommand`] channel the agent creates.
+/// A good capacity for the [`ApiRequest`] channel the agent creates.
 pub const COMMAND_QUEUE: usize = 64;
 
 /// What this node knows, published by the agent through a `watch` channel.
@@ -103,7 +99,7 @@ pub struct ApiSnapshot {
     pub nodes: Vec<NodeRow>,
     /// The tasks this node knows without asking anyone: those of frameworks
     /// homed here and those running here. The cluster-wide list comes from
-    /// [`ApiCommand::ListTasks`].
+    /// [`ApiRequest::ListTasks`].
     pub tasks: Vec<TaskRow>,
     /// Frameworks this node knows (those homed here, and others it learned of
     /// through gossip).
@@ -196,49 +192,14 @@ pub struct TaskListing {
     pub unreachable: Vec<NodeId>,
 }
 
-/// A request the agent answers; each carries its reply channel.
+/// A request the agent answers: a command of the node's one command
+/// surface and where its reply goes.
 #[derive(Debug)]
-pub enum ApiCommand {
-    /// Every task in the cluster: the agent asks each live node (libp2p
-    /// `ListTasks`) and merges the answers with its own.
-    ListTasks {
-        /// Where to send the merged list.
-        reply: oneshot::Sender<TaskListing>,
-    },
-    /// One task, wherever it is (`None`: no node knows it).
-    GetTask {
-        /// The task.
-        id: TaskId,
-        /// Where to send it.
-        reply: oneshot::Sender<Option<TaskRow>>,
-    },
-    /// Part of a task's output, from the node that ran it.
-    ReadLog {
-        /// The task.
-        task_id: TaskId,
-        /// Which file.
-        stream: LogStream,
-        /// Byte offset to start at.
-        offset: u64,
-        /// At most this many bytes (already capped at `MAX_LOG_CHUNK`).
-        max_bytes: u32,
-        /// Where to send the chunk; `Err(unknown_task)` for an unknown task.
-        reply: oneshot::Sender<Result<LogChunk, CommandError>>,
-    },
-    /// Submit tasks through the agent's internal "http" framework.
-    Submit {
-        /// Validated specs (at most `MAX_SUBMIT`).
-        specs: Vec<TaskSpec>,
-        /// The ids given to the tasks, in order.
-        reply: oneshot::Sender<Result<Vec<TaskId>, CommandError>>,
-    },
-    /// Kill a task (TERM, then KILL after its grace period).
-    Kill {
-        /// The task.
-        task_id: TaskId,
-        /// `Ok` once the kill is on its way; `Err(unknown_task)` if no node knows it.
-        reply: oneshot::Sender<Result<(), CommandError>>,
-    },
+pub struct ApiRequest {
+    /// What to do.
+    pub command: Command,
+    /// Where the one reply goes.
+    pub reply: oneshot::Sender<Reply>,
 }
 
 /// How to serve HTTP.
@@ -365,7 +326,7 @@ pub fn load_token(path: &Path) -> anyhow::Result<String> {
 pub fn router(
     config: HttpConfig,
     snapshot_rx: watch::Receiver<Arc<ApiSnapshot>>,
-    command_tx: mpsc::Sender<ApiCommand>,
+    command_tx: mpsc::Sender<ApiRequest>,
     metrics: Arc<Metrics>,
 ) -> axum::Router {
     let state = api::AppState::new(config, snapshot_rx, command_tx, metrics);
@@ -381,7 +342,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     config: HttpConfig,
     snapshot_rx: watch::Receiver<Arc<ApiSnapshot>>,
-    command_tx: mpsc::Sender<ApiCommand>,
+    command_tx: mpsc::Sender<ApiRequest>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! small HTTP/1.1 client (hyper), a realistic cluster snapshot, and a
 //! stand-in for the agent.
 //!
-//! The stand-in ([`FakeAgent`]) answers the real [`ApiCommand`]s from a small
+//! The stand-in ([`FakeAgent`]) answers the real [`ApiRequest`]s from a small
 //! task table, so that the router's edge cases (timeouts, odd logs, a large
 //! fixture cluster) can be tested without a cluster; the real agent is
 //! tested over a 3-node cluster in http_cluster.rs. Everything else is real:
@@ -16,12 +16,11 @@ mod fixture;
 use fixture::fw_id;
 pub use fixture::{NODES, cluster_snapshot};
 
-use agora_node::http::{
-    self, ApiCommand, ApiSnapshot, CommandError, HttpConfig, Metrics, TaskListing,
-};
+use agora_node::http::{self, ApiRequest, ApiSnapshot, HttpConfig, Metrics};
+use agora_node::surface::{Command, Reply};
 use agora_protocol::ids::{NodeId, TaskId};
 use agora_protocol::task::TaskState;
-use agora_protocol::wire::{ErrorCode, LogChunk, LogStream, TaskRow};
+use agora_protocol::wire::{ErrorCode, LogChunk, LogStream, Submitted, TaskPage, TaskRow};
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -212,7 +211,7 @@ pub async fn request(
 
 // ---------------------------------------------------------------- stand-in agent
 
-/// Answers [`ApiCommand`]s from a task table (in place of the real agent).
+/// Answers [`ApiRequest`]s from a task table (in place of the real agent).
 pub struct FakeAgent {
     pub tasks: Vec<TaskRow>,
     pub logs: BTreeMap<(String, &'static str), Vec<u8>>,
@@ -252,58 +251,53 @@ impl FakeAgent {
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<ApiCommand>) {
-        while let Some(cmd) = rx.recv().await {
-            self.answer(cmd);
+    pub async fn run(mut self, mut rx: mpsc::Receiver<ApiRequest>) {
+        while let Some(req) = rx.recv().await {
+            let reply = self.answer(req.command);
+            let _ = req.reply.send(reply);
         }
     }
 
-    fn answer(&mut self, cmd: ApiCommand) {
+    fn answer(&mut self, cmd: Command) -> Reply {
         match cmd {
-            ApiCommand::ListTasks { reply } => {
-                let _ = reply.send(TaskListing {
-                    tasks: self.tasks.clone(),
-                    unreachable: self.unreachable.clone(),
-                });
+            Command::ListTasks(q) => Reply::Tasks(TaskPage {
+                request_id: q.request_id,
+                matched: self.tasks.len() as u64,
+                tasks: self.tasks.clone(),
+                unreachable: self.unreachable.clone(),
+            }),
+            Command::GetTask(id) => {
+                Reply::Task(self.tasks.iter().find(|t| t.task_id == id).cloned())
             }
-            ApiCommand::GetTask { id, reply } => {
-                let _ = reply.send(self.tasks.iter().find(|t| t.task_id == id).cloned());
-            }
-            ApiCommand::ReadLog {
-                task_id,
-                stream,
-                offset,
-                max_bytes,
-                reply,
-            } => {
-                let name = match stream {
+            Command::ReadLog(r) => {
+                let name = match r.stream {
                     LogStream::Stdout => "stdout",
                     LogStream::Stderr => "stderr",
                 };
-                let answer = match self.logs.get(&(task_id.to_string(), name)) {
-                    None => Err(CommandError::new(
+                match self.logs.get(&(r.task_id.to_string(), name)) {
+                    None => Reply::error(
                         ErrorCode::UnknownTask,
-                        format!("no node ran a task {task_id}"),
-                    )),
+                        format!("no node ran a task {}", r.task_id),
+                        None,
+                    ),
                     Some(data) => {
-                        let start = (offset as usize).min(data.len());
-                        let end = (start + max_bytes as usize).min(data.len());
-                        Ok(LogChunk {
+                        let start = (r.offset as usize).min(data.len());
+                        let end = (start + r.max_bytes as usize).min(data.len());
+                        Reply::Log(LogChunk {
                             request_id: 0,
-                            task_id,
+                            task_id: r.task_id,
                             data: data[start..end].to_vec(),
                             next_offset: end as u64,
                             eof: end == data.len(),
                             error: None,
                         })
                     }
-                };
-                let _ = reply.send(answer);
+                }
             }
-            ApiCommand::Submit { specs, reply } => {
+            Command::Submit(s) => {
                 let fw = fw_id("http");
                 let mut ids = Vec::new();
-                for spec in specs {
+                for spec in s.tasks {
                     self.next_seq += 1;
                     let id = TaskId::for_framework(&fw, self.next_seq);
                     self.tasks.push(TaskRow {
@@ -318,21 +312,27 @@ impl FakeAgent {
                     });
                     ids.push(id);
                 }
-                let _ = reply.send(Ok(ids));
+                Reply::Submitted(Submitted {
+                    request_id: s.request_id,
+                    task_ids: ids,
+                })
             }
-            ApiCommand::Kill { task_id, reply } => {
-                let answer = match self.tasks.iter_mut().find(|t| t.task_id == task_id) {
-                    Some(t) => {
-                        t.state = TaskState::Killed;
-                        Ok(())
-                    }
-                    None => Err(CommandError::new(
-                        ErrorCode::UnknownTask,
-                        format!("no node knows a task {task_id}"),
-                    )),
-                };
-                let _ = reply.send(answer);
-            }
+            Command::Kill(k) => match self.tasks.iter_mut().find(|t| t.task_id == k.task_id) {
+                Some(t) => {
+                    t.state = TaskState::Killed;
+                    Reply::KillSent(k.task_id)
+                }
+                None => Reply::error(
+                    ErrorCode::UnknownTask,
+                    format!("no node knows a task {}", k.task_id),
+                    None,
+                ),
+            },
+            other => Reply::error(
+                ErrorCode::InvalidSpec,
+                format!("{other:?} is not an HTTP command"),
+                None,
+            ),
         }
     }
 }

@@ -226,12 +226,22 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// A refusal with a code and a message for a person.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Refused {
             code,
             message: message.into(),
         }
     }
+}
+
+/// Which nodes a task listing asks ([`Host::list_targets`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListTargets {
+    /// Live nodes to ask.
+    pub ask: Vec<NodeId>,
+    /// Nodes declared dead whose rows may be missing.
+    pub dead: Vec<NodeId>,
 }
 
 /// How a kill was carried out.
@@ -619,8 +629,8 @@ impl<R: Rng> Host<R> {
                 format!("task {task_id} has already ended"),
             ));
         }
-        // Homed elsewhere: ask every live node; the one running it kills it
-        // and tells the task's home node.
+        // Homed elsewhere and where it runs unknown: ask every live node;
+        // the one running it kills it and tells the task's home node.
         let mut targets = self.live_peers();
         targets.push(self.me.clone());
         let n = targets.len();
@@ -634,6 +644,65 @@ impl<R: Rng> Host<R> {
         }
         self.pump(now);
         Ok(KillSent::Asked(n))
+    }
+
+    /// Kills a task homed on another node that a listing showed running on
+    /// `node`: only that node is asked (it kills the task and tells the
+    /// task's home). Same permission rule as [`Host::kill`]; a task homed
+    /// here goes through [`Host::kill`].
+    ///
+    /// # Errors
+    /// As [`Host::kill`].
+    pub fn kill_on(
+        &mut self,
+        now: Instant,
+        caller: Option<&FrameworkId>,
+        task_id: &TaskId,
+        node: &NodeId,
+    ) -> Result<KillSent, Refused> {
+        if self.framework_of_task(task_id).is_some() || caller.is_some_and(|c| !task_id.is_of(c)) {
+            return self.kill(now, caller, task_id);
+        }
+        self.send(
+            node.clone(),
+            PeerMessage::Kill(Kill {
+                task_id: task_id.clone(),
+            }),
+        );
+        self.pump(now);
+        Ok(KillSent::Asked(1))
+    }
+
+    /// The nodes to ask for a task listing, besides this node's own rows:
+    /// a task's or a framework's rows are all on its home node (its bidder
+    /// keeps them, wherever the tasks run), so a query naming one whose
+    /// home is alive asks only that home (or nobody, when it is this node);
+    /// any other query, or one whose home is dead or not named in the id,
+    /// asks every live node. Dead nodes are returned apart: their rows are
+    /// missing from any answer.
+    pub fn list_targets(&self, q: &crate::wire::TaskQuery) -> ListTargets {
+        let home = q
+            .task_id
+            .as_ref()
+            .and_then(TaskId::home)
+            .or_else(|| q.framework.as_ref().and_then(FrameworkId::home));
+        let dead = |n: &NodeId| self.view.get(n).is_some_and(|i| !i.alive);
+        match home {
+            Some(h) if h == self.me => ListTargets::default(),
+            Some(h) if self.view.get(&h).is_some_and(|i| i.alive) => ListTargets {
+                ask: vec![h],
+                dead: Vec::new(),
+            },
+            _ => ListTargets {
+                ask: self.live_peers(),
+                dead: self
+                    .view
+                    .iter()
+                    .filter(|n| dead(&n.id))
+                    .map(|n| n.id.clone())
+                    .collect(),
+            },
+        }
     }
 
     /// Stops awarding (shutdown): held bids are rejected, new ones refused.

@@ -19,7 +19,7 @@ use crate::auctioneer;
 use crate::bidder;
 use crate::ids::{FrameworkId, NodeId};
 use crate::time::Instant;
-use crate::wire::{Kill, PeerMessage, Release, StatusAck};
+use crate::wire::{Kill, PeerMessage, Release, StatusAck, TaskList};
 use rand::Rng;
 
 /// Most rounds of one pump; each round moves at least one message or event,
@@ -28,8 +28,10 @@ const MAX_PUMP_ROUNDS: usize = 100_000;
 
 impl<R: Rng> Host<R> {
     /// A message from node `from` (never this node: the host loops its own
-    /// messages back itself). Returns the message when it is the shell's to
-    /// answer (`LogRead`, `LogChunk`, `ListTasks`, `TaskList`).
+    /// messages back itself). A `ListTasks` query is answered from the
+    /// host's rows. Returns the message when it is the shell's: a `LogRead`
+    /// to answer from the files, or an answer (`LogChunk`, `TaskList`) to a
+    /// query the shell made.
     pub fn handle_peer(
         &mut self,
         now: Instant,
@@ -126,9 +128,20 @@ impl<R: Rng> Host<R> {
                 }
                 None
             }
+            PeerMessage::ListTasks(q) => {
+                let (tasks, matched) = q.page(self.task_rows());
+                self.send(
+                    from,
+                    PeerMessage::TaskList(TaskList {
+                        request_id: q.request_id,
+                        tasks,
+                        matched,
+                    }),
+                );
+                None
+            }
             other @ (PeerMessage::LogRead(_)
             | PeerMessage::LogChunk(_)
-            | PeerMessage::ListTasks(_)
             | PeerMessage::TaskList(_)) => Some(other),
         }
     }

@@ -419,3 +419,109 @@ fn a_status_for_a_framework_not_homed_here_is_acked_and_its_task_killed() {
     );
     assert_eq!(a.stats().orphan_status, 1);
 }
+
+#[test]
+fn a_listing_naming_a_task_asks_only_its_home_and_the_home_answers_it() {
+    // Listings went to every live node and each answered all its rows
+    // (issue 11): a query for one task now asks its home, which answers
+    // only the matching rows.
+    let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 0), host("c", 0, 0)]);
+    let fw = FrameworkId::homed("batch", 1, &nid("a")).unwrap();
+    net.h("a").add_framework(fw.clone(), 1, rng(9)).unwrap();
+    let now = net.now;
+    let ids = net
+        .h("a")
+        .submit(now, &fw, vec![spec("x", 1), spec("y", 1)])
+        .unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    let mut q = crate::wire::TaskQuery::all(7);
+    q.task_id = Some(ids[1].clone());
+    let t = net.hosts[&nid("c")].list_targets(&q);
+    assert_eq!(t.ask, vec![nid("a")]);
+    assert!(t.dead.is_empty());
+    // On the home itself nobody else is asked.
+    assert_eq!(
+        net.hosts[&nid("a")].list_targets(&q).ask,
+        Vec::<NodeId>::new()
+    );
+    // By framework: the home too; with no home named: every live peer.
+    let by_fw = crate::wire::TaskQuery {
+        framework: Some(fw.clone()),
+        ..crate::wire::TaskQuery::all(8)
+    };
+    assert_eq!(
+        net.hosts[&nid("c")].list_targets(&by_fw).ask,
+        vec![nid("a")]
+    );
+    assert_eq!(
+        net.hosts[&nid("c")]
+            .list_targets(&crate::wire::TaskQuery::all(9))
+            .ask,
+        vec![nid("a"), nid("b")]
+    );
+    // The home answers the query with the one row.
+    let now = net.now;
+    let back = net
+        .h("a")
+        .handle_peer(now, nid("c"), PeerMessage::ListTasks(q));
+    assert!(back.is_none(), "the host answers listings itself");
+    let t = net.h("a").poll_transmit().expect("an answer");
+    assert_eq!(t.to, nid("c"));
+    let PeerMessage::TaskList(list) = t.msg else {
+        panic!("not a task list: {:?}", t.msg)
+    };
+    assert_eq!(list.request_id, 7);
+    assert_eq!(list.matched, 1);
+    assert_eq!(list.tasks.len(), 1);
+    assert_eq!(list.tasks[0].task_id, ids[1]);
+    assert_eq!(list.tasks[0].node, Some(nid("b")));
+}
+
+#[test]
+fn a_listing_whose_home_is_dead_asks_everyone_and_names_the_dead() {
+    let mut net = Net::new(vec![host("a", 1, 0), host("b", 1, 0), host("c", 1, 0)]);
+    net.mute.insert(nid("a"));
+    net.advance(Instant::from_millis(1_000));
+    net.gossip();
+    let fw = FrameworkId::homed("batch", 1, &nid("a")).unwrap();
+    let q = crate::wire::TaskQuery {
+        task_id: Some(TaskId::for_framework(&fw, 1)),
+        ..crate::wire::TaskQuery::all(1)
+    };
+    let t = net.hosts[&nid("c")].list_targets(&q);
+    assert_eq!(t.ask, vec![nid("b")]);
+    assert_eq!(t.dead, vec![nid("a")]);
+}
+
+#[test]
+fn a_kill_on_a_known_node_asks_only_that_node() {
+    let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 0), host("c", 0, 0)]);
+    let fw = FrameworkId::homed("batch", 1, &nid("a")).unwrap();
+    net.h("a").add_framework(fw.clone(), 1, rng(10)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    let now = net.now;
+    let sent = net.h("c").kill_on(now, None, &ids[0], &nid("b")).unwrap();
+    assert_eq!(sent, KillSent::Asked(1));
+    let t = net.h("c").poll_transmit().expect("one kill");
+    assert_eq!(t.to, nid("b"));
+    assert!(matches!(t.msg, PeerMessage::Kill(_)));
+    assert!(net.h("c").poll_transmit().is_none(), "nobody else is asked");
+    // A framework may not kill another's task this way either.
+    let other = FrameworkId::homed("other", 2, &nid("c")).unwrap();
+    assert!(
+        net.h("c")
+            .kill_on(now, Some(&other), &ids[0], &nid("b"))
+            .is_err()
+    );
+    // Delivered, the kill stops the task and its home hears it.
+    let now = net.now;
+    let back = net.h("b").handle_peer(now, nid("c"), t.msg);
+    assert!(back.is_none());
+    net.settle();
+    assert!(!net.running[&nid("b")].contains(&ids[0]));
+    assert_eq!(net.statuses("a", &ids[0]).last(), Some(&TaskState::Killed));
+}

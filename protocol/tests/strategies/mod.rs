@@ -310,9 +310,14 @@ pub fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 })
             }),
         log_chunk().prop_map(PeerMessage::LogChunk),
-        any::<u64>().prop_map(|request_id| PeerMessage::ListTasks(ListTasks { request_id })),
-        (any::<u64>(), vec(task_row(), 0..3))
-            .prop_map(|(request_id, tasks)| PeerMessage::TaskList(TaskList { request_id, tasks })),
+        any::<u64>().prop_map(|request_id| PeerMessage::ListTasks(TaskQuery::all(request_id))),
+        (any::<u64>(), vec(task_row(), 0..3)).prop_map(
+            |(request_id, tasks)| PeerMessage::TaskList(TaskList {
+                request_id,
+                matched: tasks.len() as u64,
+                tasks
+            })
+        ),
     ]
 }
 
@@ -453,13 +458,20 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
         (any::<u64>(), text(), status()).prop_map(|(seq, name, status)| ServerMessage::Status(
             StatusEvent { seq, name, status }
         )),
-        (any::<u64>(), vec(task_row(), 0..3), any::<u64>()).prop_map(
-            |(request_id, tasks, matched)| ServerMessage::Tasks(TaskPage {
-                request_id,
-                tasks,
-                matched
-            })
-        ),
+        (
+            any::<u64>(),
+            vec(task_row(), 0..3),
+            any::<u64>(),
+            vec(node_id(), 0..2)
+        )
+            .prop_map(
+                |(request_id, tasks, matched, unreachable)| ServerMessage::Tasks(TaskPage {
+                    request_id,
+                    tasks,
+                    matched,
+                    unreachable,
+                })
+            ),
         (any::<u64>(), vec(node_row(), 0..3))
             .prop_map(|(request_id, nodes)| ServerMessage::Nodes(NodeList { request_id, nodes })),
         log_chunk().prop_map(ServerMessage::Log),

@@ -1,0 +1,406 @@
+//! Cores on a virtual clock, wired by an in-test network: every output is
+//! carried out by the test (messages delivered, launches started at once,
+//! kills carried out), so a whole node's behaviour — sessions, routing of
+//! listings and kills, timeouts — is checked without sockets or processes.
+
+use super::*;
+use crate::surface::Command;
+use agora_protocol::TaskId;
+use agora_protocol::constraint::Attributes;
+use agora_protocol::resources::PortSet;
+use agora_protocol::task::{Command as Argv, TaskSpec, TaskState};
+use agora_protocol::wire::{Kill, Register, ServerMessage, Submit, TaskQuery};
+use std::collections::BTreeSet;
+
+fn nid(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn core(id: &str, cpus: u64) -> Core {
+    let host = Host::new(
+        nid(id),
+        Resources::cpu_mem(cpus * 1000, 4096),
+        PortSet::default(),
+        Attributes::default(),
+        String::new(),
+        host::Config::default(),
+    );
+    Core::new(host, Instant::ZERO)
+}
+
+fn spec(name: &str) -> TaskSpec {
+    TaskSpec::new(
+        name,
+        Argv::Argv(vec!["true".into()]),
+        Resources::cpu_mem(1000, 64),
+    )
+}
+
+struct Net {
+    now: Instant,
+    cores: BTreeMap<NodeId, Core>,
+    mute: BTreeSet<NodeId>,
+    /// Replies each node gave, by asker.
+    replies: Vec<(NodeId, Asker, Reply)>,
+    /// Messages sent between nodes: (from, to, kind).
+    sent: Vec<(NodeId, NodeId, &'static str)>,
+    running: BTreeMap<TaskId, (NodeId, host::Launch)>,
+}
+
+impl Net {
+    fn new(cores: Vec<Core>) -> Net {
+        let mut n = Net {
+            now: Instant::ZERO,
+            cores: cores.into_iter().map(|c| (c.me.clone(), c)).collect(),
+            mute: BTreeSet::new(),
+            replies: Vec::new(),
+            sent: Vec::new(),
+            running: BTreeMap::new(),
+        };
+        n.gossip();
+        n
+    }
+
+    fn c(&mut self, id: &str) -> &mut Core {
+        self.cores.get_mut(&nid(id)).unwrap()
+    }
+
+    fn gossip(&mut self) {
+        let infos: Vec<NodeInfo> = self
+            .cores
+            .values()
+            .map(|c| {
+                let mut i = c.host.view().get(&c.me).cloned().unwrap();
+                i.alive = !self.mute.contains(&i.id);
+                i
+            })
+            .collect();
+        let now = self.now;
+        for (id, c) in &mut self.cores {
+            if !self.mute.contains(id) {
+                let others = infos.iter().filter(|i| i.id != *id).cloned().collect();
+                c.handle_members(now, others);
+            }
+        }
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            let ids: Vec<NodeId> = self.cores.keys().cloned().collect();
+            for id in &ids {
+                let now = self.now;
+                let mut outs = Vec::new();
+                while let Some(o) = self.cores.get_mut(id).unwrap().poll_output() {
+                    outs.push(o);
+                }
+                for o in outs {
+                    moved = true;
+                    match o {
+                        Output::Transmit(t) => {
+                            self.sent.push((id.clone(), t.to.clone(), t.msg.kind()));
+                            if self.mute.contains(id) || self.mute.contains(&t.to) {
+                                continue;
+                            }
+                            if let Some(dst) = self.cores.get_mut(&t.to) {
+                                dst.handle_peer(now, id.clone(), t.msg);
+                            }
+                        }
+                        Output::Exec(host::Exec::Launch(l)) => {
+                            self.running
+                                .insert(l.task_id.clone(), (id.clone(), l.clone()));
+                            let st = TaskStatus::new(
+                                l.task_id.clone(),
+                                TaskState::Running,
+                                Some(id.clone()),
+                            );
+                            self.c(id.as_str()).handle_exec(now, &l, st);
+                        }
+                        Output::Exec(host::Exec::Kill { task_id, .. }) => {
+                            if let Some((_, l)) = self.running.remove(&task_id) {
+                                let st =
+                                    TaskStatus::new(task_id, TaskState::Killed, Some(id.clone()));
+                                self.c(id.as_str()).handle_exec(now, &l, st);
+                            }
+                        }
+                        Output::ReadLog { token, read } => {
+                            let chunk = LogChunk {
+                                request_id: 0,
+                                task_id: read.task_id.clone(),
+                                data: if self.running.contains_key(&read.task_id) {
+                                    b"out".to_vec()
+                                } else {
+                                    Vec::new()
+                                },
+                                next_offset: 3,
+                                eof: true,
+                                error: (!self.running.contains_key(&read.task_id))
+                                    .then(|| "no sandbox".to_string()),
+                            };
+                            self.c(id.as_str()).handle_local_log(now, token, chunk);
+                        }
+                        Output::Reply { to, reply } => self.replies.push((id.clone(), to, reply)),
+                        Output::Publish(_) | Output::PublishApi => {}
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            let next = self
+                .cores
+                .iter()
+                .filter(|(id, _)| !self.mute.contains(*id))
+                .map(|(_, c)| c.poll_timeout())
+                .min()
+                .unwrap();
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            for (id, c) in &mut self.cores {
+                if !self.mute.contains(id) && c.poll_timeout() <= now {
+                    c.handle_timeout(now);
+                }
+            }
+            self.settle();
+        }
+        self.now = end;
+    }
+
+    fn command(&mut self, node: &str, asker: Asker, cmd: Command) {
+        let now = self.now;
+        self.c(node).handle_command(now, asker, cmd);
+        self.settle();
+    }
+
+    /// The replies `node` gave `asker`, taken.
+    fn take(&mut self, node: &str, asker: Asker) -> Vec<Reply> {
+        let (mine, rest) = std::mem::take(&mut self.replies)
+            .into_iter()
+            .partition(|(n, a, _)| *n == nid(node) && *a == asker);
+        self.replies = rest;
+        mine.into_iter().map(|(_, _, r)| r).collect()
+    }
+
+    /// Registers a framework on `node` from connection `conn` and submits
+    /// `n` tasks; returns their ids.
+    fn submit(&mut self, node: &str, conn: u64, n: usize) -> Vec<TaskId> {
+        self.c(node).handle_open(conn);
+        self.command(
+            node,
+            Asker::Conn(conn),
+            Command::Register(Register {
+                name: "batch".into(),
+                role: String::new(),
+                weight: 1,
+                failover_timeout_ms: 5_000,
+                framework_id: None,
+            }),
+        );
+        let tasks = (0..n).map(|i| spec(&format!("t{i}"))).collect();
+        self.command(
+            node,
+            Asker::Conn(conn),
+            Command::Submit(Submit {
+                request_id: 1,
+                tasks,
+            }),
+        );
+        self.advance(Duration::from_millis(200));
+        self.replies
+            .iter()
+            .find_map(|(n, a, r)| match r {
+                Reply::Submitted(s) if *n == nid(node) && *a == Asker::Conn(conn) => {
+                    Some(s.task_ids.clone())
+                }
+                _ => None,
+            })
+            .expect("submitted")
+    }
+}
+
+#[test]
+fn a_task_runs_elsewhere_and_its_status_reaches_the_connection() {
+    let mut net = Net::new(vec![core("a", 0), core("b", 4)]);
+    let ids = net.submit("a", 1, 1);
+    assert_eq!(net.running[&ids[0]].0, nid("b"));
+    net.advance(Duration::from_millis(100));
+    let mut seen = Vec::new();
+    for r in &net.replies {
+        if let (_, Asker::Conn(1), Reply::Status(e)) = r {
+            seen.push(e.status.state);
+        }
+    }
+    assert!(seen.contains(&TaskState::Running), "{seen:?}");
+}
+
+#[test]
+fn a_kill_from_another_node_asks_the_home_then_only_the_running_node() {
+    let mut net = Net::new(vec![core("a", 0), core("b", 4), core("c", 0), core("d", 0)]);
+    let ids = net.submit("a", 1, 1);
+    net.sent.clear();
+    net.command(
+        "c",
+        Asker::Http(5),
+        Command::Kill(Kill {
+            task_id: ids[0].clone(),
+        }),
+    );
+    assert_eq!(
+        net.take("c", Asker::Http(5)),
+        vec![Reply::KillSent(ids[0].clone())]
+    );
+    let from_c: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|(f, _, _)| *f == nid("c"))
+        .map(|(_, to, k)| (to.as_str().to_string(), *k))
+        .collect();
+    assert_eq!(
+        from_c,
+        vec![("a".to_string(), "list_tasks"), ("b".to_string(), "kill")],
+        "the home is asked where it runs, then only that node is told"
+    );
+    assert!(!net.running.contains_key(&ids[0]));
+    // The killed task's end is known at home, and a second kill says so
+    // (it said "no live node knows task" before, issue 11).
+    net.advance(Duration::from_millis(100));
+    net.command(
+        "c",
+        Asker::Conn(9),
+        Command::Kill(Kill {
+            task_id: ids[0].clone(),
+        }),
+    );
+    let r = net.take("c", Asker::Conn(9));
+    assert!(
+        matches!(&r[..], [Reply::Error(e)] if e.message.contains("already ended")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_listing_names_the_node_that_did_not_answer_after_the_timeout() {
+    let mut net = Net::new(vec![core("a", 2), core("b", 2), core("c", 2)]);
+    let ids = net.submit("a", 1, 2);
+    // b stops answering but is not declared dead yet.
+    net.mute.insert(nid("b"));
+    net.command("c", Asker::Conn(3), Command::ListTasks(TaskQuery::all(42)));
+    assert!(net.take("c", Asker::Conn(3)).is_empty(), "waits for b");
+    net.advance(super::super::queries::QUERY_TIMEOUT);
+    let r = net.take("c", Asker::Conn(3));
+    let [Reply::Tasks(page)] = &r[..] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(page.request_id, 42);
+    assert_eq!(page.unreachable, vec![nid("b")]);
+    let listed: Vec<&TaskId> = page.tasks.iter().map(|t| &t.task_id).collect();
+    assert_eq!(
+        listed,
+        ids.iter().collect::<Vec<_>>(),
+        "a, the home, answered for both"
+    );
+}
+
+#[test]
+fn a_framework_gone_past_its_failover_timeout_has_its_tasks_killed() {
+    let mut net = Net::new(vec![core("a", 4)]);
+    let ids = net.submit("a", 1, 2);
+    assert_eq!(net.running.len(), 2);
+    let now = net.now;
+    net.c("a").handle_closed(now, 1);
+    net.advance(Duration::from_millis(4_000));
+    assert_eq!(net.running.len(), 2, "within the failover timeout");
+    net.advance(Duration::from_millis(1_500));
+    assert!(net.running.is_empty(), "killed after it");
+    // Its history stays: the rows are still listed.
+    net.command("a", Asker::Http(1), Command::GetTask(ids[1].clone()));
+    let r = net.take("a", Asker::Http(1));
+    assert!(
+        matches!(&r[..], [Reply::Task(Some(row))] if row.state == TaskState::Killed),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_log_read_elsewhere_finds_the_running_node_through_the_home() {
+    let mut net = Net::new(vec![core("a", 0), core("b", 4), core("c", 0)]);
+    let ids = net.submit("a", 1, 1);
+    net.command(
+        "c",
+        Asker::Conn(2),
+        Command::ReadLog(agora_protocol::wire::ReadLog {
+            request_id: 8,
+            task_id: ids[0].clone(),
+            stream: agora_protocol::wire::LogStream::Stdout,
+            offset: 0,
+            max_bytes: 100,
+        }),
+    );
+    let r = net.take("c", Asker::Conn(2));
+    let [Reply::Log(chunk)] = &r[..] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(chunk.request_id, 8);
+    assert_eq!(chunk.data, b"out");
+    assert!(chunk.error.is_none());
+}
+
+#[test]
+fn unregistered_connections_may_only_look_and_kill() {
+    let mut net = Net::new(vec![core("a", 1)]);
+    net.c("a").handle_open(7);
+    net.command(
+        "a",
+        Asker::Conn(7),
+        Command::Submit(Submit {
+            request_id: 3,
+            tasks: vec![spec("x")],
+        }),
+    );
+    let r = net.take("a", Asker::Conn(7));
+    assert!(
+        matches!(&r[..], [Reply::Error(e)] if e.code == ErrorCode::NotRegistered),
+        "{r:?}"
+    );
+    // An HTTP submit without the HTTP side enabled is refused, not lost.
+    net.command(
+        "a",
+        Asker::Http(1),
+        Command::Submit(Submit {
+            request_id: 0,
+            tasks: vec![spec("x")],
+        }),
+    );
+    let r = net.take("a", Asker::Http(1));
+    assert!(
+        matches!(&r[..], [Reply::Error(e)] if e.code == ErrorCode::Busy),
+        "{r:?}"
+    );
+    // Socket frames: a kill's success has none.
+    assert!(
+        Reply::KillSent(TaskId::new("f.1").unwrap())
+            .into_server_message()
+            .is_none()
+    );
+    assert!(matches!(
+        Reply::Tasks(TaskPage {
+            request_id: 1,
+            tasks: Vec::new(),
+            matched: 0,
+            unreachable: Vec::new()
+        })
+        .into_server_message(),
+        Some(ServerMessage::Tasks(_))
+    ));
+}
