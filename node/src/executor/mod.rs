@@ -298,7 +298,13 @@ impl Executor {
     /// or any thread (it spawns onto that runtime).
     pub fn launch(&mut self, request: LaunchRequest) {
         let id = request.task_id.clone();
-        if self.tasks.contains_key(&id) || self.shared.layout.checkpoint(id.as_str()).exists() {
+        // The ended table as well as the checkpoint: an ended task whose
+        // checkpoint could not be written is still retained (and its
+        // sandbox is the GC's to remove).
+        if self.tasks.contains_key(&id)
+            || self.shared.ended_table().contains_key(&id)
+            || self.shared.layout.checkpoint(id.as_str()).exists()
+        {
             tracing::warn!(task = %id, "launch ignored: this node already has a task with this id");
             return;
         }
