@@ -250,7 +250,7 @@ pub(crate) fn list(layout: &Layout, owned: impl Fn(&str) -> bool) -> Vec<Leftove
     };
     for (name, meta) in entries(layout.checkpoints()) {
         let modified = modified_unix_ms(&meta);
-        let (kind, since) = if name.ends_with(".json") {
+        let (kind, since) = if name.ends_with(".json") || !meta.is_file() {
             continue;
         } else if name
             .strip_prefix('.')
@@ -439,6 +439,7 @@ mod tests {
             std::fs::write(tasks.join(f), b"").unwrap();
         }
         std::fs::write(sandboxes.join("file"), b"").unwrap();
+        std::fs::create_dir(tasks.join(".dir.json.tmp")).unwrap();
         let me = super::super::fsutil::ProcRef::of(std::process::id() as i32).unwrap();
         std::fs::write(
             sandboxes.join("live/.agora/process.json"),
