@@ -99,8 +99,8 @@ impl GcPolicy {
     /// long it is kept.
     pub(crate) fn aside_note(&self) -> String {
         let mut note = format!(
-            "kept for inspection until it has been set aside for --gc-max-age {} or more than \
-             --gc-max-ended {} newer files are",
+            "kept for inspection until it is older than --gc-max-age {} or more than \
+             --gc-max-ended {} newer files are set aside",
             human(self.max_age),
             self.max_ended
         );
@@ -127,6 +127,23 @@ pub(crate) fn human(d: Duration) -> String {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
+    }
+}
+
+/// An elapsed time for log lines, rounded down to a unit that keeps it
+/// short: `850ms`, `42s`, `17m`, `5h`, `3d`.
+pub(crate) fn rough(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 1 {
+        format!("{}ms", d.as_millis())
+    } else if s < 120 {
+        format!("{s}s")
+    } else if s < 2 * 3600 {
+        format!("{}m", s / 60)
+    } else if s < 2 * 86_400 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}d", s / 86_400)
     }
 }
 
@@ -656,6 +673,9 @@ mod tests {
         assert_eq!(human(Duration::from_secs(90)), "90s");
         assert_eq!(human(Duration::from_millis(1500)), "1500ms");
         assert_eq!(human(Duration::ZERO), "0ms");
+        assert_eq!(rough(Duration::from_millis(3_602_850)), "60m");
+        assert_eq!(rough(Duration::from_millis(1009)), "1s");
+        assert_eq!(rough(Duration::from_secs(3 * 86_400 + 5)), "3d");
         let note = GcPolicy::default().aside_note();
         assert!(
             note.contains("--gc-max-age 1d") && note.contains("90% full"),

@@ -34,7 +34,7 @@
 use super::fsutil::{
     CORRUPT_TAG, Layout, META_DIR, OLD_TAG, TRASH_PREFIX, modified_unix_ms, parse_aside, task_of,
 };
-use super::gc::{GcPolicy, human, tree_bytes};
+use super::gc::{GcPolicy, human, rough, tree_bytes};
 use super::monitor::Shared;
 use super::supervisor::read_process;
 use agora_protocol::ids::TaskId;
@@ -138,7 +138,7 @@ pub(crate) enum Why {
 impl Why {
     /// The end of the log line that says a leftover was removed.
     pub fn describe(self, l: &Leftover, policy: &GcPolicy, now_unix_ms: u64) -> String {
-        let ago = |t: u64| human(Duration::from_millis(now_unix_ms.saturating_sub(t)));
+        let ago = |t: u64| rough(Duration::from_millis(now_unix_ms.saturating_sub(t)));
         match self {
             Why::Age => format!(
                 "it was kept for inspection, set aside {} ago: longer than --gc-max-age {}",
