@@ -196,24 +196,28 @@ pub struct AgentArgs {
     pub no_cgroups: Option<bool>,
 
     /// Ended tasks this node keeps (checkpoint, sandbox and logs);
-    /// the oldest beyond this many are deleted [default: 1000].
+    /// the oldest beyond this many are deleted; also the most files kept
+    /// set aside for inspection (corrupt checkpoints, old sandboxes)
+    /// [default: 1000].
     #[arg(long, value_name = "N")]
     pub gc_max_ended: Option<usize>,
 
-    /// Ended tasks older than this are deleted: a number of seconds or
-    /// with a unit s, m, h, d (e.g. 24h) [default: 24h].
+    /// Ended tasks older than this, and files set aside for inspection
+    /// longer than this, are deleted: a number of seconds or with a unit
+    /// s, m, h, d (e.g. 24h) [default: 24h].
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "string_or_number")]
     pub gc_max_age: Option<String>,
 
     /// While the data dir's disk is fuller than this percentage (as df
-    /// counts it), the oldest ended tasks are deleted until it is not;
-    /// 100 turns this off [default: 90].
+    /// counts it), files set aside and then the oldest ended tasks are
+    /// deleted until it is not; 100 turns this off [default: 90].
     #[arg(long, value_name = "PCT")]
     pub gc_disk_percent: Option<u8>,
 
-    /// How often ended tasks are garbage collected (also once at start-up),
-    /// seconds or with a unit [default: 60s].
+    /// How often ended tasks and leftovers (files set aside, orphan
+    /// sandboxes) are garbage collected (also once at start-up), seconds
+    /// or with a unit [default: 60s].
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "string_or_number")]
     pub gc_interval: Option<String>,

@@ -849,6 +849,279 @@ async fn tasks_that_ended_long_ago_are_collected_at_start_up() {
     assert_eq!(history_ids(&exec), ["legacy-recent", "recent"]);
 }
 
+/// Sets a file's or directory's modification time `secs` seconds back.
+fn age(path: &Path, secs: u64) {
+    let then = std::time::SystemTime::now() - Duration::from_secs(secs);
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(then)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Names in a directory that start with `prefix`.
+fn names_starting(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A process in its own group, killed on drop, recorded the way a
+/// supervisor records its task (`.agora/process.json`).
+struct Alive(std::process::Child);
+
+impl Alive {
+    fn start() -> Alive {
+        use std::os::unix::process::CommandExt;
+        Alive(
+            std::process::Command::new("sleep")
+                .arg("60")
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn record_in(&self, sandbox: &Path) {
+        let pid = self.0.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        let record =
+            serde_json::json!({"pid": pid, "start_time": start, "boot_id": boot_id.trim()});
+        std::fs::create_dir_all(sandbox.join(".agora")).unwrap();
+        std::fs::write(sandbox.join(".agora/process.json"), record.to_string()).unwrap();
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gc_collects_files_set_aside_orphan_sandboxes_and_stale_temp_files() {
+    let dir = DataDir::new("gc-leftovers");
+    let (tasks, sandboxes) = (dir.0.join("tasks"), dir.0.join("sandboxes"));
+    // A sandbox set aside for real: a task forgotten (its sandbox stays),
+    // then launched again under the same id.
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    let id = TaskId::new("again").unwrap();
+    exec.launch(request("again", sh("echo first")));
+    assert_eq!(
+        run_to_end(&mut rx, "again").await.state,
+        TaskState::Finished
+    );
+    wait_until("the first run was never forgotten", || exec.forget(&id)).await;
+    exec.launch(request("again", sh("echo second")));
+    assert_eq!(
+        run_to_end(&mut rx, "again").await.state,
+        TaskState::Finished
+    );
+    let [old] = &names_starting(&sandboxes, "again.old-")[..] else {
+        panic!("the launch did not set the old sandbox aside")
+    };
+    wait_until("the second run never retained", || {
+        exec.history().len() == 1
+    })
+    .await;
+    exec.detach().await;
+    drop(rx);
+    // While no executor runs: three checkpoints that the next open sets
+    // aside as corrupt (the first with the sandbox its task had), a launch
+    // cut between creating its sandbox and writing its checkpoint, an
+    // orphan modified just now, and a sandbox whose process still runs.
+    for bad in ["bad1", "bad2", "bad3"] {
+        std::fs::write(tasks.join(format!("{bad}.json")), b"{ not json").unwrap();
+    }
+    std::fs::create_dir_all(sandboxes.join("bad1/.agora")).unwrap();
+    std::fs::write(sandboxes.join("bad1/stdout"), b"lost\n").unwrap();
+    std::fs::create_dir_all(sandboxes.join("half/.agora")).unwrap();
+    std::fs::write(sandboxes.join("half/.agora/launch.json"), b"{}").unwrap();
+    std::fs::create_dir_all(sandboxes.join("fresh")).unwrap();
+    let alive = Alive::start();
+    alive.record_in(&sandboxes.join("alive"));
+    for d in ["bad1", "half", "alive", old.as_str()] {
+        age(&sandboxes.join(d), 3600);
+    }
+    // At most two files set aside; the rest as by default (24 h, a grace
+    // of 10 min, 90% of the disk).
+    let gc = GcPolicy {
+        max_ended: 2,
+        interval: Duration::from_millis(20),
+        ..GcPolicy::default()
+    };
+    let (exec, recovered, _rx) = open_with(&dir.0, gc).await;
+    assert!(recovered.is_empty(), "{recovered:?}");
+    // A checkpoint write that failed while the executor ran.
+    let temp = tasks.join(".ghost.json.tmp");
+    std::fs::write(&temp, b"{").unwrap();
+    age(&temp, 3600);
+    wait_until("the leftovers were never collected", || {
+        names_starting(&sandboxes, "again.old-").is_empty()
+            && names_starting(&tasks, "bad1.json.corrupt-").is_empty()
+            && !sandboxes.join("bad1").exists()
+            && !sandboxes.join("half").exists()
+            && !temp.exists()
+    })
+    .await;
+    // The two newest files set aside stay for inspection.
+    for kept in ["bad2.json.corrupt-", "bad3.json.corrupt-"] {
+        assert_eq!(names_starting(&tasks, kept).len(), 1, "{kept} is gone");
+    }
+    // So do the orphan within its grace, the sandbox whose process runs,
+    // and the retained task; and no trash is left.
+    assert!(sandboxes.join("fresh").exists());
+    assert!(sandboxes.join("alive/.agora/process.json").exists());
+    assert_eq!(history_ids(&exec), ["again"]);
+    assert_eq!(
+        read_all(&exec, "again", LogStream::Stdout).await,
+        "second\n"
+    );
+    assert!(tasks.join("again.json").exists());
+    assert_eq!(names_starting(&sandboxes, ".gc-"), Vec::<String>::new());
+    // Once the process is gone, its sandbox is an orphan like the others.
+    drop(alive);
+    wait_until(
+        "the sandbox of the ended process was never collected",
+        || !sandboxes.join("alive").exists(),
+    )
+    .await;
+    assert!(sandboxes.join("fresh").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_disk_threshold_files_set_aside_go_and_orphans_keep_their_grace() {
+    let dir = DataDir::new("gc-leftovers-disk");
+    let (tasks, sandboxes) = (dir.0.join("tasks"), dir.0.join("sandboxes"));
+    std::fs::create_dir_all(&tasks).unwrap();
+    std::fs::write(tasks.join("bad.json"), b"{ not json").unwrap();
+    std::fs::create_dir_all(sandboxes.join("fresh")).unwrap();
+    // 0% always counts as too full; the file is new and alone, so only the
+    // disk rule takes it.
+    let gc = GcPolicy {
+        disk_percent: 0,
+        interval: Duration::from_millis(20),
+        ..GcPolicy::default()
+    };
+    let (mut exec, _, mut rx) = open_with(&dir.0, gc).await;
+    exec.launch(request("sleeper", sh("exec sleep 30")));
+    assert_eq!(
+        next_status(&mut rx, "sleeper").await.state,
+        TaskState::Running
+    );
+    wait_until("the file set aside was never collected", || {
+        names_starting(&tasks, "bad.json.corrupt-").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(sandboxes.join("fresh").exists());
+    assert!(sandboxes.join("sleeper/stdout").exists());
+    assert!(tasks.join("sleeper.json").exists());
+    exec.kill(&TaskId::new("sleeper").unwrap(), Duration::from_millis(100));
+    assert_eq!(
+        next_status(&mut rx, "sleeper").await.state,
+        TaskState::Killed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_grace_the_gc_still_never_takes_the_sandbox_of_a_launch() {
+    let dir = DataDir::new("gc-launch-race");
+    // Passes back to back that take any orphan at once.
+    let gc = GcPolicy {
+        orphan_grace: Duration::ZERO,
+        interval: Duration::from_millis(1),
+        ..GcPolicy::default()
+    };
+    let (mut exec, _, mut rx) = open_with(&dir.0, gc).await;
+    let n = 40;
+    for i in 0..n {
+        exec.launch(request(&format!("t{i}"), sh("echo out")));
+    }
+    let mut ended = 0;
+    while ended < n {
+        let fut = rx.recv();
+        let Some(ExecEvent::Status { status, .. }) =
+            tokio::time::timeout(DEADLINE, fut).await.unwrap()
+        else {
+            panic!("event channel closed")
+        };
+        if status.state.is_terminal() {
+            assert_eq!(status.state, TaskState::Finished, "{status:?}");
+            ended += 1;
+        }
+    }
+    wait_until("not all retained", || exec.history().len() == n).await;
+    for i in 0..n {
+        assert_eq!(
+            read_all(&exec, &format!("t{i}"), LogStream::Stdout).await,
+            "out\n"
+        );
+    }
+    // A forgotten task's sandbox is an orphan, here with no grace.
+    let id = TaskId::new("t0").unwrap();
+    wait_until("t0 was never forgotten", || exec.forget(&id)).await;
+    wait_until("the forgotten sandbox was never collected", || {
+        !exec.sandbox_dir(&id).exists()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_retained_without_a_checkpoint_keeps_its_id() {
+    let dir = DataDir::new("no-checkpoint");
+    // A directory where the checkpoint's temp file goes: every checkpoint
+    // write of "dup" fails, so it ends retained but without a checkpoint.
+    std::fs::create_dir_all(dir.0.join("tasks/.dup.json.tmp")).unwrap();
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request("dup", sh("true")));
+    let failed = next_status(&mut rx, "dup").await;
+    assert_eq!(failed.state, TaskState::Failed, "{failed:?}");
+    assert!(
+        failed.reason.as_deref().unwrap().contains("checkpoint"),
+        "{failed:?}"
+    );
+    wait_until("dup was never retained", || history_ids(&exec) == ["dup"]).await;
+    assert!(!dir.0.join("tasks/dup.json").exists());
+    // Enough launches later that the executor's table of monitors has
+    // dropped the finished ones (it keeps 64 beyond twice the running).
+    let n = 70;
+    for i in 0..n {
+        exec.launch(request(&format!("f{i}"), sh("true")));
+    }
+    let mut ended = 0;
+    while ended < n {
+        let Some(ExecEvent::Status { status, .. }) =
+            tokio::time::timeout(DEADLINE, rx.recv()).await.unwrap()
+        else {
+            panic!("event channel closed")
+        };
+        ended += usize::from(status.state.is_terminal());
+    }
+    exec.launch(request("trigger", sh("true")));
+    run_to_end(&mut rx, "trigger").await;
+    // The id is still taken: a second launch is ignored (it would have
+    // shared a sandbox with the entry the GC removes later).
+    exec.launch(request("dup", sh("true")));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "a launch of a retained id was not ignored"
+    );
+}
+
 /// Benchmark, not run by default: an upgrade onto a data dir holding N
 /// (env `N`, default 5000) ended checkpoints in the previous version's
 /// format, each with a 4 KiB sandbox. Prints how long `open` takes and how

@@ -20,7 +20,8 @@
 //! `updated_unix_ms`; older agents ignore the two fields.
 
 use super::LaunchRequest;
-use super::fsutil::{Layout, ProcRef, atomic_write, unix_ms};
+use super::fsutil::{CORRUPT_TAG, Layout, ProcRef, aside_path, atomic_write, unix_ms};
+use super::gc::{GcPolicy, human};
 use agora_protocol::task::TaskStatus;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -109,20 +110,19 @@ impl Checkpoint {
     }
 }
 
-/// Moves a bad checkpoint aside as `NAME.corrupt-UNIXMS`, with a warning.
-fn move_aside(path: &Path, why: &str) {
-    let aside = path.with_file_name(format!(
-        "{}.corrupt-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        unix_ms()
-    ));
+/// Moves a bad checkpoint aside as `NAME.corrupt-UNIXMS`, with a warning
+/// that says how long it is kept (the GC removes it, see `leftovers.rs`).
+fn move_aside(path: &Path, why: &str, policy: &GcPolicy) {
+    let aside = aside_path(path, CORRUPT_TAG, unix_ms());
     match fs::rename(path, &aside) {
         Ok(()) => tracing::warn!(
             checkpoint = %path.display(),
             moved_to = %aside.display(),
-            "corrupt task checkpoint moved aside: {why}; the task it described is not recovered"
+            "corrupt task checkpoint moved aside: {why}; the task it described is not recovered, \
+             and its sandbox, if any, is removed as an orphan once unmodified for {} and no \
+             process of it runs; the file is {}",
+            human(policy.orphan_grace),
+            policy.aside_note()
         ),
         Err(e) => tracing::warn!(
             checkpoint = %path.display(),
@@ -132,11 +132,12 @@ fn move_aside(path: &Path, why: &str) {
 }
 
 /// Reads every checkpoint of the node. Corrupt ones are moved aside with a
-/// warning, stale temp files are removed.
+/// warning (which says how long `policy` keeps them), stale temp files are
+/// removed.
 ///
 /// # Errors
 /// The checkpoint directory cannot be read.
-pub(crate) fn load_all(layout: &Layout) -> io::Result<Vec<Checkpoint>> {
+pub(crate) fn load_all(layout: &Layout, policy: &GcPolicy) -> io::Result<Vec<Checkpoint>> {
     let dir = layout.checkpoints();
     let mut out = Vec::new();
     let mut entries: Vec<PathBuf> = fs::read_dir(&dir)?
@@ -184,7 +185,7 @@ pub(crate) fn load_all(layout: &Layout) -> io::Result<Vec<Checkpoint>> {
                 }
                 out.push(c)
             }
-            Err(why) => move_aside(&path, &why),
+            Err(why) => move_aside(&path, &why, policy),
         }
     }
     Ok(out)
@@ -219,7 +220,7 @@ mod tests {
         assert!(fields.remove("ended_unix_ms").is_some() && fields.remove("reported").is_some());
         fields.insert("updated_unix_ms".into(), 1234.into());
         fs::write(layout.checkpoint("fw-1.t1"), old.to_string()).unwrap();
-        let [loaded] = &load_all(&layout).unwrap()[..] else {
+        let [loaded] = &load_all(&layout, &GcPolicy::default()).unwrap()[..] else {
             panic!("the old checkpoint did not load")
         };
         assert!(!loaded.reported);
@@ -227,6 +228,9 @@ mod tests {
         assert_eq!(loaded.ended_at(), 1234);
         // A new write keeps the end time.
         loaded.clone().save(&layout).unwrap();
-        assert_eq!(load_all(&layout).unwrap()[0].ended_at(), 1234);
+        assert_eq!(
+            load_all(&layout, &GcPolicy::default()).unwrap()[0].ended_at(),
+            1234
+        );
     }
 }

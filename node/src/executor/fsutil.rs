@@ -1,7 +1,8 @@
 //! Files and processes the executor relies on: the on-disk layout of a
-//! node's data dir, atomic writes (write a temp file, fsync, rename, fsync
-//! the directory), and identifying a process across pid reuse and reboots
-//! (its start time in `/proc/PID/stat` plus the kernel's boot id).
+//! node's data dir (and the names of what is moved aside in it), atomic
+//! writes (write a temp file, fsync, rename, fsync the directory), and
+//! identifying a process across pid reuse and reboots (its start time in
+//! `/proc/PID/stat` plus the kernel's boot id).
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -30,6 +31,65 @@ pub(crate) fn component(id: &str) -> String {
     } else {
         id.to_string()
     }
+}
+
+/// The task id whose [`component`] is `name`, if there is one (names that
+/// start with a dot, or with `%` not followed by one, are no task's).
+pub(crate) fn task_of(name: &str) -> Option<&str> {
+    match name.strip_prefix('%') {
+        Some(rest) if rest.is_empty() || rest.starts_with('.') => Some(rest),
+        Some(_) => None,
+        None if name.starts_with('.') => None,
+        None => Some(name),
+    }
+}
+
+/// Tag of a checkpoint moved aside because it cannot be used:
+/// `tasks/NAME.json.corrupt-UNIXMS`.
+pub(crate) const CORRUPT_TAG: &str = ".corrupt-";
+/// Tag of a sandbox moved aside by a launch that found one for its task id
+/// already: `sandboxes/NAME.old-UNIXMS`.
+pub(crate) const OLD_TAG: &str = ".old-";
+/// Prefix of a leftover the GC has renamed out of the way to remove it:
+/// `sandboxes/.gc-NAME-UNIXMS` (no [`component`] starts with a dot, so no
+/// task can own that name).
+pub(crate) const TRASH_PREFIX: &str = ".gc-";
+
+/// `path` with `TAG` and a Unix-millisecond time appended to its file name
+/// (`NAME{tag}{unix_ms}`), where it is moved aside.
+pub(crate) fn aside_path(path: &Path, tag: &str, unix_ms: u64) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{name}{tag}{unix_ms}"))
+}
+
+/// The name and time of a file name made by [`aside_path`] with `tag`.
+pub(crate) fn parse_aside<'a>(name: &'a str, tag: &str) -> Option<(&'a str, u64)> {
+    let (base, ms) = name.rsplit_once(tag)?;
+    if base.is_empty() || ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, ms.parse().ok()?))
+}
+
+/// Sets a file's or directory's modification time to now.
+///
+/// # Errors
+/// It cannot be opened, or its times cannot be set.
+pub(crate) fn touch(path: &Path) -> io::Result<()> {
+    File::open(path)?.set_modified(SystemTime::now())
+}
+
+/// A file's or directory's modification time (Unix milliseconds; 0 when
+/// unreadable), symlinks not followed.
+pub(crate) fn modified_unix_ms(meta: &fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The on-disk layout of one node's executor.
@@ -174,6 +234,25 @@ mod tests {
         assert_eq!(component(".."), "%..");
         assert_eq!(component("."), "%.");
         assert_ne!(component(".x"), component("_.x"));
+        for id in ["fw.1", "..", ".", ".x"] {
+            assert_eq!(task_of(&component(id)), Some(id));
+        }
+        assert_eq!(task_of(".gc-x-1"), None);
+        assert_eq!(task_of("%x"), None);
+    }
+
+    #[test]
+    fn aside_names_parse_back_and_others_do_not() {
+        let p = aside_path(Path::new("/d/tasks/t.json"), CORRUPT_TAG, 17);
+        assert_eq!(p, Path::new("/d/tasks/t.json.corrupt-17"));
+        assert_eq!(
+            parse_aside("t.json.corrupt-17", CORRUPT_TAG),
+            Some(("t.json", 17))
+        );
+        assert_eq!(parse_aside("a.old-b.old-5", OLD_TAG), Some(("a.old-b", 5)));
+        for bad in ["t.old-", ".old-5", "t.old-5x", "t.json", "t.old--5"] {
+            assert_eq!(parse_aside(bad, OLD_TAG), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Reading a task's captured stdout and stderr by byte range.
 //!
 //! Logs live in `DATA_DIR/sandboxes/TASK/stdout` and `.../stderr` and stay
-//! there after the task ends (and after [`super::Executor::forget`]), so
-//! `agora logs` works for finished tasks. A read returns at most
+//! there after the task ends, until the GC removes the sandbox (and for a
+//! grace after [`super::Executor::forget`]), so `agora logs` works for
+//! finished tasks. A read returns at most
 //! [`MAX_LOG_CHUNK`] bytes; `eof` says whether it reached the end of the
 //! file as it is now (a running task may write more).
 

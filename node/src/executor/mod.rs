@@ -38,7 +38,12 @@
 //! - Ended tasks are kept (checkpoint, sandbox, logs, an entry in
 //!   [`Executor::history`]) until the garbage collector removes them: past
 //!   a count or an age, or oldest first while the data dir's disk is too
-//!   full ([`GcPolicy`], `gc.rs`). Running tasks are never collected.
+//!   full ([`GcPolicy`], `gc.rs`). Running tasks are never collected. The
+//!   same passes remove what no retained task accounts for
+//!   (`leftovers.rs`): checkpoints set aside as corrupt and sandboxes set
+//!   aside by a launch (kept for inspection, by the same age and count),
+//!   orphan sandboxes and stale temp files (after a grace), never the
+//!   sandbox of a task being launched or running.
 //!
 //! Reporting rules for the agent:
 //! - A launched task emits `Running` once its process exists, then exactly
@@ -61,6 +66,7 @@ mod cgroup;
 mod checkpoint;
 mod fsutil;
 mod gc;
+mod leftovers;
 mod logs;
 mod monitor;
 mod recovery;
@@ -75,7 +81,7 @@ use checkpoint::Checkpoint;
 use fsutil::Layout;
 pub use gc::GcPolicy;
 use monitor::Shared;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -257,6 +263,8 @@ impl Executor {
             events,
             cancel: CancellationToken::new(),
             running: AtomicUsize::new(0),
+            gc: config.gc.clone(),
+            active: std::sync::Mutex::new(HashSet::new()),
             ended: std::sync::Mutex::new(HashMap::new()),
         });
         let (node_id, policy) = (config.node_id.clone(), config.gc.clone());
@@ -296,6 +304,7 @@ impl Executor {
             recovered.push(Recovered::Running(cp.request.clone()));
             let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
             let id = cp.request.task_id.clone();
+            exec.shared.active_set().insert(id.clone());
             exec.shared.running.fetch_add(1, Ordering::SeqCst);
             let monitor = exec.runtime.spawn(monitor::reattach(
                 Arc::clone(&exec.shared),
@@ -319,7 +328,13 @@ impl Executor {
     /// or any thread (it spawns onto that runtime).
     pub fn launch(&mut self, request: LaunchRequest) {
         let id = request.task_id.clone();
-        if self.tasks.contains_key(&id) || self.shared.layout.checkpoint(id.as_str()).exists() {
+        // The ended table as well as the checkpoint: an ended task whose
+        // checkpoint could not be written is still retained (and its
+        // sandbox is the GC's to remove).
+        if self.tasks.contains_key(&id)
+            || self.shared.ended_table().contains_key(&id)
+            || self.shared.layout.checkpoint(id.as_str()).exists()
+        {
             tracing::warn!(task = %id, "launch ignored: this node already has a task with this id");
             return;
         }
@@ -328,6 +343,9 @@ impl Executor {
             self.tasks.retain(|_, e| !e.monitor.is_finished());
         }
         let (kill_tx, kill_rx) = mpsc::channel(KILL_QUEUE);
+        // Before the monitor creates the sandbox: from now on the GC leaves
+        // a sandbox with this name alone.
+        self.shared.active_set().insert(id.clone());
         self.shared.running.fetch_add(1, Ordering::SeqCst);
         let monitor = self.runtime.spawn(monitor::launch(
             Arc::clone(&self.shared),
@@ -429,8 +447,9 @@ impl Executor {
 
     /// Drops the checkpoint of an ended task and its entry in
     /// [`Executor::history`], so later opens no longer know it. Its sandbox
-    /// (and logs) stay. Returns false (and does nothing) when the task is
-    /// still running or has no checkpoint.
+    /// (and logs) stay for [`GcPolicy::orphan_grace`] from now, then the GC
+    /// removes it as an orphan. Returns false (and does nothing) when the
+    /// task is still running or has no checkpoint.
     pub fn forget(&mut self, task_id: &TaskId) -> bool {
         if self
             .tasks
@@ -447,6 +466,14 @@ impl Executor {
             .is_some_and(|c| c.ended.is_some());
         if !ended {
             return false;
+        }
+        // The orphan grace counts from now (a sandbox's mtime is otherwise
+        // that of its last new file, often the task's start).
+        let sandbox = self.shared.layout.sandbox(task_id.as_str());
+        if let Err(e) = fsutil::touch(&sandbox)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!(task = %task_id, sandbox = %sandbox.display(), "cannot touch: {e}");
         }
         self.tasks.remove(task_id);
         self.shared.ended_table().remove(task_id);

@@ -8,15 +8,17 @@
 
 use super::cgroup::{self, Cgroups};
 use super::checkpoint::{Checkpoint, KillState};
-use super::fsutil::{LAUNCH_FILE, Layout, ProcRef, SUPERVISOR_LOG, atomic_write, unix_ms};
-use super::gc::Retained;
+use super::fsutil::{
+    LAUNCH_FILE, Layout, OLD_TAG, ProcRef, SUPERVISOR_LOG, aside_path, atomic_write, unix_ms,
+};
+use super::gc::{GcPolicy, Retained};
 use super::status::final_status;
 use super::supervisor::{LaunchSpec, read_exit, read_process};
 use super::{EndedTask, ExecEvent};
 use agora_protocol::ids::{NodeId, TaskId};
 use agora_protocol::task::{Command, TaskState, TaskStatus};
 use rustix::process::{Pid, Signal};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -37,6 +39,16 @@ pub(crate) struct Shared {
     pub events: mpsc::Sender<ExecEvent>,
     pub cancel: CancellationToken,
     pub running: AtomicUsize,
+    /// The GC policy (for what log lines say about files kept for
+    /// inspection).
+    pub gc: GcPolicy,
+    /// Tasks launched or re-attached whose monitor has not finished them
+    /// yet: `Executor::launch` adds a task before its monitor creates the
+    /// sandbox, and [`finish`] removes it after the task is in the
+    /// ended-task table (or its monitor stopped without delivering the end,
+    /// its checkpoint written). The GC never collects a sandbox named for a
+    /// task in it (see `leftovers.rs`). Lock order: this one before `ended`.
+    pub active: Mutex<HashSet<TaskId>>,
     /// Ended tasks whose status was delivered and whose monitor is done,
     /// until the GC or `forget` removes them (bounded by the GC policy).
     pub ended: Mutex<HashMap<TaskId, Retained>>,
@@ -47,6 +59,12 @@ impl Shared {
     /// usable: every change to it is a single insert or remove).
     pub fn ended_table(&self) -> MutexGuard<'_, HashMap<TaskId, Retained>> {
         self.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The active set (see [`Shared::active`]; usable after a panic for the
+    /// same reason as the ended-task table).
+    pub fn active_set(&self) -> MutexGuard<'_, HashSet<TaskId>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -193,6 +211,7 @@ async fn finish(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
     .await;
     if !delivered {
         // The executor is going away: the next open reports it.
+        shared.active_set().remove(&status.task_id);
         return;
     }
     cp.reported = true;
@@ -202,13 +221,14 @@ async fn finish(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
         request: cp.request,
         status,
     };
+    let id = task.request.task_id.clone();
     let layout = shared.layout.clone();
     let retained = blocking(move || Retained::measure(&layout, task)).await;
     if let Ok(r) = retained {
-        shared
-            .ended_table()
-            .insert(r.task.request.task_id.clone(), r);
+        shared.ended_table().insert(id.clone(), r);
     }
+    // Only now: the GC must see the task in one table or the other.
+    shared.active_set().remove(&id);
 }
 
 /// The supervisor's instructions for a request.
@@ -255,15 +275,14 @@ fn prepare(shared: &Shared, cp: &mut Checkpoint) -> Result<(), String> {
     let sandbox = shared.layout.sandbox(&task);
     let meta = shared.layout.meta(&task);
     if sandbox.exists() {
-        let aside = sandbox.with_file_name(format!(
-            "{}.old-{}",
-            sandbox
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            unix_ms()
-        ));
-        tracing::warn!(task = %task, moved_to = %aside.display(), "a sandbox for this task id already exists; moving it aside");
+        let aside = aside_path(&sandbox, OLD_TAG, unix_ms());
+        tracing::warn!(
+            task = %task,
+            moved_to = %aside.display(),
+            "a sandbox for this task id already exists (of an earlier task with this id that \
+             the executor no longer knows); moving it aside, {}",
+            shared.gc.aside_note()
+        );
         std::fs::rename(&sandbox, &aside).map_err(|e| {
             format!(
                 "cannot move the old sandbox {} aside: {e}",

@@ -37,7 +37,7 @@ pub(crate) fn scan(layout: &Layout, node: &NodeId, policy: &GcPolicy) -> io::Res
     let mut running = Vec::new();
     // (checkpoint, to deliver, delivery already recorded)
     let mut ended: Vec<(Checkpoint, bool, bool)> = Vec::new();
-    for cp in checkpoint::load_all(layout)? {
+    for cp in checkpoint::load_all(layout, policy)? {
         if cp.ended.is_some() {
             let deliver = !cp.reported;
             ended.push((cp, deliver, !deliver));
@@ -81,17 +81,22 @@ pub(crate) fn scan(layout: &Layout, node: &NodeId, policy: &GcPolicy) -> io::Res
 }
 
 /// The ended tasks the garbage collector will delete in its next passes
-/// (what its first pass would do, without the per-pass bound).
+/// (what its first pass would do, without the per-pass bound; leftovers
+/// count, since under disk pressure what they free spares ended tasks).
+/// Every task has a checkpoint at this point, so a sandbox without one is
+/// no task's.
 fn doomed(layout: &Layout, policy: &GcPolicy, retained: &[Retained]) -> HashSet<TaskId> {
     let candidates: Vec<Candidate> = retained.iter().map(Retained::candidate).collect();
-    let disk = (policy.disk_percent < 100)
-        .then(|| gc::disk_usage(&layout.data_dir).ok())
-        .flatten();
+    let disk = gc::measure_disk(layout, policy);
+    let found = gc::find_leftovers(layout, policy, disk, |name| {
+        layout.checkpoints().join(format!("{name}.json")).exists()
+    });
     let unbounded = GcPolicy {
         max_per_pass: usize::MAX,
         ..policy.clone()
     };
-    gc::plan_gc(unix_ms(), &candidates, &unbounded, disk)
+    gc::plan(unix_ms(), &candidates, &found, &unbounded, disk)
+        .tasks
         .into_iter()
         .collect()
 }
