@@ -202,10 +202,15 @@ pub fn frame(payload: &[u8], max: usize) -> Result<Vec<u8>, CodecError> {
 /// while it does not yet know how long the next frame is.
 pub const READ_CHUNK: usize = 8 * 1024;
 
-/// A buffer larger than this (grown for a big frame) is let go once it is
-/// empty, so that a connection that once carried a big frame does not keep
-/// its memory while idle.
+/// A buffer larger than this (grown for a big frame) is let go by
+/// [`FrameReader::shrink`] once it is empty, so that a connection that once
+/// carried a big frame does not keep its memory while idle.
 const KEEP: usize = 64 * 1024;
+
+/// The smallest allocation: most messages fit it, so a reader used for one
+/// small frame allocates once, not once for the prefix and again for the
+/// payload.
+const MIN_ALLOC: usize = 256;
 
 /// Splits a byte stream into frames, refusing oversized ones before buffering them.
 ///
@@ -214,8 +219,9 @@ const KEEP: usize = 64 * 1024;
 /// [`push`](FrameReader::push) (a copy) or, without a copy, by reading
 /// straight into [`unfilled`](FrameReader::unfilled) and then calling
 /// [`filled`](FrameReader::filled). [`needed`](FrameReader::needed) says
-/// how many bytes the next frame still lacks, so a reader can ask for
-/// exactly those and never read past a frame.
+/// how many bytes the next frame still lacks, and
+/// [`unfilled_exact`](FrameReader::unfilled_exact) is room for just those,
+/// for a reader that must never read past a frame.
 ///
 /// Frames come out as slices of the reader's buffer, without a copy. The
 /// buffer is compacted when the free room at its end runs short, not on
@@ -237,8 +243,9 @@ const KEEP: usize = 64 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct FrameReader {
-    /// Every byte is initialised; `start..end` is what has not been
-    /// returned yet, `end..` is room to read into.
+    /// `start..end` is what has not been returned yet, `end..` (zeroed or
+    /// old bytes) is room to read into; the capacity past the length is
+    /// room not yet zeroed.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -262,6 +269,7 @@ impl FrameReader {
     }
 
     /// Appends bytes read from the stream.
+    #[inline]
     pub fn push(&mut self, bytes: &[u8]) {
         self.reserve(bytes.len());
         self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
@@ -269,6 +277,7 @@ impl FrameReader {
     }
 
     /// Bytes buffered and not yet returned.
+    #[inline]
     pub fn buffered(&self) -> usize {
         self.end - self.start
     }
@@ -280,6 +289,7 @@ impl FrameReader {
     /// # Errors
     /// [`CodecError::FrameTooLarge`] when the buffered prefix announces
     /// more than the maximum.
+    #[inline]
     pub fn needed(&self) -> Result<usize, CodecError> {
         let have = self.buffered();
         match self.announced() {
@@ -296,6 +306,7 @@ impl FrameReader {
     /// # Errors
     /// [`CodecError::FrameTooLarge`] as soon as a prefix announces more than
     /// the maximum; the stream cannot be resynchronised after that.
+    #[inline]
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, CodecError> {
         if self.needed()? > 0 {
             return Ok(None);
@@ -310,8 +321,9 @@ impl FrameReader {
     /// with [`filled`](FrameReader::filled). It holds at least what the
     /// next frame [`needed`](FrameReader::needed) (at least [`READ_CHUNK`]
     /// bytes while the frame's length is unknown or smaller), so one read
-    /// can complete a frame; a reader that must not read past the frame
-    /// reads only the first `needed()` bytes of it.
+    /// can complete a frame and a read of many small frames needs no more
+    /// than one call.
+    #[inline]
     pub fn unfilled(&mut self) -> &mut [u8] {
         // A prefix over the maximum is the caller's to see in `needed`;
         // here it only must not size the buffer.
@@ -320,11 +332,25 @@ impl FrameReader {
         &mut self.buf[self.end..]
     }
 
+    /// Room for exactly the bytes the next frame still
+    /// [`needed`](FrameReader::needed) (empty when a frame is complete or
+    /// the prefix is over the maximum): a reader that fills it never reads
+    /// past the frame, and a reader used for one frame allocates only what
+    /// that frame needs.
+    #[inline]
+    pub fn unfilled_exact(&mut self) -> &mut [u8] {
+        let needed = self.needed().unwrap_or(0);
+        self.reserve(needed);
+        &mut self.buf[self.end..self.end + needed]
+    }
+
     /// Records that the first `n` bytes of [`unfilled`](FrameReader::unfilled)
-    /// now hold stream bytes.
+    /// or [`unfilled_exact`](FrameReader::unfilled_exact) now hold stream
+    /// bytes.
     ///
     /// # Panics
-    /// If `n` is larger than the room `unfilled` gave.
+    /// If `n` is larger than the room at the end of the buffer.
+    #[inline]
     pub fn filled(&mut self, n: usize) {
         assert!(
             n <= self.buf.len() - self.end,
@@ -334,7 +360,18 @@ impl FrameReader {
         self.end += n;
     }
 
+    /// Lets go of a buffer grown past 64 KiB for a big frame, if nothing
+    /// is buffered. A stream reader calls it when the stream has nothing
+    /// more to read for now: an idle connection then holds little memory,
+    /// while back-to-back big frames reuse one buffer.
+    pub fn shrink(&mut self) {
+        if self.start == self.end && self.buf.capacity() > KEEP {
+            *self = FrameReader::new(self.max);
+        }
+    }
+
     /// The length the buffered prefix announces, if it is complete.
+    #[inline]
     fn announced(&self) -> Option<usize> {
         if self.buffered() < LENGTH_PREFIX {
             return None;
@@ -347,28 +384,36 @@ impl FrameReader {
     /// Makes room for `want` more bytes at the end: in place if there is
     /// room, else by moving the unread bytes to the front, else by growing
     /// to exactly what is needed.
+    #[inline]
     fn reserve(&mut self, want: usize) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.buf.len() > KEEP && want <= KEEP {
-                self.buf = Vec::new();
-            }
         }
-        if self.buf.len() - self.end >= want {
-            return;
+        if self.buf.len() - self.end < want {
+            self.make_room(want);
         }
+    }
+
+    /// [`FrameReader::reserve`]'s slow part: compact, then grow if that
+    /// was not enough.
+    fn make_room(&mut self, want: usize) {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < want {
-            // A zeroed allocation, not a resize: large ones come from the
-            // allocator already zero.
-            let mut bigger = vec![0u8; self.end + want];
-            bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
-            self.buf = bigger;
+        let len = self.end + want;
+        if self.buf.len() < len {
+            if self.buf.capacity() < len {
+                // Allocate (at least MIN_ALLOC) and zero only what is
+                // asked for: a reader used for one small frame then
+                // allocates once and zeroes the frame's bytes only.
+                let mut bigger = Vec::with_capacity(len.max(MIN_ALLOC));
+                bigger.extend_from_slice(&self.buf[..self.end]);
+                self.buf = bigger;
+            }
+            self.buf.resize(len, 0);
         }
     }
 }
@@ -473,7 +518,7 @@ mod tests {
             room[..n].copy_from_slice(&stream[at..at + n]);
             r.filled(n);
             at += n;
-            largest = largest.max(r.buf.len());
+            largest = largest.max(r.buf.capacity());
             while let Some(f) = r.next_frame().unwrap() {
                 out.push(f.to_vec());
             }
@@ -506,13 +551,26 @@ mod tests {
     }
 
     #[test]
-    fn a_big_buffer_is_let_go_once_empty() {
+    fn a_big_buffer_is_reused_and_let_go_by_shrink_once_empty() {
+        let big = frame(&vec![1; 1 << 20], 1 << 20).unwrap();
         let mut r = FrameReader::new(1 << 20);
-        r.push(&frame(&vec![1; 1 << 20], 1 << 20).unwrap());
-        assert!(r.buf.len() > KEEP);
+        r.push(&big);
+        assert!(r.buf.capacity() > KEEP);
+        r.push(&big[..100]);
+        // Not empty: shrink keeps what is buffered.
+        r.shrink();
         assert_eq!(r.next_frame().unwrap().map(<[u8]>::len), Some(1 << 20));
+        r.shrink();
+        assert!(r.buf.capacity() > KEEP);
+        r.push(&big[100..]);
+        assert_eq!(r.next_frame().unwrap().map(<[u8]>::len), Some(1 << 20));
+        // The next frame reuses the buffer ...
+        assert!(r.unfilled().len() >= 1 << 20);
+        // ... until the reader is shrunk while empty.
+        r.shrink();
+        assert_eq!(r.buf.capacity(), 0);
         assert_eq!(r.unfilled().len(), READ_CHUNK);
-        assert!(r.buf.len() <= KEEP);
+        assert!(r.buf.capacity() <= KEEP);
     }
 
     #[test]
@@ -527,6 +585,31 @@ mod tests {
         r.push(&u32::MAX.to_be_bytes());
         assert_eq!(r.unfilled().len(), READ_CHUNK);
         assert!(r.needed().is_err());
+    }
+
+    #[test]
+    fn unfilled_exact_is_what_the_frame_still_needs() {
+        let bytes = frame(&[5; 300], 1024).unwrap();
+        let mut r = FrameReader::new(1024);
+        let mut at = 0;
+        while r.needed() != Ok(0) {
+            let room = r.unfilled_exact();
+            assert_eq!(
+                room.len(),
+                if at < LENGTH_PREFIX { 4 - at } else { 304 - at }
+            );
+            let n = room.len().min(7);
+            room[..n].copy_from_slice(&bytes[at..at + n]);
+            r.filled(n);
+            at += n;
+        }
+        assert_eq!(r.buf.len(), 304, "only the frame's bytes were zeroed");
+        assert_eq!(r.buf.capacity(), MIN_ALLOC.max(304), "allocated once");
+        assert!(r.unfilled_exact().is_empty());
+        assert_eq!(r.next_frame(), Ok(Some(&[5; 300][..])));
+        let mut r = FrameReader::new(16);
+        r.push(&17u32.to_be_bytes());
+        assert!(r.unfilled_exact().is_empty());
     }
 
     #[test]
