@@ -76,10 +76,18 @@ async fn fill(
             if needed == 0 {
                 return Poll::Ready(Ok(true));
             }
-            let room = frames.unfilled();
-            let room = if exact { &mut room[..needed] } else { room };
+            let room = if exact {
+                frames.unfilled_exact()
+            } else {
+                frames.unfilled()
+            };
             let n = match read(cx, room) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing to read for now: an idle stream keeps no
+                    // big buffer.
+                    frames.shrink();
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Ready(Ok(n)) => n,
