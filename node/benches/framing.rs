@@ -8,7 +8,8 @@
 //! faster). Not a test: nothing asserts on time.
 //!
 //! Run: `cargo bench -p agora-node --bench framing`
-//! (SMALL=200000 BIG=200 ROUNDS=5 PATHS=socket,peer are the defaults.)
+//! (SMALL=200000 BIG=200 ROUNDS=5 PATHS=socket,peer are the defaults;
+//! under `cargo test --benches` it runs one small round as a check).
 
 use agora_node::framing::{FramedReader, read_frame};
 use agora_protocol::codec::{DEFAULT_MAX_FRAME, FrameReader, frame};
@@ -133,7 +134,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let (small, big, rounds) = (env("SMALL", 200_000), env("BIG", 200), env("ROUNDS", 5));
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not,
+    // and then one quick round only checks that every path works.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (small, big, rounds) = if benching {
+        (env("SMALL", 200_000), env("BIG", 200), env("ROUNDS", 5))
+    } else {
+        (1_000, 2, 1)
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -153,6 +161,9 @@ fn main() {
             stream(big, DEFAULT_MAX_FRAME).leak(),
         ),
     ];
+    if !benching {
+        println!("a check of every path, not a measurement (run cargo bench for one)");
+    }
     println!("{rounds} rounds; medians; ratio = new / old (below 1 is faster)");
     for (name, count, size, bytes) in workloads {
         let mb = bytes.len() as f64 / (1 << 20) as f64;
