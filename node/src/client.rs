@@ -16,11 +16,11 @@
 //! stopped or overloaded?". [`Client::recv`] and [`Client::recv_within`]
 //! wait for events, which may legitimately not come for a long time.
 
+use crate::framing::FramedReader;
 use agora_protocol::NodeId;
-use agora_protocol::codec::Codec;
+use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME};
 use agora_protocol::wire::{ClientMessage, ServerMessage};
 use anyhow::{Context, bail};
-use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -29,7 +29,6 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::bytes::Bytes;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 /// How long a client waits for the node to answer unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +38,7 @@ pub const SEND_QUEUE: usize = 1024;
 
 /// A connection to a node's framework socket.
 pub struct Client {
-    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    frames: FramedReader<OwnedReadHalf>,
     out: mpsc::Sender<Bytes>,
     writer: tokio::task::JoinHandle<()>,
     codec: Codec,
@@ -49,12 +48,13 @@ pub struct Client {
     pub node_id: NodeId,
 }
 
-/// `payload` with its big-endian `u32` length in front.
+/// `payload` as one frame. The node takes at most [`DEFAULT_MAX_FRAME`]
+/// payload bytes and answers a longer frame with `frame_too_large` and a
+/// close; such a frame is still sent, so that what the user sees is the
+/// node's refusal.
 fn frame(payload: &[u8]) -> anyhow::Result<Bytes> {
-    let len = u32::try_from(payload.len()).context("a message too large for one frame")?;
-    let mut f = Vec::with_capacity(4 + payload.len());
-    f.extend_from_slice(&len.to_be_bytes());
-    f.extend_from_slice(payload);
+    let f = agora_protocol::codec::frame(payload, u32::MAX as usize)
+        .context("a message too large for one frame")?;
     Ok(Bytes::from(f))
 }
 
@@ -100,7 +100,7 @@ impl Client {
         let writer = tokio::spawn(write_loop(wr, rx));
         let codec = Codec::Postcard;
         let mut client = Client {
-            frames: FramedRead::new(rd, crate::socket::frame_codec()),
+            frames: FramedReader::new(rd, DEFAULT_MAX_FRAME),
             out,
             writer,
             codec,
@@ -179,12 +179,12 @@ impl Client {
     /// The connection closed or sent something undecodable.
     pub async fn recv(&mut self) -> anyhow::Result<ServerMessage> {
         match self.frames.next().await {
-            Some(Ok(payload)) => self
+            Ok(Some(payload)) => self
                 .codec
-                .decode(&payload)
+                .decode(payload)
                 .context("the node sent an undecodable message"),
-            Some(Err(e)) => Err(e).context("reading from the node failed"),
-            None => bail!("the node closed the connection"),
+            Err(e) => Err(e).context("reading from the node failed"),
+            Ok(None) => bail!("the node closed the connection"),
         }
     }
 

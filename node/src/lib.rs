@@ -3,7 +3,8 @@
 //!
 //! - [`cli`] and [`config`]: flags, the TOML config file, defaults.
 //! - [`agent`]: a running node (one task owning every state machine).
-//! - [`p2p`], [`gossip`], [`socket`], [`executor`]: its IO.
+//! - [`p2p`], [`gossip`], [`socket`], [`executor`]: its IO; [`framing`]
+//!   reads and writes the frames of the socket and of peer streams.
 //! - [`client`] and [`commands`]: the CLI's side of the framework socket.
 //! - [`demo`]: `agora demo`, a throwaway local cluster.
 //!
@@ -18,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod executor;
+pub mod framing;
 pub mod gossip;
 pub mod http;
 pub mod identity;

@@ -4,12 +4,16 @@
 //! (`agora_protocol::wire::PEER_PROTOCOL_NAME`).
 //!
 //! Every protocol message is one-way, so each is sent as a request whose
-//! response is an empty acknowledgement. A request is one frame: a
-//! big-endian `u32` length, then a postcard-encoded [`PeerEnvelope`] (the
-//! sender's node id and the [`PeerMessage`]), at most [`MAX_PEER_FRAME`]
-//! bytes. A response is the 4-byte frame of length zero. A frame that is
-//! oversized or does not decode fails that stream with a logged reason; the
-//! connection's other streams and the node carry on.
+//! response is an empty acknowledgement. A request is one frame (the
+//! framing of [`agora_protocol::codec`], read and written by
+//! [`crate::framing`]): a big-endian `u32` length, then a postcard-encoded
+//! [`PeerEnvelope`] (the sender's node id and the [`PeerMessage`]), at most
+//! [`MAX_PEER_FRAME`] bytes. A response is the 4-byte frame of length zero.
+//! The writer closes its side after the frame, and the reader reads nothing
+//! past it. A frame that is oversized (refused on its prefix, before the
+//! payload is read), cut short or does not decode fails that stream with an
+//! io error and a logged reason; the connection's other streams and the node
+//! carry on.
 //!
 //! The pnet key is SHA-256("agora pnet v1" ‖ cluster key), so it differs
 //! from the key that seals gossip; a node without the cluster key cannot
@@ -20,10 +24,11 @@
 //! no connection is open. An inbound envelope whose node id is known under a
 //! different peer id is dropped.
 
+use crate::framing::{read_frame, write_frame};
 use agora_protocol::NodeId;
-use agora_protocol::codec::Codec;
+use agora_protocol::codec::{Codec, FrameReader};
 use agora_protocol::wire::{PEER_PROTOCOL_NAME, PeerMessage};
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::core::upgrade;
 use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
@@ -53,33 +58,31 @@ pub struct PeerEnvelope {
 #[derive(Clone, Debug, Default)]
 pub struct PeerCodec;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_PEER_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("peer frame of {len} bytes exceeds the maximum of {MAX_PEER_FRAME}"),
-        ));
+/// Reads the stream's one frame and hands its payload to `decode`
+/// straight from the reader's buffer.
+async fn read_peer_frame<T, R>(
+    io: &mut T,
+    decode: impl FnOnce(&[u8]) -> io::Result<R>,
+) -> io::Result<R>
+where
+    T: AsyncRead + Unpin + Send,
+{
+    let mut frames = FrameReader::new(MAX_PEER_FRAME);
+    match read_frame(io, &mut frames).await? {
+        Some(payload) => decode(payload),
+        None => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the peer closed the stream before sending a frame",
+        )),
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
-    Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, payload: &[u8]) -> io::Result<()> {
-    if payload.len() > MAX_PEER_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "peer message of {} bytes exceeds the maximum of {MAX_PEER_FRAME}",
-                payload.len()
-            ),
-        ));
-    }
-    io.write_all(&(payload.len() as u32).to_be_bytes()).await?;
-    io.write_all(payload).await?;
+/// Writes the stream's one frame and closes the writing side.
+async fn write_peer_frame<T>(io: &mut T, payload: &[u8]) -> io::Result<()>
+where
+    T: AsyncWrite + Unpin + Send,
+{
+    write_frame(io, payload, MAX_PEER_FRAME).await?;
     io.close().await
 }
 
@@ -92,25 +95,29 @@ impl request_response::Codec for PeerCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let payload = read_frame(io).await?;
-        Codec::Postcard
-            .decode(&payload)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        read_peer_frame(io, |payload| {
+            Codec::Postcard
+                .decode(payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        })
+        .await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let payload = read_frame(io).await?;
-        if payload.is_empty() {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a peer acknowledgement must be empty",
-            ))
-        }
+        read_peer_frame(io, |payload| {
+            if payload.is_empty() {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a peer acknowledgement must be empty",
+                ))
+            }
+        })
+        .await
     }
 
     async fn write_request<T>(
@@ -125,14 +132,14 @@ impl request_response::Codec for PeerCodec {
         let payload = Codec::Postcard
             .encode(&req)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        write_frame(io, &payload).await
+        write_peer_frame(io, &payload).await
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, _: ()) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &[]).await
+        write_peer_frame(io, &[]).await
     }
 }
 
@@ -411,6 +418,142 @@ mod tests {
             task_id: TaskId::new("fw.1").expect("valid id"),
             seq,
         })
+    }
+
+    /// An in-memory stream that hands out at most one byte per read and
+    /// is not ready every other poll, like a slow peer.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        ready: bool,
+    }
+
+    impl Trickle {
+        fn new(bytes: Vec<u8>) -> Trickle {
+            Trickle {
+                bytes,
+                at: 0,
+                ready: false,
+            }
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            let n = buf.len().min(1).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    fn protocol() -> StreamProtocol {
+        StreamProtocol::new(PEER_PROTOCOL_NAME)
+    }
+
+    /// An envelope whose postcard encoding is exactly `len` bytes.
+    fn envelope_of(len: usize) -> PeerEnvelope {
+        let chunk = |n: usize| PeerEnvelope {
+            from: NodeId::new("a").unwrap(),
+            msg: PeerMessage::LogChunk(agora_protocol::wire::LogChunk {
+                request_id: 1,
+                task_id: TaskId::new("fw.1").unwrap(),
+                data: vec![b'x'; n],
+                next_offset: 0,
+                eof: true,
+                error: None,
+            }),
+        };
+        let mut n = len;
+        loop {
+            let size = Codec::Postcard.encode(&chunk(n)).unwrap().len();
+            if size == len {
+                return chunk(n);
+            }
+            n = n + len - size;
+        }
+    }
+
+    async fn written(env: PeerEnvelope) -> io::Result<Vec<u8>> {
+        let mut io = futures::io::Cursor::new(Vec::new());
+        request_response::Codec::write_request(&mut PeerCodec, &protocol(), &mut io, env).await?;
+        Ok(io.into_inner())
+    }
+
+    #[tokio::test]
+    async fn peer_frames_are_a_length_and_postcard_and_read_back_a_byte_at_a_time() {
+        let env = PeerEnvelope {
+            from: NodeId::new("a").unwrap(),
+            msg: ack(3),
+        };
+        let bytes = written(env.clone()).await.unwrap();
+        let payload = Codec::Postcard.encode(&env).unwrap();
+        assert_eq!(bytes[..4], (payload.len() as u32).to_be_bytes());
+        assert_eq!(bytes[4..], payload[..]);
+        let mut io = Trickle::new([bytes.clone(), b"after".to_vec()].concat());
+        let got = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
+            .await
+            .unwrap();
+        assert_eq!(got, env);
+        assert_eq!(io.at, bytes.len(), "read past the frame");
+        // The acknowledgement is the empty frame; anything else is refused.
+        let mut ack = futures::io::Cursor::new(Vec::new());
+        request_response::Codec::write_response(&mut PeerCodec, &protocol(), &mut ack, ())
+            .await
+            .unwrap();
+        assert_eq!(ack.get_ref()[..], [0, 0, 0, 0]);
+        let mut not_empty = futures::io::Cursor::new(vec![0, 0, 0, 1, 0]);
+        let e = request_response::Codec::read_response(&mut PeerCodec, &protocol(), &mut not_empty)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_peer_frame_of_exactly_the_maximum_passes_and_one_byte_more_is_an_io_error() {
+        let env = envelope_of(MAX_PEER_FRAME);
+        let bytes = written(env.clone()).await.unwrap();
+        assert_eq!(bytes.len(), 4 + MAX_PEER_FRAME);
+        let mut io = futures::io::Cursor::new(bytes);
+        let got = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
+            .await
+            .unwrap();
+        assert_eq!(got, env);
+
+        // Writing one byte more is refused, and nothing is written.
+        let e = written(envelope_of(MAX_PEER_FRAME + 1)).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+
+        // Reading one: refused on the prefix, before any payload is read.
+        let mut bytes = ((MAX_PEER_FRAME + 1) as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 1024]);
+        let mut io = futures::io::Cursor::new(bytes);
+        let e = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("exceeds the maximum"), "{e}");
+        assert_eq!(io.position(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_missing_peer_frame_is_an_unexpected_eof() {
+        for bytes in [vec![], vec![0, 0], vec![0, 0, 0, 9, 1, 2, 3]] {
+            let mut io = futures::io::Cursor::new(bytes.clone());
+            let e = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{bytes:?}");
+        }
     }
 
     #[tokio::test]

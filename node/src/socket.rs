@@ -6,7 +6,8 @@
 //! an [`Outbox`] and writes it as fast as the client reads.
 //!
 //! Frames are a big-endian `u32` length and a payload of at most
-//! [`DEFAULT_MAX_FRAME`] bytes (tokio-util's `LengthDelimitedCodec`). The
+//! [`DEFAULT_MAX_FRAME`] bytes, read by [`crate::framing::FramedReader`]
+//! and written as [`agora_protocol::codec::frame`] makes them. The
 //! first frame is the handshake (`agora/1 json` or `agora/1 postcard`); the
 //! node answers `welcome` in that codec. A bad handshake gets an error in
 //! JSON and the connection is closed; a frame that does not decode gets
@@ -22,13 +23,13 @@
 //! until they are acked), an `offers` frame replaces the unsent one, and
 //! anything else past [`CLOSE_BYTES`] closes the connection.
 
+use crate::framing::{FramedReader, ReadError};
 use agora_protocol::NodeId;
 use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME, HandshakeError};
 use agora_protocol::wire::{
     ClientMessage, ErrorCode, ErrorReply, PROTOCOL_VERSION, ServerMessage, Welcome,
 };
 use anyhow::Context;
-use futures::StreamExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -38,7 +39,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::bytes::Bytes;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 mod outbox;
 
@@ -117,15 +117,6 @@ fn fit_to_codec(codec: Codec, msg: ClientMessage) -> ClientMessage {
     }
 }
 
-/// The framing every socket connection uses.
-pub fn frame_codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .big_endian()
-        .length_field_length(4)
-        .max_frame_length(DEFAULT_MAX_FRAME)
-        .new_codec()
-}
-
 /// Binds the socket (replacing a stale one) with mode 0600.
 ///
 /// # Errors
@@ -190,7 +181,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
 /// then reads and discards what the client is still sending (bounded,
 /// briefly) so that it sees the error before the close.
 async fn fail(
-    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    frames: FramedReader<OwnedReadHalf>,
     mut wr: OwnedWriteHalf,
     codec: Codec,
     msg: ServerMessage,
@@ -221,17 +212,12 @@ async fn drain(mut rd: OwnedReadHalf) {
     .await;
 }
 
-fn is_too_large(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
-}
-
 async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::Sender<ClientCmd>) {
     let (rd, mut wr) = stream.into_split();
-    let mut frames = FramedRead::new(rd, frame_codec());
-    let first = match tokio::time::timeout(Duration::from_secs(30), frames.next()).await {
-        Ok(Some(Ok(f))) => f,
-        Ok(Some(Err(e))) if is_too_large(&e) => {
+    let mut frames = FramedReader::new(rd, DEFAULT_MAX_FRAME);
+    let handshake = match tokio::time::timeout(Duration::from_secs(30), frames.next()).await {
+        Ok(Ok(Some(f))) => Codec::from_handshake(f),
+        Ok(Err(ReadError::Frame(_))) => {
             tracing::warn!(conn, "socket client sent an oversized handshake; closing");
             let msg = error(
                 ErrorCode::FrameTooLarge,
@@ -245,7 +231,7 @@ async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::
             return;
         }
     };
-    let codec = match Codec::from_handshake(&first) {
+    let codec = match handshake {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(conn, error = %e, "bad handshake on the socket; closing");
@@ -314,7 +300,7 @@ enum ReadEnd {
 /// only for room in the core's channel, and the core never waits for a
 /// client.
 async fn read_loop(
-    frames: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    frames: &mut FramedReader<OwnedReadHalf>,
     codec: Codec,
     conn: u64,
     core: &mpsc::Sender<ClientCmd>,
@@ -326,8 +312,8 @@ async fn read_loop(
             _ = &mut *writer => return ReadEnd::WriterDone,
         };
         match frame {
-            None => return ReadEnd::Eof,
-            Some(Ok(payload)) => match codec.decode::<ClientMessage>(&payload) {
+            Ok(None) => return ReadEnd::Eof,
+            Ok(Some(payload)) => match codec.decode::<ClientMessage>(payload) {
                 Ok(msg) => {
                     let msg = fit_to_codec(codec, msg);
                     if core.send(ClientCmd::Message { conn, msg }).await.is_err() {
@@ -339,7 +325,7 @@ async fn read_loop(
                     return ReadEnd::Fatal(error(ErrorCode::BadFrame, e.to_string()));
                 }
             },
-            Some(Err(e)) if is_too_large(&e) => {
+            Err(ReadError::Frame(_)) => {
                 tracing::warn!(
                     conn,
                     "oversized frame on the socket; closing that connection"
@@ -349,7 +335,7 @@ async fn read_loop(
                     format!("frame exceeds the maximum of {DEFAULT_MAX_FRAME} bytes"),
                 ));
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 tracing::debug!(conn, error = %e, "socket read failed");
                 return ReadEnd::Eof;
             }

@@ -1,5 +1,7 @@
 //! Garbage and oversized frames on the framework socket get an error and
-//! close only that connection; the node keeps serving other clients.
+//! close only that connection; the node keeps serving other clients. A
+//! frame of exactly the maximum, or one that arrives a byte at a time, is
+//! served.
 
 mod common;
 
@@ -51,6 +53,41 @@ fn bad_frames_close_only_their_connection() {
     wait_for("a fresh client served", Duration::from_secs(10), || {
         cluster.nodes[0].nodes()
     });
+}
+
+#[test]
+fn a_frame_in_tiny_writes_and_one_of_exactly_the_maximum_are_served() {
+    let cluster = Cluster::start(1);
+    let sock = cluster.nodes[0].socket();
+
+    // The handshake and a request, one byte per write.
+    let mut s = connect(&sock);
+    let mut bytes = frame(b"agora/1 json");
+    bytes.extend_from_slice(&frame(br#"{"list_nodes":{"request_id":1}}"#));
+    for b in &bytes {
+        s.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(read_frame(&mut s).unwrap().get("welcome").is_some());
+    assert_eq!(read_frame(&mut s).unwrap()["nodes"]["request_id"], 1);
+
+    // 1 MiB exactly: a request padded with spaces (JSON allows them).
+    let max = 1 << 20;
+    let mut padded = br#"{"list_nodes":{"request_id":2}}"#.to_vec();
+    padded.resize(max, b' ');
+    s.write_all(&frame(&padded)).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap()["nodes"]["request_id"], 2);
+
+    // One byte more is too large, and closes that connection only.
+    padded.push(b' ');
+    s.write_all(&frame(&padded)).unwrap();
+    assert_eq!(error_code(&read_frame(&mut s).unwrap()), "frame_too_large");
+    assert!(closed(&mut s));
+    let mut other = json_client(&sock);
+    other
+        .write_all(&frame(br#"{"list_nodes":{"request_id":3}}"#))
+        .unwrap();
+    assert_eq!(read_frame(&mut other).unwrap()["nodes"]["request_id"], 3);
 }
 
 #[test]

@@ -198,10 +198,57 @@ pub fn frame(payload: &[u8], max: usize) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Bytes a [`FrameReader`] offers to read into ([`FrameReader::unfilled`])
+/// while it does not yet know how long the next frame is.
+pub const READ_CHUNK: usize = 8 * 1024;
+
+/// A buffer larger than this (grown for a big frame) is let go by
+/// [`FrameReader::shrink`] once it is empty, so that a connection that once
+/// carried a big frame does not keep its memory while idle.
+const KEEP: usize = 64 * 1024;
+
+/// The smallest allocation: most messages fit it, so a reader used for one
+/// small frame allocates once, not once for the prefix and again for the
+/// payload.
+const MIN_ALLOC: usize = 256;
+
 /// Splits a byte stream into frames, refusing oversized ones before buffering them.
+///
+/// It is the one frame reader of the whole system; the node's sockets and
+/// peer streams drive it (node/src/framing.rs). Bytes come in either by
+/// [`push`](FrameReader::push) (a copy) or, without a copy, by reading
+/// straight into [`unfilled`](FrameReader::unfilled) and then calling
+/// [`filled`](FrameReader::filled). [`needed`](FrameReader::needed) says
+/// how many bytes the next frame still lacks, and
+/// [`unfilled_exact`](FrameReader::unfilled_exact) is room for just those,
+/// for a reader that must never read past a frame.
+///
+/// Frames come out as slices of the reader's buffer, without a copy. The
+/// buffer is compacted when the free room at its end runs short, not on
+/// every frame. A reader that takes every complete frame before it reads
+/// more never holds more than one frame and [`READ_CHUNK`] bytes.
+///
+/// ```
+/// use agora_protocol::codec::{FrameReader, frame};
+/// let bytes = frame(b"hello", 64).unwrap();
+/// let mut reader = FrameReader::new(64);
+/// assert_eq!(reader.needed(), Ok(4)); // the length prefix first
+/// let room = reader.unfilled();
+/// room[..6].copy_from_slice(&bytes[..6]);
+/// reader.filled(6);
+/// assert_eq!(reader.needed(), Ok(3)); // "llo"
+/// reader.push(&bytes[6..]);
+/// assert_eq!(reader.next_frame(), Ok(Some(&b"hello"[..])));
+/// assert_eq!(reader.next_frame(), Ok(None));
+/// ```
 #[derive(Debug)]
 pub struct FrameReader {
+    /// `start..end` is what has not been returned yet, `end..` (zeroed or
+    /// old bytes) is room to read into; the capacity past the length is
+    /// room not yet zeroed.
     buf: Vec<u8>,
+    start: usize,
+    end: usize,
     max: usize,
 }
 
@@ -210,41 +257,164 @@ impl FrameReader {
     pub fn new(max: usize) -> Self {
         FrameReader {
             buf: Vec::new(),
+            start: 0,
+            end: 0,
             max,
         }
     }
 
+    /// The largest payload this reader accepts.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Appends bytes read from the stream.
+    #[inline]
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.reserve(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// Bytes buffered and not yet returned.
+    #[inline]
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.end - self.start
+    }
+
+    /// How many more bytes the next frame needs: 0 when
+    /// [`next_frame`](FrameReader::next_frame) will return it. Until the
+    /// length prefix is complete, this is what the prefix lacks.
+    ///
+    /// # Errors
+    /// [`CodecError::FrameTooLarge`] when the buffered prefix announces
+    /// more than the maximum.
+    #[inline]
+    pub fn needed(&self) -> Result<usize, CodecError> {
+        let have = self.buffered();
+        match self.announced() {
+            None => Ok(LENGTH_PREFIX - have),
+            Some(len) if len > self.max => Err(CodecError::FrameTooLarge { len, max: self.max }),
+            Some(len) => Ok((LENGTH_PREFIX + len).saturating_sub(have)),
+        }
     }
 
     /// The next complete frame's payload, `None` if more bytes are needed.
+    /// The slice borrows the reader's buffer: it is valid until the reader
+    /// is next changed.
     ///
     /// # Errors
     /// [`CodecError::FrameTooLarge`] as soon as a prefix announces more than
     /// the maximum; the stream cannot be resynchronised after that.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, CodecError> {
-        let Some(prefix) = self.buf.get(..LENGTH_PREFIX) else {
+    #[inline]
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, CodecError> {
+        if self.needed()? > 0 {
             return Ok(None);
-        };
+        }
+        let len = self.announced().unwrap_or_default();
+        let at = self.start + LENGTH_PREFIX;
+        self.start = at + len;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+
+    /// Room at the end of the buffer to read stream bytes into, then report
+    /// with [`filled`](FrameReader::filled). It holds at least what the
+    /// next frame [`needed`](FrameReader::needed) (at least [`READ_CHUNK`]
+    /// bytes while the frame's length is unknown or smaller), so one read
+    /// can complete a frame and a read of many small frames needs no more
+    /// than one call.
+    #[inline]
+    pub fn unfilled(&mut self) -> &mut [u8] {
+        // A prefix over the maximum is the caller's to see in `needed`;
+        // here it only must not size the buffer.
+        let needed = self.needed().unwrap_or(0);
+        self.reserve(needed.max(READ_CHUNK));
+        &mut self.buf[self.end..]
+    }
+
+    /// Room for exactly the bytes the next frame still
+    /// [`needed`](FrameReader::needed) (empty when a frame is complete or
+    /// the prefix is over the maximum): a reader that fills it never reads
+    /// past the frame, and a reader used for one frame allocates only what
+    /// that frame needs.
+    #[inline]
+    pub fn unfilled_exact(&mut self) -> &mut [u8] {
+        let needed = self.needed().unwrap_or(0);
+        self.reserve(needed);
+        &mut self.buf[self.end..self.end + needed]
+    }
+
+    /// Records that the first `n` bytes of [`unfilled`](FrameReader::unfilled)
+    /// or [`unfilled_exact`](FrameReader::unfilled_exact) now hold stream
+    /// bytes.
+    ///
+    /// # Panics
+    /// If `n` is larger than the room at the end of the buffer.
+    #[inline]
+    pub fn filled(&mut self, n: usize) {
+        assert!(
+            n <= self.buf.len() - self.end,
+            "filled({n}) with only {} bytes of room",
+            self.buf.len() - self.end
+        );
+        self.end += n;
+    }
+
+    /// Lets go of a buffer grown past 64 KiB for a big frame, if nothing
+    /// is buffered. A stream reader calls it when the stream has nothing
+    /// more to read for now: an idle connection then holds little memory,
+    /// while back-to-back big frames reuse one buffer.
+    pub fn shrink(&mut self) {
+        if self.start == self.end && self.buf.capacity() > KEEP {
+            *self = FrameReader::new(self.max);
+        }
+    }
+
+    /// The length the buffered prefix announces, if it is complete.
+    #[inline]
+    fn announced(&self) -> Option<usize> {
+        if self.buffered() < LENGTH_PREFIX {
+            return None;
+        }
         let mut len_bytes = [0u8; LENGTH_PREFIX];
-        len_bytes.copy_from_slice(prefix);
-        let len = u32::from_be_bytes(len_bytes) as usize;
-        if len > self.max {
-            return Err(CodecError::FrameTooLarge { len, max: self.max });
+        len_bytes.copy_from_slice(&self.buf[self.start..self.start + LENGTH_PREFIX]);
+        Some(u32::from_be_bytes(len_bytes) as usize)
+    }
+
+    /// Makes room for `want` more bytes at the end: in place if there is
+    /// room, else by moving the unread bytes to the front, else by growing
+    /// to exactly what is needed.
+    #[inline]
+    fn reserve(&mut self, want: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
         }
-        if self.buf.len() < LENGTH_PREFIX + len {
-            return Ok(None);
+        if self.buf.len() - self.end < want {
+            self.make_room(want);
         }
-        let payload = self.buf[LENGTH_PREFIX..LENGTH_PREFIX + len].to_vec();
-        self.buf.drain(..LENGTH_PREFIX + len);
-        Ok(Some(payload))
+    }
+
+    /// [`FrameReader::reserve`]'s slow part: compact, then grow if that
+    /// was not enough.
+    fn make_room(&mut self, want: usize) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let len = self.end + want;
+        if self.buf.len() < len {
+            if self.buf.capacity() < len {
+                // Allocate (at least MIN_ALLOC) and zero only what is
+                // asked for: a reader used for one small frame then
+                // allocates once and zeroes the frame's bytes only.
+                let mut bigger = Vec::with_capacity(len.max(MIN_ALLOC));
+                bigger.extend_from_slice(&self.buf[..self.end]);
+                self.buf = bigger;
+            }
+            self.buf.resize(len, 0);
+        }
     }
 }
 
@@ -283,8 +453,8 @@ mod tests {
         r.push(&all[..2]);
         assert_eq!(r.next_frame(), Ok(None));
         r.push(&all[2..]);
-        assert_eq!(r.next_frame(), Ok(Some(b"abc".to_vec())));
-        assert_eq!(r.next_frame(), Ok(Some(Vec::new())));
+        assert_eq!(r.next_frame(), Ok(Some(&b"abc"[..])));
+        assert_eq!(r.next_frame(), Ok(Some(&b""[..])));
         assert_eq!(r.next_frame(), Ok(None));
         assert!(frame(&[0; 9], 8).is_err());
         r.push(&1000u32.to_be_bytes());
@@ -292,5 +462,161 @@ mod tests {
             r.next_frame(),
             Err(CodecError::FrameTooLarge { len: 1000, max: 8 })
         );
+        assert_eq!(
+            r.needed(),
+            Err(CodecError::FrameTooLarge { len: 1000, max: 8 })
+        );
+    }
+
+    #[test]
+    fn a_frame_fed_one_byte_at_a_time_comes_out_once() {
+        let bytes = frame(b"split into many tiny writes", 64).unwrap();
+        let mut r = FrameReader::new(64);
+        for (i, b) in bytes.iter().enumerate() {
+            assert_eq!(r.next_frame(), Ok(None), "after {i} bytes");
+            let want = if i < LENGTH_PREFIX {
+                LENGTH_PREFIX - i
+            } else {
+                bytes.len() - i
+            };
+            assert_eq!(r.needed(), Ok(want), "after {i} bytes");
+            r.unfilled()[0] = *b;
+            r.filled(1);
+        }
+        assert_eq!(r.needed(), Ok(0));
+        assert_eq!(
+            r.next_frame(),
+            Ok(Some(&b"split into many tiny writes"[..]))
+        );
+        assert_eq!(r.next_frame(), Ok(None));
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn a_frame_of_exactly_the_maximum_is_accepted() {
+        let max = 3 * READ_CHUNK + 5;
+        let payload: Vec<u8> = (0..max).map(|i| i as u8).collect();
+        let bytes = frame(&payload, max).unwrap();
+        let mut r = FrameReader::new(max);
+        r.push(&bytes);
+        assert_eq!(r.next_frame(), Ok(Some(&payload[..])));
+        r.push(&((max + 1) as u32).to_be_bytes());
+        assert_eq!(
+            r.next_frame(),
+            Err(CodecError::FrameTooLarge { len: max + 1, max })
+        );
+    }
+
+    /// Reads `stream` into `r` as a socket would: into `unfilled`, at
+    /// most `chunk` bytes a time, taking every complete frame after each
+    /// read; returns the payloads and the largest buffer seen.
+    fn read_all(r: &mut FrameReader, stream: &[u8], chunk: usize) -> (Vec<Vec<u8>>, usize) {
+        let (mut out, mut at, mut largest) = (Vec::new(), 0, 0);
+        while at < stream.len() {
+            let room = r.unfilled();
+            let n = room.len().min(chunk).min(stream.len() - at);
+            room[..n].copy_from_slice(&stream[at..at + n]);
+            r.filled(n);
+            at += n;
+            largest = largest.max(r.buf.capacity());
+            while let Some(f) = r.next_frame().unwrap() {
+                out.push(f.to_vec());
+            }
+        }
+        (out, largest)
+    }
+
+    #[test]
+    fn reading_into_the_buffer_compacts_and_stays_within_a_frame_and_a_chunk() {
+        let max = 100_000;
+        let payloads: Vec<Vec<u8>> = [0, 1, 7, max, 3, READ_CHUNK, max - 1, 2, max]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![i as u8; n])
+            .collect();
+        let stream: Vec<u8> = payloads
+            .iter()
+            .flat_map(|p| frame(p, max).unwrap())
+            .collect();
+        for chunk in [1, 3, 4096, READ_CHUNK + 1, 65_537, usize::MAX] {
+            let mut r = FrameReader::new(max);
+            let (got, largest) = read_all(&mut r, &stream, chunk);
+            assert_eq!(got, payloads, "chunk {chunk}");
+            assert!(
+                largest <= LENGTH_PREFIX + max + READ_CHUNK,
+                "chunk {chunk}: buffer of {largest} bytes"
+            );
+            assert_eq!(r.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn a_big_buffer_is_reused_and_let_go_by_shrink_once_empty() {
+        let big = frame(&vec![1; 1 << 20], 1 << 20).unwrap();
+        let mut r = FrameReader::new(1 << 20);
+        r.push(&big);
+        assert!(r.buf.capacity() > KEEP);
+        r.push(&big[..100]);
+        // Not empty: shrink keeps what is buffered.
+        r.shrink();
+        assert_eq!(r.next_frame().unwrap().map(<[u8]>::len), Some(1 << 20));
+        r.shrink();
+        assert!(r.buf.capacity() > KEEP);
+        r.push(&big[100..]);
+        assert_eq!(r.next_frame().unwrap().map(<[u8]>::len), Some(1 << 20));
+        // The next frame reuses the buffer ...
+        assert!(r.unfilled().len() >= 1 << 20);
+        // ... until the reader is shrunk while empty.
+        r.shrink();
+        assert_eq!(r.buf.capacity(), 0);
+        assert_eq!(r.unfilled().len(), READ_CHUNK);
+        assert!(r.buf.capacity() <= KEEP);
+    }
+
+    #[test]
+    fn unfilled_offers_what_the_announced_frame_needs() {
+        let mut r = FrameReader::new(1 << 20);
+        r.push(&(200_000u32).to_be_bytes());
+        r.push(&[9; 10]);
+        assert_eq!(r.needed(), Ok(200_000 - 10));
+        assert!(r.unfilled().len() >= 200_000 - 10);
+        // A prefix over the maximum does not make the buffer grow.
+        let mut r = FrameReader::new(16);
+        r.push(&u32::MAX.to_be_bytes());
+        assert_eq!(r.unfilled().len(), READ_CHUNK);
+        assert!(r.needed().is_err());
+    }
+
+    #[test]
+    fn unfilled_exact_is_what_the_frame_still_needs() {
+        let bytes = frame(&[5; 300], 1024).unwrap();
+        let mut r = FrameReader::new(1024);
+        let mut at = 0;
+        while r.needed() != Ok(0) {
+            let room = r.unfilled_exact();
+            assert_eq!(
+                room.len(),
+                if at < LENGTH_PREFIX { 4 - at } else { 304 - at }
+            );
+            let n = room.len().min(7);
+            room[..n].copy_from_slice(&bytes[at..at + n]);
+            r.filled(n);
+            at += n;
+        }
+        assert_eq!(r.buf.len(), 304, "only the frame's bytes were zeroed");
+        assert_eq!(r.buf.capacity(), MIN_ALLOC.max(304), "allocated once");
+        assert!(r.unfilled_exact().is_empty());
+        assert_eq!(r.next_frame(), Ok(Some(&[5; 300][..])));
+        let mut r = FrameReader::new(16);
+        r.push(&17u32.to_be_bytes());
+        assert!(r.unfilled_exact().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "filled")]
+    fn filling_more_than_the_room_panics() {
+        let mut r = FrameReader::new(16);
+        let room = r.unfilled().len();
+        r.filled(room + 1);
     }
 }

@@ -28,11 +28,11 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(msg: &T) {
         // feed in two pieces to exercise partial frames
         let cut = framed.len() / 2;
         reader.push(&framed[..cut]);
-        let first = reader.next_frame().unwrap();
+        let first = reader.next_frame().unwrap().map(<[u8]>::to_vec);
         reader.push(&framed[cut..]);
         let got = match first {
             Some(p) => p,
-            None => reader.next_frame().unwrap().unwrap(),
+            None => reader.next_frame().unwrap().unwrap().to_vec(),
         };
         let back: T = codec.decode(&got).unwrap();
         assert_eq!(&back, msg, "{codec}");
@@ -72,6 +72,45 @@ proptest! {
         let mut reader = FrameReader::new(1024);
         reader.push(&bytes);
         while let Ok(Some(_)) = reader.next_frame() {}
+    }
+
+    #[test]
+    /// Fed by copies or read into, in pieces of any size, the reader gives
+    /// back every frame once and in order.
+    fn any_split_of_a_stream_gives_back_its_frames(
+        sizes in proptest::collection::vec(0usize..20_000, 0..12),
+        cuts in proptest::collection::vec(1usize..30_000, 1..8),
+        copy in any::<bool>(),
+    ) {
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let stream: Vec<u8> = payloads.iter().flat_map(|p| frame(p, 20_000).unwrap()).collect();
+        let mut reader = FrameReader::new(20_000);
+        let (mut got, mut at) = (Vec::new(), 0);
+        for cut in cuts.iter().cycle() {
+            if at == stream.len() {
+                break;
+            }
+            let mut n = (*cut).min(stream.len() - at);
+            if copy {
+                reader.push(&stream[at..at + n]);
+            } else {
+                let room = reader.unfilled();
+                n = n.min(room.len());
+                room[..n].copy_from_slice(&stream[at..at + n]);
+                reader.filled(n);
+            }
+            at += n;
+            while let Some(p) = reader.next_frame().unwrap() {
+                got.push(p.to_vec());
+            }
+        }
+        prop_assert_eq!(got, payloads);
+        prop_assert_eq!(reader.buffered(), 0);
+        prop_assert_eq!(reader.needed(), Ok(4));
     }
 
     #[test]

@@ -5,26 +5,19 @@
 //! what it writes.
 
 use super::{CLOSE_BYTES, STATUS_DROP_BYTES, error};
-use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME};
+use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME, frame};
 use agora_protocol::wire::{ErrorCode, ServerMessage};
 use std::collections::VecDeque;
 use tokio_util::bytes::Bytes;
 
-/// `payload` with its big-endian `u32` length in front.
-fn prefixed(payload: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(4 + payload.len());
-    // A payload is at most DEFAULT_MAX_FRAME (1 MiB) bytes: it fits a u32.
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(payload);
-    Bytes::from(frame)
-}
-
-/// A message as one whole frame (length prefix and payload). An answer too
-/// large for one frame becomes an `internal` error; a message that does not
-/// encode is logged and skipped (None).
+/// A message as one whole frame (length prefix and payload, as
+/// [`frame`] makes it). An answer too large for one frame becomes an
+/// `internal` error; a message that does not encode is logged and skipped
+/// (None).
 pub(super) fn encode_frame(codec: Codec, msg: &ServerMessage) -> Option<Bytes> {
+    let framed = |payload: &[u8]| frame(payload, DEFAULT_MAX_FRAME).ok().map(Bytes::from);
     match codec.encode(msg) {
-        Ok(bytes) if bytes.len() <= DEFAULT_MAX_FRAME => Some(prefixed(&bytes)),
+        Ok(bytes) if bytes.len() <= DEFAULT_MAX_FRAME => framed(&bytes),
         Ok(bytes) => {
             tracing::warn!(
                 len = bytes.len(),
@@ -34,7 +27,7 @@ pub(super) fn encode_frame(codec: Codec, msg: &ServerMessage) -> Option<Bytes> {
                 ErrorCode::Internal,
                 "the answer exceeded the maximum frame size",
             );
-            codec.encode(&e).ok().map(|b| prefixed(&b))
+            codec.encode(&e).ok().and_then(|b| framed(&b))
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot encode an answer");
