@@ -113,3 +113,73 @@ fn a_task_reported_lost_does_not_keep_running_when_its_node_comes_back() {
         "n1 says why it killed"
     );
 }
+
+#[test]
+fn a_dead_nodes_own_tasks_are_listed_lost_not_dropped() {
+    // Issue 11: while a node was dead, the tasks it ran for its own
+    // frameworks vanished from `ps` and the dashboard (nobody else knows
+    // them). A node that heard of them lists them lost.
+    let mut cluster = Cluster::new();
+    let key = cluster.key.clone();
+    cluster.add("n1", &key, &[]);
+    cluster.add("n2", &key, &[]);
+    cluster.add("sleeper", &key, &["--attr", "role=sleeper"]);
+    cluster.wait_formed(3);
+    let argv = ["sleep", "1172"];
+    let sleeper = &cluster.nodes[2];
+    let out = sleeper.cli(&[
+        "run",
+        "--cpus",
+        "0.5",
+        "--constraint",
+        "role==sleeper",
+        "--",
+        argv[0],
+        argv[1],
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let n1 = &cluster.nodes[0];
+    let state_at_n1 =
+        || -> Option<serde_json::Value> { n1.ps()?.into_iter().find(|r| r["id"] == id.as_str()) };
+    wait_for(
+        "n1 to list the task running",
+        Duration::from_secs(30),
+        || {
+            state_at_n1()
+                .filter(|r| r["state"] == "running")
+                .map(|_| ())
+        },
+    );
+
+    let pid = sleeper.pid();
+    signal(pid, "-STOP");
+    let resume = Resume(pid);
+    let row = wait_for("n1 to list the task lost", Duration::from_secs(60), || {
+        state_at_n1().filter(|r| r["state"] == "lost")
+    });
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("declared dead"), "{row}");
+    let out = n1.cli(&["ps"]);
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("sleeper"), "ps names the dead node: {note}");
+    drop(resume);
+    wait_for(
+        "the task to be listed running again",
+        Duration::from_secs(60),
+        || {
+            state_at_n1()
+                .filter(|r| r["state"] == "running")
+                .map(|_| ())
+        },
+    );
+    assert_eq!(
+        processes(&argv).len(),
+        1,
+        "nobody was told it was lost: it runs on"
+    );
+}

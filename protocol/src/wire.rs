@@ -285,6 +285,16 @@ impl TaskQuery {
         }
     }
 
+    /// True when the query has no filter (its answer is every row, up to
+    /// the limit).
+    pub fn is_everything(&self) -> bool {
+        self.task_id.is_none()
+            && self.state.is_none()
+            && self.name.is_none()
+            && self.node.is_none()
+            && self.framework.is_none()
+    }
+
     /// True when `row` passes every filter.
     pub fn matches(&self, row: &TaskRow) -> bool {
         self.task_id.as_ref().is_none_or(|t| *t == row.task_id)

@@ -21,7 +21,9 @@
 
 use crate::surface::Asker;
 use agora_protocol::task::TaskState;
-use agora_protocol::wire::{LogChunk, LogRead, PeerMessage, TaskList, TaskQuery, TaskRow};
+use agora_protocol::wire::{
+    LogChunk, LogRead, MAX_LIST_ROWS, PeerMessage, TaskList, TaskQuery, TaskRow,
+};
 use agora_protocol::{FrameworkId, Instant, NodeId, TaskId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -149,13 +151,24 @@ pub enum LocalMiss {
     },
 }
 
-/// Open queries.
+/// Most nodes whose own tasks are remembered ([`Queries`], "heard").
+pub const MAX_HEARD_NODES: usize = 256;
+
+/// Open queries, and what this node heard in answers about each peer's own
+/// tasks.
 #[derive(Debug, Default)]
 pub struct Queries {
     next: u64,
     listings: BTreeMap<u64, Listing>,
     logs: BTreeMap<u64, LogWait>,
     out: VecDeque<Out>,
+    /// Per peer, the unfinished tasks it runs for frameworks homed on it, as
+    /// its last answers said (at most [`MAX_LIST_ROWS`] per peer, for the
+    /// [`MAX_HEARD_NODES`] peers heard from last). Nobody else knows these
+    /// tasks: when the peer is declared dead, listings show them `lost`
+    /// instead of dropping them.
+    heard: BTreeMap<NodeId, (u64, BTreeMap<TaskId, TaskRow>)>,
+    heard_seq: u64,
 }
 
 /// Ranks a row: for each task, the most advanced state wins a merge.
@@ -214,8 +227,9 @@ impl Queries {
     ) -> Result<(), TooMany> {
         let mut rows = BTreeMap::new();
         merge_rows(&mut rows, local.into_iter().filter(|r| query.matches(r)));
-        let matched = rows.len() as u64;
         if ask.is_empty() {
+            self.add_lost(&query, &mut rows, &dead);
+            let matched = rows.len() as u64;
             self.out.push_back(Out::Listed {
                 asker,
                 purpose,
@@ -226,6 +240,7 @@ impl Queries {
             });
             return Ok(());
         }
+        let matched = rows.len() as u64;
         let id = self.next_id().ok_or(TooMany)?;
         for to in &ask {
             let mut q = query.clone();
@@ -259,6 +274,37 @@ impl Queries {
         if !l.waiting.remove(from) {
             return;
         }
+        let complete = l.query.is_everything() && t.matched == t.tasks.len() as u64;
+        self.heard_seq += 1;
+        let seq = self.heard_seq;
+        let entry = self.heard.entry(from.clone()).or_default();
+        entry.0 = seq;
+        if complete {
+            entry.1.clear();
+        }
+        for row in &t.tasks {
+            let own = row.node.as_ref() == Some(from) && row.task_id.home().as_ref() == Some(from);
+            if row.state.is_terminal() || !own {
+                entry.1.remove(&row.task_id);
+            } else if entry.1.len() < MAX_LIST_ROWS || entry.1.contains_key(&row.task_id) {
+                entry.1.insert(row.task_id.clone(), row.clone());
+            }
+        }
+        if entry.1.is_empty() {
+            self.heard.remove(from);
+        }
+        if self.heard.len() > MAX_HEARD_NODES
+            && let Some(oldest) = self
+                .heard
+                .iter()
+                .min_by_key(|(_, (seq, _))| *seq)
+                .map(|(n, _)| n.clone())
+        {
+            self.heard.remove(&oldest);
+        }
+        let Some(l) = self.listings.get_mut(&t.request_id) else {
+            return;
+        };
         let query = &l.query;
         merge_rows(
             &mut l.rows,
@@ -270,10 +316,34 @@ impl Queries {
         }
     }
 
+    /// Adds, as `lost`, what was heard of the dead nodes' own tasks.
+    fn add_lost(&self, query: &TaskQuery, into: &mut BTreeMap<TaskId, TaskRow>, dead: &[NodeId]) {
+        for node in dead {
+            let Some((_, rows)) = self.heard.get(node) else {
+                continue;
+            };
+            let lost: Vec<TaskRow> = rows
+                .values()
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.state = TaskState::Lost;
+                    r.reason = Some(format!(
+                        "node {node}, where it ran for a framework homed there, is declared \
+                         dead; this is the last this node heard of it"
+                    ));
+                    r
+                })
+                .filter(|r| query.matches(r))
+                .collect();
+            merge_rows(into, lost);
+        }
+    }
+
     fn finish_listing(&mut self, id: u64) {
-        let Some(l) = self.listings.remove(&id) else {
+        let Some(mut l) = self.listings.remove(&id) else {
             return;
         };
+        self.add_lost(&l.query, &mut l.rows, &l.dead);
         let mut unreachable: Vec<NodeId> = l.waiting.into_iter().collect();
         unreachable.extend(l.dead);
         let matched = l.matched.max(l.rows.len() as u64);
@@ -681,6 +751,137 @@ mod tests {
         assert!(
             chunk.error.as_ref().unwrap().contains("node b"),
             "{chunk:?}"
+        );
+    }
+
+    #[test]
+    fn a_dead_nodes_own_tasks_are_listed_lost_from_what_was_heard() {
+        // Issue 11: while a node was dead, the tasks it ran for frameworks
+        // homed on it vanished from listings.
+        let mut q = Queries::default();
+        let own = |id: &str, state| {
+            let mut r = row(id, state, Some("x"));
+            r.framework = FrameworkId::new("f-00000001@x").unwrap();
+            r
+        };
+        let (a, b, c) = (
+            own("f-00000001@x.1", TaskState::Running),
+            own("f-00000001@x.2", TaskState::Running),
+            own("f-00000001@x.3", TaskState::Finished),
+        );
+        // Homed elsewhere: its home knows it, so it is not remembered.
+        let elsewhere = row("g-00000001@y.1", TaskState::Running, Some("x"));
+        let ask = |q: &mut Queries, dead: Vec<NodeId>| {
+            q.list(
+                Instant::ZERO,
+                Asker::Conn(1),
+                Purpose::Page,
+                TaskQuery::all(1),
+                Vec::new(),
+                vec![nid("x")],
+                dead,
+            )
+            .unwrap();
+            let out = drain(q);
+            let Out::Send {
+                msg: PeerMessage::ListTasks(sent),
+                ..
+            } = &out[0]
+            else {
+                panic!("{out:?}")
+            };
+            sent.request_id
+        };
+        let id = ask(&mut q, Vec::new());
+        let tasks = vec![a.clone(), b.clone(), c, elsewhere];
+        q.on_task_list(
+            &nid("x"),
+            TaskList {
+                request_id: id,
+                matched: 4,
+                tasks,
+            },
+        );
+        drain(&mut q);
+        // x says task 2 ended, in an answer to a filtered query.
+        let mut b_done = b.clone();
+        b_done.state = TaskState::Killed;
+        q.list(
+            Instant::ZERO,
+            Asker::Conn(1),
+            Purpose::Page,
+            TaskQuery {
+                task_id: Some(b.task_id.clone()),
+                ..TaskQuery::all(2)
+            },
+            Vec::new(),
+            vec![nid("x")],
+            Vec::new(),
+        )
+        .unwrap();
+        let out = drain(&mut q);
+        let Out::Send {
+            msg: PeerMessage::ListTasks(sent),
+            ..
+        } = &out[0]
+        else {
+            panic!("{out:?}")
+        };
+        q.on_task_list(
+            &nid("x"),
+            TaskList {
+                request_id: sent.request_id,
+                matched: 1,
+                tasks: vec![b_done],
+            },
+        );
+        drain(&mut q);
+        // x is declared dead: a listing shows its own unfinished task lost.
+        q.list(
+            Instant::ZERO,
+            Asker::Conn(1),
+            Purpose::Page,
+            TaskQuery::all(3),
+            Vec::new(),
+            Vec::new(),
+            vec![nid("x")],
+        )
+        .unwrap();
+        let out = drain(&mut q);
+        let [
+            Out::Listed {
+                rows, unreachable, ..
+            },
+        ] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(unreachable, &vec![nid("x")]);
+        assert_eq!(rows.keys().collect::<Vec<_>>(), vec![&a.task_id]);
+        let lost = &rows[&a.task_id];
+        assert_eq!(lost.state, TaskState::Lost);
+        assert!(
+            lost.reason.as_ref().unwrap().contains("declared dead"),
+            "{lost:?}"
+        );
+        // Filters apply to them too.
+        q.list(
+            Instant::ZERO,
+            Asker::Conn(1),
+            Purpose::Page,
+            TaskQuery {
+                state: Some(TaskState::Running),
+                ..TaskQuery::all(4)
+            },
+            Vec::new(),
+            Vec::new(),
+            vec![nid("x")],
+        )
+        .unwrap();
+        let out = drain(&mut q);
+        assert!(
+            matches!(&out[..], [Out::Listed { rows, .. }] if rows.is_empty()),
+            "{out:?}"
         );
     }
 
