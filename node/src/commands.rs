@@ -31,14 +31,17 @@ use std::time::{Duration, Instant};
 /// How often `run --wait` redraws its progress line.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-/// The CLI's framework keeps its tasks this long after it disconnects.
+/// Sent in the CLI's registration; the node ignores it for operators: every
+/// operator connection joins the node's operator framework, which never
+/// fails over (docs/FRAMEWORK_API.md, "Operators share one framework").
 pub const CLI_FAILOVER_MS: u32 = 7 * 24 * 3600 * 1000;
 
 fn error_text(e: &ErrorReply) -> String {
     format!("the node refused: {} ({:?})", e.message, e.code)
 }
 
-/// Registers as the `cli` framework.
+/// Registers as an operator: the connection joins the node's one operator
+/// framework and hears about the tasks it submits.
 ///
 /// # Errors
 /// Connection problems or a refused registration.

@@ -121,8 +121,8 @@ impl Core {
                 self.reply(asker, Reply::Offers(list));
             }
             Command::UnsubscribeOffers => self.sessions.unsubscribe(conn),
-            Command::Reconcile(ids) => self.reconcile(asker, &fw, ids),
-            Command::Ack(a) => self.sessions.ack(&fw, &a.task_id, a.seq),
+            Command::Reconcile(ids) => self.reconcile(conn, &fw, ids),
+            Command::Ack(a) => self.sessions.ack(conn, &fw, &a.task_id, a.seq),
             Command::ListTasks(_)
             | Command::GetTask(_)
             | Command::ListNodes(_)
@@ -143,6 +143,9 @@ impl Core {
                 None,
             )
         };
+        if r.role == wire::OPERATOR_ROLE {
+            return self.join_operator(conn, &r);
+        }
         if let Some(id) = r.framework_id {
             match self.sessions.reattach(now, conn, &id) {
                 Ok(events) => {
@@ -246,7 +249,73 @@ impl Core {
         );
     }
 
-    fn reconcile(&mut self, asker: Asker, fw: &FrameworkId, ids: Vec<TaskId>) {
+    /// An operator connection joins the node's operator framework (made at
+    /// the first one), with a status queue of its own.
+    fn join_operator(&mut self, conn: u64, r: &Register) {
+        let asker = Asker::Conn(conn);
+        if self.sessions.operator().is_none() {
+            let made = FrameworkId::homed("operator", rand::random::<u32>(), &self.me)
+                .map_err(|e| e.to_string())
+                .and_then(|id| {
+                    self.host
+                        .add_framework(id.clone(), 1, rand::make_rng())
+                        .map(|()| id)
+                        .map_err(|e| e.message)
+                });
+            match made {
+                Ok(id) => {
+                    tracing::info!(framework = %id, "operator framework registered (shared by every operator connection)");
+                    self.sessions.set_operator(Framework::new(
+                        id,
+                        "operator".into(),
+                        wire::OPERATOR_ROLE.into(),
+                        1,
+                        Duration::MAX,
+                        None,
+                    ));
+                }
+                Err(e) => {
+                    return self.reply(
+                        asker,
+                        Reply::error(
+                            ErrorCode::Busy,
+                            format!("cannot make the operator framework: {e}"),
+                            None,
+                        ),
+                    );
+                }
+            }
+        }
+        let failover = Duration::from_millis(u64::from(r.failover_timeout_ms));
+        match self.sessions.join_operator(conn, failover) {
+            Ok(id) => self.reply(
+                asker,
+                Reply::Registered(Registered {
+                    framework_id: id,
+                    reattached: false,
+                }),
+            ),
+            Err(RegisterError::Already(fw)) => self.reply(
+                asker,
+                Reply::error(
+                    ErrorCode::InvalidSpec,
+                    format!("this connection is already registered as {fw}"),
+                    None,
+                ),
+            ),
+            Err(_) => self.reply(
+                asker,
+                Reply::error(
+                    ErrorCode::Busy,
+                    "the operator framework is not available",
+                    None,
+                ),
+            ),
+        }
+    }
+
+    fn reconcile(&mut self, conn: u64, fw: &FrameworkId, ids: Vec<TaskId>) {
+        let asker = Asker::Conn(conn);
         let Some(b) = self.host.bidder(fw) else {
             return;
         };
@@ -259,7 +328,7 @@ impl Core {
         for id in ids {
             let known = b.status_of(&id).or_else(|| {
                 // Forgotten by the bidder but not yet acknowledged.
-                self.sessions.get(fw).and_then(|f| f.unacked_status(&id))
+                self.sessions.unacked_status(conn, fw, &id)
             });
             out.push(match known {
                 Some((name, status)) => Reply::Status(StatusEvent {
@@ -305,6 +374,9 @@ impl Core {
         let answer = self
             .submit_room(fw, s.tasks.len())
             .and_then(|()| self.host.submit(now, fw, s.tasks));
+        if let (Asker::Conn(conn), Ok(ids)) = (asker, &answer) {
+            self.sessions.submitted(conn, ids);
+        }
         let reply = match answer {
             Ok(task_ids) => Reply::Submitted(Submitted {
                 request_id: s.request_id,
@@ -319,6 +391,9 @@ impl Core {
         let answer = self
             .submit_room(fw, 1)
             .and_then(|()| self.host.submit_on(now, fw, b.task, b.node));
+        if let (Asker::Conn(conn), Ok(id)) = (asker, &answer) {
+            self.sessions.submitted(conn, std::slice::from_ref(id));
+        }
         let reply = match answer {
             Ok(id) => Reply::Submitted(Submitted {
                 request_id: b.request_id,

@@ -17,13 +17,20 @@
 //!   the framework idle longest, if one is idle;
 //! - each offers subscriber gets a new frame when the view changed, at most
 //!   once per [`OFFER_EVERY`] counted from its last frame (the one answering
-//!   its subscribe included).
+//!   its subscribe included);
+//! - every connection that registers with the operator role (the `agora`
+//!   CLI) joins the node's one operator framework instead of making a
+//!   framework of its own, so a node holds one framework per operator however
+//!   many `agora run`s there are. Each such connection has its own queue of
+//!   status events: it hears about the tasks it submitted, and its queue goes
+//!   with it when it closes (the tasks run on; the operator framework never
+//!   fails over and is never forgotten).
 
 use super::frameworks::{Framework, MAX_FRAMEWORKS};
 use agora_protocol::task::TaskStatus;
 use agora_protocol::wire::StatusEvent;
 use agora_protocol::{FrameworkId, Instant, TaskId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Offers are sent at most this often to one connection.
@@ -41,6 +48,8 @@ struct Conn {
     offers: bool,
     offers_sent: Option<Instant>,
     offers_stale: bool,
+    /// The status queue of a connection attached to the operator framework.
+    queue: Option<Framework>,
 }
 
 /// Why a registration was refused.
@@ -61,6 +70,11 @@ pub struct Sessions {
     conns: BTreeMap<u64, Conn>,
     /// The view changed since subscribers were last marked stale.
     offers_dirty: bool,
+    /// The node's operator framework, once an operator registered.
+    operator: Option<FrameworkId>,
+    /// The operator framework's unfinished tasks → the connection that
+    /// submitted them (at most the bidder's task limit).
+    submitter: HashMap<TaskId, u64>,
 }
 
 impl Sessions {
@@ -72,7 +86,13 @@ impl Sessions {
     /// A connection closed (or was closed); its framework keeps its tasks
     /// for its failover timeout. Returns that framework.
     pub fn close(&mut self, now: Instant, conn: u64) -> Option<FrameworkId> {
-        let fw = self.conns.remove(&conn)?.framework?;
+        let c = self.conns.remove(&conn)?;
+        if c.queue.is_some() {
+            // An operator connection: its queue goes, the tasks run on.
+            self.submitter.retain(|_, by| *by != conn);
+            return None;
+        }
+        let fw = c.framework?;
         let f = self.frameworks.get_mut(&fw)?;
         if f.conn != Some(conn) {
             return None;
@@ -175,6 +195,60 @@ impl Sessions {
         self.frameworks.remove(id);
     }
 
+    /// The node's operator framework, if an operator registered.
+    pub fn operator(&self) -> Option<&FrameworkId> {
+        self.operator.as_ref()
+    }
+
+    /// Makes `f` the node's operator framework (internal: never failed over
+    /// or forgotten).
+    pub fn set_operator(&mut self, f: Framework) {
+        self.operator = Some(f.id.clone());
+        self.frameworks.insert(f.id.clone(), f);
+    }
+
+    /// Attaches `conn` to the operator framework with a queue of its own.
+    ///
+    /// # Errors
+    /// The connection is registered already, or there is no operator
+    /// framework yet.
+    pub fn join_operator(
+        &mut self,
+        conn: u64,
+        failover: Duration,
+    ) -> Result<FrameworkId, RegisterError> {
+        if let Some(fw) = self.framework_of(conn) {
+            return Err(RegisterError::Already(fw.clone()));
+        }
+        let id = self.operator.clone().ok_or(RegisterError::Full)?;
+        let c = self.conns.entry(conn).or_default();
+        c.framework = Some(id.clone());
+        c.queue = Some(Framework::new(
+            id.clone(),
+            "operator".into(),
+            agora_protocol::wire::OPERATOR_ROLE.into(),
+            1,
+            failover,
+            Some(conn),
+        ));
+        Ok(id)
+    }
+
+    /// Tasks a connection submitted: an operator connection hears their
+    /// status events.
+    pub fn submitted(&mut self, conn: u64, ids: &[TaskId]) {
+        if self.conns.get(&conn).is_some_and(|c| c.queue.is_some()) {
+            for id in ids {
+                self.submitter.insert(id.clone(), conn);
+            }
+        }
+    }
+
+    /// The operator connections (for tests and metrics).
+    pub fn operator_conns(&self) -> usize {
+        self.conns.values().filter(|c| c.queue.is_some()).count()
+    }
+
     /// Queues a status event for a framework; returns the connection to
     /// send it to now, if the framework is attached.
     pub fn push_status(
@@ -184,20 +258,54 @@ impl Sessions {
         name: String,
         status: TaskStatus,
     ) -> Option<(Option<u64>, StatusEvent)> {
+        if self.operator.as_ref() == Some(fw) {
+            let task = status.task_id.clone();
+            let conn = if status.state.is_terminal() {
+                self.submitter.remove(&task)?
+            } else {
+                *self.submitter.get(&task)?
+            };
+            let q = self.conns.get_mut(&conn)?.queue.as_mut()?;
+            return Some((Some(conn), q.push_status(now, name, status)));
+        }
         let f = self.frameworks.get_mut(fw)?;
         let e = f.push_status(now, name, status);
         Some((f.conn, e))
     }
 
     /// A status event was handled.
-    pub fn ack(&mut self, fw: &FrameworkId, task_id: &TaskId, seq: u64) {
-        if let Some(f) = self.frameworks.get_mut(fw) {
+    pub fn ack(&mut self, conn: u64, fw: &FrameworkId, task_id: &TaskId, seq: u64) {
+        if let Some(q) = self.conns.get_mut(&conn).and_then(|c| c.queue.as_mut()) {
+            q.ack(task_id, seq);
+        } else if let Some(f) = self.frameworks.get_mut(fw) {
             f.ack(task_id, seq);
         }
     }
 
-    /// Unacknowledged terminal events of a framework.
+    /// The newest unacknowledged status of a task, as `conn` would hear it.
+    pub fn unacked_status(
+        &self,
+        conn: u64,
+        fw: &FrameworkId,
+        task_id: &TaskId,
+    ) -> Option<(String, TaskStatus)> {
+        match self.conns.get(&conn).and_then(|c| c.queue.as_ref()) {
+            Some(q) => q.unacked_status(task_id),
+            None => self.frameworks.get(fw)?.unacked_status(task_id),
+        }
+    }
+
+    /// Unacknowledged terminal events of a framework (of every connection
+    /// of the operator framework).
     pub fn unacked_terminal(&self, fw: &FrameworkId) -> usize {
+        if self.operator.as_ref() == Some(fw) {
+            return self
+                .conns
+                .values()
+                .filter_map(|c| c.queue.as_ref())
+                .map(Framework::unacked_terminal)
+                .sum();
+        }
         self.frameworks
             .get(fw)
             .map_or(0, Framework::unacked_terminal)
@@ -206,6 +314,15 @@ impl Sessions {
     /// Status events due for a re-send, with their connection.
     pub fn resends(&mut self, now: Instant) -> Vec<(u64, StatusEvent)> {
         let mut out = Vec::new();
+        for (conn, c) in &mut self.conns {
+            if let Some(q) = c.queue.as_mut() {
+                out.extend(
+                    q.due_resends(now, RESENDS_PER_TICK)
+                        .into_iter()
+                        .map(|e| (*conn, e)),
+                );
+            }
+        }
         for f in self.frameworks.values_mut() {
             if let Some(conn) = f.conn {
                 out.extend(
@@ -365,7 +482,7 @@ mod tests {
             s.reattach(ms(100), 2, &id),
             Err(RegisterError::Already(id.clone()))
         );
-        s.ack(&id, &t, e.seq);
+        s.ack(2, &id, &t, e.seq);
         assert!(s.resends(ms(60_000)).is_empty());
         assert_eq!(
             s.reattach(ms(0), 1, &FrameworkId::new("x").unwrap()),
@@ -390,6 +507,64 @@ mod tests {
         s.insert(fw("g@n", None, Duration::from_secs(10)));
         assert_eq!(s.room_for(9999, |_| false), Err(RegisterError::Full));
         assert!(s.get(&FrameworkId::new("internal@n").unwrap()).is_some());
+    }
+
+    #[test]
+    fn operator_connections_share_one_framework_and_hear_their_own_tasks() {
+        // Issue 11: every `agora run` registered a framework of its own, and
+        // a node holds at most 256.
+        let mut s = Sessions::default();
+        let op = FrameworkId::new("operator-1@n").unwrap();
+        s.set_operator(fw("operator-1@n", None, Duration::from_secs(3600)));
+        for conn in 1..=(MAX_FRAMEWORKS as u64 + 10) {
+            s.open(conn);
+            assert_eq!(
+                s.join_operator(conn, Duration::from_secs(60)),
+                Ok(op.clone())
+            );
+        }
+        assert_eq!(s.frameworks().count(), 1);
+        let (t1, t2) = (
+            TaskId::new("operator-1@n.1").unwrap(),
+            TaskId::new("operator-1@n.2").unwrap(),
+        );
+        s.submitted(1, std::slice::from_ref(&t1));
+        s.submitted(2, std::slice::from_ref(&t2));
+        let run = |t: &TaskId, st| TaskStatus::new(t.clone(), st, None);
+        let (to, e1) = s
+            .push_status(ms(0), &op, "j".into(), run(&t1, TaskState::Running))
+            .unwrap();
+        assert_eq!(to, Some(1));
+        let (to, e2) = s
+            .push_status(ms(0), &op, "j".into(), run(&t2, TaskState::Finished))
+            .unwrap();
+        assert_eq!(to, Some(2));
+        assert_eq!(s.unacked_terminal(&op), 1);
+        // Connection 2's ack counts for it; connection 1 still waits on its own.
+        s.ack(2, &op, &t2, e2.seq);
+        assert_eq!(s.unacked_terminal(&op), 0);
+        assert_eq!(
+            s.unacked_status(1, &op, &t1).map(|(_, st)| st.state),
+            Some(TaskState::Running)
+        );
+        assert_eq!(
+            s.resends(ms(5000))
+                .iter()
+                .map(|(c, e)| (*c, e.seq))
+                .collect::<Vec<_>>(),
+            vec![(1, e1.seq)]
+        );
+        // Connection 1 goes: its queue goes, the task's later events too.
+        assert_eq!(s.close(ms(6000), 1), None);
+        assert!(
+            s.push_status(ms(7000), &op, "j".into(), run(&t1, TaskState::Finished))
+                .is_none()
+        );
+        assert!(
+            s.failovers(ms(10_000_000)).is_empty(),
+            "the operator framework never fails over"
+        );
+        assert!(s.forget_idle(ms(10_000_000), |_| true).is_empty());
     }
 
     #[test]
