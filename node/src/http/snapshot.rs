@@ -42,14 +42,13 @@ pub fn node_rows(view: &ClusterView) -> Vec<NodeRow> {
 }
 
 /// The name and home node encoded in a framework id of the form
-/// `NAME-SUFFIX@NODE` (how the agent names frameworks); `None` for the parts
-/// an id does not have.
+/// `NAME-SUFFIX@NODE` (`FrameworkId::homed`, how nodes name frameworks);
+/// `None` for the parts an id does not have. The home is the protocol's
+/// reading ([`FrameworkId::home`]).
 pub fn parse_framework_id(id: &FrameworkId) -> (String, Option<NodeId>) {
     let text = id.as_str();
-    let (front, home) = match text.rsplit_once('@') {
-        Some((front, node)) => (front, NodeId::new(node).ok()),
-        None => (text, None),
-    };
+    let home = id.home();
+    let front = text.split_once('@').map_or(text, |(front, _)| front);
     let name = match front.rsplit_once('-') {
         Some((name, suffix))
             if !name.is_empty() && suffix.chars().all(|c| c.is_ascii_hexdigit()) =>
