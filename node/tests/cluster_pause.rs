@@ -47,18 +47,17 @@ impl Drop for Resume {
     }
 }
 
-#[test]
-fn a_task_reported_lost_does_not_keep_running_when_its_node_comes_back() {
+/// Three nodes, the third ("sleeper") with `role=sleeper`, and one task
+/// `argv` on it submitted from node `from`; returns the cluster and the
+/// task's id.
+fn sleeper_cluster(from: usize, argv: [&str; 2]) -> (Cluster, String) {
     let mut cluster = Cluster::new();
     let key = cluster.key.clone();
     cluster.add("n1", &key, &[]);
     cluster.add("n2", &key, &[]);
     cluster.add("sleeper", &key, &["--attr", "role=sleeper"]);
     cluster.wait_formed(3);
-
-    // A command line no other test uses, to find the process.
-    let argv = ["sleep", "1171"];
-    let out = cluster.nodes[0].cli(&[
+    let out = cluster.nodes[from].cli(&[
         "run",
         "--cpus",
         "0.5",
@@ -74,6 +73,14 @@ fn a_task_reported_lost_does_not_keep_running_when_its_node_comes_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (cluster, id)
+}
+
+#[test]
+fn a_task_reported_lost_does_not_keep_running_when_its_node_comes_back() {
+    // A command line no other test uses, to find the process.
+    let argv = ["sleep", "1171"];
+    let (cluster, id) = sleeper_cluster(0, argv);
     let n1 = &cluster.nodes[0];
     wait_for(
         "the task to run on sleeper",
@@ -119,30 +126,9 @@ fn a_dead_nodes_own_tasks_are_listed_lost_not_dropped() {
     // Issue 11: while a node was dead, the tasks it ran for its own
     // frameworks vanished from `ps` and the dashboard (nobody else knows
     // them). A node that heard of them lists them lost.
-    let mut cluster = Cluster::new();
-    let key = cluster.key.clone();
-    cluster.add("n1", &key, &[]);
-    cluster.add("n2", &key, &[]);
-    cluster.add("sleeper", &key, &["--attr", "role=sleeper"]);
-    cluster.wait_formed(3);
     let argv = ["sleep", "1172"];
+    let (cluster, id) = sleeper_cluster(2, argv);
     let sleeper = &cluster.nodes[2];
-    let out = sleeper.cli(&[
-        "run",
-        "--cpus",
-        "0.5",
-        "--constraint",
-        "role==sleeper",
-        "--",
-        argv[0],
-        argv[1],
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let n1 = &cluster.nodes[0];
     let state_at_n1 =
         || -> Option<serde_json::Value> { n1.ps()?.into_iter().find(|r| r["id"] == id.as_str()) };

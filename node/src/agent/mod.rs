@@ -372,23 +372,9 @@ impl Driver {
                     let reader = self.log_reader.clone();
                     let tx = self.log_tx.clone();
                     tokio::spawn(async move {
-                        let task = read.task_id.clone();
-                        let r = read.clone();
-                        let chunk = match tokio::task::spawn_blocking(move || {
-                            reader.read(&r.task_id, r.stream, r.offset, r.max_bytes)
-                        })
-                        .await
-                        {
-                            Ok(c) => c,
-                            Err(e) => LogChunk {
-                                request_id: 0,
-                                task_id: task,
-                                data: Vec::new(),
-                                next_offset: read.offset,
-                                eof: false,
-                                error: Some(format!("the log read failed: {e}")),
-                            },
-                        };
+                        let chunk = reader
+                            .read_async(read.task_id, read.stream, read.offset, read.max_bytes)
+                            .await;
                         let _ = tx.send((token, chunk)).await;
                     });
                 }

@@ -110,6 +110,28 @@ impl LogReader {
     ) -> LogChunk {
         logs::read(&self.layout, task_id, stream, offset, max_bytes)
     }
+
+    /// [`LogReader::read`] on a blocking thread.
+    pub async fn read_async(
+        self,
+        task_id: TaskId,
+        stream: LogStream,
+        offset: u64,
+        max_bytes: u32,
+    ) -> LogChunk {
+        let id = task_id.clone();
+        match tokio::task::spawn_blocking(move || self.read(&id, stream, offset, max_bytes)).await {
+            Ok(chunk) => chunk,
+            Err(e) => LogChunk {
+                request_id: 0,
+                task_id,
+                data: Vec::new(),
+                next_offset: offset,
+                eof: false,
+                error: Some(format!("log read stopped: {e}")),
+            },
+        }
+    }
 }
 
 /// How to run the executor.
@@ -383,23 +405,9 @@ impl Executor {
         offset: u64,
         max_bytes: u32,
     ) -> LogChunk {
-        let layout = self.shared.layout.clone();
-        let id = task_id.clone();
-        match tokio::task::spawn_blocking(move || {
-            logs::read(&layout, &id, stream, offset, max_bytes)
-        })
-        .await
-        {
-            Ok(chunk) => chunk,
-            Err(e) => LogChunk {
-                request_id: 0,
-                task_id: task_id.clone(),
-                data: Vec::new(),
-                next_offset: offset,
-                eof: false,
-                error: Some(format!("log read stopped: {e}")),
-            },
-        }
+        self.log_reader()
+            .read_async(task_id.clone(), stream, offset, max_bytes)
+            .await
     }
 
     /// Tasks currently running.
