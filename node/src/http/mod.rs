@@ -99,7 +99,7 @@ pub struct ApiSnapshot {
     pub nodes: Vec<NodeRow>,
     /// The tasks this node knows without asking anyone: those of frameworks
     /// homed here and those running here. The cluster-wide list comes from
-    /// [`ApiRequest::ListTasks`].
+    /// a [`Command::ListTasks`] request.
     pub tasks: Vec<TaskRow>,
     /// Frameworks this node knows (those homed here, and others it learned of
     /// through gossip).
