@@ -97,3 +97,60 @@ fn a_listing_or_kill_naming_a_framework_asks_only_its_home() {
         "an unfiltered ps asks every node"
     );
 }
+
+/// Resumes a stopped agent even when an assertion fails.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn a_kill_whose_home_does_not_answer_says_which_node_did_not() {
+    // Issue 11: "no live node knows task … home node is down" came for
+    // tasks that had simply finished while their home was up but slow to
+    // answer; the answer now names the node that did not answer.
+    let cluster = Cluster::start(3);
+    let (home, asker) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let out = home.cli(&["run", "--cpus", "0.1", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_for("the task to finish", Duration::from_secs(30), || {
+        home.ps()?
+            .iter()
+            .any(|r| r["id"] == id.as_str() && r["state"] == "finished")
+            .then_some(())
+    });
+    let pid = home.pid();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let resume = Resume(pid);
+    let out = asker.cli(&["kill", &id]);
+    drop(resume);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not answer or are down") && err.contains(": n1"),
+        "{err}"
+    );
+    // Once it answers again, the kill is told the truth.
+    wait_for("the home to answer again", Duration::from_secs(30), || {
+        let out = asker.cli(&["kill", &id]);
+        String::from_utf8_lossy(&out.stderr)
+            .contains("has already ended (finished)")
+            .then_some(())
+    });
+}
