@@ -761,9 +761,11 @@ impl<R: Rng> Host<R> {
     /// ledger no longer holds (it ended while the agent was down, or was
     /// never adopted) is then still reported to its home node.
     pub fn handle_exec(&mut self, now: Instant, status: TaskStatus, launch: Option<&Launch>) {
+        // Own tasks hold an allocation here until they end (a lookup, not
+        // a parse of the id: this runs for every task event).
         let own = match launch {
             Some(l) => l.home == self.me,
-            None => self.is_own(&status.task_id),
+            None => self.auctioneer.home_of(&status.task_id) == Some(&self.me),
         };
         if own {
             self.witness_out.touch();
@@ -922,20 +924,15 @@ impl<R: Rng> Host<R> {
         self.dead.push_back(node.clone());
     }
 
-    /// True when a task id is of a framework homed on this node (one here
-    /// now, or one of an earlier run, named in the id).
-    fn is_own(&self, task_id: &TaskId) -> bool {
-        self.framework_of_task(task_id).is_some() || task_id.home().as_ref() == Some(&self.me)
-    }
-
-    /// The tasks this node runs for frameworks homed on it, for its witness.
+    /// The tasks this node runs for frameworks homed on it (their
+    /// allocation names this node as home), for its witness.
     fn own_rows(&self) -> Vec<TaskRow> {
         witness::cut(
             self.auctioneer
                 .task_rows()
                 .into_iter()
                 .filter(|r| !r.state.is_terminal())
-                .filter(|r| self.frameworks.contains_key(&r.framework) || self.is_own(&r.task_id))
+                .filter(|r| self.auctioneer.home_of(&r.task_id) == Some(&self.me))
                 .collect(),
         )
     }
