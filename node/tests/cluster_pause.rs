@@ -169,3 +169,53 @@ fn a_dead_nodes_own_tasks_are_listed_lost_not_dropped() {
         "nobody was told it was lost: it runs on"
     );
 }
+
+#[test]
+fn a_dead_nodes_own_tasks_are_listed_lost_by_a_node_that_never_listed() {
+    // The sleeper runs a task of its own framework; only it knows the task,
+    // and its witness. n2 never listed anything before the sleeper is
+    // declared dead, so it heard nothing: the witness answers for it.
+    let argv = ["sleep", "1173"];
+    let (cluster, id) = sleeper_cluster(2, argv);
+    let sleeper = &cluster.nodes[2];
+    wait_for(
+        "the sleeper to list its task running",
+        Duration::from_secs(30),
+        || {
+            sleeper
+                .ps()?
+                .into_iter()
+                .any(|r| r["id"] == id.as_str() && r["state"] == "running")
+                .then_some(())
+        },
+    );
+    // The witness hears of a launch at once and of the next change within
+    // a second (its pace); nothing outside the nodes shows it arrived.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let pid = sleeper.pid();
+    signal(pid, "-STOP");
+    let resume = Resume(pid);
+    let n2 = &cluster.nodes[1];
+    let row = wait_for("n2 to list the task lost", Duration::from_secs(60), || {
+        n2.ps()?
+            .into_iter()
+            .find(|r| r["id"] == id.as_str() && r["state"] == "lost")
+    });
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("declared dead") && reason.contains("witness"),
+        "{row}"
+    );
+    drop(resume);
+    wait_for(
+        "the task to be listed running again",
+        Duration::from_secs(60),
+        || {
+            n2.ps()?
+                .into_iter()
+                .any(|r| r["id"] == id.as_str() && r["state"] == "running")
+                .then_some(())
+        },
+    );
+}

@@ -22,8 +22,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// an awarded lease (a version-1 bidder would release it, a version-1
 /// auctioneer would keep it until it expired); nodes of different versions
 /// do not talk. Version 3 (2026-12-01): `ListTasks` carries the asker's
-/// [`TaskQuery`] (filters and limit applied by the answering node) and a
-/// `TaskList` says how many rows matched before its cut.
+/// [`TaskQuery`] (filters and limit applied by the answering node), a
+/// `TaskList` says how many rows matched before its cut, and a node sends
+/// its witness the tasks it runs for frameworks homed on it
+/// ([`PeerMessage::Witness`]).
 pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/3";
 
 // ---------------------------------------------------------------- peers
@@ -354,6 +356,20 @@ pub struct TaskList {
     pub matched: u64,
 }
 
+/// The tasks a node runs for frameworks homed on it, sent to its witness
+/// (docs/PROTOCOL.md, "Queries go to the owner"): only that node knows them,
+/// so while it is declared dead its witness lists them as lost. All of them
+/// each time (running first, cut to [`MAX_LIST_ROWS`]: more are not
+/// witnessed); an empty list tells the witness to forget the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessRows {
+    /// Grows with every message the node sends, across restarts (it starts
+    /// from the node's generation): an older message never replaces a newer.
+    pub version: u64,
+    /// The tasks.
+    pub rows: Vec<TaskRow>,
+}
+
 /// Everything one node says to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -391,6 +407,8 @@ pub enum PeerMessage {
     /// back (the award was its answer); one not yet arrived is answered
     /// `Withdrawn` when it does.
     Withdraw(Withdraw),
+    /// Any node → its witness: the tasks it runs for frameworks homed on it.
+    Witness(WitnessRows),
 }
 
 impl PeerMessage {
@@ -412,6 +430,7 @@ impl PeerMessage {
             PeerMessage::ListTasks(_) => "list_tasks",
             PeerMessage::TaskList(_) => "task_list",
             PeerMessage::Withdraw(_) => "withdraw",
+            PeerMessage::Witness(_) => "witness",
         }
     }
 
@@ -431,6 +450,7 @@ impl PeerMessage {
             | PeerMessage::Status(_) => Recipient::Bidder,
             PeerMessage::LogRead(_) | PeerMessage::ListTasks(_) => Recipient::Shell,
             PeerMessage::LogChunk(_) | PeerMessage::TaskList(_) => Recipient::Shell,
+            PeerMessage::Witness(_) => Recipient::Host,
         }
     }
 }
@@ -447,6 +467,8 @@ pub enum Recipient {
     /// The node's shell (logs, task lists): requests to answer from files and
     /// ledgers, or answers to requests it made.
     Shell,
+    /// The host itself: a node's witness rows, kept for listings.
+    Host,
 }
 
 /// Withdraws a held bid.
@@ -476,7 +498,7 @@ impl PeerMessage {
             PeerMessage::LogRead(m) => Some(&m.task_id),
             PeerMessage::LogChunk(m) => Some(&m.task_id),
             PeerMessage::Withdraw(m) => Some(&m.task_id),
-            PeerMessage::ListTasks(_) | PeerMessage::TaskList(_) => None,
+            PeerMessage::ListTasks(_) | PeerMessage::TaskList(_) | PeerMessage::Witness(_) => None,
         }
     }
 }

@@ -355,6 +355,11 @@ impl Auctioneer {
         self.running.len()
     }
 
+    /// The home node of a task holding an allocation here.
+    pub fn home_of(&self, task_id: &TaskId) -> Option<&NodeId> {
+        self.running.get(task_id).map(|a| &a.home)
+    }
+
     /// Status updates not yet acknowledged.
     pub fn unacked_count(&self) -> usize {
         self.outbox.len()

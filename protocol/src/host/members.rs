@@ -70,6 +70,8 @@ impl<R: Rng> Host<R> {
                     }
                     self.restarting.remove(&id);
                     self.dead.retain(|d| *d != id);
+                    self.witnessed.forget(&id);
+                    self.witness_out.touch_membership();
                     self.view.remove(&id);
                     self.view.upsert(info);
                 }
@@ -79,6 +81,7 @@ impl<R: Rng> Host<R> {
         if changed {
             self.update_shares();
         }
+        self.after_membership();
         self.pump(now);
     }
 
@@ -103,6 +106,7 @@ impl<R: Rng> Host<R> {
         if changed {
             self.update_shares();
         }
+        self.after_membership();
         self.pump(now);
         changed
     }
@@ -133,6 +137,7 @@ impl<R: Rng> Host<R> {
         self.view.set_alive(&id, alive);
         match prev {
             None if alive => {
+                self.witness_out.touch_membership();
                 self.events.push_back(Event::NodeAlive(id));
                 changed = true;
             }
@@ -164,6 +169,7 @@ impl<R: Rng> Host<R> {
     }
 
     fn died(&mut self, now: Instant, node: &NodeId) {
+        self.witness_out.touch_membership();
         self.restarting.remove(node);
         self.events.push_back(Event::NodeDead(node.clone()));
         for h in self.frameworks.values_mut() {
@@ -173,6 +179,7 @@ impl<R: Rng> Host<R> {
     }
 
     fn revived(&mut self, node: &NodeId) {
+        self.witness_out.touch_membership();
         let was_dead = self.dead.contains(node);
         if !was_dead {
             self.events.push_back(Event::NodeAlive(node.clone()));
@@ -206,6 +213,16 @@ impl<R: Rng> Host<R> {
             self.set_alive(now, &id, false);
         }
         self.update_shares();
+    }
+
+    /// The witness may have moved (the timer decides, at most once per
+    /// [`super::witness::PACE`]); nodes that left the view are no longer
+    /// witnessed.
+    fn after_membership(&mut self) {
+        if !self.witnessed.is_empty() {
+            let view = &self.view;
+            self.witnessed.retain(|n| view.get(n).is_some());
+        }
     }
 
     fn update_shares(&mut self) {

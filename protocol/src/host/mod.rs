@@ -56,11 +56,17 @@
 //! - **History.** A framework that is removed keeps its ended tasks' rows in a
 //!   bounded history ([`Config::keep_history`]), so forgetting a framework
 //!   never forgets what happened to its tasks.
+//! - **Witnesses.** The tasks a node runs for frameworks homed on it are
+//!   known only to it; it sends them to its witness, which lists them as
+//!   lost while the node is declared dead ([`witness`]).
 
 mod members;
 mod route;
 #[cfg(test)]
 mod tests;
+pub mod witness;
+#[cfg(test)]
+mod witness_tests;
 
 pub use members::Change;
 
@@ -298,6 +304,10 @@ pub struct Host<R> {
     dead: VecDeque<NodeId>,
     /// Rows of removed frameworks' tasks (bounded, oldest first).
     history: VecDeque<TaskRow>,
+    /// Sending this node's own tasks to its witness.
+    witness_out: witness::Sending,
+    /// Own tasks of the nodes this node witnesses.
+    witnessed: witness::Received,
     local: VecDeque<PeerMessage>,
     transmits: VecDeque<Transmit>,
     exec: VecDeque<Exec>,
@@ -339,6 +349,8 @@ impl<R: Rng> Host<R> {
             restarting: BTreeMap::new(),
             dead: VecDeque::new(),
             history: VecDeque::new(),
+            witness_out: witness::Sending::new(config.generation),
+            witnessed: witness::Received::default(),
             local: VecDeque::new(),
             transmits: VecDeque::new(),
             exec: VecDeque::new(),
@@ -408,14 +420,39 @@ impl<R: Rng> Host<R> {
     }
 
     /// Every task this node knows: what it runs, what its frameworks placed,
-    /// and the history of frameworks it no longer holds.
+    /// the history of frameworks it no longer holds, and, as lost, the own
+    /// tasks of each node it witnesses that the view holds dead
+    /// ([`witness`]).
     pub fn task_rows(&self) -> Vec<TaskRow> {
         let mut rows = self.auctioneer.task_rows();
         for h in self.frameworks.values() {
             rows.extend(h.bidder.task_rows());
         }
         rows.extend(self.history.iter().cloned());
+        for (node, witnessed) in self.witnessed.iter() {
+            if self.view.get(node).is_none_or(|n| n.alive) {
+                continue;
+            }
+            let reason = format!(
+                "node {node}, where it ran for a framework homed there, is declared dead; \
+                 its witness {} last heard of it",
+                self.me
+            );
+            rows.extend(witnessed.iter().map(|r| TaskRow {
+                state: crate::task::TaskState::Lost,
+                reason: Some(reason.clone()),
+                ..r.clone()
+            }));
+        }
         rows
+    }
+
+    /// The node this node sends its own tasks to, as its view stands.
+    pub fn witness(&self) -> Option<NodeId> {
+        witness::choose(
+            &self.me,
+            self.view.iter().filter(|n| n.alive).map(|n| &n.id),
+        )
     }
 
     /// Keeps the row of a task that ended on this node before the node
@@ -724,6 +761,15 @@ impl<R: Rng> Host<R> {
     /// ledger no longer holds (it ended while the agent was down, or was
     /// never adopted) is then still reported to its home node.
     pub fn handle_exec(&mut self, now: Instant, status: TaskStatus, launch: Option<&Launch>) {
+        // Own tasks hold an allocation here until they end (a lookup, not
+        // a parse of the id: this runs for every task event).
+        let own = match launch {
+            Some(l) => l.home == self.me,
+            None => self.auctioneer.home_of(&status.task_id) == Some(&self.me),
+        };
+        if own {
+            self.witness_out.touch();
+        }
         let Some(l) = launch else {
             let _ = self.auctioneer.task_status(now, status);
             self.pump(now);
@@ -752,6 +798,9 @@ impl<R: Rng> Host<R> {
     /// It does not fit in what the ledger has free (it then runs uncounted;
     /// the shell should say so).
     pub fn adopt(&mut self, now: Instant, launch: &Launch) -> Result<(), auctioneer::Error> {
+        if launch.home == self.me {
+            self.witness_out.touch();
+        }
         let r = self.auctioneer.adopt(
             launch.task_id.clone(),
             launch.framework.clone(),
@@ -773,6 +822,7 @@ impl<R: Rng> Host<R> {
         for h in self.frameworks.values() {
             t = min_opt(t, h.bidder.poll_timeout());
         }
+        t = min_opt(t, self.witness_out.poll_timeout());
         min_opt(t, self.restarting.values().min().copied())
     }
 
@@ -788,6 +838,10 @@ impl<R: Rng> Host<R> {
         }
         self.expire_restarts(now);
         self.pump(now);
+        if self.witness_out.is_due(now) {
+            self.send_witness(now);
+            self.pump(now);
+        }
     }
 
     /// The next message for another node.
@@ -868,6 +922,36 @@ impl<R: Rng> Host<R> {
             self.dead.pop_front();
         }
         self.dead.push_back(node.clone());
+    }
+
+    /// The tasks this node runs for frameworks homed on it (their
+    /// allocation names this node as home), for its witness.
+    fn own_rows(&self) -> Vec<TaskRow> {
+        witness::cut(
+            self.auctioneer
+                .task_rows()
+                .into_iter()
+                .filter(|r| !r.state.is_terminal())
+                .filter(|r| self.auctioneer.home_of(&r.task_id) == Some(&self.me))
+                .collect(),
+        )
+    }
+
+    /// The witness timer fired: send the own tasks if they or the witness
+    /// changed, or for the refresh. The witness is chosen only when there
+    /// is something to tell.
+    fn send_witness(&mut self, now: Instant) {
+        let rows = self.own_rows();
+        let to = if rows.is_empty() && self.witness_out.quiet_when_empty() {
+            None
+        } else {
+            self.witness()
+        };
+        for (to, msg) in self.witness_out.fire(now, rows, to) {
+            if self.view.get(&to).is_some_and(|n| n.alive) {
+                self.send(to, PeerMessage::Witness(msg));
+            }
+        }
     }
 
     /// Ids of tasks of frameworks here that were reported lost on `node`.

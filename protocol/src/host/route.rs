@@ -11,6 +11,7 @@
 //!   homed here (it was removed), the update is acknowledged so the sender
 //!   stops re-sending, and a task still running is killed: nobody would
 //!   hear of it.
+//! - Witness rows are kept for listings ([`super::witness`]).
 //! - Log reads and task listings are the shell's (they need the executor or
 //!   fan out to peers); [`Host::handle_peer`] hands them back.
 
@@ -140,6 +141,12 @@ impl<R: Rng> Host<R> {
                 );
                 None
             }
+            PeerMessage::Witness(w) => {
+                if from != self.me {
+                    self.witnessed.record(from, w);
+                }
+                None
+            }
             other @ (PeerMessage::LogRead(_)
             | PeerMessage::LogChunk(_)
             | PeerMessage::TaskList(_)) => Some(other),
@@ -223,9 +230,11 @@ impl<R: Rng> Host<R> {
                 let _ = self.dispatch(now, me, msg);
             }
             if !moved {
+                self.witness_out.schedule(now);
                 return;
             }
         }
+        self.witness_out.schedule(now);
     }
 
     fn on_auction_event(&mut self, ev: auctioneer::Event) {
@@ -238,6 +247,9 @@ impl<R: Rng> Host<R> {
                 spec,
                 ports,
             } => {
+                if home == self.me {
+                    self.witness_out.touch();
+                }
                 self.exec.push_back(Exec::Launch(Launch {
                     task_id,
                     framework,

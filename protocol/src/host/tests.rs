@@ -6,17 +6,17 @@ use crate::task::{Command, TaskState};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-type H = Host<ChaCha8Rng>;
+pub(super) type H = Host<ChaCha8Rng>;
 
-fn nid(s: &str) -> NodeId {
+pub(super) fn nid(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
 }
 
-fn fid(s: &str) -> FrameworkId {
+pub(super) fn fid(s: &str) -> FrameworkId {
     FrameworkId::new(s).unwrap()
 }
 
-fn spec(name: &str, cpus: u64) -> TaskSpec {
+pub(super) fn spec(name: &str, cpus: u64) -> TaskSpec {
     TaskSpec::new(
         name,
         Command::Argv(vec!["true".into()]),
@@ -24,7 +24,7 @@ fn spec(name: &str, cpus: u64) -> TaskSpec {
     )
 }
 
-fn host(id: &str, cpus: u64, generation: u64) -> H {
+pub(super) fn host(id: &str, cpus: u64, generation: u64) -> H {
     Host::new(
         nid(id),
         Resources::cpu_mem(cpus * 1000, 4096),
@@ -39,21 +39,23 @@ fn host(id: &str, cpus: u64, generation: u64) -> H {
 }
 
 /// A cluster of hosts that see each other alive.
-struct Net {
-    now: Instant,
-    hosts: BTreeMap<NodeId, H>,
+pub(super) struct Net {
+    pub(super) now: Instant,
+    pub(super) hosts: BTreeMap<NodeId, H>,
     /// Nodes that deliver nothing and receive nothing (paused or cut off).
-    mute: BTreeSet<NodeId>,
+    pub(super) mute: BTreeSet<NodeId>,
     /// What each node's executor runs.
-    running: BTreeMap<NodeId, BTreeSet<TaskId>>,
+    pub(super) running: BTreeMap<NodeId, BTreeSet<TaskId>>,
     /// Events seen, per node.
-    events: BTreeMap<NodeId, Vec<Event>>,
+    pub(super) events: BTreeMap<NodeId, Vec<Event>>,
     /// Kills the executors carried out.
-    killed: Vec<(NodeId, TaskId)>,
+    pub(super) killed: Vec<(NodeId, TaskId)>,
+    /// Witness messages sent: from, to, what.
+    pub(super) witness: Vec<(NodeId, NodeId, crate::wire::WitnessRows)>,
 }
 
 impl Net {
-    fn new(hosts: Vec<H>) -> Net {
+    pub(super) fn new(hosts: Vec<H>) -> Net {
         let mut net = Net {
             now: Instant::ZERO,
             hosts: hosts
@@ -64,13 +66,14 @@ impl Net {
             running: BTreeMap::new(),
             events: BTreeMap::new(),
             killed: Vec::new(),
+            witness: Vec::new(),
         };
         net.gossip();
         net
     }
 
     /// Every host learns every other's current state (alive unless mute).
-    fn gossip(&mut self) {
+    pub(super) fn gossip(&mut self) {
         let infos: Vec<NodeInfo> = self
             .hosts
             .values()
@@ -90,12 +93,12 @@ impl Net {
         self.settle();
     }
 
-    fn h(&mut self, id: &str) -> &mut H {
+    pub(super) fn h(&mut self, id: &str) -> &mut H {
         self.hosts.get_mut(&nid(id)).unwrap()
     }
 
     /// Delivers messages and runs executors until nothing moves.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..10_000 {
             let mut moved = false;
             let ids: Vec<NodeId> = self.hosts.keys().cloned().collect();
@@ -136,6 +139,9 @@ impl Net {
                 }
                 for t in out {
                     moved = true;
+                    if let PeerMessage::Witness(w) = &t.msg {
+                        self.witness.push((id.clone(), t.to.clone(), w.clone()));
+                    }
                     if self.mute.contains(id) || self.mute.contains(&t.to) {
                         continue;
                     }
@@ -153,7 +159,7 @@ impl Net {
     }
 
     /// Advances the clock to `t`, running every host's timers on the way.
-    fn advance(&mut self, t: Instant) {
+    pub(super) fn advance(&mut self, t: Instant) {
         loop {
             let next = self
                 .hosts
@@ -178,7 +184,7 @@ impl Net {
         self.now = self.now.max(t);
     }
 
-    fn statuses(&self, node: &str, task: &TaskId) -> Vec<TaskState> {
+    pub(super) fn statuses(&self, node: &str, task: &TaskId) -> Vec<TaskState> {
         self.events
             .get(&nid(node))
             .into_iter()
@@ -191,7 +197,7 @@ impl Net {
     }
 }
 
-fn rng(seed: u64) -> ChaCha8Rng {
+pub(super) fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 

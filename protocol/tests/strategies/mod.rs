@@ -318,6 +318,8 @@ pub fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 tasks
             })
         ),
+        (any::<u64>(), vec(task_row(), 0..3))
+            .prop_map(|(version, rows)| PeerMessage::Witness(WitnessRows { version, rows })),
     ]
 }
 
