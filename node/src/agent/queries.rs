@@ -111,6 +111,9 @@ struct Listing {
     waiting: BTreeSet<NodeId>,
     dead: Vec<NodeId>,
     deadline: Instant,
+    /// Tasks whose home answered: its row stands (a witness that still
+    /// holds the home dead would otherwise list its running tasks lost).
+    from_home: BTreeSet<TaskId>,
 }
 
 #[derive(Debug)]
@@ -261,6 +264,7 @@ impl Queries {
                 waiting: ask.into_iter().collect(),
                 dead,
                 deadline: now + QUERY_TIMEOUT,
+                from_home: BTreeSet::new(),
             },
         );
         Ok(())
@@ -306,10 +310,15 @@ impl Queries {
             return;
         };
         let query = &l.query;
-        merge_rows(
-            &mut l.rows,
-            t.tasks.into_iter().filter(|r| query.matches(r)),
-        );
+        for row in t.tasks.into_iter().filter(|r| query.matches(r)) {
+            if row.task_id.home().as_ref() == Some(from) {
+                // The task's home answered: its row is the truth.
+                l.from_home.insert(row.task_id.clone());
+                l.rows.insert(row.task_id.clone(), row);
+            } else if !l.from_home.contains(&row.task_id) {
+                merge_rows(&mut l.rows, [row]);
+            }
+        }
         l.matched = l.matched.max(t.matched).max(l.rows.len() as u64);
         if l.waiting.is_empty() {
             self.finish_listing(t.request_id);
@@ -883,6 +892,65 @@ mod tests {
             matches!(&out[..], [Out::Listed { rows, .. }] if rows.is_empty()),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn the_homes_row_stands_against_a_witness_that_holds_it_dead() {
+        // A witness that still holds node x dead lists x's running task
+        // lost; x itself answered that it runs: x's row stands, whichever
+        // answer came first.
+        for home_first in [true, false] {
+            let mut q = Queries::default();
+            q.list(
+                Instant::ZERO,
+                Asker::Conn(1),
+                Purpose::Page,
+                TaskQuery::all(1),
+                Vec::new(),
+                vec![nid("x"), nid("w")],
+                Vec::new(),
+            )
+            .unwrap();
+            let out = drain(&mut q);
+            let Out::Send {
+                msg: PeerMessage::ListTasks(sent),
+                ..
+            } = &out[0]
+            else {
+                panic!("{out:?}")
+            };
+            let id = sent.request_id;
+            let mut running = row("f-00000001@x.1", TaskState::Running, Some("x"));
+            running.framework = FrameworkId::new("f-00000001@x").unwrap();
+            let mut lost = running.clone();
+            lost.state = TaskState::Lost;
+            let from_x = TaskList {
+                request_id: id,
+                matched: 1,
+                tasks: vec![running],
+            };
+            let from_w = TaskList {
+                request_id: id,
+                matched: 1,
+                tasks: vec![lost],
+            };
+            if home_first {
+                q.on_task_list(&nid("x"), from_x);
+                q.on_task_list(&nid("w"), from_w);
+            } else {
+                q.on_task_list(&nid("w"), from_w);
+                q.on_task_list(&nid("x"), from_x);
+            }
+            let out = drain(&mut q);
+            let [Out::Listed { rows, .. }] = &out[..] else {
+                panic!("{out:?}")
+            };
+            assert_eq!(
+                rows.values().next().unwrap().state,
+                TaskState::Running,
+                "home first: {home_first}"
+            );
+        }
     }
 
     #[test]
