@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cluster, wait_for};
+use common::{Cluster, Resume, wait_for};
 use std::time::Duration;
 
 /// Pids of processes whose command line is exactly `argv`.
@@ -33,18 +33,6 @@ fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap();
     assert!(ok.success());
-}
-
-/// Resumes a stopped agent even when an assertion fails, so that the
-/// cluster's guard can stop it.
-struct Resume(u32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
 }
 
 /// Three nodes, the third ("sleeper") with `role=sleeper`, and one task

@@ -8,7 +8,7 @@ mod common;
 mod prom;
 
 use common::http::get;
-use common::{Cluster, wait_for};
+use common::{Cluster, Resume, wait_for};
 use prom::metric;
 use std::time::Duration;
 
@@ -96,17 +96,6 @@ fn a_listing_or_kill_naming_a_framework_asks_only_its_home() {
         received(bystander) > after,
         "an unfiltered ps asks every node"
     );
-}
-
-/// Resumes a stopped agent even when an assertion fails.
-struct Resume(u32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
 }
 
 #[test]

@@ -581,6 +581,30 @@ mod tests {
         std::iter::from_fn(|| q.poll()).collect()
     }
 
+    /// Starts a page listing that asks `ask`; returns the id peers see.
+    fn ask_peers(q: &mut Queries, query: TaskQuery, ask: &[&str]) -> u64 {
+        let ask = ask.iter().map(|n| nid(n)).collect();
+        q.list(
+            Instant::ZERO,
+            Asker::Conn(1),
+            Purpose::Page,
+            query,
+            Vec::new(),
+            ask,
+            Vec::new(),
+        )
+        .unwrap();
+        let out = drain(q);
+        let Some(Out::Send {
+            msg: PeerMessage::ListTasks(sent),
+            ..
+        }) = out.first()
+        else {
+            panic!("{out:?}")
+        };
+        sent.request_id
+    }
+
     #[test]
     fn most_advanced_row_wins() {
         let mut m = BTreeMap::new();
@@ -780,28 +804,7 @@ mod tests {
         );
         // Homed elsewhere: its home knows it, so it is not remembered.
         let elsewhere = row("g-00000001@y.1", TaskState::Running, Some("x"));
-        let ask = |q: &mut Queries, dead: Vec<NodeId>| {
-            q.list(
-                Instant::ZERO,
-                Asker::Conn(1),
-                Purpose::Page,
-                TaskQuery::all(1),
-                Vec::new(),
-                vec![nid("x")],
-                dead,
-            )
-            .unwrap();
-            let out = drain(q);
-            let Out::Send {
-                msg: PeerMessage::ListTasks(sent),
-                ..
-            } = &out[0]
-            else {
-                panic!("{out:?}")
-            };
-            sent.request_id
-        };
-        let id = ask(&mut q, Vec::new());
+        let id = ask_peers(&mut q, TaskQuery::all(1), &["x"]);
         let tasks = vec![a.clone(), b.clone(), c, elsewhere];
         q.on_task_list(
             &nid("x"),
@@ -815,31 +818,18 @@ mod tests {
         // x says task 2 ended, in an answer to a filtered query.
         let mut b_done = b.clone();
         b_done.state = TaskState::Killed;
-        q.list(
-            Instant::ZERO,
-            Asker::Conn(1),
-            Purpose::Page,
+        let id = ask_peers(
+            &mut q,
             TaskQuery {
                 task_id: Some(b.task_id.clone()),
                 ..TaskQuery::all(2)
             },
-            Vec::new(),
-            vec![nid("x")],
-            Vec::new(),
-        )
-        .unwrap();
-        let out = drain(&mut q);
-        let Out::Send {
-            msg: PeerMessage::ListTasks(sent),
-            ..
-        } = &out[0]
-        else {
-            panic!("{out:?}")
-        };
+            &["x"],
+        );
         q.on_task_list(
             &nid("x"),
             TaskList {
-                request_id: sent.request_id,
+                request_id: id,
                 matched: 1,
                 tasks: vec![b_done],
             },
@@ -901,25 +891,7 @@ mod tests {
         // answer came first.
         for home_first in [true, false] {
             let mut q = Queries::default();
-            q.list(
-                Instant::ZERO,
-                Asker::Conn(1),
-                Purpose::Page,
-                TaskQuery::all(1),
-                Vec::new(),
-                vec![nid("x"), nid("w")],
-                Vec::new(),
-            )
-            .unwrap();
-            let out = drain(&mut q);
-            let Out::Send {
-                msg: PeerMessage::ListTasks(sent),
-                ..
-            } = &out[0]
-            else {
-                panic!("{out:?}")
-            };
-            let id = sent.request_id;
+            let id = ask_peers(&mut q, TaskQuery::all(1), &["x", "w"]);
             let mut running = row("f-00000001@x.1", TaskState::Running, Some("x"));
             running.framework = FrameworkId::new("f-00000001@x").unwrap();
             let mut lost = running.clone();

@@ -409,3 +409,15 @@ pub fn free_tcp_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     format!("127.0.0.1:{}", l.local_addr().unwrap().port())
 }
+
+/// Resumes a stopped (SIGSTOP) process when dropped, even when an assertion
+/// fails, so that the cluster's guard can stop it.
+pub struct Resume(pub u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
