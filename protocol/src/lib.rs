@@ -26,6 +26,7 @@ pub mod constraint;
 pub mod fairness;
 pub mod host;
 pub mod ids;
+pub mod listing;
 pub mod offers;
 pub mod resources;
 pub mod task;

@@ -454,15 +454,14 @@ impl Core {
         // The home node's row is authoritative; a row of a task running
         // here but homed elsewhere is good enough.
         let homed_here = self.host.status_of(&id).is_some();
-        let local = self
-            .host
-            .task_rows()
-            .into_iter()
-            .filter(|r| r.task_id == id)
-            .fold(std::collections::BTreeMap::new(), |mut m, r| {
-                super::queries::merge_rows(&mut m, [r]);
-                m
-            });
+        let mut local = agora_protocol::listing::Merged::default();
+        local.add(
+            Some(&self.me),
+            self.host
+                .task_rows()
+                .into_iter()
+                .filter(|r| r.task_id == id),
+        );
         match local.get(&id) {
             Some(row) if homed_here || row.node.as_ref() == Some(&self.me) => {
                 let row = row.clone();

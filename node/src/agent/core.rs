@@ -13,7 +13,7 @@
 
 use super::frameworks::Framework;
 use super::pacer::Pacer;
-use super::queries::{Out, Purpose, Queries, merge_rows};
+use super::queries::{Out, Purpose, Queries};
 use super::sessions::Sessions;
 use crate::executor::{EndedTask, Recovered};
 use crate::http::Metrics;
@@ -137,9 +137,9 @@ impl Core {
 
     /// Every task this node knows without asking, one row per task.
     pub fn local_listing(&self) -> Vec<TaskRow> {
-        let mut rows = BTreeMap::new();
-        merge_rows(&mut rows, self.host.task_rows());
-        rows.into_values().collect()
+        let mut rows = agora_protocol::listing::Merged::default();
+        rows.add(None, self.host.task_rows());
+        rows.into_rows().into_values().collect()
     }
 
     /// The node's ledger as gossip publishes it.

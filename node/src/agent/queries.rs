@@ -20,6 +20,7 @@
 //! [`MAX_QUERIES`] are open at once; more are refused with `busy`.
 
 use crate::surface::Asker;
+use agora_protocol::listing::{Merged, is_own};
 use agora_protocol::task::TaskState;
 use agora_protocol::wire::{
     LogChunk, LogRead, MAX_LIST_ROWS, PeerMessage, TaskList, TaskQuery, TaskRow,
@@ -106,14 +107,11 @@ struct Listing {
     asker: Asker,
     purpose: Purpose,
     query: TaskQuery,
-    rows: BTreeMap<TaskId, TaskRow>,
+    rows: Merged,
     matched: u64,
     waiting: BTreeSet<NodeId>,
     dead: Vec<NodeId>,
     deadline: Instant,
-    /// Tasks whose home answered: its row stands (a witness that still
-    /// holds the home dead would otherwise list its running tasks lost).
-    from_home: BTreeSet<TaskId>,
 }
 
 #[derive(Debug)]
@@ -174,29 +172,6 @@ pub struct Queries {
     heard_seq: u64,
 }
 
-/// Ranks a row: for each task, the most advanced state wins a merge.
-fn rank(row: &TaskRow) -> (u8, bool, bool) {
-    let r = match row.state {
-        TaskState::Staging => 0,
-        TaskState::Starting => 1,
-        TaskState::Running => 2,
-        TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost => 3,
-    };
-    (r, row.exit_code.is_some(), row.node.is_some())
-}
-
-/// Merges rows: for each task, the most advanced state wins.
-pub fn merge_rows(into: &mut BTreeMap<TaskId, TaskRow>, rows: impl IntoIterator<Item = TaskRow>) {
-    for row in rows {
-        match into.get(&row.task_id) {
-            Some(old) if rank(old) >= rank(&row) => {}
-            _ => {
-                into.insert(row.task_id.clone(), row);
-            }
-        }
-    }
-}
-
 impl Queries {
     /// Open queries.
     pub fn open(&self) -> usize {
@@ -228,8 +203,8 @@ impl Queries {
         ask: Vec<NodeId>,
         dead: Vec<NodeId>,
     ) -> Result<(), TooMany> {
-        let mut rows = BTreeMap::new();
-        merge_rows(&mut rows, local.into_iter().filter(|r| query.matches(r)));
+        let mut rows = Merged::default();
+        rows.add(None, local.into_iter().filter(|r| query.matches(r)));
         if ask.is_empty() {
             self.add_lost(&query, &mut rows, &dead);
             let matched = rows.len() as u64;
@@ -237,7 +212,7 @@ impl Queries {
                 asker,
                 purpose,
                 query,
-                rows,
+                rows: rows.into_rows(),
                 matched,
                 unreachable: dead,
             });
@@ -264,7 +239,6 @@ impl Queries {
                 waiting: ask.into_iter().collect(),
                 dead,
                 deadline: now + QUERY_TIMEOUT,
-                from_home: BTreeSet::new(),
             },
         );
         Ok(())
@@ -287,8 +261,7 @@ impl Queries {
             entry.1.clear();
         }
         for row in &t.tasks {
-            let own = row.node.as_ref() == Some(from) && row.task_id.home().as_ref() == Some(from);
-            if row.state.is_terminal() || !own {
+            if row.state.is_terminal() || !is_own(row, from) {
                 entry.1.remove(&row.task_id);
             } else if entry.1.len() < MAX_LIST_ROWS || entry.1.contains_key(&row.task_id) {
                 entry.1.insert(row.task_id.clone(), row.clone());
@@ -310,15 +283,8 @@ impl Queries {
             return;
         };
         let query = &l.query;
-        for row in t.tasks.into_iter().filter(|r| query.matches(r)) {
-            if row.task_id.home().as_ref() == Some(from) {
-                // The task's home answered: its row is the truth.
-                l.from_home.insert(row.task_id.clone());
-                l.rows.insert(row.task_id.clone(), row);
-            } else if !l.from_home.contains(&row.task_id) {
-                merge_rows(&mut l.rows, [row]);
-            }
-        }
+        l.rows
+            .add(Some(from), t.tasks.into_iter().filter(|r| query.matches(r)));
         l.matched = l.matched.max(t.matched).max(l.rows.len() as u64);
         if l.waiting.is_empty() {
             self.finish_listing(t.request_id);
@@ -326,7 +292,7 @@ impl Queries {
     }
 
     /// Adds, as `lost`, what was heard of the dead nodes' own tasks.
-    fn add_lost(&self, query: &TaskQuery, into: &mut BTreeMap<TaskId, TaskRow>, dead: &[NodeId]) {
+    fn add_lost(&self, query: &TaskQuery, into: &mut Merged, dead: &[NodeId]) {
         for node in dead {
             let Some((_, rows)) = self.heard.get(node) else {
                 continue;
@@ -344,7 +310,7 @@ impl Queries {
                 })
                 .filter(|r| query.matches(r))
                 .collect();
-            merge_rows(into, lost);
+            into.add(None, lost);
         }
     }
 
@@ -360,7 +326,7 @@ impl Queries {
             asker: l.asker,
             purpose: l.purpose,
             query: l.query,
-            rows: l.rows,
+            rows: l.rows.into_rows(),
             matched,
             unreachable,
         });
@@ -603,16 +569,6 @@ mod tests {
             panic!("{out:?}")
         };
         sent.request_id
-    }
-
-    #[test]
-    fn most_advanced_row_wins() {
-        let mut m = BTreeMap::new();
-        merge_rows(&mut m, vec![row("f.1", TaskState::Running, None)]);
-        merge_rows(&mut m, vec![row("f.1", TaskState::Finished, Some("a"))]);
-        merge_rows(&mut m, vec![row("f.1", TaskState::Starting, None)]);
-        assert_eq!(m.len(), 1);
-        assert_eq!(m.values().next().unwrap().state, TaskState::Finished);
     }
 
     #[test]
