@@ -14,6 +14,7 @@
 
 pub mod http;
 pub mod json;
+pub mod netns;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -12,13 +12,16 @@ impl Auctioneer {
     /// # Errors
     /// [`Error::UnknownTask`] if the task holds no allocation here;
     /// [`Error::Transition`] if the life cycle forbids the change.
-    pub fn task_status(&mut self, now: Instant, status: TaskStatus) -> Result<(), Error> {
+    pub fn task_status(&mut self, now: Instant, mut status: TaskStatus) -> Result<(), Error> {
         let task_id = status.task_id.clone();
         let alloc = self
             .running
             .get_mut(&task_id)
             .ok_or_else(|| Error::UnknownTask(task_id.clone()))?;
         alloc.state = alloc.state.transition(status.state)?;
+        if status.state.is_terminal() && status.reason.is_none() {
+            status.reason = alloc.kill_reason.clone();
+        }
         let (home, framework, name, resources) = (
             alloc.home.clone(),
             alloc.framework.clone(),
@@ -69,9 +72,42 @@ impl Auctioneer {
                 ports,
                 state,
                 kill_grace: Duration::from_millis(u64::from(spec.kill_grace_ms)),
+                kill_reason: None,
             },
         );
         Ok(())
+    }
+
+    /// Kills every task running here whose home is `home`, which was declared
+    /// dead: nobody could be told about them, and the home reports them lost
+    /// (it holds this node dead too when a partition is the cause, or it
+    /// crashed). Held bids from it are dropped unanswered. Returns how many
+    /// kills were asked for.
+    pub fn home_died(&mut self, home: &NodeId) -> usize {
+        let before = self.book.len();
+        self.book.retain(|p| p.from != *home);
+        self.stats.bids_dropped_home_dead += (before - self.book.len()) as u64;
+        let mut kills = 0;
+        for (task_id, a) in self.running.iter_mut() {
+            if a.home != *home || a.state.is_terminal() {
+                continue;
+            }
+            if a.kill_reason.is_none() {
+                a.kill_reason = Some(format!(
+                    "killed by {}: its home node {home} was declared dead, so its \
+                     framework can no longer be told about it (the home reports it lost)",
+                    self.me
+                ));
+            }
+            self.events.push_back(Event::Kill {
+                task_id: task_id.clone(),
+                grace: a.kill_grace,
+            });
+            kills += 1;
+        }
+        self.stats.orphans_killed += kills as u64;
+        self.refresh_hold_min();
+        kills
     }
 
     /// Reports a task that ended while the node was down (recovery): its
@@ -147,6 +183,7 @@ impl Auctioneer {
                 ports: lease.ports.clone(),
                 state: TaskState::Starting,
                 kill_grace: Duration::from_millis(u64::from(lease.spec.kill_grace_ms)),
+                kill_reason: None,
             },
         );
         self.transmits.push_back(Transmit {

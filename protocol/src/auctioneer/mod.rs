@@ -173,6 +173,10 @@ pub struct Stats {
     /// Leases given back because their bidder withdrew the bid after it
     /// was awarded (the bidder took another node's award).
     pub leases_withdrawn: u64,
+    /// Tasks killed here because their home node was declared dead.
+    pub orphans_killed: u64,
+    /// Held bids dropped because their bidder's node was declared dead.
+    pub bids_dropped_home_dead: u64,
 }
 
 type BidKey = (NodeId, TaskId, BidId);
@@ -207,6 +211,8 @@ struct Allocation {
     ports: Vec<u16>,
     state: TaskState,
     kill_grace: Duration,
+    /// Why the node itself is killing it (given to the status that ends it).
+    kill_reason: Option<String>,
 }
 
 #[derive(Debug)]

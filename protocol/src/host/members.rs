@@ -175,6 +175,9 @@ impl<R: Rng> Host<R> {
         for h in self.frameworks.values_mut() {
             h.bidder.node_down(now, node);
         }
+        // What runs here for frameworks homed there ends too: the home
+        // reports those tasks lost, and lost means stopped.
+        self.auctioneer.home_died(node);
         self.remember_dead(node);
     }
 

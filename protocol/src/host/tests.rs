@@ -44,6 +44,8 @@ pub(super) struct Net {
     pub(super) hosts: BTreeMap<NodeId, H>,
     /// Nodes that deliver nothing and receive nothing (paused or cut off).
     pub(super) mute: BTreeSet<NodeId>,
+    /// Pairs that cannot reach each other (a partition), both orders.
+    pub(super) cut: BTreeSet<(NodeId, NodeId)>,
     /// What each node's executor runs.
     pub(super) running: BTreeMap<NodeId, BTreeSet<TaskId>>,
     /// Events seen, per node.
@@ -63,6 +65,7 @@ impl Net {
                 .map(|h| (h.node_id().clone(), h))
                 .collect(),
             mute: BTreeSet::new(),
+            cut: BTreeSet::new(),
             running: BTreeMap::new(),
             events: BTreeMap::new(),
             killed: Vec::new(),
@@ -88,7 +91,14 @@ impl Net {
             if self.mute.contains(id) {
                 continue;
             }
-            h.handle_members(now, infos.clone());
+            let seen = infos
+                .iter()
+                .map(|i| NodeInfo {
+                    alive: i.alive && !self.cut.contains(&(id.clone(), i.id.clone())),
+                    ..i.clone()
+                })
+                .collect();
+            h.handle_members(now, seen);
         }
         self.settle();
     }
@@ -142,7 +152,10 @@ impl Net {
                     if let PeerMessage::Witness(w) = &t.msg {
                         self.witness.push((id.clone(), t.to.clone(), w.clone()));
                     }
-                    if self.mute.contains(id) || self.mute.contains(&t.to) {
+                    if self.mute.contains(id)
+                        || self.mute.contains(&t.to)
+                        || self.cut.contains(&(id.clone(), t.to.clone()))
+                    {
                         continue;
                     }
                     if let Some(dst) = self.hosts.get_mut(&t.to) {
@@ -310,6 +323,67 @@ fn a_dead_peers_tasks_are_lost_and_killed_when_it_comes_back() {
     }));
     // The task stays lost at home: a later kill report does not revive it.
     assert_eq!(net.statuses("a", &ids[0]).last(), Some(&TaskState::Lost));
+}
+
+#[test]
+fn a_partition_stops_what_each_side_reported_lost_and_the_heal_tells_nothing_new() {
+    // a is f's home; f's task runs on b. The link between them is cut both
+    // ways: a reports the task lost, and b, which holds a dead, kills it (the
+    // old code ran it to the end). After the heal the home keeps `lost`.
+    let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 0)]);
+    let fw = fid("f@a");
+    net.h("a").add_framework(fw.clone(), 1, rng(7)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    assert!(net.running[&nid("b")].contains(&ids[0]));
+    net.gossip();
+    net.cut.insert((nid("a"), nid("b")));
+    net.cut.insert((nid("b"), nid("a")));
+    net.advance(Instant::from_millis(1_000));
+    net.gossip();
+    assert_eq!(net.statuses("a", &ids[0]).last(), Some(&TaskState::Lost));
+    assert!(
+        net.killed.contains(&(nid("b"), ids[0].clone())),
+        "the far side kills the task whose home it holds dead"
+    );
+    assert!(!net.running[&nid("b")].contains(&ids[0]));
+    let rows = net.h("b").auctioneer().task_rows();
+    let row = rows.iter().find(|r| r.task_id == ids[0]).unwrap();
+    assert_eq!(row.state, TaskState::Killed);
+    let reason = row.reason.clone().unwrap_or_default();
+    assert!(reason.contains("home node a was declared dead"), "{reason}");
+    assert_eq!(net.h("b").auctioneer().stats().orphans_killed, 1);
+    // The heal: b's `killed` reaches the home, which keeps `lost`.
+    net.cut.clear();
+    net.gossip();
+    net.advance(Instant::from_millis(60_000));
+    assert_eq!(
+        net.statuses("a", &ids[0]),
+        vec![TaskState::Starting, TaskState::Running, TaskState::Lost]
+    );
+    assert_eq!(net.h("b").auctioneer().unacked_count(), 0);
+}
+
+#[test]
+fn held_bids_of_a_dead_home_are_dropped_unanswered() {
+    // b is full; a's bid is held there. a dies: the held bid goes, so that
+    // b's later room is not awarded to nobody.
+    let mut net = Net::new(vec![host("a", 0, 0), host("b", 1, 0)]);
+    let fw = fid("f@a");
+    net.h("a").add_framework(fw.clone(), 1, rng(8)).unwrap();
+    let now = net.now;
+    net.h("a")
+        .submit(now, &fw, vec![spec("x", 1), spec("y", 1)])
+        .unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(20));
+    assert_eq!(net.h("b").auctioneer().held_count(), 1);
+    net.mute.insert(nid("a"));
+    net.gossip();
+    assert_eq!(net.h("b").auctioneer().held_count(), 0);
+    assert_eq!(net.h("b").auctioneer().stats().bids_dropped_home_dead, 1);
 }
 
 #[test]
