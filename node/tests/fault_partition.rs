@@ -244,3 +244,139 @@ fn the_fault_harness_leaves_no_namespace_link_or_mount_behind() {
     assert!(!mounts.contains(root.to_str().unwrap()), "mounts left");
     assert!(!root.exists(), "{} left", root.display());
 }
+
+/// Long schedules run with AGORA_FAULT_LONG=1 (before each release).
+fn long() -> bool {
+    std::env::var_os("AGORA_FAULT_LONG").is_some()
+}
+
+/// Waits until every task of `tasks` was told a terminal state.
+fn wait_ended(f: &Recorder, tasks: &[String], timeout: Duration) {
+    wait_for("every task to end", timeout, || {
+        let latest = f.latest();
+        tasks
+            .iter()
+            .all(|t| {
+                latest
+                    .get(t)
+                    .is_some_and(|s| common::netns::is_terminal(&s.state))
+            })
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_one_way_cut_between_two_nodes_loses_no_task() {
+    // n1 cannot send to n2 (n2's packets still reach n1): gossip still
+    // carries each to the other through n3 and n4, but no TCP connection
+    // between them can be made. Both frameworks' tasks must still all run
+    // and end, on the nodes that can be reached.
+    let Some(mut c) = FaultCluster::start(4, 3, &[]) else {
+        return;
+    };
+    c.cut_one_way(0, 1);
+    let mut a = Recorder::connect(&c.nodes[0], "one-way-a");
+    let mut b = Recorder::connect(&c.nodes[1], "one-way-b");
+    let mut ta = Vec::new();
+    let mut tb = Vec::new();
+    for wave in 0..3 {
+        ta.extend(a.submit(&format!("w{wave}"), 4, &["sleep", "2"]).unwrap());
+        tb.extend(b.submit(&format!("w{wave}"), 4, &["sleep", "2"]).unwrap());
+        std::thread::sleep(Duration::from_secs(2));
+        c.assert_invariants(
+            &format!("wave {wave} over a one-way cut"),
+            &[&a, &b],
+            SETTLE,
+        );
+    }
+    wait_ended(&a, &ta, Duration::from_secs(120));
+    wait_ended(&b, &tb, Duration::from_secs(120));
+    for (f, tasks) in [(&a, &ta), (&b, &tb)] {
+        let latest = f.latest();
+        let bad: Vec<String> = tasks
+            .iter()
+            .filter(|t| latest[*t].state != "finished")
+            .map(|t| format!("{t}: {} ({:?})", latest[t].state, latest[t].reason))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "tasks that did not finish: {bad:?}\n{}",
+            c.report()
+        );
+    }
+    // Nothing crossed the cut: n1's tasks never ran on n2 nor n2's on n1.
+    for (f, tasks, other) in [(&a, &ta, "n2"), (&b, &tb, "n1")] {
+        let told = f.told();
+        for t in tasks {
+            let node = told[t]
+                .iter()
+                .find_map(|s| s.node.clone())
+                .unwrap_or_default();
+            assert_ne!(node, other, "{t} ran across the cut\n{}", c.report());
+        }
+    }
+    c.heal();
+    c.assert_invariants("the heal", &[&a, &b], SETTLE);
+    let took = converge(&c, Duration::from_secs(90));
+    println!("FIGURE one_way_converge_s {:.2}", took.as_secs_f64());
+}
+
+#[test]
+fn a_flapping_link_breaks_no_invariant() {
+    // n1 is cut from everyone until n2 declares it dead, then restored until
+    // n2 holds it alive again, 4 times (10 with AGORA_FAULT_LONG), while
+    // frameworks on n1 and n2 keep submitting tasks that span the cuts.
+    let Some(mut c) = FaultCluster::start(4, 4, &[]) else {
+        return;
+    };
+    let mut a = Recorder::connect(&c.nodes[0], "flap-a");
+    let mut b = Recorder::connect(&c.nodes[1], "flap-b");
+    let rounds = if long() { 10 } else { 4 };
+    let mut all_a = Vec::new();
+    let mut all_b = Vec::new();
+    let (everyone, rest) = (ids(&c, &c.all()), ids(&c, &[1, 2, 3]));
+    for round in 0..rounds {
+        all_a.extend(a.submit(&format!("h{round}"), 3, &["sleep", "6"]).unwrap());
+        all_b.extend(b.submit(&format!("h{round}"), 3, &["sleep", "6"]).unwrap());
+        std::thread::sleep(Duration::from_secs(1));
+        c.partition(&[0], &[1, 2, 3]);
+        all_a.extend(a.submit(&format!("r{round}"), 2, &["sleep", "6"]).unwrap());
+        all_b.extend(b.submit(&format!("r{round}"), 2, &["sleep", "6"]).unwrap());
+        c.wait_sees(1, &rest, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(1));
+        c.assert_invariants(&format!("cut {round}"), &[&a, &b], SETTLE);
+        c.heal();
+        c.wait_sees(1, &everyone, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(1));
+        c.assert_invariants(&format!("restore {round}"), &[&a, &b], SETTLE);
+    }
+    let took = converge(&c, Duration::from_secs(90));
+    println!("FIGURE flapping_converge_s {:.2}", took.as_secs_f64());
+    wait_ended(&a, &all_a, Duration::from_secs(120));
+    wait_ended(&b, &all_b, Duration::from_secs(120));
+    // Let kills and late updates land, then check once more.
+    std::thread::sleep(SETTLE);
+    c.assert_invariants("the end", &[&a, &b], SETTLE);
+    let forgotten = c.forgotten(&[&a, &b]);
+    assert!(
+        forgotten.is_empty(),
+        "forgotten: {forgotten:?}\n{}",
+        c.report()
+    );
+    let mut lost = 0;
+    for f in [&a, &b] {
+        let latest = f.latest();
+        lost += latest.values().filter(|s| s.state == "lost").count();
+        let finished = latest.values().filter(|s| s.state == "finished").count();
+        println!(
+            "FIGURE flapping_tasks finished={finished} lost={}",
+            latest.values().filter(|s| s.state == "lost").count()
+        );
+    }
+    // Tasks spanned the cuts: the faults reached some of them.
+    assert!(
+        lost > 0,
+        "no task was cut off: the schedule tested nothing\n{}",
+        c.report()
+    );
+}
