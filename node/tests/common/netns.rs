@@ -817,6 +817,24 @@ impl Drop for FaultCluster {
     }
 }
 
+/// A small seeded generator for fault schedules (xorshift64*).
+pub struct Schedule(u64);
+
+impl Schedule {
+    /// From a seed (0 is moved off the fixed point).
+    pub fn new(seed: u64) -> Self {
+        Schedule(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in 0..n.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
 /// Whether a state name is terminal.
 pub fn is_terminal(state: &str) -> bool {
     matches!(state, "finished" | "failed" | "killed" | "lost")
@@ -964,10 +982,21 @@ impl Recorder {
         count: usize,
         argv: &[&str],
     ) -> Result<Vec<String>, Value> {
+        self.submit_cpu(name, count, argv, 500)
+    }
+
+    /// [`Recorder::submit`] with `cpu_millis` per task.
+    pub fn submit_cpu(
+        &mut self,
+        name: &str,
+        count: usize,
+        argv: &[&str],
+        cpu_millis: u64,
+    ) -> Result<Vec<String>, Value> {
         let rid = self.next_request;
         self.next_request += 1;
         let spec = json!({"name": name, "command": {"argv": argv}, "env": {},
-            "resources": {"cpu_millis": 500, "mem_mib": 16, "disk_mib": 0, "gpus": 0, "ports": 0},
+            "resources": {"cpu_millis": cpu_millis, "mem_mib": 16, "disk_mib": 0, "gpus": 0, "ports": 0},
             "constraints": [], "priority": 0, "kill_grace_ms": 1000,
             "placement_timeout_ms": 120_000});
         let tasks: Vec<Value> = (0..count).map(|_| spec.clone()).collect();
