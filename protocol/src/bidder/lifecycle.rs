@@ -224,6 +224,9 @@ impl<R: Rng> Bidder<R> {
                 seq: u.seq,
             }),
         });
+        if !self.tasks.contains_key(&task_id) {
+            self.adopt_reported(now, &from, &task_id);
+        }
         let Some(t) = self.tasks.get(&task_id) else {
             return;
         };

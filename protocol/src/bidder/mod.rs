@@ -202,6 +202,9 @@ pub struct Stats {
     pub placed: u64,
     /// Tasks given up on.
     pub gave_up: u64,
+    /// Tasks of the run before a restart adopted from their nodes' reports
+    /// ([`Bidder::restored`]).
+    pub adopted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -285,6 +288,10 @@ pub struct Bidder<R> {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Set on a bidder restored after its node restarted: tasks numbered
+    /// below this were made by the run before, and a status update for one
+    /// of them that this bidder does not know adopts it.
+    restored_below: Option<u64>,
 }
 
 impl<R: Rng> Bidder<R> {
@@ -308,6 +315,7 @@ impl<R: Rng> Bidder<R> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            restored_below: None,
         }
     }
 
@@ -327,6 +335,61 @@ impl<R: Rng> Bidder<R> {
     /// [`crate::host::Host`] gives each framework its own.
     pub fn number_bids_from(&mut self, first: u64) {
         self.next_bid = first.max(1);
+    }
+
+    /// Marks this bidder as the same framework's after its node restarted:
+    /// its task numbers start at `floor` (the node's new generation, larger
+    /// than any number the run before handed out), and a status update for
+    /// a task numbered below it that this bidder does not know adopts the
+    /// task, so its framework hears how its earlier tasks end.
+    pub fn restored(&mut self, floor: u64) {
+        self.next_seq = self.next_seq.max(floor);
+        self.restored_below = Some(floor);
+    }
+
+    /// Adopts a task of the run before, reported by `node`, if this bidder
+    /// was restored and the task is one of that run's; true if it did.
+    pub(super) fn adopt_reported(&mut self, now: Instant, node: &NodeId, task_id: &TaskId) -> bool {
+        let Some(floor) = self.restored_below else {
+            return false;
+        };
+        let earlier = task_id.is_of(&self.framework)
+            && task_id
+                .as_str()
+                .rsplit_once('.')
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+                .is_some_and(|n| n < floor);
+        if !earlier || self.tasks.contains_key(task_id) {
+            return false;
+        }
+        let spec = TaskSpec::new(
+            String::new(),
+            crate::task::Command::Argv(Vec::new()),
+            crate::resources::Resources::ZERO,
+        );
+        self.tasks.insert(
+            task_id.clone(),
+            Task {
+                spec,
+                state: TaskState::Staging,
+                phase: Phase::Placed { node: node.clone() },
+                submitted: now,
+                deadline: now,
+                next_try: now,
+                attempts: 0,
+                pinned: None,
+                last_reject: None,
+                kill_requested: false,
+                node: Some(node.clone()),
+                exit_code: None,
+                reason: None,
+                confirm_timer: None,
+                holds: Vec::new(),
+            },
+        );
+        self.active += 1;
+        self.stats.adopted += 1;
+        true
     }
 
     /// The framework's DRF weight.

@@ -519,6 +519,29 @@ impl<R: Rng> Host<R> {
         Ok(())
     }
 
+    /// Homes again a framework that was homed here before the node
+    /// restarted (the node keeps the list on disk): as
+    /// [`Host::add_framework`], and its bidder numbers new tasks from this
+    /// run's generation and adopts the earlier run's tasks as their nodes
+    /// report them ([`Bidder::restored`]), so the framework, when it
+    /// reattaches, hears how they end.
+    ///
+    /// # Errors
+    /// As [`Host::add_framework`].
+    pub fn restore_framework(
+        &mut self,
+        id: FrameworkId,
+        weight: u32,
+        rng: R,
+    ) -> Result<(), Refused> {
+        self.add_framework(id.clone(), weight, rng)?;
+        let floor = self.config.generation.max(1);
+        if let Some(h) = self.frameworks.get_mut(&id) {
+            h.bidder.restored(floor);
+        }
+        Ok(())
+    }
+
     /// Removes a framework homed here. Its tasks' rows stay in the history
     /// (bounded by [`Config::keep_history`]); answers still on their way to
     /// its bidder are treated as unroutable (awards are released).

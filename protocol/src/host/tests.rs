@@ -367,6 +367,45 @@ fn a_partition_stops_what_each_side_reported_lost_and_the_heal_tells_nothing_new
 }
 
 #[test]
+fn a_restored_framework_hears_how_its_earlier_tasks_end_and_numbers_anew() {
+    // f's home a restarts while f's task runs on b. The new run restores f
+    // (the node keeps its frameworks on disk): b's report of the task's end
+    // reaches f, and new tasks never reuse the earlier run's numbers. (The
+    // old code did not know f: the report was acked and dropped, and a
+    // re-registered framework numbered from 1 again.)
+    let mut net = Net::new(vec![host("a", 0, 1), host("b", 4, 1)]);
+    let fw = fid("f@a");
+    net.h("a").add_framework(fw.clone(), 1, rng(9)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    assert!(net.running[&nid("b")].contains(&ids[0]));
+    // a restarts as generation 1,000.
+    let mut a = host("a", 0, 1_000);
+    a.restore_framework(fw.clone(), 1, rng(10)).unwrap();
+    net.hosts.insert(nid("a"), a);
+    net.events.remove(&nid("a"));
+    net.gossip();
+    let now = net.now;
+    net.h("b").handle_exec(
+        now,
+        TaskStatus::new(ids[0].clone(), TaskState::Finished, Some(nid("b"))),
+        None,
+    );
+    net.settle();
+    assert_eq!(
+        net.statuses("a", &ids[0]).last(),
+        Some(&TaskState::Finished)
+    );
+    assert_eq!(net.h("b").auctioneer().unacked_count(), 0);
+    assert_eq!(net.h("a").bidder(&fw).unwrap().stats().adopted, 1);
+    let now = net.now;
+    let new = net.h("a").submit(now, &fw, vec![spec("y", 1)]).unwrap();
+    assert_eq!(new[0].as_str(), "f@a.1000");
+}
+
+#[test]
 fn held_bids_of_a_dead_home_are_dropped_unanswered() {
     // b is full; a's bid is held there. a dies: the held bid goes, so that
     // b's later room is not awarded to nobody.
