@@ -37,6 +37,10 @@ pub struct NodeInfo {
     pub alive: bool,
     /// What each framework holds there.
     pub allocations: BTreeMap<FrameworkId, FrameworkUsage>,
+    /// Its incarnation: larger after each restart (the node gives gossip's
+    /// generation; 0 where unknown, as in the simulator).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl NodeInfo {
@@ -51,6 +55,7 @@ impl NodeInfo {
             attrs,
             alive: true,
             allocations: BTreeMap::new(),
+            generation: 0,
         }
     }
 }

@@ -121,7 +121,7 @@ impl Core {
                 self.reply(asker, Reply::Offers(list));
             }
             Command::UnsubscribeOffers => self.sessions.unsubscribe(conn),
-            Command::Reconcile(ids) => self.reconcile(conn, &fw, ids),
+            Command::Reconcile(ids) => self.reconcile(now, conn, &fw, ids),
             Command::Ack(a) => self.sessions.ack(conn, &fw, &a.task_id, a.seq),
             Command::ListTasks(_)
             | Command::GetTask(_)
@@ -240,6 +240,7 @@ impl Core {
             Duration::from_millis(u64::from(r.failover_timeout_ms)),
             Some(conn),
         ));
+        self.save_frameworks();
         self.reply(
             asker,
             Reply::Registered(Registered {
@@ -273,6 +274,7 @@ impl Core {
                         Duration::MAX,
                         None,
                     ));
+                    self.save_frameworks();
                 }
                 Err(e) => {
                     return self.reply(
@@ -314,7 +316,7 @@ impl Core {
         }
     }
 
-    fn reconcile(&mut self, conn: u64, fw: &FrameworkId, ids: Vec<TaskId>) {
+    fn reconcile(&mut self, now: Instant, conn: u64, fw: &FrameworkId, ids: Vec<TaskId>) {
         let asker = Asker::Conn(conn);
         let Some(b) = self.host.bidder(fw) else {
             return;
@@ -326,21 +328,42 @@ impl Core {
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let known = b.status_of(&id).or_else(|| {
-                // Forgotten by the bidder but not yet acknowledged.
-                self.sessions.unacked_status(conn, fw, &id)
-            });
+            let known = self
+                .host
+                .bidder(fw)
+                .and_then(|b| b.status_of(&id))
+                .or_else(|| {
+                    // Forgotten by the bidder but not yet acknowledged.
+                    self.sessions.unacked_status(conn, fw, &id)
+                });
             out.push(match known {
                 Some((name, status)) => Reply::Status(StatusEvent {
                     seq: 0,
                     name,
                     status,
                 }),
-                None => Reply::error(
-                    ErrorCode::UnknownTask,
-                    format!("task {id} is not known to framework {fw}"),
-                    None,
-                ),
+                None => match self.host.reconcile_unknown(now, fw, &id) {
+                    Ok(Some(status)) => Reply::Status(StatusEvent {
+                        seq: 0,
+                        name: String::new(),
+                        status,
+                    }),
+                    Ok(None) => Reply::error(
+                        ErrorCode::UnknownTask,
+                        format!("task {id} is not known to framework {fw}"),
+                        None,
+                    ),
+                    Err(until) => Reply::error(
+                        ErrorCode::UnknownTask,
+                        format!(
+                            "task {id} is from before this node restarted and no node has \
+                             reported it yet; reconcile it again in {} ms (it is reported lost \
+                             if still unknown then)",
+                            until.saturating_duration_since(now).as_millis()
+                        ),
+                        None,
+                    ),
+                },
             });
         }
         for r in out {

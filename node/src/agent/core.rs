@@ -14,6 +14,7 @@
 use super::frameworks::Framework;
 use super::pacer::Pacer;
 use super::queries::{Out, Purpose, Queries};
+use super::registry::{Kind, Record};
 use super::sessions::Sessions;
 use crate::executor::{EndedTask, Recovered};
 use crate::http::Metrics;
@@ -83,6 +84,9 @@ pub enum Output {
     /// Publish a new HTTP snapshot (the driver builds it from
     /// [`Core::host`], [`Core::frameworks`] and its own counters).
     PublishApi,
+    /// Keep this list of the frameworks homed here on disk (it changed), so
+    /// that a restart homes them again ([`super::registry`]).
+    SaveFrameworks(Vec<Record>),
 }
 
 /// The HTTP API's side of the core.
@@ -106,6 +110,10 @@ pub struct Core {
     latencies: VecDeque<Duration>,
     counted: host::Stats,
     pub(super) out: VecDeque<Output>,
+    /// The frameworks last given to [`Output::SaveFrameworks`].
+    saved: Vec<Record>,
+    /// The HTTP framework of the run before, restored for [`Core::enable_http`].
+    restored_http: Option<FrameworkId>,
 }
 
 impl Core {
@@ -122,6 +130,81 @@ impl Core {
             latencies: VecDeque::new(),
             counted: host::Stats::default(),
             out: VecDeque::new(),
+            saved: Vec::new(),
+            restored_http: None,
+        }
+    }
+
+    /// Homes again the frameworks the run before kept on disk (call before
+    /// [`Core::recover`], so that the tasks it reports find their
+    /// framework). Each is disconnected from `now` on: it reattaches within
+    /// its failover timeout or fails over as after a dropped connection.
+    pub fn restore(&mut self, now: Instant, records: Vec<Record>) {
+        let floor = self.host.generation();
+        for r in records {
+            if self.sessions.get(&r.id).is_some() || r.id.home().as_ref() != Some(&self.me) {
+                continue;
+            }
+            if let Err(e) =
+                self.host
+                    .restore_framework(now, r.id.clone(), r.weight, rand::make_rng())
+            {
+                tracing::warn!(framework = %r.id, error = %e, "cannot restore a framework homed here before the restart");
+                continue;
+            }
+            let failover = Duration::from_millis(r.failover_ms);
+            let mut f = Framework::new(r.id.clone(), r.name, r.role, r.weight, failover, None);
+            f.events_from(floor);
+            match r.kind {
+                Kind::Framework => {
+                    f.internal = false;
+                    f.disconnected_at = Some(now);
+                    self.sessions.insert(f);
+                }
+                Kind::Operator => self.sessions.set_operator(f),
+                Kind::Http => {
+                    self.restored_http = Some(r.id.clone());
+                    self.sessions.insert(f);
+                }
+            }
+            tracing::info!(framework = %r.id, kind = ?r.kind, "framework homed here before the restart restored");
+        }
+        self.saved = self.framework_records();
+        self.pump(now);
+    }
+
+    /// The frameworks to keep on disk.
+    fn framework_records(&self) -> Vec<Record> {
+        let operator = self.sessions.operator();
+        let http = self.http_framework().or(self.restored_http.as_ref());
+        let mut out: Vec<Record> = self
+            .sessions
+            .frameworks()
+            .map(|f| Record {
+                id: f.id.clone(),
+                kind: if Some(&f.id) == operator {
+                    Kind::Operator
+                } else if Some(&f.id) == http {
+                    Kind::Http
+                } else {
+                    Kind::Framework
+                },
+                name: f.name.clone(),
+                role: f.role.clone(),
+                weight: f.weight,
+                failover_ms: u64::try_from(f.failover.as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Asks the driver to keep the frameworks on disk if they changed.
+    pub(super) fn save_frameworks(&mut self) {
+        let now = self.framework_records();
+        if now != self.saved {
+            self.saved = now.clone();
+            self.out.push_back(Output::SaveFrameworks(now));
         }
     }
 
@@ -169,26 +252,35 @@ impl Core {
         now: Instant,
         metrics: Option<Arc<Metrics>>,
     ) -> anyhow::Result<()> {
-        let id = FrameworkId::homed("http", rand::random::<u32>(), &self.me)
-            .map_err(|e| anyhow::anyhow!("cannot name the internal http framework: {e}"))?;
-        self.host
-            .add_framework(id.clone(), 1, rand::make_rng())
-            .map_err(|e| anyhow::anyhow!("cannot register the internal http framework: {e}"))?;
-        let f = Framework::new(
-            id.clone(),
-            "http".into(),
-            String::new(),
-            1,
-            HTTP_FAILOVER,
-            None,
-        );
-        self.sessions.insert(f);
+        let id = match self.restored_http.take() {
+            Some(id) => id,
+            None => {
+                let id = FrameworkId::homed("http", rand::random::<u32>(), &self.me)
+                    .map_err(|e| anyhow::anyhow!("cannot name the internal http framework: {e}"))?;
+                self.host
+                    .add_framework(id.clone(), 1, rand::make_rng())
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot register the internal http framework: {e}")
+                    })?;
+                let f = Framework::new(
+                    id.clone(),
+                    "http".into(),
+                    String::new(),
+                    1,
+                    HTTP_FAILOVER,
+                    None,
+                );
+                self.sessions.insert(f);
+                id
+            }
+        };
         tracing::info!(framework = %id, "internal http framework registered");
         self.api = Some(ApiSide {
             framework: id,
             pacer: Pacer::new(PUBLISH_API_EVERY, Some(REFRESH_API_EVERY)),
             metrics,
         });
+        self.save_frameworks();
         self.pump(now);
         Ok(())
     }
@@ -230,6 +322,8 @@ impl Core {
                 }
             }
         }
+        // Restored frameworks hear of what was re-attached here.
+        self.host.after_recovery(now);
         self.pump(now);
     }
 
@@ -355,6 +449,7 @@ impl Core {
             tracing::info!(framework = %id, "framework forgotten; its task history is kept");
             self.host.remove_framework(&id);
         }
+        self.save_frameworks();
         let due = self.sessions.offers_due(now);
         if !due.is_empty() {
             let list = offers::from_view(self.host.view(), 10_000);

@@ -65,6 +65,12 @@ pub struct Framework {
 }
 
 impl Framework {
+    /// Numbers this framework's events from `floor` on (a framework restored
+    /// after its node restarted: its events' `seq` keeps growing).
+    pub fn events_from(&mut self, floor: u64) {
+        self.next_seq = self.next_seq.max(floor);
+    }
+
     /// A new framework session, attached to `conn` (None for the node's
     /// internal framework, which is never detached and never forgotten).
     pub fn new(

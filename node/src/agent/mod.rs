@@ -34,6 +34,7 @@ pub mod core;
 pub mod frameworks;
 pub mod pacer;
 pub mod queries;
+pub mod registry;
 pub mod sessions;
 
 use crate::config::{AgentConfig, ensure_dir};
@@ -171,6 +172,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let server = tokio::spawn(socket::serve(listener, me.clone(), client_tx));
 
     let mut core = Core::new(host, clock.now());
+    core.restore(clock.now(), registry::load(&cfg.data_dir));
     core.recover(clock.now(), executor.history(), recovered);
     let (api_tx, api_rx) = mpsc::channel::<ApiRequest>(http::COMMAND_QUEUE);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -225,6 +227,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         next_http: 0,
         http: http_side,
         log_tx,
+        data_dir: cfg.data_dir.clone(),
     };
     driver.drive();
     tracing::info!(
@@ -352,6 +355,8 @@ pub struct Driver {
     http: Option<api::HttpSide>,
     log_reader: LogReader,
     log_tx: mpsc::Sender<(u64, LogChunk)>,
+    /// The data dir (the frameworks homed here are kept there).
+    data_dir: std::path::PathBuf,
 }
 
 impl Driver {
@@ -383,6 +388,14 @@ impl Driver {
                 Output::PublishApi => {
                     if let Some(h) = &self.http {
                         h.publish(&self.core, self.gossip.stats(), self.p2p.stats);
+                    }
+                }
+                Output::SaveFrameworks(records) => {
+                    // Small and rare (a registration, a forget): written at
+                    // once, so that an acknowledged registration survives a
+                    // crash.
+                    if let Err(e) = registry::save(&self.data_dir, &records) {
+                        tracing::warn!(error = %e, "cannot keep the frameworks homed here on disk; a restart will forget them");
                     }
                 }
             }
@@ -495,6 +508,7 @@ impl Driver {
                 attrs: st.attrs.clone(),
                 alive: m.alive,
                 allocations: st.allocations.clone(),
+                generation: m.generation,
             });
         }
         let now = self.clock.now();

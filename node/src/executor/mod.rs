@@ -79,6 +79,7 @@ use agora_protocol::wire::{LogChunk, LogStream};
 use anyhow::Context;
 use checkpoint::Checkpoint;
 use fsutil::Layout;
+pub(crate) use fsutil::atomic_write;
 pub use gc::GcPolicy;
 use monitor::Shared;
 use std::collections::{HashMap, HashSet};

@@ -189,6 +189,9 @@ pub struct Member {
     pub alive: bool,
     /// Its published state (None until its keys have arrived).
     pub state: Option<LocalState>,
+    /// Its chitchat generation (milliseconds since the epoch at its start):
+    /// a restart shows as a larger one.
+    pub generation: u64,
 }
 
 impl Member {
@@ -205,6 +208,7 @@ impl Member {
             attrs: state.attrs.clone(),
             alive: self.alive,
             allocations: state.allocations.clone(),
+            generation: self.generation,
         })
     }
 }

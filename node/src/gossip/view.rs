@@ -127,6 +127,7 @@ impl Driver {
                         gossip_addr: id.gossip_advertise_addr,
                         alive: *alive && !cached.leaving,
                         state: cached.state.clone(),
+                        generation: id.generation_id,
                     },
                 ));
             }
@@ -235,6 +236,7 @@ mod tests {
             gossip_addr: "127.0.0.1:1".parse().unwrap(),
             alive,
             state: None,
+            generation: 0,
         }
     }
 

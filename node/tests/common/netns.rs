@@ -1026,6 +1026,12 @@ impl Recorder {
         Ok(ids)
     }
 
+    /// Asks the node for the state of `tasks` (answers are recorded as they
+    /// come, with seq 0).
+    pub fn reconcile(&self, tasks: &[String]) -> bool {
+        send(&self.writer, &json!({ "reconcile": tasks }))
+    }
+
     /// Every status told so far, per task.
     pub fn told(&self) -> BTreeMap<String, Vec<Told>> {
         self.rec.lock().unwrap().told.clone()

@@ -78,6 +78,37 @@ impl Auctioneer {
         Ok(())
     }
 
+    /// Reports afresh every task running here for frameworks homed on `home`,
+    /// which restarted (a new generation in gossip, or this node itself after
+    /// its own restart): the new run's bidders know nothing of them until
+    /// told ([`crate::bidder::Bidder::restored`]). Updates already waiting
+    /// for an acknowledgement are re-sent anyway. Returns how many were sent.
+    pub fn home_restarted(&mut self, now: Instant, home: &NodeId) -> usize {
+        let fresh: Vec<(TaskId, FrameworkId, String, Resources, TaskState)> = self
+            .running
+            .iter()
+            .filter(|(id, a)| {
+                a.home == *home && !a.state.is_terminal() && !self.outbox.contains_key(*id)
+            })
+            .map(|(id, a)| {
+                (
+                    id.clone(),
+                    a.framework.clone(),
+                    a.name.clone(),
+                    a.resources,
+                    a.state,
+                )
+            })
+            .collect();
+        let n = fresh.len();
+        for (task_id, framework, name, resources, state) in fresh {
+            let status = TaskStatus::new(task_id, state, Some(self.me.clone()));
+            self.send_status(now, home.clone(), framework, name, resources, status);
+        }
+        self.refresh_hold_min();
+        n
+    }
+
     /// Kills every task running here whose home is `home`, which was declared
     /// dead: nobody could be told about them, and the home reports them lost
     /// (it holds this node dead too when a partition is the cause, or it

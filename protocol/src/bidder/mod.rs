@@ -205,6 +205,9 @@ pub struct Stats {
     /// Tasks of the run before a restart adopted from their nodes' reports
     /// ([`Bidder::restored`]).
     pub adopted: u64,
+    /// Tasks of the run before a restart that no node reported, reported
+    /// lost at a reconcile.
+    pub lost_in_restart: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -292,6 +295,8 @@ pub struct Bidder<R> {
     /// below this were made by the run before, and a status update for one
     /// of them that this bidder does not know adopts it.
     restored_below: Option<u64>,
+    /// Until when nodes' reports of the earlier run's tasks are awaited.
+    restored_until: Instant,
 }
 
 impl<R: Rng> Bidder<R> {
@@ -316,6 +321,7 @@ impl<R: Rng> Bidder<R> {
             events: VecDeque::new(),
             stats: Stats::default(),
             restored_below: None,
+            restored_until: Instant::ZERO,
         }
     }
 
@@ -342,24 +348,62 @@ impl<R: Rng> Bidder<R> {
     /// than any number the run before handed out), and a status update for
     /// a task numbered below it that this bidder does not know adopts the
     /// task, so its framework hears how its earlier tasks end.
-    pub fn restored(&mut self, floor: u64) {
+    pub fn restored(&mut self, floor: u64, until: Instant) {
         self.next_seq = self.next_seq.max(floor);
         self.restored_below = Some(floor);
+        self.restored_until = until;
+    }
+
+    /// Whether `task_id` is numbered by the run before a restart.
+    fn of_earlier_run(&self, task_id: &TaskId) -> bool {
+        self.restored_below.is_some_and(|floor| {
+            task_id.is_of(&self.framework)
+                && task_id
+                    .as_str()
+                    .rsplit_once('.')
+                    .and_then(|(_, n)| n.parse::<u64>().ok())
+                    .is_some_and(|n| n < floor)
+        })
+    }
+
+    /// See [`crate::host::Host::reconcile_unknown`].
+    ///
+    /// # Errors
+    /// The restore window has not passed yet: when it does.
+    pub fn lost_in_restart(
+        &mut self,
+        now: Instant,
+        task_id: &TaskId,
+    ) -> Result<Option<TaskStatus>, Instant> {
+        if !self.of_earlier_run(task_id) || self.tasks.contains_key(task_id) {
+            return Ok(None);
+        }
+        if now < self.restored_until {
+            return Err(self.restored_until);
+        }
+        let home = self.home.clone();
+        self.adopt_reported(now, &home, task_id);
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            t.node = None;
+            t.phase = Phase::Waiting;
+        }
+        self.end(
+            task_id,
+            TaskState::Lost,
+            None,
+            Some(format!(
+                "its home node {home} restarted and no node reported running it: it was never \
+                 placed, or its node is gone"
+            )),
+        );
+        self.stats.lost_in_restart += 1;
+        Ok(self.tasks.get(task_id).map(|t| Self::status(task_id, t)))
     }
 
     /// Adopts a task of the run before, reported by `node`, if this bidder
     /// was restored and the task is one of that run's; true if it did.
     pub(super) fn adopt_reported(&mut self, now: Instant, node: &NodeId, task_id: &TaskId) -> bool {
-        let Some(floor) = self.restored_below else {
-            return false;
-        };
-        let earlier = task_id.is_of(&self.framework)
-            && task_id
-                .as_str()
-                .rsplit_once('.')
-                .and_then(|(_, n)| n.parse::<u64>().ok())
-                .is_some_and(|n| n < floor);
-        if !earlier || self.tasks.contains_key(task_id) {
+        if !self.of_earlier_run(task_id) || self.tasks.contains_key(task_id) {
             return false;
         }
         let spec = TaskSpec::new(

@@ -118,6 +118,10 @@ impl<R: Rng> Host<R> {
         }
         let id = info.id.clone();
         let prev = self.view.get(&id).map(|n| (n.alive, n.version));
+        let restarted = self
+            .view
+            .get(&id)
+            .is_some_and(|n| n.generation != 0 && info.generation > n.generation);
         // A node that restarted shows up as a new generation that the
         // failure detector does not hold alive yet, publishing a newer
         // ledger version: give it the grace before calling it dead.
@@ -135,6 +139,11 @@ impl<R: Rng> Host<R> {
         // judge the transition against what was known before it.
         let mut changed = self.view.upsert(NodeInfo { alive, ..info }) != Upsert::Stale;
         self.view.set_alive(&id, alive);
+        if restarted {
+            // Its frameworks come back (the node keeps them on disk) with
+            // bidders that know nothing: tell them what runs here.
+            self.auctioneer.home_restarted(now, &id);
+        }
         match prev {
             None if alive => {
                 self.witness_out.touch_membership();

@@ -114,6 +114,10 @@ pub struct Config {
     /// Peers declared dead remembered, so that a revival kills what was
     /// reported lost there.
     pub keep_dead: usize,
+    /// How long after a restart a restored framework waits for the nodes'
+    /// reports of its earlier tasks before a reconcile calls an unreported
+    /// one lost ([`Host::reconcile_unknown`]).
+    pub restore_window: Duration,
 }
 
 impl Default for Config {
@@ -129,6 +133,9 @@ impl Default for Config {
             shares_from_view: true,
             keep_history: 10_000,
             keep_dead: 4096,
+            // Gossip carries the new generation to every member within a few
+            // rounds; each answers at once.
+            restore_window: Duration::from_secs(10),
         }
     }
 }
@@ -530,16 +537,50 @@ impl<R: Rng> Host<R> {
     /// As [`Host::add_framework`].
     pub fn restore_framework(
         &mut self,
+        now: Instant,
         id: FrameworkId,
         weight: u32,
         rng: R,
     ) -> Result<(), Refused> {
         self.add_framework(id.clone(), weight, rng)?;
         let floor = self.config.generation.max(1);
+        let until = now + self.config.restore_window;
         if let Some(h) = self.frameworks.get_mut(&id) {
-            h.bidder.restored(floor);
+            h.bidder.restored(floor, until);
         }
         Ok(())
+    }
+
+    /// After the node re-attached its tasks at start (its executor's
+    /// [`Host::adopt`]), tells the restored frameworks homed here about the
+    /// ones that are theirs, as a peer does when it sees this node restart.
+    pub fn after_recovery(&mut self, now: Instant) {
+        let me = self.me.clone();
+        self.auctioneer.home_restarted(now, &me);
+        self.pump(now);
+    }
+
+    /// A reconcile of `task_id` that framework `fw`'s bidder does not know:
+    /// if it is a task of the run before the restart and the restore window
+    /// has passed, no node reported it (it was never placed, or ran on a node
+    /// that is gone), so it is reported lost now, once, and that status is
+    /// returned. `Err(until)`: still within the window (ask again then).
+    /// `Ok(None)`: not such a task.
+    ///
+    /// # Errors
+    /// The window has not passed yet: the time it ends.
+    pub fn reconcile_unknown(
+        &mut self,
+        now: Instant,
+        fw: &FrameworkId,
+        task_id: &TaskId,
+    ) -> Result<Option<TaskStatus>, Instant> {
+        let Some(h) = self.frameworks.get_mut(fw) else {
+            return Ok(None);
+        };
+        let r = h.bidder.lost_in_restart(now, task_id);
+        self.pump(now);
+        r
     }
 
     /// Removes a framework homed here. Its tasks' rows stay in the history

@@ -383,7 +383,8 @@ fn a_restored_framework_hears_how_its_earlier_tasks_end_and_numbers_anew() {
     assert!(net.running[&nid("b")].contains(&ids[0]));
     // a restarts as generation 1,000.
     let mut a = host("a", 0, 1_000);
-    a.restore_framework(fw.clone(), 1, rng(10)).unwrap();
+    a.restore_framework(net.now, fw.clone(), 1, rng(10))
+        .unwrap();
     net.hosts.insert(nid("a"), a);
     net.events.remove(&nid("a"));
     net.gossip();

@@ -141,7 +141,7 @@ impl Net {
                             self.c(id.as_str()).handle_local_log(now, token, chunk);
                         }
                         Output::Reply { to, reply } => self.replies.push((id.clone(), to, reply)),
-                        Output::Publish(_) | Output::PublishApi => {}
+                        Output::Publish(_) | Output::PublishApi | Output::SaveFrameworks(_) => {}
                     }
                 }
             }
