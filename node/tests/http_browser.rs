@@ -4,13 +4,15 @@
 //!
 //! - `dashboard_shows_a_real_cluster_in_chromium` starts a 3-node cluster of
 //!   real agents, submits tasks through the HTTP API and renders n1's
-//!   dashboard. With
+//!   dashboard: without the token it shows only its sign-in form, with
+//!   `/?token=TOKEN` the cluster. With
 //!   `AGORA_DASHBOARD_SCREENSHOT=docs/dashboard.png` it also saves the
 //!   1400x900 screenshot shown in the README (a relative path is taken from
 //!   the workspace root).
 //! - `dashboard_renders_nodes_and_tasks_in_chromium` renders the
 //!   router with the stand-in agent of http_support and a larger fixture
-//!   cluster, including the log viewer; `AGORA_FIXTURE_SCREENSHOT=FILE`
+//!   cluster, including the log viewer and a wrong token's sign-in form;
+//!   `AGORA_FIXTURE_SCREENSHOT=FILE`
 //!   saves its screenshot.
 //!
 //! Without chromium both print one line saying so and pass (skipped), so
