@@ -178,8 +178,10 @@ pub struct AgentArgs {
     #[arg(long)]
     pub http: Option<String>,
 
-    /// File holding the bearer token that POST and DELETE on the HTTP API
-    /// need; without it the API is read-only (mutations get 403).
+    /// File holding the bearer token the HTTP API needs, as
+    /// 'Authorization: Bearer TOKEN': for POST and DELETE, and for every
+    /// read unless --http-public-read is given. Without it mutations get
+    /// 403, and so do reads unless --http-public-read.
     #[arg(long)]
     pub http_token_file: Option<PathBuf>,
 
@@ -190,6 +192,36 @@ pub struct AgentArgs {
     /// (DNS rebinding).
     #[arg(long, value_delimiter = ',')]
     pub http_allow_host: Option<Vec<String>>,
+
+    /// Serve the HTTP API's reads (GET: the cluster, nodes, tasks, logs,
+    /// frameworks, /metrics) without the bearer token. Without this flag
+    /// every API read needs 'Authorization: Bearer TOKEN' as writes do (the
+    /// dashboard asks for the token once); with no --http-token-file the
+    /// API then serves nothing but the dashboard's static files. Tasks on
+    /// this machine can reach a localhost listener too, so only give this
+    /// when every local user and task may read every task's logs.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub http_public_read: Option<bool>,
+
+    /// The user tasks run as, a name or a uid (e.g. nobody, agora-task,
+    /// 65534). When the agent runs as root the default is `nobody`: tasks
+    /// then cannot read the node's keys, its data dir or other tasks'
+    /// sandboxes, and cannot act as the operator on the socket. `root`
+    /// runs tasks as root, with full control of the node; only give it
+    /// when every task is trusted. An agent that is not root runs tasks
+    /// as its own user (any other value is refused) and logs that tasks
+    /// are not isolated from it [default: nobody when root].
+    #[arg(long, value_name = "USER")]
+    pub task_user: Option<String>,
+
+    /// Members of this group (a name or gid) may act as the operator on the
+    /// framework socket (`agora run`, `agora kill`), besides root and the
+    /// agent's own user; the socket is then made group GROUP, mode 0660,
+    /// so that they can connect. A connection from any other user that
+    /// can reach the socket may still register as a framework and manage
+    /// its own tasks [default: none].
+    #[arg(long, value_name = "GROUP")]
+    pub operator_group: Option<String>,
 
     /// Do not use cgroups even where the host allows them.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]

@@ -69,6 +69,76 @@ pub struct AgentConfig {
     pub log_level: Option<String>,
     /// The HTTP API, dashboard and metrics (`--http`), if enabled.
     pub http: Option<crate::http::HttpConfig>,
+    /// The user tasks run as (`--task-user`) when it is not the agent's
+    /// own; `None`: tasks run as the agent's user (root only when asked
+    /// with `--task-user root`, or any user when the agent is not root).
+    pub task_user: Option<crate::users::User>,
+    /// The agent's effective uid when it started.
+    pub agent_uid: u32,
+    /// `--operator-group`: its name and gid.
+    pub operator_group: Option<(String, u32)>,
+}
+
+/// The user that tasks run as when the agent runs as root and no
+/// `--task-user` is given.
+pub const DEFAULT_TASK_USER: &str = "nobody";
+
+/// `--task-user` for an agent running as `agent_uid`: `Some` when tasks
+/// run as another user than the agent's (see [`AgentConfig::task_user`]).
+///
+/// # Errors
+/// An unknown user, a user other than the agent's for an agent that is
+/// not root, or no `nobody` for the default.
+pub fn task_user(spec: Option<&str>, agent_uid: u32) -> anyhow::Result<Option<crate::users::User>> {
+    let lookup = |name: &str| {
+        crate::users::user(name)
+            .map_err(|e| anyhow::anyhow!("--task-user {name}: cannot look the user up: {e}"))
+    };
+    if agent_uid != 0 {
+        let Some(name) = spec else { return Ok(None) };
+        return match lookup(name)? {
+            Some(u) if u.uid == agent_uid => Ok(None),
+            _ => bail!(
+                "--task-user {name} needs the agent to run as root (to switch to that user), \
+                 but it runs as uid {agent_uid}: start the agent as root, or drop the flag \
+                 (tasks then run as uid {agent_uid})"
+            ),
+        };
+    }
+    let Some(name) = spec else {
+        return match lookup(DEFAULT_TASK_USER)? {
+            Some(u) if u.uid != 0 => Ok(Some(u)),
+            _ => bail!(
+                "there is no unprivileged user {DEFAULT_TASK_USER:?} to run tasks as: create one \
+                 (e.g. `useradd --system --no-create-home agora-task`) and give --task-user \
+                 agora-task, or give --task-user root to run tasks as root (they can then \
+                 read the node's keys and take it over)"
+            ),
+        };
+    };
+    match lookup(name)? {
+        Some(u) if u.uid == 0 => Ok(None),
+        Some(u) => Ok(Some(u)),
+        None => bail!(
+            "--task-user {name}: no such user; give an existing user (a name or a uid, e.g. \
+             {DEFAULT_TASK_USER}) or create one (`useradd --system --no-create-home {name}`)"
+        ),
+    }
+}
+
+/// `--operator-group`: the group's name and gid.
+///
+/// # Errors
+/// An unknown group.
+fn operator_group(spec: &str) -> anyhow::Result<(String, u32)> {
+    match crate::users::group(spec) {
+        Ok(Some(gid)) => Ok((spec.to_string(), gid)),
+        Ok(None) => bail!(
+            "--operator-group {spec}: no such group; give an existing group (a name or a gid) \
+             or create one (`groupadd {spec}`) and add the operators to it"
+        ),
+        Err(e) => bail!("--operator-group {spec}: cannot look the group up: {e}"),
+    }
 }
 
 /// Reads the `--config` file, if any, and lays the flags over it.
@@ -111,6 +181,9 @@ pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentA
         http: flags.http.or(file.http),
         http_token_file: flags.http_token_file.or(file.http_token_file),
         http_allow_host: flags.http_allow_host.or(file.http_allow_host),
+        http_public_read: flags.http_public_read.or(file.http_public_read),
+        task_user: flags.task_user.or(file.task_user),
+        operator_group: flags.operator_group.or(file.operator_group),
         log_format: flags.log_format.or(file.log_format),
         log_level: flags.log_level.or(file.log_level),
     })
@@ -274,11 +347,16 @@ impl AgentConfig {
         let http = match &args.http {
             Some(text) => {
                 let listen = http_addr(text)?;
-                Some(crate::http::HttpConfig::from_flags(
+                let mut http = crate::http::HttpConfig::from_flags(
                     Some(listen),
                     args.http_token_file.as_deref(),
                     args.http_allow_host.as_deref().unwrap_or_default(),
-                )?)
+                )?;
+                http.public_read = args.http_public_read.unwrap_or(false);
+                Some(http)
+            }
+            None if args.http_public_read.is_some() => {
+                bail!("--http-public-read needs --http HOST:PORT (the HTTP API is off without it)")
             }
             None if args.http_token_file.is_some() => {
                 bail!("--http-token-file needs --http HOST:PORT (the HTTP API is off without it)")
@@ -288,7 +366,17 @@ impl AgentConfig {
             }
             None => None,
         };
+        let agent_uid = rustix::process::geteuid().as_raw();
+        let task_user = task_user(args.task_user.as_deref(), agent_uid)?;
+        let operator_group = args
+            .operator_group
+            .as_deref()
+            .map(operator_group)
+            .transpose()?;
         Ok(AgentConfig {
+            task_user,
+            agent_uid,
+            operator_group,
             node_id: args.node_id,
             listen,
             advertise,
@@ -495,5 +583,55 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("needs --http"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
+        // Reads need the token unless asked otherwise.
+        assert!(!http.public_read);
+        let merged = merge_file(
+            "public-read",
+            "cluster-key-file = \"k\"\nhttp = \"7483\"\nhttp-public-read = true\n",
+        )
+        .unwrap();
+        assert!(
+            AgentConfig::resolve(merged)
+                .unwrap()
+                .http
+                .unwrap()
+                .public_read
+        );
+        let err = AgentConfig::resolve(AgentArgs {
+            http_public_read: Some(true),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("needs --http"), "{err:#}");
+    }
+
+    #[test]
+    fn tasks_of_a_root_agent_run_as_nobody_unless_told_and_others_run_as_the_agent() {
+        // Issue 12: tasks ran as the agent's user, root, and took the node over.
+        let nobody = crate::users::user(DEFAULT_TASK_USER).unwrap();
+        if let Some(nobody) = &nobody {
+            assert_eq!(task_user(None, 0).unwrap().as_ref(), Some(nobody));
+            assert_eq!(
+                task_user(Some(&nobody.uid.to_string()), 0)
+                    .unwrap()
+                    .as_ref(),
+                Some(nobody)
+            );
+        }
+        // Root only when asked, by name or uid.
+        assert_eq!(task_user(Some("root"), 0).unwrap(), None);
+        assert_eq!(task_user(Some("0"), 0).unwrap(), None);
+        let err = task_user(Some("no-such-user-agora"), 0).unwrap_err();
+        assert!(format!("{err:#}").contains("no such user"), "{err:#}");
+        // An agent that is not root runs tasks as itself and cannot switch.
+        assert_eq!(task_user(None, 1234).unwrap(), None);
+        let err = task_user(Some("root"), 1234).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("needs the agent to run as root"),
+            "{err:#}"
+        );
+        let err = operator_group("no-such-group-agora").unwrap_err();
+        assert!(format!("{err:#}").contains("no such group"), "{err:#}");
+        assert_eq!(operator_group("0").unwrap(), ("0".to_string(), 0));
     }
 }

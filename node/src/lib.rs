@@ -26,6 +26,7 @@ pub mod identity;
 pub mod p2p;
 pub mod socket;
 pub mod surface;
+pub mod users;
 
 use anyhow::Context;
 use clap::Parser;

@@ -41,9 +41,11 @@ use tokio::task::JoinHandle;
 use tokio_util::bytes::Bytes;
 
 mod outbox;
+mod peer;
 
 use outbox::encode_frame;
 pub use outbox::{Outbox, Push};
+pub use peer::{OperatorPolicy, Peer, share_with_group};
 
 /// Messages from connection tasks to the core.
 #[derive(Debug)]
@@ -54,6 +56,9 @@ pub enum ClientCmd {
         conn: u64,
         /// Where the core writes to this client.
         tx: mpsc::Sender<ServerMessage>,
+        /// Who the client is (SO_PEERCRED) and whether it may act as the
+        /// operator.
+        peer: Peer,
     },
     /// A decoded message from a client.
     Message {
@@ -142,8 +147,15 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections forever, one task each (at most [`MAX_CONNECTIONS`]).
-pub async fn serve(listener: UnixListener, node_id: NodeId, core: mpsc::Sender<ClientCmd>) {
+/// Accepts connections forever, one task each (at most [`MAX_CONNECTIONS`]);
+/// `policy` says which peers may act as the operator.
+pub async fn serve(
+    listener: UnixListener,
+    node_id: NodeId,
+    core: mpsc::Sender<ClientCmd>,
+    policy: OperatorPolicy,
+) {
+    let policy = std::sync::Arc::new(policy);
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut next_conn = 1u64;
     loop {
@@ -161,9 +173,9 @@ pub async fn serve(listener: UnixListener, node_id: NodeId, core: mpsc::Sender<C
         };
         let conn = next_conn;
         next_conn += 1;
-        let (node_id, core) = (node_id.clone(), core.clone());
+        let (node_id, core, policy) = (node_id.clone(), core.clone(), policy.clone());
         tokio::spawn(async move {
-            connection(stream, conn, node_id, core).await;
+            connection(stream, conn, node_id, core, &policy).await;
             drop(permit);
         });
     }
@@ -212,7 +224,14 @@ async fn drain(mut rd: OwnedReadHalf) {
     .await;
 }
 
-async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::Sender<ClientCmd>) {
+async fn connection(
+    stream: UnixStream,
+    conn: u64,
+    node_id: NodeId,
+    core: mpsc::Sender<ClientCmd>,
+    policy: &OperatorPolicy,
+) {
+    let peer = policy.identify(&stream).await;
     let (rd, mut wr) = stream.into_split();
     let mut frames = FramedReader::new(rd, DEFAULT_MAX_FRAME);
     let handshake = match tokio::time::timeout(Duration::from_secs(30), frames.next()).await {
@@ -253,7 +272,7 @@ async fn connection(stream: UnixStream, conn: u64, node_id: NodeId, core: mpsc::
         return;
     }
     let (tx, rx) = mpsc::channel::<ServerMessage>(CLIENT_QUEUE);
-    if core.send(ClientCmd::Open { conn, tx }).await.is_err() {
+    if core.send(ClientCmd::Open { conn, tx, peer }).await.is_err() {
         return;
     }
     // Held until the end: dropping it tells the writer to stop at once.

@@ -72,6 +72,9 @@ fn config(dir: &Path, cgroups: bool) -> ExecutorConfig {
         cgroups,
         agora_exe: PathBuf::from(env!("CARGO_BIN_EXE_agora")),
         gc: GcPolicy::default(),
+        // As the test's own user: the agent-level isolation is tested in
+        // task_isolation.rs.
+        task_user: None,
     }
 }
 

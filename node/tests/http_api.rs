@@ -21,6 +21,17 @@ fn config(token: Option<&str>) -> HttpConfig {
     }
 }
 
+/// A node with `--http-public-read` and no token file: reads for anyone,
+/// no changes.
+async fn start_public_read_only() -> TestServer {
+    let (snap, tasks) = cluster_snapshot();
+    let cfg = HttpConfig {
+        public_read: true,
+        ..config(None)
+    };
+    TestServer::start(cfg, snap, Agent::Fake(FakeAgent::new(tasks))).await
+}
+
 async fn start(token: Option<&str>) -> TestServer {
     let (snap, tasks) = cluster_snapshot();
     TestServer::start(config(token), snap, Agent::Fake(FakeAgent::new(tasks))).await
@@ -37,7 +48,7 @@ fn ids(v: &serde_json::Value, list: &str, key: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn cluster_summary_counts_nodes_resources_tasks_and_cells() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     let r = s.get("/api/v1/cluster").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.header("content-type").starts_with("application/json"));
@@ -77,7 +88,7 @@ async fn cluster_summary_counts_nodes_resources_tasks_and_cells() {
 
 #[tokio::test]
 async fn nodes_list_and_one_node_with_its_tasks() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     let v = s.get("/api/v1/nodes").await.json();
     let expected: BTreeSet<String> = NODES.iter().map(|n| n.0.to_string()).collect();
     assert_eq!(ids(&v, "nodes", "id"), expected);
@@ -112,7 +123,7 @@ async fn nodes_list_and_one_node_with_its_tasks() {
 
 #[tokio::test]
 async fn task_list_filters_by_state_framework_and_node() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     let all = s.get("/api/v1/tasks").await.json();
     assert_eq!(all["tasks"].as_array().unwrap().len(), 20);
     assert_eq!(all["unreachable"], serde_json::json!([]));
@@ -167,7 +178,7 @@ async fn task_list_filters_by_state_framework_and_node() {
 
 #[tokio::test]
 async fn one_task_and_unknown_task_is_json_404() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     let r = s.get("/api/v1/tasks/web.4").await;
     assert_eq!(r.status, 200);
     let t = r.json();
@@ -197,7 +208,7 @@ async fn one_task_and_unknown_task_is_json_404() {
 
 #[tokio::test]
 async fn logs_as_json_with_offsets_and_as_text() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     let r = s.get("/api/v1/tasks/batch.1/logs").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -255,7 +266,7 @@ async fn logs_as_json_with_offsets_and_as_text() {
 
 #[tokio::test]
 async fn frameworks_with_dominant_shares() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     let v = s.get("/api/v1/frameworks").await.json();
     assert_eq!(
         ids(&v, "frameworks", "id"),
@@ -285,7 +296,7 @@ async fn frameworks_with_dominant_shares() {
 
 #[tokio::test]
 async fn mutations_are_refused_without_a_configured_token() {
-    let s = start(None).await;
+    let s = start_public_read_only().await;
     let body = r#"{"command": ["true"]}"#;
     for (method, path, body) in [
         ("POST", "/api/v1/tasks", Some(body)),
@@ -461,7 +472,7 @@ async fn an_agent_that_does_not_answer_gives_503_and_the_summary_falls_back() {
 
 #[tokio::test]
 async fn snapshot_updates_are_served_at_once() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     let (mut snap, _) = cluster_snapshot();
     snap.nodes.retain(|n| n.id.as_str() != "node-e");
     s.snapshot_tx.send(std::sync::Arc::new(snap)).unwrap();
@@ -509,7 +520,7 @@ async fn openapi_document_describes_every_route() {
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_with_every_family() {
-    let s = start(None).await;
+    let s = start(Some(TOKEN)).await;
     s.metrics.bids_sent.inc_by(7);
     s.metrics.bids_won.inc_by(5);
     s.metrics.bids_rejected.inc_by(2);
@@ -633,7 +644,7 @@ async fn a_foreign_host_header_is_refused_everywhere_and_allowed_names_pass() {
     let (snap, tasks) = cluster_snapshot();
     let cfg = HttpConfig {
         allowed_hosts: vec!["node1.example.com".into()],
-        ..HttpConfig::default()
+        ..config(Some(TOKEN))
     };
     let s = TestServer::start(cfg, snap, Agent::Fake(FakeAgent::new(tasks))).await;
     // A page on evil.example whose name now points at this node (DNS
@@ -645,11 +656,90 @@ async fn a_foreign_host_header_is_refused_everywhere_and_allowed_names_pass() {
         assert_eq!(r.status, 403, "{path}: {}", r.text());
         assert!(r.error().contains("--http-allow-host"), "{}", r.text());
     }
+    let auth = format!("Bearer {TOKEN}");
     for host in ["node1.example.com:7480", "localhost:7480", "127.0.0.1:7480"] {
         let r = s
-            .send("GET", "/api/v1/cluster", &[("host", host)], None)
+            .send(
+                "GET",
+                "/api/v1/cluster",
+                &[("host", host), ("authorization", &auth)],
+                None,
+            )
             .await;
         assert_eq!(r.status, 200, "{host}: {}", r.text());
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn reads_need_the_token_unless_public_and_static_files_never_do() {
+    // Issue 12: every read was open to anyone who could connect, tasks on
+    // the node included.
+    let s = start(Some(TOKEN)).await;
+    let reads = [
+        "/api/v1/cluster",
+        "/api/v1/nodes",
+        "/api/v1/nodes/node-c",
+        "/api/v1/tasks",
+        "/api/v1/tasks/web.4",
+        "/api/v1/tasks/batch.1/logs",
+        "/api/v1/frameworks",
+        "/metrics",
+        "/api/v1/no/such/route",
+    ];
+    for path in reads {
+        let r = s.get_anonymous(path).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert!(r.header("www-authenticate").starts_with("Bearer"), "{path}");
+        let e = r.error();
+        assert!(
+            e.contains("Authorization: Bearer TOKEN") && e.contains("--http-public-read"),
+            "{path}: {e}"
+        );
+        let r = s
+            .send("GET", path, &[("authorization", "Bearer wrong")], None)
+            .await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert!(r.error().contains("wrong bearer token"), "{path}");
+    }
+    for path in &reads[..8] {
+        assert_eq!(s.get(path).await.status, 200, "{path} with the token");
+    }
+    // The dashboard's files and the API's description hold nothing of the
+    // cluster: the page must load to ask for the token.
+    for path in [
+        "/",
+        "/assets/app.js",
+        "/assets/app.css",
+        "/api/v1/openapi.json",
+    ] {
+        assert_eq!(s.get_anonymous(path).await.status, 200, "{path}");
+    }
+    s.stop().await;
+
+    // No token file: reads are refused, with what to do.
+    let s = start(None).await;
+    let r = s.get_anonymous("/api/v1/tasks").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let e = r.error();
+    assert!(
+        e.contains("--http-token-file") && e.contains("--http-public-read"),
+        "{e}"
+    );
+    assert_eq!(s.get_anonymous("/").await.status, 200);
+    s.stop().await;
+
+    // --http-public-read: reads for anyone, changes still need the token.
+    let (snap, tasks) = cluster_snapshot();
+    let cfg = HttpConfig {
+        public_read: true,
+        ..config(Some(TOKEN))
+    };
+    let s = TestServer::start(cfg, snap, Agent::Fake(FakeAgent::new(tasks))).await;
+    for path in &reads[..8] {
+        assert_eq!(s.get_anonymous(path).await.status, 200, "{path}");
+    }
+    let r = s.send("DELETE", "/api/v1/tasks/web.1", &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
     s.stop().await;
 }

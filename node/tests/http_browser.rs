@@ -4,13 +4,15 @@
 //!
 //! - `dashboard_shows_a_real_cluster_in_chromium` starts a 3-node cluster of
 //!   real agents, submits tasks through the HTTP API and renders n1's
-//!   dashboard. With
+//!   dashboard: without the token it shows only its sign-in form, with
+//!   `/?token=TOKEN` the cluster. With
 //!   `AGORA_DASHBOARD_SCREENSHOT=docs/dashboard.png` it also saves the
 //!   1400x900 screenshot shown in the README (a relative path is taken from
 //!   the workspace root).
 //! - `dashboard_renders_nodes_and_tasks_in_chromium` renders the
 //!   router with the stand-in agent of http_support and a larger fixture
-//!   cluster, including the log viewer; `AGORA_FIXTURE_SCREENSHOT=FILE`
+//!   cluster, including the log viewer and a wrong token's sign-in form;
+//!   `AGORA_FIXTURE_SCREENSHOT=FILE`
 //!   saves its screenshot.
 //!
 //! Without chromium both print one line saying so and pass (skipped), so
@@ -28,12 +30,17 @@ mod common;
 mod http_support;
 
 use agora_node::http::HttpConfig;
-use common::http::{get, request};
+use common::http::request;
 use common::{Cluster, wait_for};
 use http_support::{Agent, FakeAgent, NODES, TestServer, browser, cluster_snapshot};
 use std::time::Duration;
 
 const TOKEN: &str = "browser-test-token";
+
+/// Whether the rendered page shows its sign-in form.
+fn login_shown(dom: &str) -> bool {
+    dom.contains("id=\"login\"") && !dom.contains("id=\"login\" class=\"login\" hidden")
+}
 
 /// A relative path is taken from the workspace root, not node/.
 fn from_root(path: &std::ffi::OsStr) -> std::path::PathBuf {
@@ -72,17 +79,18 @@ async fn dashboard_shows_a_real_cluster_in_chromium() {
     c.add("n2", &key, &["--attr", "zone=eu-1"]);
     c.add("n3", &key, &["--attr", "zone=eu-2"]);
     c.wait_formed(3);
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = ("Authorization", bearer.as_str());
     wait_for(
         "n1's API to list 3 live nodes",
         Duration::from_secs(30),
         || {
-            let r = request(&addr, "GET", "/api/v1/cluster", &[], None).ok()?;
+            let r = request(&addr, "GET", "/api/v1/cluster", &[auth], None).ok()?;
             (r.status == 200 && r.json()["nodes"]["alive"] == 3).then_some(())
         },
     );
 
     // Tasks through the API: two that finish, two that keep running.
-    let bearer = format!("Bearer {TOKEN}");
     let mut ids = Vec::new();
     for spec in [
         r#"{"name": "hello", "count": 2, "cpus": 0.25, "mem": 32, "command": ["sh", "-c", "echo hello from $AGORA_NODE_ID"]}"#,
@@ -107,13 +115,26 @@ async fn dashboard_shows_a_real_cluster_in_chromium() {
             &format!("task {id} to be {want}"),
             Duration::from_secs(60),
             || {
-                let r = get(&addr, &format!("/api/v1/tasks/{id}"));
+                let r =
+                    request(&addr, "GET", &format!("/api/v1/tasks/{id}"), &[auth], None).ok()?;
                 (r.status == 200 && r.json()["state"] == want).then_some(())
             },
         );
     }
 
+    // Without the token the page asks for it and shows nothing of the
+    // cluster.
     let url = format!("http://{addr}/");
+    let dom = browser::dump_dom(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(login_shown(&dom), "no sign-in form without the token");
+    assert!(
+        !dom.contains("data-node-id="),
+        "nodes rendered without the token"
+    );
+    // With it (as /?token=TOKEN, which the page keeps), everything shows.
+    let url = format!("http://{addr}/?token={TOKEN}");
     let mut expected: Vec<&str> = vec!["n1", "n2", "n3"];
     expected.extend(ids.iter().map(String::as_str));
     let dom = browser::check_dashboard(&url, &expected)
@@ -135,6 +156,10 @@ async fn dashboard_shows_a_real_cluster_in_chromium() {
         dom.contains("conn conn-ok"),
         "the page did not reach its API"
     );
+    assert!(
+        !login_shown(&dom),
+        "the sign-in form stayed up with the token"
+    );
 
     let shot = match std::env::var_os("AGORA_DASHBOARD_SCREENSHOT") {
         Some(path) => from_root(&path),
@@ -153,13 +178,12 @@ async fn dashboard_renders_nodes_and_tasks_in_chromium() {
         return;
     }
     let (snap, tasks) = cluster_snapshot();
-    let s = TestServer::start(
-        HttpConfig::default(),
-        snap,
-        Agent::Fake(FakeAgent::new(tasks)),
-    )
-    .await;
-    let url = s.url("/");
+    let config = HttpConfig {
+        token: Some(TOKEN.into()),
+        ..HttpConfig::default()
+    };
+    let s = TestServer::start(config, snap, Agent::Fake(FakeAgent::new(tasks))).await;
+    let url = s.url(&format!("/?token={TOKEN}"));
     let mut expected: Vec<&str> = NODES.iter().map(|n| n.0).collect();
     expected.extend(["web.4", "ml.1", "batch.7", "cell-0"]);
     let dom = browser::check_dashboard(&url, &expected)
@@ -180,6 +204,16 @@ async fn dashboard_renders_nodes_and_tasks_in_chromium() {
     );
 
     // A task's logs link opens the log viewer, which reads from the API.
+    // A wrong token: the form says it was not accepted.
+    let dom = browser::dump_dom(&s.url("/?token=wrong"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(login_shown(&dom), "no sign-in form for a wrong token");
+    assert!(
+        dom.contains("was not accepted"),
+        "the form does not say why"
+    );
+
     let logs = browser::dump_dom(&format!("{url}#logs/batch.1"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

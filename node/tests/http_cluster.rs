@@ -1,14 +1,15 @@
 //! The HTTP API of real agents: a 3-node loopback cluster of `agora agent`
-//! processes, each with `--http` (n1 also with `--http-token-file`),
-//! queried with a small HTTP/1.1 client. Covers the read routes on every
-//! node (including answers that need other nodes: remote tasks and logs),
-//! submit and kill with and without the token, 404s, the OpenAPI document
-//! and `/metrics` parsed as Prometheus text.
+//! processes, each with `--http` (n1 and n2 with `--http-token-file`, n3
+//! with `--http-public-read` and no token), queried with a small HTTP/1.1
+//! client. Covers the read routes on every node (including answers that
+//! need other nodes: remote tasks and logs), reads refused without the
+//! token unless public, submit and kill with and without the token, 404s,
+//! the OpenAPI document and `/metrics` parsed as Prometheus text.
 
 mod common;
 mod prom;
 
-use common::http::{Resp, get, request};
+use common::http::{Resp, request};
 use common::{Cluster, wait_for};
 use prom::metric;
 use serde_json::Value;
@@ -26,6 +27,13 @@ fn auth() -> (&'static str, String) {
     ("Authorization", format!("Bearer {TOKEN}"))
 }
 
+/// GET with the token (n3, whose reads are public, ignores it).
+fn get(addr: &str, path: &str) -> Resp {
+    let (k, v) = auth();
+    request(addr, "GET", path, &[(k, v.as_str())], None)
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
 fn post_task(addr: &str, body: &str, token: bool) -> Resp {
     let (k, v) = auth();
     let headers: Vec<(&str, &str)> = if token { vec![(k, v.as_str())] } else { vec![] };
@@ -33,7 +41,15 @@ fn post_task(addr: &str, body: &str, token: bool) -> Resp {
 }
 
 fn task(addr: &str, id: &str) -> Option<Value> {
-    let r = request(addr, "GET", &format!("/api/v1/tasks/{id}"), &[], None).ok()?;
+    let (k, v) = auth();
+    let r = request(
+        addr,
+        "GET",
+        &format!("/api/v1/tasks/{id}"),
+        &[(k, v.as_str())],
+        None,
+    )
+    .ok()?;
     (r.status == 200).then(|| r.json())
 }
 
@@ -73,8 +89,17 @@ fn http_api_serves_a_three_node_cluster() {
         ],
     );
     // A bare port: the listener defaults to localhost.
-    c.add("n2", &key, &["--http", &ports[1].to_string()]);
-    c.add("n3", &key, &["--http", &addrs[2]]);
+    c.add(
+        "n2",
+        &key,
+        &[
+            "--http",
+            &ports[1].to_string(),
+            "--http-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    c.add("n3", &key, &["--http", &addrs[2], "--http-public-read"]);
     c.wait_formed(3);
     let (a1, a2, a3) = (addrs[0].as_str(), addrs[1].as_str(), addrs[2].as_str());
 
@@ -84,7 +109,8 @@ fn http_api_serves_a_three_node_cluster() {
             &format!("{a} to list 3 live nodes"),
             Duration::from_secs(30),
             || {
-                let r = request(a, "GET", "/api/v1/nodes", &[], None).ok()?;
+                let (k, v) = auth();
+                let r = request(a, "GET", "/api/v1/nodes", &[(k, v.as_str())], None).ok()?;
                 let v = (r.status == 200).then(|| r.json())?;
                 let alive = v["nodes"]
                     .as_array()?
@@ -94,6 +120,14 @@ fn http_api_serves_a_three_node_cluster() {
                 (alive == 3).then_some(())
             },
         );
+    }
+    // Reads need the token, except on n3 (--http-public-read); the
+    // dashboard's page never does.
+    for (a, status) in [(a1, 401), (a2, 401), (a3, 200)] {
+        let r = request(a, "GET", "/api/v1/tasks", &[], None).unwrap();
+        assert_eq!(r.status, status, "{a}: {}", r.text());
+        let r = request(a, "GET", "/", &[], None).unwrap();
+        assert_eq!(r.status, 200, "{a}: {}", r.text());
     }
     let cluster = get(a1, "/api/v1/cluster").json();
     assert_eq!(cluster["node_id"], "n1", "{cluster}");
@@ -118,7 +152,7 @@ fn http_api_serves_a_three_node_cluster() {
     let r = post_task(a1, spec, false);
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(r.json()["error"].is_string());
-    let r = post_task(a2, spec, true);
+    let r = post_task(a3, spec, true);
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.json()["error"].is_string());
 

@@ -7,10 +7,13 @@
 mod common;
 mod prom;
 
-use common::http::get;
+use common::http::request;
 use common::{Cluster, Resume, wait_for};
 use prom::metric;
 use std::time::Duration;
+
+/// The agents' `--http-token-file` content (reads need it).
+const TOKEN: &str = "routed-queries-token";
 
 fn free_tcp_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -21,7 +24,10 @@ fn free_tcp_port() -> u16 {
 /// snapshot is republished at least every 2 s).
 fn received(addr: &str) -> f64 {
     std::thread::sleep(Duration::from_millis(2500));
-    let text = get(addr, "/metrics").text();
+    let auth = format!("Bearer {TOKEN}");
+    let text = request(addr, "GET", "/metrics", &[("Authorization", &auth)], None)
+        .unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"))
+        .text();
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
     metric(
@@ -38,8 +44,15 @@ fn a_listing_or_kill_naming_a_framework_asks_only_its_home() {
     let addrs: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_tcp_port()))
         .collect();
+    let token_file = c.root.path().join("http-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let token_file = token_file.display().to_string();
     for (i, a) in addrs.iter().enumerate() {
-        c.add(&format!("n{}", i + 1), &key, &["--http", a]);
+        c.add(
+            &format!("n{}", i + 1),
+            &key,
+            &["--http", a, "--http-token-file", &token_file],
+        );
     }
     c.wait_formed(3);
     let (home, bystander, asker) = (&c.nodes[0], &addrs[1], &c.nodes[2]);

@@ -699,6 +699,9 @@ pub enum ErrorCode {
     UnknownFramework,
     /// Something failed inside the node.
     Internal,
+    /// The connection's user may not do this (e.g. act as the operator:
+    /// only root, the agent's user and `--operator-group` members may).
+    Forbidden,
 }
 
 /// An error for the client. Fatal codes close the connection after sending.

@@ -35,6 +35,26 @@ fn refused(r: Refused, request_id: Option<u64>) -> Reply {
     Reply::error(r.code, r.message, request_id)
 }
 
+/// The refusal of an operator's request from a peer that may not act as
+/// the operator (`what` it asked, then why not and what to do).
+fn not_operator(what: &str, uid: Option<u32>) -> Reply {
+    let who = match uid {
+        Some(uid) => format!("this connection's user (uid {uid})"),
+        None => "this connection's user (unknown: the kernel gave no credentials)".into(),
+    };
+    Reply::error(
+        ErrorCode::Forbidden,
+        format!(
+            "{what} needs the operator, and {who} may not act as the operator: only root, the \
+             agent's own user and members of the agent's --operator-group may. Run the command \
+             as one of them (or start the agent with --operator-group GROUP), or register as a \
+             framework (a role other than \"{}\") to run and kill tasks of your own",
+            wire::OPERATOR_ROLE
+        ),
+        None,
+    )
+}
+
 impl Core {
     /// Handles one command from a socket connection or the HTTP API.
     pub fn handle_command(&mut self, now: Instant, asker: Asker, cmd: Command) {
@@ -91,8 +111,13 @@ impl Core {
             Command::Register(r) => return self.register(now, conn, r),
             Command::Kill(k) => {
                 // A framework kills only its own tasks; an operator (or a
-                // connection that did not register, such as `agora kill`:
-                // the socket is the owner's alone) may kill any.
+                // connection that did not register, such as `agora kill`,
+                // from a peer allowed to act as the operator) may kill any.
+                if registered.is_none()
+                    && let Err(uid) = self.sessions.may_operate(conn)
+                {
+                    return self.reply(asker, not_operator("kill without register", uid));
+                }
                 let caller = registered.filter(|fw| {
                     self.sessions
                         .get(fw)
@@ -254,6 +279,16 @@ impl Core {
     /// the first one), with a status queue of its own.
     fn join_operator(&mut self, conn: u64, r: &Register) {
         let asker = Asker::Conn(conn);
+        if let Err(uid) = self.sessions.may_operate(conn) {
+            tracing::warn!(conn, uid = ?uid, "refused: a connection not allowed to act as the operator registered as one");
+            return self.reply(
+                asker,
+                not_operator(
+                    &format!("register with role \"{}\"", wire::OPERATOR_ROLE),
+                    uid,
+                ),
+            );
+        }
         if self.sessions.operator().is_none() {
             let made = FrameworkId::homed("operator", rand::random::<u32>(), &self.me)
                 .map_err(|e| e.to_string())
@@ -303,6 +338,13 @@ impl Core {
                     ErrorCode::InvalidSpec,
                     format!("this connection is already registered as {fw}"),
                     None,
+                ),
+            ),
+            Err(RegisterError::Forbidden(uid)) => self.reply(
+                asker,
+                not_operator(
+                    &format!("register with role \"{}\"", wire::OPERATOR_ROLE),
+                    uid,
                 ),
             ),
             Err(_) => self.reply(

@@ -366,9 +366,10 @@ impl Core {
         self.pump(now);
     }
 
-    /// A socket connection opened.
-    pub fn handle_open(&mut self, conn: u64) {
-        self.sessions.open(conn);
+    /// A socket connection opened, from `peer` (whose uid decides whether
+    /// it may act as the operator).
+    pub fn handle_open(&mut self, conn: u64, peer: crate::socket::Peer) {
+        self.sessions.open(conn, peer);
     }
 
     /// A socket connection closed (or the driver closed it).

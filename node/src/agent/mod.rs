@@ -104,6 +104,19 @@ impl Default for Clock {
 /// what to do about it.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     ensure_dir(&cfg.data_dir)?;
+    match (&cfg.task_user, cfg.agent_uid) {
+        (Some(_), _) => {}
+        (None, 0) => tracing::warn!(
+            "tasks run as root (--task-user root): any task can read this node's keys and \
+             data dir and act as the operator; give --task-user USER unless every task is trusted"
+        ),
+        (None, uid) => tracing::warn!(
+            uid,
+            "the agent is not root, so tasks run as its own user (uid {uid}): isolation is \
+             reduced, a task can read this node's keys and data dir and act as the operator; \
+             run the agent as root for tasks to run as an unprivileged --task-user"
+        ),
+    }
     let me = crate::identity::node_id(&cfg.data_dir, cfg.node_id.as_deref())?;
     let keypair = crate::identity::p2p_keypair(&cfg.data_dir)?;
     let key = ClusterKey::load(&cfg.cluster_key_file)?;
@@ -123,6 +136,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             cgroups: cfg.cgroups,
             agora_exe,
             gc: cfg.gc.clone(),
+            task_user: cfg.task_user.clone(),
         },
         exec_tx,
     )
@@ -168,8 +182,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     .context("cannot start gossip")?;
 
     let listener = socket::bind(&cfg.socket)?;
+    if let Some((name, gid)) = &cfg.operator_group {
+        socket::share_with_group(&cfg.socket, *gid)?;
+        tracing::info!(group = %name, gid, "members of the operator group may connect to the socket and act as the operator");
+    }
     let (client_tx, client_rx) = mpsc::channel::<ClientCmd>(CLIENT_CMDS);
-    let server = tokio::spawn(socket::serve(listener, me.clone(), client_tx));
+    let policy = socket::OperatorPolicy {
+        agent_uid: cfg.agent_uid,
+        group: cfg.operator_group.clone(),
+    };
+    let server = tokio::spawn(socket::serve(listener, me.clone(), client_tx, policy));
 
     let mut core = Core::new(host, clock.now());
     core.restore(clock.now(), registry::load(&cfg.data_dir));
@@ -461,9 +483,9 @@ impl Driver {
     fn on_client(&mut self, cmd: ClientCmd) {
         let now = self.clock.now();
         match cmd {
-            ClientCmd::Open { conn, tx } => {
+            ClientCmd::Open { conn, tx, peer } => {
                 self.conns.insert(conn, tx);
-                self.core.handle_open(conn);
+                self.core.handle_open(conn, peer);
             }
             ClientCmd::Closed { conn } => {
                 self.conns.remove(&conn);

@@ -50,6 +50,10 @@ struct Conn {
     offers_stale: bool,
     /// The status queue of a connection attached to the operator framework.
     queue: Option<Framework>,
+    /// Whether its peer may act as the operator (see `crate::socket::Peer`).
+    may_operate: bool,
+    /// Its peer's uid, when known (for refusals).
+    uid: Option<u32>,
 }
 
 /// Why a registration was refused.
@@ -61,6 +65,8 @@ pub enum RegisterError {
     Unknown(FrameworkId),
     /// The table is full and no framework is idle.
     Full,
+    /// The connection's peer (this uid, when known) may not act as the operator.
+    Forbidden(Option<u32>),
 }
 
 /// The sessions. See the module documentation.
@@ -78,9 +84,26 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// A connection opened.
-    pub fn open(&mut self, conn: u64) {
-        self.conns.insert(conn, Conn::default());
+    /// A connection opened, from `peer`.
+    pub fn open(&mut self, conn: u64, peer: crate::socket::Peer) {
+        self.conns.insert(
+            conn,
+            Conn {
+                may_operate: peer.operator,
+                uid: peer.uid,
+                ..Conn::default()
+            },
+        );
+    }
+
+    /// Whether a connection's peer may act as the operator; `Err` holds its
+    /// uid, when known, for the refusal.
+    pub fn may_operate(&self, conn: u64) -> Result<(), Option<u32>> {
+        match self.conns.get(&conn) {
+            Some(c) if c.may_operate => Ok(()),
+            Some(c) => Err(c.uid),
+            None => Err(None),
+        }
     }
 
     /// A connection closed (or was closed); its framework keeps its tasks
@@ -210,8 +233,8 @@ impl Sessions {
     /// Attaches `conn` to the operator framework with a queue of its own.
     ///
     /// # Errors
-    /// The connection is registered already, or there is no operator
-    /// framework yet.
+    /// The connection is registered already, its peer may not act as the
+    /// operator, or there is no operator framework yet.
     pub fn join_operator(
         &mut self,
         conn: u64,
@@ -220,6 +243,7 @@ impl Sessions {
         if let Some(fw) = self.framework_of(conn) {
             return Err(RegisterError::Already(fw.clone()));
         }
+        self.may_operate(conn).map_err(RegisterError::Forbidden)?;
         let id = self.operator.clone().ok_or(RegisterError::Full)?;
         let c = self.conns.entry(conn).or_default();
         c.framework = Some(id.clone());
@@ -423,6 +447,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::Peer;
     use agora_protocol::task::TaskState;
 
     fn ms(n: u64) -> Instant {
@@ -443,7 +468,7 @@ mod tests {
     #[test]
     fn a_disconnected_framework_fails_over_once_then_is_forgotten() {
         let mut s = Sessions::default();
-        s.open(1);
+        s.open(1, Peer::trusted());
         s.insert(fw("a@n", Some(1), Duration::from_secs(10)));
         assert_eq!(s.framework_of(1).map(FrameworkId::as_str), Some("a@n"));
         let id = FrameworkId::new("a@n").unwrap();
@@ -460,8 +485,8 @@ mod tests {
     #[test]
     fn a_reattach_takes_the_framework_and_resends_what_is_unacked() {
         let mut s = Sessions::default();
-        s.open(1);
-        s.open(2);
+        s.open(1, Peer::trusted());
+        s.open(2, Peer::trusted());
         s.insert(fw("a@n", Some(1), Duration::from_secs(10)));
         let id = FrameworkId::new("a@n").unwrap();
         let t = TaskId::new("a@n.1").unwrap();
@@ -496,11 +521,11 @@ mod tests {
         s.insert(fw("internal@n", None, Duration::from_secs(3600)));
         for i in 1..MAX_FRAMEWORKS {
             let c = i as u64;
-            s.open(c);
+            s.open(c, Peer::trusted());
             s.insert(fw(&format!("f{i}@n"), Some(c), Duration::from_secs(10)));
             s.close(ms(c), c);
         }
-        s.open(9999);
+        s.open(9999, Peer::trusted());
         let gone = s.room_for(9999, |_| true).unwrap();
         assert_eq!(gone.map(|f| f.to_string()), Some("f1@n".into()));
         // Nothing idle: full.
@@ -517,7 +542,7 @@ mod tests {
         let op = FrameworkId::new("operator-1@n").unwrap();
         s.set_operator(fw("operator-1@n", None, Duration::from_secs(3600)));
         for conn in 1..=(MAX_FRAMEWORKS as u64 + 10) {
-            s.open(conn);
+            s.open(conn, Peer::trusted());
             assert_eq!(
                 s.join_operator(conn, Duration::from_secs(60)),
                 Ok(op.clone())
@@ -568,11 +593,34 @@ mod tests {
     }
 
     #[test]
+    fn only_a_peer_allowed_to_operate_joins_the_operator_framework() {
+        // Issue 12: a task that reached the socket registered as operator.
+        let mut s = Sessions::default();
+        let op = FrameworkId::new("operator-1@n").unwrap();
+        s.set_operator(fw("operator-1@n", None, Duration::from_secs(3600)));
+        let stranger = Peer {
+            uid: Some(65534),
+            pid: None,
+            operator: false,
+        };
+        s.open(1, stranger);
+        s.open(2, Peer::trusted());
+        assert_eq!(s.may_operate(1), Err(Some(65534)));
+        assert_eq!(
+            s.join_operator(1, Duration::from_secs(60)),
+            Err(RegisterError::Forbidden(Some(65534)))
+        );
+        assert_eq!(s.framework_of(1), None);
+        assert_eq!(s.join_operator(2, Duration::from_secs(60)), Ok(op));
+        assert_eq!(s.may_operate(99), Err(None), "an unknown connection");
+    }
+
+    #[test]
     fn offers_are_paced_per_connection() {
         // Issue 11: no frame followed a framework's own placements, and a
         // frame came right after the subscribe's.
         let mut s = Sessions::default();
-        s.open(1);
+        s.open(1, Peer::trusted());
         s.subscribe(ms(0), 1);
         s.view_changed();
         assert!(

@@ -27,9 +27,13 @@
 //!   process start time checked against pid reuse) and reports tasks that
 //!   ended while it was down.
 //! - Limits go through cgroups when the host allows it (`cgroup.rs`).
-//! - Tasks inherit the agent's environment plus the spec's `env` and
-//!   `AGORA_TASK_ID`, `AGORA_NODE_ID`, `AGORA_FRAMEWORK_ID`,
-//!   `AGORA_SANDBOX`, `AGORA_PORTS`. A task ends with all of its processes:
+//! - Tasks run as [`ExecutorConfig::task_user`] (else the agent's user),
+//!   kept from the data dir, the keys and other sandboxes
+//!   (`isolation.rs`).
+//! - Tasks get `PATH`, the locale and `TZ` of the agent's environment
+//!   (nothing else of it), `HOME` (the sandbox), `USER`, `LOGNAME`, the
+//!   spec's `env` and `AGORA_TASK_ID`, `AGORA_NODE_ID`,
+//!   `AGORA_FRAMEWORK_ID`, `AGORA_SANDBOX`, `AGORA_PORTS`. A task ends with all of its processes:
 //!   when its main process exits, the rest of its process group is killed.
 //! - One executor per data dir: `open` takes a lock on
 //!   `DATA_DIR/executor.lock` and fails while another agent holds it.
@@ -66,6 +70,7 @@ mod cgroup;
 mod checkpoint;
 mod fsutil;
 mod gc;
+mod isolation;
 mod leftovers;
 mod logs;
 mod monitor;
@@ -148,6 +153,12 @@ pub struct ExecutorConfig {
     pub agora_exe: PathBuf,
     /// When ended tasks are garbage collected.
     pub gc: GcPolicy,
+    /// The user tasks run as when it is not the agent's own (`--task-user`;
+    /// switching needs the agent to be root). With one, tasks are also
+    /// kept from the data dir and other sandboxes: by permissions, and by
+    /// a private mount namespace where the kernel allows it. `None`: tasks
+    /// run as the agent's user.
+    pub task_user: Option<crate::users::User>,
 }
 
 /// A task to start: what the host asked for ([`agora_protocol::host::Launch`]),
@@ -250,6 +261,43 @@ impl Executor {
                 )
             })?;
         }
+        isolation::harden_dirs(&layout.data_dir, &layout.checkpoints(), &layout.sandboxes())
+            .map_err(anyhow::Error::msg)?;
+        let isolation = match &config.task_user {
+            None => isolation::Isolation::default(),
+            Some(user) => {
+                let exe = config.agora_exe.clone();
+                let probe = tokio::task::spawn_blocking(move || isolation::probe_namespaces(&exe))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                let hide = match probe {
+                    Ok(()) => {
+                        tracing::info!(
+                            user = %user.name,
+                            uid = user.uid,
+                            "tasks run as {} in a private mount namespace that hides the data dir",
+                            user.name
+                        );
+                        Some(layout.data_dir.clone())
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            user = %user.name,
+                            uid = user.uid,
+                            "tasks run as {} without a private mount namespace ({e}): the data dir \
+                             and other sandboxes are guarded by their permissions only, and tasks \
+                             running as the same user can read each other's sandboxes",
+                            user.name
+                        );
+                        None
+                    }
+                };
+                isolation::Isolation {
+                    user: Some(user.clone()),
+                    hide,
+                }
+            }
+        };
         let lock_path = layout.data_dir.join("executor.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -283,6 +331,7 @@ impl Executor {
             node_id: config.node_id.clone(),
             agora_exe: config.agora_exe.clone(),
             cgroups,
+            isolation,
             events,
             cancel: CancellationToken::new(),
             running: AtomicUsize::new(0),

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub node_id: NodeId,
     pub agora_exe: PathBuf,
     pub cgroups: Cgroups,
+    /// Who tasks run as and what they are kept from (`isolation.rs`).
+    pub isolation: super::isolation::Isolation,
     pub events: mpsc::Sender<ExecEvent>,
     pub cancel: CancellationToken,
     pub running: AtomicUsize,
@@ -246,12 +248,8 @@ fn launch_spec(
             argv.iter().skip(1).cloned().collect(),
         ),
     };
-    let mut env: Vec<(String, String)> = req
-        .spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut env = super::isolation::base_env(shared.isolation.user.as_ref(), sandbox);
+    env.extend(req.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let ports: Vec<String> = req.ports.iter().map(u16::to_string).collect();
     env.push(("AGORA_TASK_ID".into(), req.task_id.to_string()));
     env.push(("AGORA_NODE_ID".into(), shared.node_id.to_string()));
@@ -266,6 +264,8 @@ fn launch_spec(
         stdout: sandbox.join("stdout"),
         stderr: sandbox.join("stderr"),
         cgroup_procs,
+        isolation: shared.isolation.clone(),
+        clear_env: true,
     }
 }
 
@@ -292,6 +292,7 @@ fn prepare(shared: &Shared, cp: &mut Checkpoint) -> Result<(), String> {
     }
     std::fs::create_dir_all(&meta)
         .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+    super::isolation::prepare_sandbox(&sandbox, &meta, shared.isolation.user.as_ref())?;
     let procs = if matches!(shared.cgroups, Cgroups::None { .. }) {
         Vec::new()
     } else {

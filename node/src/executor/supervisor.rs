@@ -10,6 +10,7 @@
 //! error, so the agent can tell "could not start" from "exited 127".
 
 use super::fsutil::{EXIT_FILE, LAUNCH_FILE, META_DIR, PROCESS_FILE, ProcRef, atomic_write};
+use super::isolation::{ChildSetup, Isolation, Step};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -36,6 +37,13 @@ pub(crate) struct LaunchSpec {
     pub stderr: PathBuf,
     /// `cgroup.procs` files the task joins before it executes.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The user it runs as and what it is kept from (`isolation.rs`).
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Start from an empty environment rather than the supervisor's (then
+    /// `env` holds all of it).
+    #[serde(default)]
+    pub clear_env: bool,
 }
 
 /// How a task ended, written by the supervisor to `exit.json`.
@@ -87,7 +95,14 @@ fn record_exit(meta: &Path, record: &ExitRecord) -> i32 {
 }
 
 fn open_output(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    // Root's, like the rest of what the supervisor keeps in the sandbox:
+    // the task writes through the descriptor it is given.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Entry point of `agora __supervise SANDBOX` (see the module docs).
@@ -134,10 +149,19 @@ pub(crate) fn run(args: Vec<OsString>) -> i32 {
             ),
         }
     }
+    let setup = match ChildSetup::plan(&spec.isolation, &spec.cwd) {
+        Ok(setup) => std::sync::Arc::new(setup),
+        Err(e) => return cannot_start(e),
+    };
+    eprintln!("agora supervisor: starting the task {}", setup.summary);
     let mut cmd = Command::new(&spec.program);
+    if spec.clear_env {
+        cmd.env_clear();
+    }
+    // No current_dir: the child enters the sandbox once its mounts and
+    // its user are set (`ChildSetup::apply`).
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
@@ -155,10 +179,41 @@ pub(crate) fn run(args: Vec<OsString>) -> i32 {
             });
         }
     }
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return cannot_start(format!("cannot start `{}`: {e}", spec.program)),
+    // The child names the set-up step that failed on this pipe.
+    let (mut step_rx, step_tx) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => return cannot_start(format!("cannot make a pipe to start the task: {e}")),
     };
+    let in_child = std::sync::Arc::clone(&setup);
+    // SAFETY: `apply` makes system calls only, and the error path one
+    // write(2) to a descriptor opened before the fork; nothing allocates.
+    unsafe {
+        cmd.pre_exec(move || match in_child.apply() {
+            Ok(()) => Ok(()),
+            Err((step, errno)) => {
+                let _ = rustix::io::write(&step_tx, &[step as u8]);
+                Err(std::io::Error::from_raw_os_error(errno.raw_os_error()))
+            }
+        });
+    }
+    let spawned = cmd.spawn();
+    // Closes this end's copy of the pipe's writer (the closure holds it).
+    drop(cmd);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let mut byte = [0u8; 1];
+            let step = match std::io::Read::read(&mut step_rx, &mut byte) {
+                Ok(1) => Step::from_byte(byte[0]),
+                _ => None,
+            };
+            return cannot_start(match step {
+                Some(step) => format!("{}: {e}", setup.describe(step)),
+                None => format!("cannot start `{}`: {e}", spec.program),
+            });
+        }
+    };
+    drop(step_rx);
     let raw_pid = child.id() as i32;
     if let Some(process) = ProcRef::of(raw_pid)
         && let Err(e) = write_json(&meta.join(PROCESS_FILE), &process)

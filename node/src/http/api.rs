@@ -1,5 +1,6 @@
 //! The routes: JSON API handlers, the agent round trip with its timeout,
-//! bearer-token checks for mutations, and the shared state they use.
+//! bearer-token checks (mutations always, reads unless public), and the
+//! shared state they use.
 
 use super::dashboard;
 use super::error::ApiError;
@@ -164,27 +165,68 @@ impl AppState {
                  'Authorization: Bearer TOKEN'",
             ));
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        match given {
+        match bearer(headers) {
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "this request changes the cluster and needs 'Authorization: Bearer TOKEN' \
                  (the token is in the file given to --http-token-file)",
             )),
             Some(t) if same(t.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "wrong bearer token; use the content of the agent's --http-token-file",
-            )),
+            Some(_) => Err(wrong_token()),
         }
     }
+
+    /// Checks the bearer token of a read, unless reads are public.
+    fn authorize_read(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.inner.config.public_read {
+            return Ok(());
+        }
+        let Some(expected) = &self.inner.config.token else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this node serves its API only to holders of its token, and it has none: start \
+                 the agent with --http-token-file FILE and send the file's content as \
+                 'Authorization: Bearer TOKEN' (the dashboard asks for it), or with \
+                 --http-public-read to serve reads to anyone who can connect",
+            ));
+        };
+        match bearer(headers) {
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "reading this node's API needs 'Authorization: Bearer TOKEN' (the token is in \
+                 the file given to the agent's --http-token-file; the dashboard asks for it, or \
+                 open /?token=TOKEN once); an agent started with --http-public-read serves reads \
+                 without it",
+            )),
+            Some(t) if same(t.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(wrong_token()),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+fn wrong_token() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "wrong bearer token; use the content of the agent's --http-token-file",
+    )
+}
+
+/// Paths served to anyone: the dashboard's own files and the API's
+/// description, which hold nothing of the cluster.
+fn public_path(path: &str) -> bool {
+    path == "/" || path == "/api/v1/openapi.json" || path.starts_with("/assets/")
 }
 
 /// Compares in time that does not depend on where the inputs differ.
@@ -212,9 +254,31 @@ pub fn routes(state: AppState) -> axum::Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            check_read,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             check_host,
         ))
         .with_state(state)
+}
+
+/// Refuses reads (GET, HEAD) without the bearer token unless reads are
+/// public (`--http-public-read`) or the path is [`public_path`]. Changes
+/// (POST, DELETE) check the token in their handlers, always.
+async fn check_read(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    if read
+        && !public_path(req.uri().path())
+        && let Err(e) = st.authorize_read(req.headers())
+    {
+        return e.into_response();
+    }
+    next.run(req).await
 }
 
 /// Refuses requests whose Host header names a host this node does not
@@ -578,7 +642,10 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {limit} bytes"),
+            format!(
+                "the request body is larger than {limit} bytes, this node's limit; send a \
+                 smaller one (split a large submit into several)"
+            ),
         )
     };
     let drain_limit = limit.saturating_mul(4);

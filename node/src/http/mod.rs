@@ -29,7 +29,8 @@
 //! # Wiring it into the agent
 //!
 //! 1. Flags `--http HOST:PORT` and `--http-token-file FILE` (and config keys):
-//!    [`HttpConfig::from_flags`]. Bind the listener at startup so a busy
+//!    [`HttpConfig::from_flags`]; `--http-public-read` sets
+//!    [`HttpConfig::public_read`]. Bind the listener at startup so a busy
 //!    port is a clear startup error, then spawn [`serve`] with the agent's
 //!    shutdown signal.
 //! 2. Create the watch with [`ApiSnapshot::empty`], then publish
@@ -163,7 +164,7 @@ pub struct CellRow {
 
 /// An error the agent reports for a command, mapped to an HTTP status:
 /// `invalid_spec` → 400, `unknown_task`/`unknown_node`/`unknown_framework` →
-/// 404, `busy` → 503, anything else → 500.
+/// 404, `forbidden` → 403, `busy` → 503, anything else → 500.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct CommandError {
@@ -207,9 +208,16 @@ pub struct ApiRequest {
 pub struct HttpConfig {
     /// Where to listen (`--http HOST:PORT`; default `127.0.0.1:7480`).
     pub listen: SocketAddr,
-    /// The bearer token mutations need (`--http-token-file`). With none,
-    /// POST and DELETE are refused with 403.
+    /// The bearer token the API needs (`--http-token-file`): for POST and
+    /// DELETE always, for reads unless [`HttpConfig::public_read`]. With
+    /// none, POST and DELETE are refused with 403, and so are reads unless
+    /// they are public.
     pub token: Option<String>,
+    /// Serve reads (GET) without the token (`--http-public-read`). The
+    /// dashboard's own files (`/`, `/assets/...`) and
+    /// `/api/v1/openapi.json` are always public: they hold nothing of the
+    /// cluster.
+    pub public_read: bool,
     /// How long to wait for the agent to answer a command before a 503.
     pub command_timeout: Duration,
     /// Largest request body accepted (413 past it).
@@ -227,6 +235,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             token: None,
+            public_read: false,
             command_timeout: Duration::from_secs(5),
             max_body_bytes: 1024 * 1024,
             task_list_ttl: Duration::from_millis(900),
@@ -349,11 +358,22 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .context("the HTTP listener has no local address")?;
-    if config.token.is_none() {
-        tracing::info!(
+    match (&config.token, config.public_read) {
+        (None, false) => tracing::warn!(
             %addr,
-            "HTTP API read-only: no --http-token-file, so POST and DELETE are refused"
-        );
+            "HTTP API closed: no --http-token-file and no --http-public-read, so only the \
+             dashboard's static files are served; every API read and change is refused"
+        ),
+        (None, true) => tracing::info!(
+            %addr,
+            "HTTP API read-only and public (--http-public-read): no --http-token-file, so POST \
+             and DELETE are refused"
+        ),
+        (Some(_), true) => tracing::info!(
+            %addr,
+            "HTTP API reads are public (--http-public-read); POST and DELETE need the token"
+        ),
+        (Some(_), false) => {}
     }
     tracing::info!(%addr, "serving the HTTP API, dashboard and /metrics");
     let app = router(config, snapshot_rx, command_tx, metrics);

@@ -41,6 +41,8 @@ pub enum Agent {
 /// A running server and the handles a test drives it with.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The config's bearer token, which [`TestServer::get`] sends.
+    pub token: Option<String>,
     pub snapshot_tx: watch::Sender<Arc<ApiSnapshot>>,
     pub metrics: Arc<Metrics>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -53,6 +55,7 @@ impl TestServer {
     pub async fn start(config: HttpConfig, snapshot: ApiSnapshot, agent: Agent) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let token = config.token.clone();
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(snapshot));
         let (command_tx, command_rx) = mpsc::channel(http::COMMAND_QUEUE);
         let metrics = Arc::new(Metrics::new());
@@ -79,6 +82,7 @@ impl TestServer {
         };
         TestServer {
             addr,
+            token,
             snapshot_tx,
             metrics,
             shutdown: Some(stop_tx),
@@ -91,7 +95,20 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// GET with the config's bearer token, if it has one (reads need it
+    /// unless the config's `public_read`).
     pub async fn get(&self, path: &str) -> Resp {
+        match &self.token {
+            Some(t) => {
+                let auth = format!("Bearer {t}");
+                request(self.addr, "GET", path, &[("authorization", &auth)], None).await
+            }
+            None => request(self.addr, "GET", path, &[], None).await,
+        }
+    }
+
+    /// GET without any token.
+    pub async fn get_anonymous(&self, path: &str) -> Resp {
         request(self.addr, "GET", path, &[], None).await
     }
 

@@ -406,6 +406,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::Busy,
         ErrorCode::UnknownFramework,
         ErrorCode::Internal,
+        ErrorCode::Forbidden,
     ])
 }
 

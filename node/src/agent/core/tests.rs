@@ -195,7 +195,8 @@ impl Net {
     /// Registers a framework on `node` from connection `conn` and submits
     /// `n` tasks; returns their ids.
     fn submit(&mut self, node: &str, conn: u64, n: usize) -> Vec<TaskId> {
-        self.c(node).handle_open(conn);
+        self.c(node)
+            .handle_open(conn, crate::socket::Peer::trusted());
         self.command(
             node,
             Asker::Conn(conn),
@@ -275,6 +276,7 @@ fn a_kill_from_another_node_asks_the_home_then_only_the_running_node() {
     // The killed task's end is known at home, and a second kill says so
     // (it said "no live node knows task" before, issue 11).
     net.advance(Duration::from_millis(100));
+    net.c("c").handle_open(9, crate::socket::Peer::trusted());
     net.command(
         "c",
         Asker::Conn(9),
@@ -359,7 +361,7 @@ fn a_log_read_elsewhere_finds_the_running_node_through_the_home() {
 #[test]
 fn unregistered_connections_may_only_look_and_kill() {
     let mut net = Net::new(vec![core("a", 1)]);
-    net.c("a").handle_open(7);
+    net.c("a").handle_open(7, crate::socket::Peer::trusted());
     net.command(
         "a",
         Asker::Conn(7),
@@ -403,4 +405,65 @@ fn unregistered_connections_may_only_look_and_kill() {
         .into_server_message(),
         Some(ServerMessage::Tasks(_))
     ));
+}
+
+#[test]
+fn a_peer_that_may_not_operate_runs_its_own_framework_and_nothing_more() {
+    // Issue 12: a task reached the socket, registered as operator and
+    // killed another framework's task.
+    let mut net = Net::new(vec![core("a", 2)]);
+    let victim = net.submit("a", 1, 1);
+    assert!(net.running.contains_key(&victim[0]));
+    let stranger = crate::socket::Peer {
+        uid: Some(65534),
+        pid: Some(4242),
+        operator: false,
+    };
+    net.c("a").handle_open(2, stranger);
+    let register = |role: &str| {
+        Command::Register(Register {
+            name: "intruder".into(),
+            role: role.into(),
+            weight: 1,
+            failover_timeout_ms: 1_000,
+            framework_id: None,
+        })
+    };
+    let kill = || {
+        Command::Kill(Kill {
+            task_id: victim[0].clone(),
+        })
+    };
+    let forbidden = |r: &[Reply]| {
+        matches!(r, [Reply::Error(e)] if e.code == ErrorCode::Forbidden
+            && e.message.contains("uid 65534")
+            && e.message.contains("--operator-group"))
+    };
+    net.command(
+        "a",
+        Asker::Conn(2),
+        register(agora_protocol::wire::OPERATOR_ROLE),
+    );
+    let r = net.take("a", Asker::Conn(2));
+    assert!(forbidden(&r), "{r:?}");
+    assert!(
+        net.c("a").sessions.operator().is_none(),
+        "no operator framework made for it"
+    );
+    // `agora kill`'s way: a kill without registering.
+    net.command("a", Asker::Conn(2), kill());
+    let r = net.take("a", Asker::Conn(2));
+    assert!(forbidden(&r), "{r:?}");
+    // As a framework of its own it may register, and kill only its own.
+    net.command("a", Asker::Conn(2), register(""));
+    let r = net.take("a", Asker::Conn(2));
+    assert!(matches!(&r[..], [Reply::Registered(_)]), "{r:?}");
+    net.command("a", Asker::Conn(2), kill());
+    let r = net.take("a", Asker::Conn(2));
+    assert!(matches!(&r[..], [Reply::Error(_)]), "{r:?}");
+    net.advance(Duration::from_millis(200));
+    assert!(
+        net.running.contains_key(&victim[0]),
+        "the other framework's task runs on"
+    );
 }

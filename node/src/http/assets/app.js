@@ -15,6 +15,69 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // ------------------------------------------------------------ the token
+  // The API needs 'Authorization: Bearer TOKEN' (the agent's
+  // --http-token-file) unless the agent serves reads publicly. The page
+  // takes it from the sign-in form or from ?token=TOKEN in its address
+  // (removed from the address at once) and keeps it in this browser's
+  // local storage for this node's address until "sign out".
+  const TOKEN_KEY = "agora-api-token";
+
+  function storedToken() {
+    try { return localStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; }
+  }
+
+  function storeToken(t) {
+    try {
+      if (t) localStorage.setItem(TOKEN_KEY, t);
+      else localStorage.removeItem(TOKEN_KEY);
+    } catch (_) { /* storage disabled: the token lasts for this page only */ }
+    ui.token = t;
+    $("signout").hidden = !t;
+  }
+
+  function takeTokenFromAddress() {
+    const params = new URLSearchParams(location.search);
+    const t = params.get("token");
+    if (t === null) return;
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+    storeToken(t.trim());
+  }
+
+  function authHeaders(accept) {
+    const h = { Accept: accept };
+    if (ui.token) h.Authorization = "Bearer " + ui.token;
+    return h;
+  }
+
+  function showLogin(message) {
+    const box = $("login");
+    if (box.hidden) {
+      box.hidden = false;
+      $("login-token").value = "";
+      $("login-token").focus();
+    }
+    $("login-note").textContent = message;
+  }
+
+  // Opens an API answer that needs the token in a new tab (a plain link
+  // cannot send the header).
+  async function openAuthed(ev, url) {
+    ev.preventDefault();
+    try {
+      const r = await fetch(url, { headers: authHeaders("text/plain"), cache: "no-store" });
+      const text = await r.text();
+      if (!r.ok) throw new Error(url + ": " + r.status + " " + text);
+      const blob = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+      window.open(blob, "_blank", "noopener");
+      setTimeout(() => URL.revokeObjectURL(blob), 60000);
+    } catch (e) {
+      showBanner([e.message]);
+    }
+  }
+
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -49,12 +112,15 @@
   const collator = new Intl.Collator(undefined, { numeric: true });
 
   async function getJson(path) {
-    const r = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+    const r = await fetch(path, { headers: authHeaders("application/json"), cache: "no-store" });
     let body = null;
     try { body = await r.json(); } catch (_) { body = null; }
     if (!r.ok) {
       const msg = body && body.error ? body.error : r.status + " " + r.statusText;
-      throw new Error(path + ": " + msg);
+      const err = new Error(path + ": " + msg);
+      err.status = r.status;
+      err.detail = msg;
+      throw err;
     }
     return body;
   }
@@ -66,6 +132,17 @@
       getJson("/api/v1/tasks"),
       getJson("/api/v1/frameworks"),
     ]);
+    const refused = results.find((r) => r.status === "rejected" && r.reason.status === 401);
+    if (refused) {
+      showLogin(ui.token
+        ? "The token was not accepted: " + refused.reason.detail
+        : "This node's API needs its token (the content of the agent's --http-token-file).");
+      const conn = $("conn");
+      conn.className = "conn conn-wait";
+      conn.textContent = "signed out";
+      return;
+    }
+    $("login").hidden = true;
     const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
     const val = (i, fallback) => (results[i].status === "fulfilled" ? results[i].value : fallback);
     const data = {
@@ -315,6 +392,7 @@
     $("log-foot").textContent = "loading…";
     const base = "/api/v1/tasks/" + encodeURIComponent(taskId) + "/logs?stream=" + stream;
     $("log-raw").href = base + "&format=text&max_bytes=262144";
+    $("log-raw").dataset.authed = "1";
     for (const c of $("log-streams").children) c.classList.toggle("on", c.dataset.stream === stream);
     readLogs();
   }
@@ -355,6 +433,22 @@
   // ------------------------------------------------------------ wiring
 
   function init() {
+    takeTokenFromAddress();
+    storeToken(ui.token || storedToken());
+    $("login-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      storeToken($("login-token").value.trim());
+      $("login").hidden = true;
+      poll().catch((e) => showBanner([e.message]));
+    });
+    $("signout").addEventListener("click", (ev) => {
+      ev.preventDefault();
+      storeToken("");
+      last = null;
+      poll().catch((e) => showBanner([e.message]));
+    });
+    $("log-raw").addEventListener("click", (ev) => openAuthed(ev, $("log-raw").getAttribute("href")));
+    $("metrics-link").addEventListener("click", (ev) => openAuthed(ev, "/metrics"));
     $("state-filters").addEventListener("click", (ev) => {
       const chip = ev.target.closest("[data-state]");
       if (!chip) return;
