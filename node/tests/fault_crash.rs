@@ -176,8 +176,9 @@ fn a_node_stopped_past_the_detector_runs_no_zombie_after_it_resumes() {
     };
     let mut a = Recorder::connect(&c.nodes[0], "pause-a");
     let mut b = Recorder::connect(&c.nodes[1], "pause-b");
-    let ta = a.submit("long", 6, &["sleep", "600"]).unwrap();
-    let tb = b.submit("long", 6, &["sleep", "600"]).unwrap();
+    // 12 slots in all: n1's 10 tasks cannot all fit on n1 and n3.
+    let tb = b.submit("long", 2, &["sleep", "600"]).unwrap();
+    let ta = a.submit("long", 10, &["sleep", "600"]).unwrap();
     wait_for("every task to run", Duration::from_secs(60), || {
         let (la, lb) = (a.latest(), b.latest());
         (ta.iter()

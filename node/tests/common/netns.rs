@@ -39,6 +39,11 @@ pub const CPU_MILLIS: u64 = 2000;
 
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 
+/// One fault cluster at a time per test binary: a scenario's timing (the
+/// failure detector's verdicts) must not depend on how many other clusters
+/// share the machine's two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Why namespaces cannot be used here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
@@ -321,6 +326,8 @@ pub struct FaultCluster {
     schedule: Arc<Mutex<Vec<String>>>,
     started: Instant,
     root: tempfile::TempDir,
+    /// Held while the cluster lives (dropped last).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl FaultCluster {
@@ -337,6 +344,7 @@ impl FaultCluster {
             eprintln!("SKIPPED: the fault suite cannot run here: {why}");
             return None;
         }
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         sweep_stale();
         let seed = std::env::var("AGORA_FAULT_SEED")
             .ok()
@@ -360,6 +368,7 @@ impl FaultCluster {
             schedule: Arc::new(Mutex::new(Vec::new())),
             started: Instant::now(),
             root,
+            _turn: turn,
         };
         eprintln!(
             "fault cluster {tag}: {n} nodes, seed {seed} (AGORA_FAULT_SEED={seed} replays it)"
