@@ -716,8 +716,7 @@ mod tests {
     #[test]
     fn a_spec_larger_than_a_frame_is_refused_with_its_size() {
         let mut spec = spec_with_command(10);
-        spec.env
-            .insert("BIG".into(), "x".repeat(DEFAULT_MAX_FRAME));
+        spec.env.insert("BIG".into(), "x".repeat(DEFAULT_MAX_FRAME));
         let e = submit_batches(&[spec]).unwrap_err().to_string();
         assert!(e.contains("more than a submit frame holds"), "{e}");
     }

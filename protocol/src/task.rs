@@ -476,7 +476,10 @@ mod tests {
             }
         );
         let text = e.to_string();
-        assert!(text.contains("900112 bytes") && text.contains("524288"), "{text}");
+        assert!(
+            text.contains("900112 bytes") && text.contains("524288"),
+            "{text}"
+        );
         // Five of them fit.
         assert_eq!(with_env(&nine[..5]).validate(), Ok(()));
         // Names exec cannot pass, and NUL bytes.
