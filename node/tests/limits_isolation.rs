@@ -52,7 +52,7 @@ fn nodes_with_another_key_or_cluster_id_say_they_are_alone_and_what_to_check() {
         Duration::from_secs(60),
         || {
             a.log()
-                .contains("do not open with this node's cluster key")
+                .contains("fail to open with the cluster key and cluster id")
                 .then_some(())
         },
     );

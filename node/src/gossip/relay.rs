@@ -194,8 +194,8 @@ impl SealedSocket {
                 %from,
                 %err,
                 rejected = self.rejected_since_warn,
-                "received {} gossip datagrams that do not open with this node's cluster key \
-                 and cluster id (the last from {from}); they are dropped. A node with another \
+                "received {} gossip datagrams that fail to open with the cluster key and \
+                 cluster id of this node (the last from {from}); they are dropped. A node with another \
                  key or cluster id, or a program that is not agora, is sending here: check \
                  that every node has the same --cluster-key-file contents and --cluster-id",
                 self.rejected_since_warn
