@@ -44,14 +44,14 @@ fn oversized_input_on_every_port_is_refused_counted_and_the_node_stays_up() {
         2.0
     );
 
-    // Gossip: the largest datagrams UDP over IPv4 carries, of garbage.
+    // Gossip: the largest datagrams UDP over IPv4 carries, of garbage, one
+    // per poll (a burst would overflow the socket's receive buffer, and
+    // the kernel would drop most of it before the node sees it).
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let garbage = vec![0xA5u8; 65_507];
-    for _ in 0..20 {
+    wait_for("5 rejected datagrams", Duration::from_secs(30), || {
         udp.send_to(&garbage, node.addr()).unwrap();
-    }
-    wait_for("20 rejected datagrams", Duration::from_secs(30), || {
-        (metric(&http, "agora_gossip_rejected_datagrams_total", &[]) >= 20.0).then_some(())
+        (metric(&http, "agora_gossip_rejected_datagrams_total", &[]) >= 5.0).then_some(())
     });
 
     // The node-to-node port: a client without the key that sends a huge
