@@ -143,7 +143,7 @@ impl Detector {
 pub struct Context {
     /// This node.
     pub me: NodeId,
-    /// Its seeds.
+    /// Its seeds, less its own address.
     pub seeds: Vec<String>,
     /// Its cluster id.
     pub cluster_id: String,

@@ -323,10 +323,21 @@ impl Gossip {
         let mut driver = view::Driver::new(handle.chitchat(), publish_rx, snapshot_tx);
         driver.refresh().await;
         let driver = tokio::spawn(driver.run(handle.termination_watcher()));
+        // A node listed among its own seeds (one seed list for every node)
+        // does not expect peers because of that entry.
+        let other_seeds = config
+            .seeds
+            .iter()
+            .filter(|s| {
+                s.parse::<SocketAddr>()
+                    .map_or(true, |a| a != advertise && a != gossip_addr)
+            })
+            .cloned()
+            .collect();
         let isolation = tokio::spawn(isolation::watch(
             isolation::Context {
                 me: config.node_id.clone(),
-                seeds: config.seeds.clone(),
+                seeds: other_seeds,
                 cluster_id: config.cluster_id.clone(),
                 interval: config.interval,
             },
