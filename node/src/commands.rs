@@ -708,6 +708,8 @@ mod tests {
         let small = vec![spec_with_command(1); 20_000];
         let batches = submit_batches(&small).unwrap();
         assert_eq!(batches[0].len(), MAX_TASKS_PER_SUBMIT);
+        // docs/FRAMEWORK_API.md section 14 quotes it.
+        assert_eq!(MAX_TASKS_PER_SUBMIT, 7996);
         let ids = MAX_TASKS_PER_SUBMIT * (agora_protocol::ids::MAX_ID_LEN + 3);
         assert!(ids < DEFAULT_MAX_FRAME, "{ids}");
         assert!(submit_batches(&[]).unwrap().is_empty());
