@@ -137,13 +137,15 @@ pub struct AgentArgs {
     #[arg(skip)]
     pub socket: Option<PathBuf>,
 
-    /// CPUs to offer, e.g. 2 or 0.5 [default: what the host has].
-    #[arg(long)]
+    /// CPUs to offer, more than 0, e.g. 2 or 0.5 (at most 3 decimals)
+    /// [default: what the host has].
+    #[arg(long, allow_negative_numbers = true, value_parser = cpus_arg)]
     #[serde(default, deserialize_with = "string_or_number")]
     pub cpus: Option<String>,
 
-    /// Memory to offer, MiB or with a unit (512, 2G) [default: the host's].
-    #[arg(long)]
+    /// Memory to offer, more than 0: MiB or with a unit (512, 2G)
+    /// [default: the host's].
+    #[arg(long, allow_negative_numbers = true, value_parser = node_mem_arg)]
     #[serde(default, deserialize_with = "string_or_number")]
     pub mem: Option<String>,
 
@@ -270,11 +272,11 @@ pub struct RunArgs {
     /// tasks).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
-    /// CPUs per task, e.g. 0.5.
-    #[arg(long, default_value = "0.1")]
+    /// CPUs per task, more than 0, e.g. 0.5 (at most 3 decimals).
+    #[arg(long, default_value = "0.1", allow_negative_numbers = true, value_parser = cpus_arg)]
     pub cpus: String,
-    /// Memory per task, MiB or with a unit.
-    #[arg(long, default_value = "0")]
+    /// Memory per task, MiB or with a unit (0: the task asks for none).
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = mem_arg)]
     pub mem: String,
     /// Placement constraint (repeatable): KEY==VALUE, KEY!=VALUE,
     /// "KEY in A,B", KEY:unique, KEY:spread.
@@ -372,8 +374,8 @@ pub struct DemoArgs {
     /// Number of tasks.
     #[arg(long, default_value_t = 100)]
     pub tasks: u32,
-    /// CPUs each node offers.
-    #[arg(long, default_value = "2")]
+    /// CPUs each node offers, more than 0.
+    #[arg(long, default_value = "2", allow_negative_numbers = true, value_parser = cpus_arg)]
     pub cpus: String,
     /// Keep the temporary directory (and print its path) for inspection.
     #[arg(long)]
@@ -392,6 +394,54 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a CPU count that must be more than zero (a node's offer, a
+/// task's need) into millicores: a decimal such as 2, 0.5 or 1.25.
+///
+/// # Errors
+/// Not such a decimal (negative numbers, NaN, infinities, exponents and
+/// more than 3 decimals included), zero, or too large; the message says
+/// what to write.
+pub fn positive_cpus(text: &str) -> Result<u64, String> {
+    let millis = agora_protocol::resources::parse_cpus(text).map_err(|e| e.to_string())?;
+    if millis == 0 {
+        return Err(format!(
+            "{text:?} CPUs is none at all: give more than 0, e.g. 0.5 or 2"
+        ));
+    }
+    Ok(millis)
+}
+
+/// Parses a node's memory offer, which must be more than zero, into MiB.
+///
+/// # Errors
+/// Not a size, zero, or too large; the message says what to write.
+pub fn positive_mib(text: &str) -> Result<u64, String> {
+    let mib = agora_protocol::resources::parse_mib(text).map_err(|e| e.to_string())?;
+    if mib == 0 {
+        return Err(format!(
+            "{text:?} is no memory at all: give more than 0, e.g. 512 or 2G"
+        ));
+    }
+    Ok(mib)
+}
+
+/// clap's check of a `--cpus` flag (the value is kept as written).
+fn cpus_arg(text: &str) -> Result<String, String> {
+    positive_cpus(text).map(|_| text.to_string())
+}
+
+/// clap's check of the agent's `--mem`.
+fn node_mem_arg(text: &str) -> Result<String, String> {
+    positive_mib(text).map(|_| text.to_string())
+}
+
+/// clap's check of a task's `--mem` (0 allowed: the task asks for none).
+fn mem_arg(text: &str) -> Result<String, String> {
+    agora_protocol::resources::parse_mib(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A duration as seconds for messages: `10`, `0.5`, `2.25`.
@@ -430,5 +480,44 @@ mod tests {
         }
         assert_eq!(seconds(Duration::from_secs(10)), "10");
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5");
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => panic!("{args:?} was accepted: {cli:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn cpus_must_be_more_than_zero_and_a_plain_decimal() {
+        for bad in [
+            "0", "0.0", "-1", "-0.5", "NaN", "nan", "inf", "-inf", "1e3", "0.0001", "",
+        ] {
+            let flag = format!("--cpus={bad}");
+            let run = parse_error(&["agora", "run", &flag, "--", "true"]);
+            assert!(run.contains("--cpus"), "{bad}: {run}");
+            let agent = parse_error(&["agora", "agent", &flag]);
+            assert!(agent.contains("--cpus"), "{bad}: {agent}");
+            parse_error(&["agora", "demo", &flag]);
+        }
+        let zero = parse_error(&["agora", "run", "--cpus", "0", "--", "true"]);
+        assert!(zero.contains("give more than 0"), "{zero}");
+        let negative = parse_error(&["agora", "agent", "--cpus", "-1"]);
+        assert!(negative.contains("is not a cpu count"), "{negative}");
+        for bad in ["0", "0G", "-512", "NaN", "1.5G"] {
+            let agent = parse_error(&["agora", "agent", &format!("--mem={bad}")]);
+            assert!(agent.contains("--mem"), "{bad}: {agent}");
+        }
+        assert!(parse_error(&["agora", "run", "--mem", "-1", "--", "true"]).contains("--mem"));
+        // What stays allowed.
+        let ok = Cli::try_parse_from([
+            "agora", "run", "--cpus", "0.001", "--mem", "0", "--", "true",
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
+        let ok = Cli::try_parse_from(["agora", "agent", "--cpus", "0.5", "--mem", "2G"]);
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(positive_cpus("1.25"), Ok(1250));
+        assert_eq!(positive_mib("2G"), Ok(2048));
     }
 }

@@ -13,6 +13,7 @@
 
 use crate::cli::{KillArgs, ListArgs, LogsArgs, PsArgs, RunArgs};
 use crate::client::Client;
+use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME};
 use agora_protocol::constraint::Constraint;
 use agora_protocol::resources::{format_cpus, parse_cpus, parse_mib};
 use agora_protocol::task::{Command, Priority, TaskSpec, TaskState};
@@ -108,6 +109,65 @@ pub fn specs(args: &RunArgs) -> anyhow::Result<Vec<TaskSpec>> {
     Ok(vec![spec; args.count as usize])
 }
 
+/// Room a submit frame keeps for the message around its specs (the
+/// variant, the request id and the list's length).
+const SUBMIT_OVERHEAD: usize = 64;
+
+/// Most tasks in one submit: at most [`MAX_SUBMIT`], and few enough that
+/// the answer, one task id (at most [`MAX_ID_LEN`] bytes, plus its quotes
+/// and comma in JSON or its length in postcard) per task, fits one frame.
+///
+/// [`MAX_SUBMIT`]: agora_protocol::wire::MAX_SUBMIT
+/// [`MAX_ID_LEN`]: agora_protocol::ids::MAX_ID_LEN
+pub const MAX_TASKS_PER_SUBMIT: usize = {
+    let by_answer = (DEFAULT_MAX_FRAME - 1024) / (agora_protocol::ids::MAX_ID_LEN + 3);
+    if by_answer < agora_protocol::wire::MAX_SUBMIT {
+        by_answer
+    } else {
+        agora_protocol::wire::MAX_SUBMIT
+    }
+};
+
+/// Splits `specs` into runs that each go in one submit: each run's frame
+/// (postcard) is at most [`DEFAULT_MAX_FRAME`] bytes and holds at most
+/// [`MAX_TASKS_PER_SUBMIT`] tasks, so `run --count 100000` with a long
+/// command is many submits instead of one frame the node refuses.
+///
+/// # Errors
+/// One spec alone does not fit a frame.
+pub fn submit_batches(specs: &[TaskSpec]) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
+    let budget = DEFAULT_MAX_FRAME - SUBMIT_OVERHEAD;
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    let mut last: Option<(&TaskSpec, usize)> = None;
+    for (i, spec) in specs.iter().enumerate() {
+        // `agora run` repeats one spec: encode it once.
+        let len = match last {
+            Some((prev, len)) if prev == spec => len,
+            _ => Codec::Postcard
+                .encode(spec)
+                .context("cannot encode a task")?
+                .len(),
+        };
+        last = Some((spec, len));
+        if len > budget {
+            bail!(
+                "one task is {len} bytes encoded, more than a submit frame holds \
+                 ({budget} bytes); make its command, environment or constraints smaller"
+            );
+        }
+        if i > start && (bytes + len > budget || i - start == MAX_TASKS_PER_SUBMIT) {
+            batches.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < specs.len() {
+        batches.push(start..specs.len());
+    }
+    Ok(batches)
+}
+
 /// What `submit_and_wait` observed.
 #[derive(Debug, Default)]
 pub struct RunOutcome {
@@ -134,12 +194,12 @@ pub async fn submit_and_wait(
     let mut out = RunOutcome::default();
     let started = Instant::now();
     let total = specs.len();
-    for (i, chunk) in specs.chunks(agora_protocol::wire::MAX_SUBMIT).enumerate() {
+    for (i, batch) in submit_batches(&specs)?.into_iter().enumerate() {
         let request_id = i as u64 + 1;
         client
             .send(&ClientMessage::Submit(Submit {
                 request_id,
-                tasks: chunk.to_vec(),
+                tasks: specs[batch].to_vec(),
             }))
             .await?;
         let deadline = client.deadline();
@@ -612,4 +672,54 @@ pub async fn kill(socket: &Path, timeout: Duration, args: KillArgs) -> anyhow::R
     }
     eprintln!("kill requested for {task}");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with_command(bytes: usize) -> TaskSpec {
+        TaskSpec::new(
+            "t",
+            Command::Argv(vec!["true".into(), "x".repeat(bytes)]),
+            Resources::cpu_mem(100, 0),
+        )
+    }
+
+    #[test]
+    fn submits_are_split_to_fit_a_frame_and_their_answer() {
+        // 10,000 tasks of a 200-byte command made one 2.3 MB frame.
+        let specs = vec![spec_with_command(200); 100_000];
+        let batches = submit_batches(&specs).unwrap();
+        let mut next = 0;
+        for b in &batches {
+            assert_eq!(b.start, next, "batches cover every spec once, in order");
+            next = b.end;
+            assert!(b.len() <= MAX_TASKS_PER_SUBMIT);
+            let msg = ClientMessage::Submit(Submit {
+                request_id: u64::MAX,
+                tasks: specs[b.clone()].to_vec(),
+            });
+            let len = Codec::Postcard.encode(&msg).unwrap().len();
+            assert!(len <= DEFAULT_MAX_FRAME, "{len} bytes in one submit");
+        }
+        assert_eq!(next, specs.len());
+        // Small specs are held back by the answer's size, not the frame's.
+        let small = vec![spec_with_command(1); 20_000];
+        let batches = submit_batches(&small).unwrap();
+        assert_eq!(batches[0].len(), MAX_TASKS_PER_SUBMIT);
+        // docs/FRAMEWORK_API.md section 14 quotes it.
+        assert_eq!(MAX_TASKS_PER_SUBMIT, 7996);
+        let ids = MAX_TASKS_PER_SUBMIT * (agora_protocol::ids::MAX_ID_LEN + 3);
+        assert!(ids < DEFAULT_MAX_FRAME, "{ids}");
+        assert!(submit_batches(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_spec_larger_than_a_frame_is_refused_with_its_size() {
+        let mut spec = spec_with_command(10);
+        spec.env.insert("BIG".into(), "x".repeat(DEFAULT_MAX_FRAME));
+        let e = submit_batches(&[spec]).unwrap_err().to_string();
+        assert!(e.contains("more than a submit frame holds"), "{e}");
+    }
 }

@@ -11,7 +11,7 @@
 
 use crate::cli::AgentArgs;
 use agora_protocol::constraint::Attributes;
-use agora_protocol::resources::{PortSet, Resources, parse_cpus, parse_mib};
+use agora_protocol::resources::{PortSet, Resources, parse_mib};
 use anyhow::{Context, bail};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -312,11 +312,15 @@ impl AgentConfig {
             "--cluster-key-file is required: create a key with `agora keygen > cluster.key` and give every node the same file",
         )?;
         let cpu_millis = match &args.cpus {
-            Some(c) => parse_cpus(c).context("--cpus")?,
+            Some(c) => crate::cli::positive_cpus(c)
+                .map_err(anyhow::Error::msg)
+                .context("--cpus")?,
             None => host_cpus(),
         };
         let mem_mib = match &args.mem {
-            Some(m) => parse_mib(m).context("--mem")?,
+            Some(m) => crate::cli::positive_mib(m)
+                .map_err(anyhow::Error::msg)
+                .context("--mem")?,
             None => host_mem_mib(),
         };
         let disk_mib = match &args.disk {

@@ -12,8 +12,13 @@
 //! The writer closes its side after the frame, and the reader reads nothing
 //! past it. A frame that is oversized (refused on its prefix, before the
 //! payload is read), cut short or does not decode fails that stream with an
-//! io error and a logged reason; the connection's other streams and the node
-//! carry on.
+//! io error; the codec counts it (libp2p reports no event for a request
+//! that fails to read) in [`P2p::refused_requests`] and, when oversized, in
+//! `agora_frames_too_large_total{port="peer"}`, and warns at most once a
+//! minute; the connection's other streams and the node carry on. Incoming
+//! connections that fail their handshake (another cluster key, or not an
+//! agora node) are counted (`agora_peer_handshake_failures_total`) and
+//! warned about the same way.
 //!
 //! The pnet key is SHA-256("agora pnet v1" ‖ cluster key), so it differs
 //! from the key that seals gossip; a node without the cluster key cannot
@@ -25,6 +30,7 @@
 //! different peer id is dropped.
 
 use crate::framing::{read_frame, write_frame};
+use crate::http::{EDGE, EdgeCounters, WarnEvery};
 use agora_protocol::NodeId;
 use agora_protocol::codec::{Codec, FrameReader};
 use agora_protocol::wire::{PEER_PROTOCOL_NAME, PeerMessage};
@@ -55,8 +61,43 @@ pub struct PeerEnvelope {
 }
 
 /// The request-response codec: length-prefixed postcard, bounded.
+///
+/// libp2p reports nothing when reading a request fails (its own debug log
+/// aside), so the codec counts and warns about what it refuses itself.
 #[derive(Clone, Debug, Default)]
-pub struct PeerCodec;
+pub struct PeerCodec {
+    refused: std::sync::Arc<Refused>,
+}
+
+/// Inbound requests the codec refused.
+#[derive(Debug, Default)]
+struct Refused {
+    too_large: std::sync::atomic::AtomicU64,
+    undecodable: std::sync::atomic::AtomicU64,
+}
+
+static REFUSED_WARN: WarnEvery = WarnEvery::new();
+
+impl PeerCodec {
+    /// Counts a refused inbound request and warns (at most once a minute).
+    fn refuse(&self, e: &io::Error, too_large: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if too_large {
+            self.refused.too_large.fetch_add(1, Relaxed);
+            EdgeCounters::bump(&EDGE.peer_frames_too_large);
+        } else {
+            self.refused.undecodable.fetch_add(1, Relaxed);
+        }
+        if let Some(n) = REFUSED_WARN.note() {
+            tracing::warn!(
+                error = %e,
+                refused = n,
+                "refused {n} peer requests that were too large or did not decode (the last: {e}); \
+                 that stream was closed, the connection and the node carry on"
+            );
+        }
+    }
+}
 
 /// Reads the stream's one frame and hands its payload to `decode`
 /// straight from the reader's buffer.
@@ -95,12 +136,25 @@ impl request_response::Codec for PeerCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_peer_frame(io, |payload| {
-            Codec::Postcard
+        let mut frames = FrameReader::new(MAX_PEER_FRAME);
+        let read = match read_frame(io, &mut frames).await {
+            Ok(Some(payload)) => Codec::Postcard
                 .decode(payload)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+                .map_err(|e| (io::Error::new(io::ErrorKind::InvalidData, e), false)),
+            Ok(None) => Err((
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the stream before sending a frame",
+                ),
+                false,
+            )),
+            Err(e @ crate::framing::ReadError::Frame(_)) => Err((e.into(), true)),
+            Err(e) => Err((e.into(), false)),
+        };
+        read.map_err(|(e, too_large)| {
+            self.refuse(&e, too_large);
+            e
         })
-        .await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>
@@ -191,7 +245,16 @@ pub struct P2p {
     mismatched: std::collections::BTreeSet<PeerId>,
     /// Counters.
     pub stats: P2pStats,
+    /// When incoming handshake failures were last warned about, and how
+    /// many failed since.
+    handshake_warned: Option<std::time::Instant>,
+    handshake_failures_since_warn: u64,
+    /// A clone of the behaviour's codec, for its counts.
+    codec: PeerCodec,
 }
+
+/// Minimum time between two warnings about failed incoming handshakes.
+const HANDSHAKE_WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl P2p {
     /// Builds the swarm and starts listening on `listen`.
@@ -219,6 +282,7 @@ impl P2p {
         use anyhow::Context;
         let psk = pnet_key(cluster_key);
         let protocol = StreamProtocol::new(protocol_name);
+        let codec = PeerCodec::default();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_other_transport(|key| {
@@ -236,7 +300,7 @@ impl P2p {
             .context("cannot set up the libp2p transport")?
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
-                    PeerCodec,
+                    codec.clone(),
                     [(protocol, ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10))
@@ -256,7 +320,20 @@ impl P2p {
             nodes: BTreeMap::new(),
             mismatched: std::collections::BTreeSet::new(),
             stats: P2pStats::default(),
+            handshake_warned: None,
+            handshake_failures_since_warn: 0,
+            codec,
         })
+    }
+
+    /// Inbound requests refused as oversized, and as cut short or
+    /// undecodable (libp2p reports neither as an event).
+    pub fn refused_requests(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.codec.refused.too_large.load(Relaxed),
+            self.codec.refused.undecodable.load(Relaxed),
+        )
     }
 
     /// This node's peer id.
@@ -372,8 +449,31 @@ impl P2p {
                 tracing::info!(%address, "listening for peers");
                 None
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
-                tracing::debug!(%error, "incoming peer connection failed (wrong cluster key?)");
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                EdgeCounters::bump(&EDGE.peer_handshake_failures);
+                self.handshake_failures_since_warn += 1;
+                let now = std::time::Instant::now();
+                if self
+                    .handshake_warned
+                    .is_none_or(|t| now.duration_since(t) >= HANDSHAKE_WARN_EVERY)
+                {
+                    tracing::warn!(
+                        from = %send_back_addr,
+                        %error,
+                        failed = self.handshake_failures_since_warn,
+                        "{} incoming node-to-node connections failed their handshake (the last \
+                         from {send_back_addr}): a node with another cluster key, or a program \
+                         that is not agora, is connecting; check that every node has the same \
+                         --cluster-key-file contents",
+                        self.handshake_failures_since_warn
+                    );
+                    self.handshake_warned = Some(now);
+                    self.handshake_failures_since_warn = 0;
+                }
                 None
             }
             _ => None,
@@ -485,7 +585,13 @@ mod tests {
 
     async fn written(env: PeerEnvelope) -> io::Result<Vec<u8>> {
         let mut io = futures::io::Cursor::new(Vec::new());
-        request_response::Codec::write_request(&mut PeerCodec, &protocol(), &mut io, env).await?;
+        request_response::Codec::write_request(
+            &mut PeerCodec::default(),
+            &protocol(),
+            &mut io,
+            env,
+        )
+        .await?;
         Ok(io.into_inner())
     }
 
@@ -500,21 +606,31 @@ mod tests {
         assert_eq!(bytes[..4], (payload.len() as u32).to_be_bytes());
         assert_eq!(bytes[4..], payload[..]);
         let mut io = Trickle::new([bytes.clone(), b"after".to_vec()].concat());
-        let got = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
-            .await
-            .unwrap();
+        let got =
+            request_response::Codec::read_request(&mut PeerCodec::default(), &protocol(), &mut io)
+                .await
+                .unwrap();
         assert_eq!(got, env);
         assert_eq!(io.at, bytes.len(), "read past the frame");
         // The acknowledgement is the empty frame; anything else is refused.
         let mut ack = futures::io::Cursor::new(Vec::new());
-        request_response::Codec::write_response(&mut PeerCodec, &protocol(), &mut ack, ())
-            .await
-            .unwrap();
+        request_response::Codec::write_response(
+            &mut PeerCodec::default(),
+            &protocol(),
+            &mut ack,
+            (),
+        )
+        .await
+        .unwrap();
         assert_eq!(ack.get_ref()[..], [0, 0, 0, 0]);
         let mut not_empty = futures::io::Cursor::new(vec![0, 0, 0, 1, 0]);
-        let e = request_response::Codec::read_response(&mut PeerCodec, &protocol(), &mut not_empty)
-            .await
-            .unwrap_err();
+        let e = request_response::Codec::read_response(
+            &mut PeerCodec::default(),
+            &protocol(),
+            &mut not_empty,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
@@ -524,9 +640,10 @@ mod tests {
         let bytes = written(env.clone()).await.unwrap();
         assert_eq!(bytes.len(), 4 + MAX_PEER_FRAME);
         let mut io = futures::io::Cursor::new(bytes);
-        let got = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
-            .await
-            .unwrap();
+        let got =
+            request_response::Codec::read_request(&mut PeerCodec::default(), &protocol(), &mut io)
+                .await
+                .unwrap();
         assert_eq!(got, env);
 
         // Writing one byte more is refused, and nothing is written.
@@ -537,9 +654,10 @@ mod tests {
         let mut bytes = ((MAX_PEER_FRAME + 1) as u32).to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 1024]);
         let mut io = futures::io::Cursor::new(bytes);
-        let e = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
-            .await
-            .unwrap_err();
+        let e =
+            request_response::Codec::read_request(&mut PeerCodec::default(), &protocol(), &mut io)
+                .await
+                .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("exceeds the maximum"), "{e}");
         assert_eq!(io.position(), 4);
@@ -549,9 +667,13 @@ mod tests {
     async fn a_cut_or_missing_peer_frame_is_an_unexpected_eof() {
         for bytes in [vec![], vec![0, 0], vec![0, 0, 0, 9, 1, 2, 3]] {
             let mut io = futures::io::Cursor::new(bytes.clone());
-            let e = request_response::Codec::read_request(&mut PeerCodec, &protocol(), &mut io)
-                .await
-                .unwrap_err();
+            let e = request_response::Codec::read_request(
+                &mut PeerCodec::default(),
+                &protocol(),
+                &mut io,
+            )
+            .await
+            .unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{bytes:?}");
         }
     }
@@ -592,5 +714,134 @@ mod tests {
         // Three messages failed on the version, but the peer is reported once.
         assert_eq!(a.stats.other_version, 1);
         assert_eq!((a.stats.sent, a.stats.failures), (4, 3));
+    }
+
+    /// A codec that writes its request's bytes as they are, with no frame
+    /// and no limit: a peer (with the key) that breaks the framing.
+    #[derive(Clone, Default)]
+    struct RawCodec;
+
+    impl request_response::Codec for RawCodec {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = ();
+
+        async fn read_request<T>(&mut self, _: &StreamProtocol, _: &mut T) -> io::Result<Vec<u8>>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            Err(io::Error::other("this peer only sends"))
+        }
+
+        async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            let mut ack = [0u8; 4];
+            futures::AsyncReadExt::read_exact(io, &mut ack).await
+        }
+
+        async fn write_request<T>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            req: Vec<u8>,
+        ) -> io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            io.write_all(&req).await?;
+            io.close().await
+        }
+
+        async fn write_response<T>(
+            &mut self,
+            _: &StreamProtocol,
+            _: &mut T,
+            _: (),
+        ) -> io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            Ok(())
+        }
+    }
+
+    /// A swarm with the same transport and key as [`node`] but [`RawCodec`].
+    fn raw_peer() -> Swarm<request_response::Behaviour<RawCodec>> {
+        let psk = pnet_key(&[7; 32]);
+        libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+            .with_tokio()
+            .with_other_transport(|key| {
+                let noise = noise::Config::new(key)?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default())
+                        .timeout(Duration::from_secs(10))
+                        .boxed(),
+                )
+            })
+            .expect("transport")
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(protocol(), ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                )
+            })
+            .expect("behaviour")
+            .build()
+    }
+
+    #[tokio::test]
+    async fn an_oversized_peer_frame_fails_its_stream_is_counted_and_the_node_carries_on() {
+        let mut b = node("b", PEER_PROTOCOL_NAME);
+        let b_addr = listen_addr(&mut b).await;
+        let b_peer = b.peer_id();
+        let before = EDGE
+            .peer_frames_too_large
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut raw = raw_peer();
+        raw.add_peer_address(b_peer, b_addr.clone());
+        // A prefix announcing 64 MiB, then the start of a payload.
+        let mut bytes = (64u32 << 20).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 4096]);
+        raw.behaviour_mut().send_request(&b_peer, bytes);
+        // A node that keeps to the limit still gets through afterwards.
+        let mut a = node("a", PEER_PROTOCOL_NAME);
+        let b_id = NodeId::new("b").unwrap();
+        let mut got = Vec::new();
+        let mut sent = false;
+        let run = async {
+            while got.is_empty() {
+                tokio::select! {
+                    _ = raw.select_next_some() => {}
+                    ev = a.swarm.select_next_some() => { a.on_event(ev); }
+                    ev = b.swarm.select_next_some() => {
+                        if let Some(m) = b.on_event(ev) { got.push(m); }
+                        if b.refused_requests().0 > 0 && !sent {
+                            sent = true;
+                            a.set_peer(&b_id, &b_peer.to_base58(), &b_addr.to_string());
+                            a.send(&b_id, ack(11));
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the bad stream's failure and then a's message within 30 s");
+        assert!(matches!(&got[0].1, PeerMessage::StatusAck(s) if s.seq == 11));
+        assert_eq!(b.refused_requests(), (1, 0));
+        let after = EDGE
+            .peer_frames_too_large
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            after > before,
+            "the oversized frame was not counted for /metrics"
+        );
     }
 }

@@ -24,6 +24,7 @@
 //! anything else past [`CLOSE_BYTES`] closes the connection.
 
 use crate::framing::{FramedReader, ReadError};
+use crate::http::{EDGE, EdgeCounters};
 use agora_protocol::NodeId;
 use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME, HandshakeError};
 use agora_protocol::wire::{
@@ -32,6 +33,7 @@ use agora_protocol::wire::{
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -102,8 +104,23 @@ const LINGER: Duration = Duration::from_secs(1);
 /// it had queued for it.
 const EOF_FLUSH: Duration = Duration::from_secs(5);
 
-/// Most connections served at once; more are refused.
+/// Most connections served at once (docs/FRAMEWORK_API.md, "Limits").
+/// A connection beyond it reads the client's handshake, answers `error`
+/// `busy` (in the client's codec) naming the limit, and is closed; it is
+/// counted in `agora_socket_connections_refused_total`.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Connections beyond [`MAX_CONNECTIONS`] that are being told so at once;
+/// past this many (a flood) a new one is closed without an answer (and
+/// still counted).
+const MAX_REFUSING: usize = 64;
+
+/// How long a refused connection may take to send its handshake.
+const REFUSE_HANDSHAKE: Duration = Duration::from_secs(1);
+
+/// Open files the agent wants: every socket and HTTP connection it serves
+/// at once, and room for its own files, peers and task supervisors.
+const WANTED_OPEN_FILES: u64 = 8192;
 
 /// Largest log chunk sent to a JSON client. JSON writes each byte as up to
 /// four characters (`255,`), so the node's 256 KiB cap could make a frame
@@ -147,8 +164,9 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections forever, one task each (at most [`MAX_CONNECTIONS`]);
-/// `policy` says which peers may act as the operator.
+/// Accepts connections forever, one task each (at most [`MAX_CONNECTIONS`];
+/// see there for what a connection beyond it gets); `policy` says which
+/// peers may act as the operator.
 pub async fn serve(
     listener: UnixListener,
     node_id: NodeId,
@@ -156,8 +174,12 @@ pub async fn serve(
     policy: OperatorPolicy,
 ) {
     let policy = std::sync::Arc::new(policy);
+    raise_open_files_limit();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let refusing = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let mut next_conn = 1u64;
+    let mut last_refusal_log: Option<tokio::time::Instant> = None;
+    let mut refused_since_log = 0u64;
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -168,16 +190,93 @@ pub async fn serve(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!("too many socket connections; refusing one");
+            EdgeCounters::bump(&EDGE.socket_refused);
+            refused_since_log += 1;
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+                tracing::warn!(
+                    refused = refused_since_log,
+                    limit = MAX_CONNECTIONS,
+                    "socket connections refused: {MAX_CONNECTIONS} are open (the limit); \
+                     each refused client is told `busy`. Look for a framework that opens \
+                     connections without closing them"
+                );
+                last_refusal_log = Some(tokio::time::Instant::now());
+                refused_since_log = 0;
+            }
+            if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(slot);
+                });
+            }
             continue;
         };
         let conn = next_conn;
         next_conn += 1;
         let (node_id, core, policy) = (node_id.clone(), core.clone(), policy.clone());
+        EDGE.socket_open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             connection(stream, conn, node_id, core, &policy).await;
+            EdgeCounters::drop_one(&EDGE.socket_open);
             drop(permit);
         });
+    }
+}
+
+/// Minimum time between two warnings about refused connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Tells a connection beyond [`MAX_CONNECTIONS`] that the node is full:
+/// reads its handshake (briefly) to answer in its codec, then `busy`.
+async fn refuse(stream: UnixStream) {
+    let (rd, wr) = stream.into_split();
+    let mut frames = FramedReader::new(rd, 256);
+    let codec = match tokio::time::timeout(REFUSE_HANDSHAKE, frames.next()).await {
+        Ok(Ok(Some(f))) => Codec::from_handshake(f).unwrap_or(Codec::Json),
+        _ => Codec::Json,
+    };
+    let msg = error(
+        ErrorCode::Busy,
+        format!(
+            "the node serves at most {MAX_CONNECTIONS} socket connections at once and all are \
+             in use; retry later, and close connections you no longer need"
+        ),
+    );
+    fail(frames, wr, codec, msg).await;
+}
+
+/// Raises the soft limit on open files towards [`WANTED_OPEN_FILES`] (as
+/// far as the hard limit allows), so that the connection limits of the
+/// socket and the HTTP server are reached before the process runs out of
+/// descriptors; warns when the hard limit is lower.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let current = getrlimit(Resource::Nofile);
+    let soft = current.current.unwrap_or(u64::MAX);
+    if soft >= WANTED_OPEN_FILES {
+        return;
+    }
+    let hard = current.maximum.unwrap_or(u64::MAX);
+    let wanted = WANTED_OPEN_FILES.min(hard);
+    if wanted > soft {
+        let raised = rustix::process::Rlimit {
+            current: Some(wanted),
+            maximum: current.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, soft, "cannot raise the open-files limit");
+            return;
+        }
+        tracing::debug!(from = soft, to = wanted, "raised the open-files limit");
+    }
+    if wanted < WANTED_OPEN_FILES {
+        tracing::warn!(
+            limit = wanted,
+            wanted = WANTED_OPEN_FILES,
+            "the open-files limit is below what the connection limits need: under many \
+             connections, accepting fails instead of answering `busy` / 503; raise it \
+             (LimitNOFILE= in the systemd unit, or ulimit -n)"
+        );
     }
 }
 
@@ -237,6 +336,7 @@ async fn connection(
     let handshake = match tokio::time::timeout(Duration::from_secs(30), frames.next()).await {
         Ok(Ok(Some(f))) => Codec::from_handshake(f),
         Ok(Err(ReadError::Frame(_))) => {
+            EdgeCounters::bump(&EDGE.socket_frames_too_large);
             tracing::warn!(conn, "socket client sent an oversized handshake; closing");
             let msg = error(
                 ErrorCode::FrameTooLarge,
@@ -345,6 +445,7 @@ async fn read_loop(
                 }
             },
             Err(ReadError::Frame(_)) => {
+                EdgeCounters::bump(&EDGE.socket_frames_too_large);
                 tracing::warn!(
                     conn,
                     "oversized frame on the socket; closing that connection"

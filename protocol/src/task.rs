@@ -36,6 +36,17 @@ pub const MAX_ENV: usize = 256;
 pub const MAX_CONSTRAINTS: usize = 32;
 /// Largest total size of a task's command, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Largest single argument or environment entry (`KEY=VALUE`) a task may
+/// have, in bytes: Linux's exec refuses a longer string (`MAX_ARG_STRLEN`,
+/// 32 pages of 4 KiB including the string's NUL) with E2BIG.
+pub const MAX_EXEC_STRING: usize = 128 * 1024 - 1;
+/// Largest total of a task's command line and environment as exec counts
+/// them (each string with its NUL, plus an 8-byte pointer to it): 512 KiB.
+/// Linux refuses more than a quarter of the stack limit (2 MiB under the
+/// usual 8 MiB stack) with E2BIG; this cap leaves the rest to the agent's
+/// own environment, which tasks inherit, and to the `AGORA_*` variables.
+/// A spec over it is refused at submit, not when its node starts it.
+pub const MAX_EXEC_BYTES: usize = 512 * 1024;
 
 /// Everything needed to place and run one task.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +91,28 @@ pub enum SpecError {
         count: usize,
         /// The limit.
         limit: usize,
+    },
+    /// The command line and environment are larger than exec accepts.
+    #[error(
+        "the task's command and environment come to {len} bytes as exec counts them \
+         (each string, its NUL and a pointer); the limit is {limit} bytes (exec would \
+         fail with E2BIG): pass large data in a file or over the network instead"
+    )]
+    ExecTooLarge {
+        /// Their size.
+        len: usize,
+        /// The limit ([`MAX_EXEC_BYTES`]).
+        limit: usize,
+    },
+    /// One argument or environment entry is longer than exec accepts, or
+    /// holds a NUL byte (exec cannot pass it), or an environment name is
+    /// empty or holds `=`.
+    #[error("{what}: {problem}")]
+    BadExecString {
+        /// Which string (`argument 2`, `environment variable BIG`).
+        what: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// The task asks for nothing at all.
     #[error("the task asks for no resources; give it at least some cpu or memory")]
@@ -141,6 +174,7 @@ impl TaskSpec {
                 limit: MAX_ENV,
             });
         }
+        self.check_exec_size()?;
         if self.constraints.len() > MAX_CONSTRAINTS {
             return Err(SpecError::TooMany {
                 what: "constraints",
@@ -153,6 +187,77 @@ impl TaskSpec {
         }
         Ok(())
     }
+}
+
+impl TaskSpec {
+    /// Checks the command line and environment against what exec accepts
+    /// ([`MAX_EXEC_STRING`], [`MAX_EXEC_BYTES`]). A shell line counts as
+    /// `sh -c LINE`.
+    fn check_exec_size(&self) -> Result<(), SpecError> {
+        const POINTER: usize = 8;
+        let too_long = |what: String, len: usize| SpecError::BadExecString {
+            what,
+            problem: format!(
+                "{len} bytes, longer than the {MAX_EXEC_STRING} bytes exec accepts for one string"
+            ),
+        };
+        let no_nul = |what: String| SpecError::BadExecString {
+            what,
+            problem: "holds a NUL byte, which exec cannot pass".into(),
+        };
+        let mut total = 0usize;
+        let args: Vec<&str> = match &self.command {
+            Command::Argv(argv) => argv.iter().map(String::as_str).collect(),
+            Command::Shell(line) => vec!["sh", "-c", line],
+        };
+        for (i, arg) in args.iter().enumerate() {
+            let what = || match (&self.command, i) {
+                (Command::Shell(_), _) => "the shell line".to_string(),
+                (_, 0) => "the program".to_string(),
+                (_, i) => format!("argument {i}"),
+            };
+            if arg.len() > MAX_EXEC_STRING {
+                return Err(too_long(what(), arg.len()));
+            }
+            if arg.contains('\0') {
+                return Err(no_nul(what()));
+            }
+            total += arg.len() + 1 + POINTER;
+        }
+        for (key, value) in &self.env {
+            let what = || format!("environment variable {:?}", truncate(key, 64));
+            if key.is_empty() || key.contains('=') {
+                return Err(SpecError::BadExecString {
+                    what: what(),
+                    problem: "a name must not be empty or contain '='".into(),
+                });
+            }
+            let len = key.len() + 1 + value.len();
+            if len > MAX_EXEC_STRING {
+                return Err(too_long(what(), len));
+            }
+            if key.contains('\0') || value.contains('\0') {
+                return Err(no_nul(what()));
+            }
+            total += len + 1 + POINTER;
+        }
+        if total > MAX_EXEC_BYTES {
+            return Err(SpecError::ExecTooLarge {
+                len: total,
+                limit: MAX_EXEC_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The life cycle of a task.
@@ -326,5 +431,71 @@ mod tests {
             big.validate(),
             Err(SpecError::CommandTooLarge { .. })
         ));
+    }
+
+    fn with_env(vars: &[(&str, String)]) -> TaskSpec {
+        let mut spec = TaskSpec::new(
+            "job",
+            Command::Argv(vec!["true".into()]),
+            Resources::cpu_mem(100, 0),
+        );
+        for (k, v) in vars {
+            spec.env.insert(k.to_string(), v.clone());
+        }
+        spec
+    }
+
+    #[test]
+    fn environments_exec_would_refuse_are_refused_at_submit() {
+        // One variable of 900 KB: longer than exec takes for one string.
+        let e = with_env(&[("BIG", "x".repeat(900_000))])
+            .validate()
+            .unwrap_err();
+        assert!(matches!(e, SpecError::BadExecString { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("\"BIG\""), "{text}");
+        assert!(text.contains("900004 bytes"), "{text}");
+        assert!(text.contains(&MAX_EXEC_STRING.to_string()), "{text}");
+        // The longest string exec takes passes.
+        let key_and_sign = "BIG=".len();
+        assert_eq!(
+            with_env(&[("BIG", "x".repeat(MAX_EXEC_STRING - key_and_sign))]).validate(),
+            Ok(())
+        );
+        // 900 KB in nine variables: each fits, their total does not.
+        let nine: Vec<(&str, String)> = ["A", "B", "C", "D", "E", "F", "G", "H", "I"]
+            .into_iter()
+            .map(|k| (k, "x".repeat(100_000)))
+            .collect();
+        let e = with_env(&nine).validate().unwrap_err();
+        assert_eq!(
+            e,
+            SpecError::ExecTooLarge {
+                len: "true".len() + 1 + 8 + 9 * (2 + 100_000 + 1 + 8),
+                limit: MAX_EXEC_BYTES
+            }
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("900112 bytes") && text.contains("524288"),
+            "{text}"
+        );
+        // Five of them fit.
+        assert_eq!(with_env(&nine[..5]).validate(), Ok(()));
+        // Names exec cannot pass, and NUL bytes.
+        for bad in [
+            with_env(&[("", "v".into())]),
+            with_env(&[("A=B", "v".into())]),
+            with_env(&[("A", "v\0w".into())]),
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(SpecError::BadExecString { .. })),
+                "{bad:?}"
+            );
+        }
+        let mut nul_arg = with_env(&[]);
+        nul_arg.command = Command::Argv(vec!["echo".into(), "a\0b".into()]);
+        let e = nul_arg.validate().unwrap_err().to_string();
+        assert_eq!(e, "argument 1: holds a NUL byte, which exec cannot pass");
     }
 }

@@ -27,7 +27,8 @@ use agora_protocol::constraint::Constraint;
 use agora_protocol::ids::MAX_ID_LEN;
 use agora_protocol::resources::Resources;
 use agora_protocol::task::{
-    Command, MAX_COMMAND_BYTES, MAX_CONSTRAINTS, MAX_ENV, TaskSpec, TaskState,
+    Command, MAX_COMMAND_BYTES, MAX_CONSTRAINTS, MAX_ENV, MAX_EXEC_BYTES, MAX_EXEC_STRING,
+    TaskSpec, TaskState,
 };
 use agora_protocol::wire::{
     ClientMessage, ErrorCode, LogStream, MAX_LOG_CHUNK, MAX_SUBMIT, PROTOCOL_VERSION, ServerMessage,
@@ -227,6 +228,8 @@ fn quoted_limits_and_handshake_match_the_crate() {
         ("MAX_ENV", MAX_ENV),
         ("MAX_CONSTRAINTS", MAX_CONSTRAINTS),
         ("MAX_COMMAND_BYTES", MAX_COMMAND_BYTES),
+        ("MAX_EXEC_STRING", MAX_EXEC_STRING),
+        ("MAX_EXEC_BYTES", MAX_EXEC_BYTES),
         ("MAX_ID_LEN", MAX_ID_LEN),
     ] {
         assert!(

@@ -72,6 +72,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+pub mod isolation;
 mod key;
 pub mod relay;
 pub mod seal;
@@ -263,6 +264,7 @@ pub struct Gossip {
     publish_tx: watch::Sender<LocalState>,
     counters: Arc<relay::Counters>,
     driver: JoinHandle<()>,
+    isolation: JoinHandle<()>,
     node_id: NodeId,
     generation: u64,
     gossip_addr: SocketAddr,
@@ -325,6 +327,27 @@ impl Gossip {
         let mut driver = view::Driver::new(handle.chitchat(), publish_rx, snapshot_tx);
         driver.refresh().await;
         let driver = tokio::spawn(driver.run(handle.termination_watcher()));
+        // A node listed among its own seeds (one seed list for every node)
+        // does not expect peers because of that entry.
+        let other_seeds = config
+            .seeds
+            .iter()
+            .filter(|s| {
+                s.parse::<SocketAddr>()
+                    .map_or(true, |a| a != advertise && a != gossip_addr)
+            })
+            .cloned()
+            .collect();
+        let isolation = tokio::spawn(isolation::watch(
+            isolation::Context {
+                me: config.node_id.clone(),
+                seeds: other_seeds,
+                cluster_id: config.cluster_id.clone(),
+                interval: config.interval,
+            },
+            snapshot_rx.clone(),
+            counters.clone(),
+        ));
         info!(
             node = %config.node_id,
             %gossip_addr,
@@ -340,6 +363,7 @@ impl Gossip {
                 publish_tx,
                 counters,
                 driver,
+                isolation,
                 node_id: config.node_id,
                 generation,
                 gossip_addr,
@@ -425,6 +449,7 @@ impl Gossip {
         let linger = (self.interval * 2).clamp(Duration::from_millis(200), Duration::from_secs(2));
         tokio::time::sleep(linger).await;
         self.driver.abort();
+        self.isolation.abort();
         if let Err(err) = handle.shutdown().await {
             warn!(err = %format!("{err:#}"), "gossip stopped with an error");
         }
@@ -439,6 +464,7 @@ const LEAVE_FANOUT: usize = 32;
 impl Drop for Gossip {
     fn drop(&mut self) {
         self.driver.abort();
+        self.isolation.abort();
         if let Some(handle) = self.handle.take() {
             // Stops chitchat's server task without any goodbye, as a crash would.
             handle.abort();

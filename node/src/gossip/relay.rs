@@ -60,8 +60,9 @@ pub const INJECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long to wait for chitchat's encoded datagram on the capture socket.
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Minimum time between two warnings about rejected datagrams.
-const REJECT_WARN_EVERY: Duration = Duration::from_secs(10);
+/// Minimum time between two warnings about rejected datagrams (the first
+/// is logged at once; each later one counts those since the last).
+const REJECT_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Counters shared between the relay and [`super::Gossip::stats`].
 #[derive(Debug, Default)]
@@ -193,8 +194,11 @@ impl SealedSocket {
                 %from,
                 %err,
                 rejected = self.rejected_since_warn,
-                "dropping gossip datagrams that fail to open with the cluster key \
-                 (a node with another key or cluster id, or not an agora node)"
+                "received {} gossip datagrams that fail to open with the cluster key and \
+                 cluster id of this node (the last from {from}); they are dropped. A node with another \
+                 key or cluster id, or a program that is not agora, is sending here: check \
+                 that every node has the same --cluster-key-file contents and --cluster-id",
+                self.rejected_since_warn
             );
             self.last_reject_warn = Some(now);
             self.rejected_since_warn = 0;

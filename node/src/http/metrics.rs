@@ -23,6 +23,20 @@
 //! | `agora_frameworks_connected` | gauge | |
 //! | `agora_peer_messages_total` | counter | `outcome` = sent, received, unroutable, failed |
 //! | `agora_peers_other_version` | gauge | |
+//! | `agora_socket_connections` | gauge | |
+//! | `agora_socket_connections_refused_total` | counter | |
+//! | `agora_frames_too_large_total` | counter | `port` = socket, peer, http |
+//! | `agora_peer_handshake_failures_total` | counter | |
+//! | `agora_http_connections` | gauge | |
+//! | `agora_http_connections_refused_total` | counter | |
+//! | `agora_http_connections_evicted_total` | counter | |
+//! | `agora_http_header_timeouts_total` | counter | |
+//! | `agora_gossip_isolated` | gauge | |
+//!
+//! The last nine count refusals at the node's edges ([`EDGE`]): they are
+//! bumped where the refusal happens (the socket's accept loop, the peer
+//! codec, the HTTP server, the gossip relay) and copied into the registry
+//! on every [`Metrics::encode`].
 
 use super::ApiSnapshot;
 use super::views::ALL_STATES;
@@ -33,6 +47,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -89,6 +104,7 @@ pub struct Metrics {
     frameworks_connected: Gauge,
     peer_messages: Family<OutcomeLabel, Counter>,
     peers_other_version: Gauge,
+    edge: EdgeMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -187,6 +203,7 @@ impl Metrics {
             "Peers that speak another peer-protocol version (another agora release): messages to them are dropped; upgrade every node to one version",
             peers_other_version.clone(),
         );
+        let edge = EdgeMetrics::register(&mut registry);
         let m = Metrics {
             registry,
             nodes,
@@ -203,6 +220,7 @@ impl Metrics {
             frameworks_connected,
             peer_messages,
             peers_other_version,
+            edge,
         };
         // Every labelled series exists from the start, at zero.
         m.set_nodes(0, 0);
@@ -322,6 +340,7 @@ impl Metrics {
     /// The metrics in the OpenMetrics text format (which Prometheus reads;
     /// serve it with [`crate::http::METRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
+        self.edge.update(&EDGE);
         let mut out = String::new();
         // Writing to a String cannot fail.
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -339,6 +358,217 @@ fn raise(counter: &Counter, total: u64) {
     let now = counter.get();
     if total > now {
         counter.inc_by(total - now);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Limits at the node's edges (issue 12). One process runs one agent, so the
+// places that refuse input (the socket's accept loop, the peer codec, the
+// HTTP server, the gossip relay) count into one process-wide set of atomics
+// that need no wiring through the agent; `encode` copies them in.
+// ---------------------------------------------------------------------------
+
+/// Refusals and limits at the node's edges, counted where they happen.
+#[derive(Debug)]
+pub struct EdgeCounters {
+    /// Framework-socket connections open now.
+    pub socket_open: AtomicU64,
+    /// Socket connections refused because `socket::MAX_CONNECTIONS` were open.
+    pub socket_refused: AtomicU64,
+    /// Frames over the maximum on the framework socket.
+    pub socket_frames_too_large: AtomicU64,
+    /// Peer-protocol frames over `p2p::MAX_PEER_FRAME`.
+    pub peer_frames_too_large: AtomicU64,
+    /// Incoming peer connections that failed before carrying a message
+    /// (another cluster key, or not an agora node).
+    pub peer_handshake_failures: AtomicU64,
+    /// HTTP connections open now.
+    pub http_open: AtomicU64,
+    /// HTTP connections answered 503 because every slot was taken by
+    /// clients that had sent a request.
+    pub http_refused: AtomicU64,
+    /// HTTP connections closed to make room for a new one because they had
+    /// not sent a whole request yet.
+    pub http_evicted: AtomicU64,
+    /// HTTP connections closed because a request head did not arrive in time.
+    pub http_header_timeouts: AtomicU64,
+    /// HTTP request heads over hyper's limit (answered 431).
+    pub http_heads_too_large: AtomicU64,
+    /// 1 while gossip is isolated: the node expects peers (it has seeds or
+    /// receives gossip it cannot open) but sees no other live node.
+    pub gossip_isolated: AtomicU64,
+}
+
+impl EdgeCounters {
+    const fn new() -> Self {
+        EdgeCounters {
+            socket_open: AtomicU64::new(0),
+            socket_refused: AtomicU64::new(0),
+            socket_frames_too_large: AtomicU64::new(0),
+            peer_frames_too_large: AtomicU64::new(0),
+            peer_handshake_failures: AtomicU64::new(0),
+            http_open: AtomicU64::new(0),
+            http_refused: AtomicU64::new(0),
+            http_evicted: AtomicU64::new(0),
+            http_header_timeouts: AtomicU64::new(0),
+            http_heads_too_large: AtomicU64::new(0),
+            gossip_isolated: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one from a gauge (never below zero).
+    pub fn drop_one(gauge: &AtomicU64) {
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+}
+
+/// The node's edge counters (see [`EdgeCounters`]).
+pub static EDGE: EdgeCounters = EdgeCounters::new();
+
+/// A warning logged at most once a minute, with how many times it
+/// happened since it was last logged (the first one is logged at once).
+pub struct WarnEvery {
+    last: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl WarnEvery {
+    /// Minimum time between two warnings.
+    pub const PERIOD: Duration = Duration::from_secs(60);
+
+    /// A limiter that has warned of nothing yet.
+    pub const fn new() -> Self {
+        WarnEvery {
+            last: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one occurrence; returns how many to report when a warning
+    /// is due.
+    pub fn note(&self) -> Option<u64> {
+        let mut last = self.last.lock().ok()?;
+        last.1 += 1;
+        if last.0.is_some_and(|t| t.elapsed() < Self::PERIOD) {
+            return None;
+        }
+        let n = last.1;
+        *last = (Some(std::time::Instant::now()), 0);
+        Some(n)
+    }
+}
+
+impl Default for WarnEvery {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: &'static str,
+}
+
+/// The registered side of [`EdgeCounters`].
+struct EdgeMetrics {
+    socket_open: Gauge,
+    socket_refused: Counter,
+    frames_too_large: Family<PortLabel, Counter>,
+    peer_handshake_failures: Counter,
+    http_open: Gauge,
+    http_refused: Counter,
+    http_evicted: Counter,
+    http_header_timeouts: Counter,
+    gossip_isolated: Gauge,
+}
+
+impl EdgeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = EdgeMetrics {
+            socket_open: Gauge::default(),
+            socket_refused: Counter::default(),
+            frames_too_large: Family::default(),
+            peer_handshake_failures: Counter::default(),
+            http_open: Gauge::default(),
+            http_refused: Counter::default(),
+            http_evicted: Counter::default(),
+            http_header_timeouts: Counter::default(),
+            gossip_isolated: Gauge::default(),
+        };
+        registry.register(
+            "socket_connections",
+            "Framework-socket connections open now (at most 1024)",
+            m.socket_open.clone(),
+        );
+        registry.register(
+            "socket_connections_refused",
+            "Framework-socket connections refused with a busy error because 1024 were open",
+            m.socket_refused.clone(),
+        );
+        registry.register(
+            "frames_too_large",
+            "Input refused for its size: frames over the maximum on the socket (1 MiB) and the peer protocol (4 MiB), HTTP request heads over the limit (431)",
+            m.frames_too_large.clone(),
+        );
+        registry.register(
+            "peer_handshake_failures",
+            "Incoming node-to-node connections that failed their handshake (another cluster key, or not an agora node)",
+            m.peer_handshake_failures.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open now",
+            m.http_open.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections answered 503 because every connection slot held a client that had sent a request",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "http_connections_evicted",
+            "HTTP connections closed to make room for a new one because they had not sent a whole request yet",
+            m.http_evicted.clone(),
+        );
+        registry.register(
+            "http_header_timeouts",
+            "HTTP connections closed because a request head did not arrive within the header timeout",
+            m.http_header_timeouts.clone(),
+        );
+        registry.register(
+            "gossip_isolated",
+            "1 while this node expects peers (it has seeds, or receives gossip it cannot open) but sees no other live node",
+            m.gossip_isolated.clone(),
+        );
+        for port in ["socket", "peer", "http"] {
+            let _ = m.frames_too_large.get_or_create(&PortLabel { port });
+        }
+        m
+    }
+
+    fn update(&self, c: &EdgeCounters) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.socket_open.set(to_i64(load(&c.socket_open)));
+        raise(&self.socket_refused, load(&c.socket_refused));
+        for (port, v) in [
+            ("socket", load(&c.socket_frames_too_large)),
+            ("peer", load(&c.peer_frames_too_large)),
+            ("http", load(&c.http_heads_too_large)),
+        ] {
+            raise(&self.frames_too_large.get_or_create(&PortLabel { port }), v);
+        }
+        raise(
+            &self.peer_handshake_failures,
+            load(&c.peer_handshake_failures),
+        );
+        self.http_open.set(to_i64(load(&c.http_open)));
+        raise(&self.http_refused, load(&c.http_refused));
+        raise(&self.http_evicted, load(&c.http_evicted));
+        raise(&self.http_header_timeouts, load(&c.http_header_timeouts));
+        self.gossip_isolated.set(to_i64(load(&c.gossip_isolated)));
     }
 }
 

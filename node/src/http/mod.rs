@@ -62,12 +62,15 @@ mod api;
 mod dashboard;
 mod error;
 mod metrics;
+pub mod server;
 mod snapshot;
 mod spec;
 mod views;
 
 pub use error::ApiError;
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, PeerTotals};
+pub use metrics::{
+    CONTENT_TYPE as METRICS_CONTENT_TYPE, EDGE, EdgeCounters, Metrics, PeerTotals, WarnEvery,
+};
 pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
 pub use spec::{SpecBody, SpecCommand};
 pub use views::{NodeView, TaskView};
@@ -343,10 +346,11 @@ pub fn router(
 }
 
 /// Serves the API, dashboard and metrics on `listener` until `shutdown`
-/// completes, then finishes the requests in flight.
+/// completes, then finishes the requests in flight. Connections are
+/// limited and slow clients cut off as [`server`] describes.
 ///
 /// # Errors
-/// The listener fails (the error names its address).
+/// The listener has no local address.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: HttpConfig,
@@ -377,10 +381,8 @@ pub async fn serve(
     }
     tracing::info!(%addr, "serving the HTTP API, dashboard and /metrics");
     let app = router(config, snapshot_rx, command_tx, metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .with_context(|| format!("the HTTP server on {addr} failed"))
+    server::run(listener, app, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]
