@@ -9,10 +9,9 @@ mod common;
 mod limits_support;
 mod prom;
 
-use common::http::get;
 use common::json::{closed, connect, error_code, json_client, read_frame};
 use common::wait_for;
-use limits_support::{metric, one_node};
+use limits_support::{get, metric, one_node};
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;

@@ -10,9 +10,8 @@ mod common;
 mod limits_support;
 mod prom;
 
-use common::http::get;
 use common::wait_for;
-use limits_support::{metric, one_node, raise_open_files};
+use limits_support::{TOKEN, get, metric, one_node, raise_open_files};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -101,7 +100,7 @@ fn when_every_slot_holds_a_client_that_sent_a_request_a_new_one_gets_503() {
     let mut held = Vec::new();
     for _ in 0..1024 {
         let mut s = TcpStream::connect(&http).unwrap();
-        s.write_all(format!("GET /api/v1/cluster HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
+        s.write_all(format!("GET /api/v1/cluster HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").as_bytes())
             .unwrap();
         held.push(s);
     }
@@ -114,7 +113,7 @@ fn when_every_slot_holds_a_client_that_sent_a_request_a_new_one_gets_503() {
     }
     let mut extra = TcpStream::connect(&http).unwrap();
     extra
-        .write_all(format!("GET /api/v1/cluster HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
+        .write_all(format!("GET /api/v1/cluster HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").as_bytes())
         .unwrap();
     extra
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -126,9 +125,16 @@ fn when_every_slot_holds_a_client_that_sent_a_request_a_new_one_gets_503() {
     assert!(answer.contains("at most 1024 HTTP connections"), "{answer}");
     drop(held);
     wait_for("the node to serve again", Duration::from_secs(30), || {
-        common::http::request(&http, "GET", "/api/v1/cluster", &[], None)
-            .ok()
-            .filter(|r| r.status == 200)
+        let auth = format!("Bearer {TOKEN}");
+        common::http::request(
+            &http,
+            "GET",
+            "/api/v1/cluster",
+            &[("authorization", &auth)],
+            None,
+        )
+        .ok()
+        .filter(|r| r.status == 200)
     });
     assert!(metric(&http, "agora_http_connections_refused_total", &[]) >= 1.0);
 }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::http::get;
+use crate::common::http::{Resp, request};
 use crate::common::{Cluster, free_tcp_addr};
 
 /// The bearer token of [`one_node`]'s HTTP API.
@@ -24,6 +24,12 @@ pub fn one_node(extra: &[&str]) -> (Cluster, String) {
     c.add("n1", &key, &args);
     c.wait_formed(1);
     (c, http)
+}
+
+/// GET `path` from [`one_node`]'s API with its token.
+pub fn get(http: &str, path: &str) -> Resp {
+    let auth = format!("Bearer {TOKEN}");
+    request(http, "GET", path, &[("authorization", &auth)], None).unwrap()
 }
 
 /// The value of the sample `name` with `labels` on the node's /metrics.
