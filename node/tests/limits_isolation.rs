@@ -17,13 +17,23 @@ fn nodes_with_another_key_or_cluster_id_say_they_are_alone_and_what_to_check() {
     let mut c = Cluster::new();
     let key = c.key.clone();
     let http: Vec<String> = (0..4).map(|_| free_tcp_addr()).collect();
-    c.add("a", &key, &["--http", &http[0]]);
+    c.add("a", &key, &["--http", &http[0], "--http-public-read"]);
     c.wait_formed(1);
     let other_key = c.root.path().join("other.key");
     keygen(&other_key);
     // Both seeded with a (Cluster::add seeds every node with the first).
-    c.add("b", &other_key, &["--http", &http[1]]);
-    c.add("c", &key, &["--http", &http[2], "--cluster-id", "another"]);
+    c.add("b", &other_key, &["--http", &http[1], "--http-public-read"]);
+    c.add(
+        "c",
+        &key,
+        &[
+            "--http",
+            &http[2],
+            "--http-public-read",
+            "--cluster-id",
+            "another",
+        ],
+    );
 
     for (i, who) in [(1, "b (another key)"), (2, "c (another cluster id)")] {
         let node = &c.nodes[i];
@@ -66,7 +76,7 @@ fn nodes_with_another_key_or_cluster_id_say_they_are_alone_and_what_to_check() {
 
     // A node with the right key and id joins; a is no longer alone, and
     // the newcomer never was.
-    c.add("d", &key, &["--http", &http[3]]);
+    c.add("d", &key, &["--http", &http[3], "--http-public-read"]);
     let (a, d) = (&c.nodes[0], &c.nodes[3]);
     wait_for("a and d to see each other", Duration::from_secs(60), || {
         (a.alive().len() == 2 && d.alive().len() == 2).then_some(())
