@@ -23,6 +23,7 @@
 //! | `agora_frameworks_connected` | gauge | |
 //! | `agora_peer_messages_total` | counter | `outcome` = sent, received, unroutable, failed |
 //! | `agora_peers_other_version` | gauge | |
+//! | `agora_data_dir_unavailable` | gauge | `reason` = disk_full, data_dir_read_only, data_dir_unwritable: 1 while this node takes no new tasks for that reason |
 
 use super::ApiSnapshot;
 use super::views::ALL_STATES;
@@ -41,6 +42,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +95,7 @@ pub struct Metrics {
     frameworks_connected: Gauge,
     peer_messages: Family<OutcomeLabel, Counter>,
     peers_other_version: Gauge,
+    data_dir_unavailable: Family<ReasonLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -187,6 +194,12 @@ impl Metrics {
             "Peers that speak another peer-protocol version (another agora release): messages to them are dropped; upgrade every node to one version",
             peers_other_version.clone(),
         );
+        let data_dir_unavailable = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "data_dir_unavailable",
+            "1 while this node takes no new tasks because its data dir cannot take them (reason: disk_full, data_dir_read_only, data_dir_unwritable); it advertises nothing free meanwhile and recovers by itself",
+            data_dir_unavailable.clone(),
+        );
         let m = Metrics {
             registry,
             nodes,
@@ -203,12 +216,14 @@ impl Metrics {
             frameworks_connected,
             peer_messages,
             peers_other_version,
+            data_dir_unavailable,
         };
         // Every labelled series exists from the start, at zero.
         m.set_nodes(0, 0);
         m.set_resources("cluster", &Resources::ZERO, &Resources::ZERO);
         m.set_resources("node", &Resources::ZERO, &Resources::ZERO);
         m.set_peer_totals(&PeerTotals::default());
+        m.set_data_dir(None);
         for s in ALL_STATES {
             m.tasks
                 .get_or_create(&StateLabel { state: s.name() })
@@ -252,6 +267,16 @@ impl Metrics {
             self.tasks
                 .get_or_create(&StateLabel { state: s.name() })
                 .set(to_i64(n));
+        }
+    }
+
+    /// Sets the data dir gauge: 1 for `reason` (a
+    /// [`crate::executor::DataDirFault`] code), 0 for the others.
+    pub fn set_data_dir(&self, reason: Option<&str>) {
+        for f in crate::executor::DataDirFault::ALL {
+            self.data_dir_unavailable
+                .get_or_create(&ReasonLabel { reason: f.code() })
+                .set(i64::from(reason == Some(f.code())));
         }
     }
 
