@@ -185,7 +185,9 @@ pub enum Duplicate {
 /// another peer id that is alive and older (generation, then gossip
 /// address) than this one, whose heartbeat advanced [`PROOF_ADVANCES`]
 /// times, is a running agent that had the id first: this agent refuses
-/// to run. A newer one is warned about; gossip keeps routing the id to
+/// to run (older than this key's oldest live incarnation: this node's
+/// previous run, still held alive just after a restart, keeps the claim
+/// of its key). A newer one is warned about; gossip keeps routing the id to
 /// the older one (`gossip/view.rs`), so the newer one never receives its
 /// traffic. An incarnation with this node's own peer id is its own earlier
 /// run (same data dir): not a duplicate.
@@ -211,6 +213,16 @@ impl DuplicateGuard {
 
     /// Looks at the other incarnations of this node's id in a snapshot.
     pub fn handle_rivals(&mut self, rivals: &[Incarnation]) -> Vec<Duplicate> {
+        // This key's claim: its oldest live incarnation (an earlier run of
+        // this node still held alive just after a restart counts, as in
+        // gossip's choice of incarnation).
+        let claim = rivals
+            .iter()
+            .filter(|r| r.alive && r.peer_id.as_deref() == Some(self.peer_id.as_str()))
+            .map(|r| (r.generation, r.gossip_addr))
+            .chain(std::iter::once(self.age))
+            .min()
+            .unwrap_or(self.age);
         let mut out = Vec::new();
         for r in rivals {
             let Some(peer) = r.peer_id.as_deref() else {
@@ -220,7 +232,7 @@ impl DuplicateGuard {
                 continue;
             }
             let age = (r.generation, r.gossip_addr);
-            if age < self.age {
+            if age < claim {
                 if r.heartbeat_advances >= PROOF_ADVANCES {
                     out.push(Duplicate::Refuse(format!(
                         "another agent already runs as node {node}: gossip address {addr} \
@@ -305,6 +317,18 @@ mod tests {
             },
         ];
         assert_eq!(g.handle_rivals(&ignored), vec![]);
+    }
+
+    #[test]
+    fn a_restarted_node_keeps_the_claim_its_previous_run_had() {
+        let mut g = guard();
+        // Its previous run (same key) is still held alive, older than the
+        // other agent: the id is this key's.
+        let found = g.handle_rivals(&[
+            rival(10, 7000, "mine", true, 0),
+            rival(50, 7100, "other", true, PROOF_ADVANCES),
+        ]);
+        assert!(matches!(found[..], [Duplicate::Warn(_)]), "{found:?}");
     }
 
     #[test]

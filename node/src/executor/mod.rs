@@ -33,6 +33,16 @@
 //!   when its main process exits, the rest of its process group is killed.
 //! - One executor per data dir: `open` takes a lock on
 //!   `DATA_DIR/executor.lock` and fails while another agent holds it.
+//! - A checkpoint that cannot be read is moved aside and its task
+//!   accounted for (`recovery.rs`): re-attached when its sandbox's launch
+//!   record (`.agora/request.json`) and its supervisor are there, otherwise
+//!   reported how it ended or `lost`, what is left of it killed first.
+//! - A supervisor that dies without recording the task's end (SIGKILL) has
+//!   what is left of its task (process group, session, cgroups) killed
+//!   before the task is reported `lost` (`fsutil::kill_leftovers`).
+//! - The data dir is looked at every 2 s (`health.rs`): while it is full,
+//!   read-only or unwritable the agent hears [`ExecEvent::DataDir`] and
+//!   takes no tasks; a launch meanwhile fails at once with the reason.
 //! - Under systemd, the unit needs `KillMode=process` (or `mixed`) for
 //!   tasks to survive an agent restart; the default kills the supervisors.
 //! - Ended tasks are kept (checkpoint, sandbox, logs, an entry in
@@ -52,6 +62,9 @@
 //!   only `Failed`.
 //! - A task re-attached at open is returned as [`Recovered::Running`] (no
 //!   new Running event); its end is emitted as an event, once.
+//! - A task whose checkpoint was corrupt and that could not be re-attached
+//!   is returned as [`Recovered::Ended`] by that open only, and is not in
+//!   [`Executor::history`].
 //! - Each terminal status is delivered to the agent once: as an event, or,
 //!   when the executor was not there to send it (the agent was down, or it
 //!   stopped before the event reached the channel), as [`Recovered::Ended`]
@@ -387,6 +400,9 @@ impl Executor {
                 }
                 table.insert(r.task.request.task_id.clone(), r);
             }
+        }
+        for (request, status) in scan.concluded {
+            recovered.push(Recovered::Ended(request, status));
         }
         let gc = runtime.spawn(gc::run(Arc::clone(&shared), config.gc.clone()));
         let health = runtime.spawn(health::run(Arc::clone(&shared)));

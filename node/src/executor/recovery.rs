@@ -30,6 +30,10 @@
 //!   request it is reported with is rebuilt from `launch.json` (command,
 //!   framework, ports) and the id (home node); its resources are unknown
 //!   and read as zero.
+//!
+//! A concluded task is reported once (`Recovered::Ended`) and not retained:
+//! no new checkpoint is written for it, so the next open is quiet, and its
+//! sandbox (with its logs) is an orphan the GC removes after its grace.
 
 use super::checkpoint::{self, Checkpoint, Corrupt};
 use super::fsutil::{
@@ -52,6 +56,11 @@ pub(crate) struct Scan {
     pub running: Vec<(Checkpoint, ProcRef)>,
     /// Ended tasks, each with true when the agent must hear of it now.
     pub ended: Vec<(Retained, bool)>,
+    /// Tasks of corrupt checkpoints that could not be re-attached, with how
+    /// they ended: the agent hears of each once; none is retained (no
+    /// checkpoint is written for them, so the next open does not report
+    /// them again, and their sandboxes are orphans for the GC).
+    pub concluded: Vec<(LaunchRequest, TaskStatus)>,
 }
 
 /// Reads and sorts out every checkpoint (blocking); concludes tasks whose
@@ -70,12 +79,12 @@ pub(crate) fn scan(
     let mut running = Vec::new();
     // (checkpoint, to deliver, delivery already recorded)
     let mut ended: Vec<(Checkpoint, bool, bool)> = Vec::new();
+    let mut concluded = Vec::new();
     let loaded = checkpoint::load_all(layout, policy)?;
     for bad in &loaded.corrupt {
         match rebuild(layout, node, bad, task_dirs) {
             Some(Rebuilt::Running(cp, sup)) => running.push((cp, sup)),
-            // Saved with the delivery recorded.
-            Some(Rebuilt::Ended(cp)) => ended.push((cp, true, true)),
+            Some(Rebuilt::Concluded(request, status)) => concluded.push((request, status)),
             None => {}
         }
     }
@@ -119,6 +128,7 @@ pub(crate) fn scan(
     Ok(Scan {
         running,
         ended: out,
+        concluded,
     })
 }
 
@@ -126,8 +136,8 @@ pub(crate) fn scan(
 enum Rebuilt {
     /// Re-attached: its supervisor runs.
     Running(Checkpoint, ProcRef),
-    /// Concluded (its end recorded in a new checkpoint, to deliver).
-    Ended(Checkpoint),
+    /// Concluded: how it ended, to deliver once.
+    Concluded(LaunchRequest, TaskStatus),
 }
 
 /// Accounts for the task of a corrupt checkpoint (see the module docs).
@@ -200,17 +210,9 @@ fn rebuild(
                 .with_reason(reason)
         }
     };
-    tracing::warn!(task = %task_id, state = %status.state, reason = ?status.reason, "the task of a corrupt checkpoint is concluded");
-    let mut cp = Checkpoint::new(request);
-    cp.cgroups = cgroups;
-    cp.end(status);
-    // Returned as `Recovered::Ended`: that is its delivery.
-    cp.reported = true;
-    if let Err(e) = cp.save(layout) {
-        tracing::warn!(task = %task_id, "cannot write the task's checkpoint: {e}");
-    }
-    cgroup::remove(&cp.cgroups);
-    Some(Rebuilt::Ended(cp))
+    tracing::warn!(task = %task_id, state = %status.state, reason = ?status.reason, "the task of a corrupt checkpoint is concluded and reported");
+    cgroup::remove(&cgroups);
+    Some(Rebuilt::Concluded(request, status))
 }
 
 /// The launch record the executor wrote in a sandbox's meta dir.
