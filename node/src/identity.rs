@@ -228,12 +228,12 @@ impl DuplicateGuard {
             let Some(peer) = r.peer_id.as_deref() else {
                 continue;
             };
-            if peer == self.peer_id || !r.alive {
+            if peer == self.peer_id {
                 continue;
             }
             let age = (r.generation, r.gossip_addr);
             if age < claim {
-                if r.heartbeat_advances >= PROOF_ADVANCES {
+                if r.alive && r.heartbeat_advances >= PROOF_ADVANCES {
                     out.push(Duplicate::Refuse(format!(
                         "another agent already runs as node {node}: gossip address {addr} \
                          (libp2p peer {peer}), started before this one (generation {g}) and \
@@ -249,11 +249,18 @@ impl DuplicateGuard {
                     )));
                 }
             } else if self.warned.insert(age) {
+                // Also when it is no longer alive: it may have exited before
+                // this node heard of it, and the operator should know.
+                let now = if r.alive {
+                    "the other exits if it runs this version of agora, else stop it or give \
+                     it another --node-id"
+                } else {
+                    "it is not running (any more)"
+                };
                 out.push(Duplicate::Warn(format!(
                     "another agent started with the same node id {node} at gossip address \
                      {addr} (libp2p peer {peer}); this agent had the id first and keeps it, \
-                     and peers keep routing it here; the other exits if it runs this version \
-                     of agora, else stop it or give it another --node-id",
+                     and peers keep routing it here; {now}",
                     node = self.node,
                     addr = r.gossip_addr,
                 )));
@@ -309,7 +316,8 @@ mod tests {
     fn a_dead_agent_or_this_nodes_own_earlier_run_is_no_duplicate() {
         let mut g = guard();
         let ignored = [
-            rival(50, 7100, "other", false, 9),
+            // An older one that stopped: a previous holder of the id.
+            rival(40, 7100, "other", false, 9),
             rival(50, 7000, "mine", true, 9),
             Incarnation {
                 peer_id: None,
@@ -334,6 +342,9 @@ mod tests {
     #[test]
     fn a_newer_agent_is_warned_about_once_and_ties_go_by_address() {
         let mut g = guard();
+        // Heard of only after it exited: still worth a warning.
+        let found = g.handle_rivals(&[rival(120, 7200, "other", false, 0)]);
+        assert!(matches!(found[..], [Duplicate::Warn(_)]), "{found:?}");
         let newer = rival(150, 7100, "other", true, 0);
         let found = g.handle_rivals(std::slice::from_ref(&newer));
         let [Duplicate::Warn(msg)] = &found[..] else {

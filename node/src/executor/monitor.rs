@@ -15,7 +15,7 @@ use super::fsutil::{
 use super::gc::{GcPolicy, Retained};
 use super::health;
 use super::status::final_status;
-use super::supervisor::{LaunchSpec, read_exit, read_process};
+use super::supervisor::{ExitRecord, LaunchSpec, read_exit, read_process};
 use super::{EndedTask, ExecEvent};
 use agora_protocol::ids::{NodeId, TaskId};
 use agora_protocol::task::{Command, TaskState, TaskStatus};
@@ -541,7 +541,14 @@ async fn end(shared: &Shared, mut cp: Checkpoint, note: Option<String>) {
             let (n, left) = kill_leftovers(task.as_ref(), supervisor.as_ref(), &dirs);
             killed_note(task.as_ref(), n, left)
         });
-        (exit, oom, killed.flatten(), health::check(&layout, false))
+        // A task that finished needs no look at the disk.
+        let finished = matches!(exit, Some(ExitRecord::Exited { code: 0 }));
+        let disk = if finished {
+            None
+        } else {
+            health::check(&layout, false)
+        };
+        (exit, oom, killed.flatten(), disk)
     })
     .await;
     let (exit, oom, killed, disk) = looked.unwrap_or((None, false, None, None));
