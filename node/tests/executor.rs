@@ -472,12 +472,23 @@ async fn a_task_whose_supervisor_vanished_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_checkpoint_is_moved_aside() {
+async fn a_corrupt_checkpoint_is_moved_aside_and_its_task_reported_lost() {
     let dir = DataDir::new("corrupt");
     std::fs::create_dir_all(dir.0.join("tasks")).unwrap();
     std::fs::write(dir.0.join("tasks/broken.json"), b"{ not json").unwrap();
-    let (mut exec, recovered, mut rx) = open(&dir.0).await;
-    assert!(recovered.is_empty());
+    let (exec, recovered, _rx) = open(&dir.0).await;
+    // Issue 12: the task it described was forgotten. It has no sandbox
+    // left to rebuild it from: it is reported lost, saying why.
+    let [Recovered::Ended(req, status)] = &recovered[..] else {
+        panic!("{recovered:?}")
+    };
+    assert_eq!(req.task_id.as_str(), "broken");
+    assert_eq!(status.state, TaskState::Lost, "{status:?}");
+    let reason = status.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("tasks/broken.json was corrupt") && reason.contains("sandbox is gone"),
+        "{reason}"
+    );
     let names: Vec<String> = std::fs::read_dir(dir.0.join("tasks"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -485,8 +496,12 @@ async fn a_corrupt_checkpoint_is_moved_aside() {
     assert!(!names.contains(&"broken.json".to_string()), "{names:?}");
     assert!(
         names.iter().any(|n| n.starts_with("broken.json.corrupt-")),
-        "{names:?}"
+        "kept for inspection: {names:?}"
     );
+    // Reported once: the next open is quiet.
+    drop(exec);
+    let (mut exec, again, mut rx) = open(&dir.0).await;
+    assert!(again.is_empty(), "{again:?}");
     // The executor still works.
     exec.launch(request("after", sh("true")));
     assert_eq!(
@@ -965,7 +980,15 @@ async fn the_gc_collects_files_set_aside_orphan_sandboxes_and_stale_temp_files()
         ..GcPolicy::default()
     };
     let (exec, recovered, _rx) = open_with(&dir.0, gc).await;
-    assert!(recovered.is_empty(), "{recovered:?}");
+    // Their tasks are reported lost once (issue 12), and not retained.
+    let lost: Vec<&str> = recovered
+        .iter()
+        .filter_map(|r| match r {
+            Recovered::Ended(req, st) if st.state == TaskState::Lost => Some(req.task_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, ["bad1", "bad2", "bad3"], "{recovered:?}");
     // A checkpoint write that failed while the executor ran.
     let temp = tasks.join(".ghost.json.tmp");
     std::fs::write(&temp, b"{").unwrap();

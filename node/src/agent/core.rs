@@ -16,7 +16,7 @@ use super::pacer::Pacer;
 use super::queries::{Out, Purpose, Queries};
 use super::registry::{Kind, Record};
 use super::sessions::Sessions;
-use crate::executor::{EndedTask, Recovered};
+use crate::executor::{DataDirProblem, EndedTask, Recovered};
 use crate::http::Metrics;
 use crate::surface::{Asker, Reply};
 use agora_protocol::fairness::FrameworkUsage;
@@ -313,7 +313,7 @@ impl Core {
                 Recovered::Running(req) => {
                     tracing::info!(task = %req.task_id, "re-attached to a running task");
                     if let Err(e) = self.host.adopt(now, &req) {
-                        tracing::warn!(task = %req.task_id, error = %e, "re-attached task does not fit the ledger; it runs on uncounted");
+                        tracing::warn!(task = %req.task_id, error = %e, "re-attached task not adopted twice");
                     }
                 }
                 Recovered::Ended(req, status) => {
@@ -324,6 +324,32 @@ impl Core {
         }
         // Restored frameworks hear of what was re-attached here.
         self.host.after_recovery(now);
+        let a = self.host.auctioneer();
+        if let Some(over) = a.overcommitted() {
+            tracing::warn!(
+                held = %a.used(),
+                capacity = %a.capacity(),
+                over = %over,
+                tasks = a.running_count(),
+                "the re-attached tasks hold more than this node offers (was it restarted with \
+                 smaller --cpus, --mem, --disk or --gpus?): it is overcommitted by {over}; they \
+                 keep running and are counted, and the node takes no new tasks (it advertises \
+                 nothing free) until enough of them end"
+            );
+        }
+        self.pump(now);
+    }
+
+    /// Whether the data dir can take new tasks changed (the executor's
+    /// probe): while it cannot, the node takes none (the auctioneer
+    /// advertises nothing free and rejects bids); the tasks it runs go on.
+    pub fn handle_data_dir(&mut self, now: Instant, problem: Option<DataDirProblem>) {
+        if let Some(m) = self.metrics() {
+            m.set_data_dir(problem.as_ref().map(|p| p.fault.code()));
+        }
+        self.host
+            .set_unavailable(now, problem.map(|p| p.to_string()));
+        self.api_dirty();
         self.pump(now);
     }
 
@@ -354,8 +380,26 @@ impl Core {
         self.pump(now);
     }
 
-    /// A task's state changed on this node.
+    /// A task's state changed on this node. A task whose framework was
+    /// homed here but is gone (a previous run of this agent registered it)
+    /// has no bidder to keep its row once it ends: its end is kept in the
+    /// node's history, so listings still show it.
     pub fn handle_exec(&mut self, now: Instant, launch: &host::Launch, status: TaskStatus) {
+        if status.state.is_terminal()
+            && launch.home == self.me
+            && !self.host.is_homed(&launch.framework)
+        {
+            self.host.remember_ended(TaskRow {
+                task_id: launch.task_id.clone(),
+                name: launch.spec.name.clone(),
+                framework: launch.framework.clone(),
+                state: status.state,
+                node: Some(self.me.clone()),
+                exit_code: status.exit_code,
+                resources: launch.spec.resources,
+                reason: status.reason.clone(),
+            });
+        }
         self.host.handle_exec(now, status, Some(launch));
         self.pump(now);
     }

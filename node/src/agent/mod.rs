@@ -104,6 +104,8 @@ impl Default for Clock {
 /// what to do about it.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     ensure_dir(&cfg.data_dir)?;
+    // Before anything in the data dir is read or created.
+    let _lock = crate::identity::lock_data_dir(&cfg.data_dir)?;
     match (&cfg.task_user, cfg.agent_uid) {
         (Some(_), _) => {}
         (None, 0) => tracing::warn!(
@@ -236,7 +238,15 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     };
     let (log_tx, log_rx) = mpsc::channel(LOG_READS);
+    let duplicates = crate::identity::DuplicateGuard::new(
+        me.clone(),
+        p2p.peer_id().to_base58(),
+        gossip.generation(),
+        gossip.advertise_addr(),
+    );
     let mut driver = Driver {
+        duplicates,
+        refused: None,
         log_reader: executor.log_reader(),
         core,
         clock,
@@ -271,6 +281,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         log_rx,
     };
     run_loop(&mut driver, &mut inputs, stop).await;
+    let refused = driver.refused.take();
 
     tracing::info!("shutting down: draining, leaving the cluster, detaching from tasks");
     server.abort();
@@ -313,7 +324,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let Driver {
         gossip, executor, ..
     } = driver;
-    if executor.running() == 0 {
+    if executor.running() == 0 || refused.is_some() {
         gossip.leave().await;
     } else {
         // Leaving would make every home node declare these tasks lost at
@@ -327,6 +338,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     executor.detach().await;
     let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(why) = refused {
+        anyhow::bail!("{why}");
+    }
     tracing::info!("agent stopped");
     Ok(())
 }
@@ -363,6 +377,11 @@ pub struct Inputs {
 /// carries out every output. It decides nothing.
 pub struct Driver {
     core: Core,
+    /// Watches gossip for another agent with this node's id.
+    duplicates: crate::identity::DuplicateGuard,
+    /// Set when this agent must stop because another holds its node id:
+    /// the loop ends and the agent exits with this error.
+    refused: Option<String>,
     clock: Clock,
     p2p: P2p,
     executor: Executor,
@@ -475,9 +494,11 @@ impl Driver {
     }
 
     fn on_exec(&mut self, ev: ExecEvent) {
-        let ExecEvent::Status { request, status } = ev;
         let now = self.clock.now();
-        self.core.handle_exec(now, &request, status);
+        match ev {
+            ExecEvent::Status { request, status } => self.core.handle_exec(now, &request, status),
+            ExecEvent::DataDir { problem } => self.core.handle_data_dir(now, problem),
+        }
     }
 
     fn on_client(&mut self, cmd: ClientCmd) {
@@ -513,6 +534,15 @@ impl Driver {
     /// Hands a membership snapshot to the core (and peers' addresses to
     /// libp2p).
     fn on_snapshot(&mut self, snap: &Snapshot) {
+        for found in self.duplicates.handle_rivals(&snap.rivals) {
+            match found {
+                crate::identity::Duplicate::Warn(msg) => tracing::warn!("{msg}"),
+                crate::identity::Duplicate::Refuse(msg) => {
+                    tracing::error!("{msg}");
+                    self.refused.get_or_insert(msg);
+                }
+            }
+        }
         let me: &NodeId = &self.core.me;
         let mut members = Vec::with_capacity(snap.members.len());
         for m in &snap.members {
@@ -553,6 +583,9 @@ pub async fn run_loop(
         d.drive();
     }
     loop {
+        if d.refused.is_some() {
+            return;
+        }
         let wake = d.clock.to_tokio(d.core.poll_timeout());
         tokio::select! {
             () = &mut stop => return,

@@ -20,8 +20,8 @@
 //! `updated_unix_ms`; older agents ignore the two fields.
 
 use super::LaunchRequest;
-use super::fsutil::{CORRUPT_TAG, Layout, ProcRef, aside_path, atomic_write, unix_ms};
-use super::gc::{GcPolicy, human};
+use super::fsutil::{CORRUPT_TAG, Layout, ProcRef, aside_path, atomic_write, task_of, unix_ms};
+use super::gc::GcPolicy;
 use agora_protocol::task::TaskStatus;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -110,36 +110,91 @@ impl Checkpoint {
     }
 }
 
-/// Moves a bad checkpoint aside as `NAME.corrupt-UNIXMS`, with a warning
-/// that says how long it is kept (the GC removes it, see `leftovers.rs`).
-fn move_aside(path: &Path, why: &str, policy: &GcPolicy) {
-    let aside = aside_path(path, CORRUPT_TAG, unix_ms());
-    match fs::rename(path, &aside) {
-        Ok(()) => tracing::warn!(
-            checkpoint = %path.display(),
-            moved_to = %aside.display(),
-            "corrupt task checkpoint moved aside: {why}; the task it described is not recovered, \
-             and its sandbox, if any, is removed as an orphan once unmodified for {} and no \
-             process of it runs; the file is {}",
-            human(policy.orphan_grace),
-            policy.aside_note()
-        ),
-        Err(e) => tracing::warn!(
-            checkpoint = %path.display(),
-            "corrupt task checkpoint ({why}) could not be moved aside: {e}; ignoring it"
-        ),
+/// A checkpoint that could not be used, moved aside at open.
+#[derive(Clone, Debug)]
+pub(crate) struct Corrupt {
+    /// Its file name in `tasks/` (`NAME.json`).
+    pub name: String,
+    /// Where it is now: `NAME.json.corrupt-UNIXMS`, or where it was when it
+    /// could not be moved.
+    pub aside: PathBuf,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl Corrupt {
+    /// The task it was for, from its file name (see `fsutil::component`).
+    pub fn task_name(&self) -> Option<&str> {
+        task_of(self.name.strip_suffix(".json")?)
+    }
+
+    /// For reasons and logs: "its checkpoint tasks/NAME.json was corrupt
+    /// (WHY) and is kept as PATH".
+    pub fn describe(&self) -> String {
+        format!(
+            "its checkpoint tasks/{} was corrupt ({}) and is kept as {}",
+            self.name,
+            self.why,
+            self.aside.display()
+        )
     }
 }
 
-/// Reads every checkpoint of the node. Corrupt ones are moved aside with a
-/// warning (which says how long `policy` keeps them), stale temp files are
-/// removed.
+/// Moves a bad checkpoint aside as `NAME.corrupt-UNIXMS`, with a warning
+/// that says how long it is kept (the GC removes it, see `leftovers.rs`).
+fn move_aside(path: &Path, name: &str, why: String, policy: &GcPolicy) -> Corrupt {
+    let aside = aside_path(path, CORRUPT_TAG, unix_ms());
+    match fs::rename(path, &aside) {
+        Ok(()) => {
+            tracing::warn!(
+                checkpoint = %path.display(),
+                moved_to = %aside.display(),
+                "corrupt task checkpoint moved aside: {why}; the task is rebuilt from its \
+                 sandbox, or reported lost and what is left of it killed (see the next lines); \
+                 the file is {}",
+                policy.aside_note()
+            );
+            Corrupt {
+                name: name.to_string(),
+                aside,
+                why,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                checkpoint = %path.display(),
+                "corrupt task checkpoint ({why}) could not be moved aside: {e}; ignoring it"
+            );
+            Corrupt {
+                name: name.to_string(),
+                aside: path.to_path_buf(),
+                why,
+            }
+        }
+    }
+}
+
+/// Every checkpoint of the node, read at open.
+pub(crate) struct Loaded {
+    /// Those that could be read.
+    pub good: Vec<Checkpoint>,
+    /// Those moved aside (or left in place when they could not be moved).
+    pub corrupt: Vec<Corrupt>,
+}
+
+/// Reads every checkpoint of the node. Corrupt ones (unreadable, invalid
+/// or truncated JSON, another version, another task's) are moved aside with
+/// a warning (which says how long `policy` keeps them) and returned for
+/// the caller to account for their tasks; stale temp files are removed.
 ///
 /// # Errors
 /// The checkpoint directory cannot be read.
-pub(crate) fn load_all(layout: &Layout, policy: &GcPolicy) -> io::Result<Vec<Checkpoint>> {
+pub(crate) fn load_all(layout: &Layout, policy: &GcPolicy) -> io::Result<Loaded> {
     let dir = layout.checkpoints();
-    let mut out = Vec::new();
+    let mut out = Loaded {
+        good: Vec::new(),
+        corrupt: Vec::new(),
+    };
     let mut entries: Vec<PathBuf> = fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
@@ -183,9 +238,9 @@ pub(crate) fn load_all(layout: &Layout, policy: &GcPolicy) -> io::Result<Vec<Che
                     // final write, before a new write changes it.
                     c.ended_unix_ms = Some(c.updated_unix_ms);
                 }
-                out.push(c)
+                out.good.push(c)
             }
-            Err(why) => move_aside(&path, &why, policy),
+            Err(why) => out.corrupt.push(move_aside(&path, &name, why, policy)),
         }
     }
     Ok(out)
@@ -220,7 +275,7 @@ mod tests {
         assert!(fields.remove("ended_unix_ms").is_some() && fields.remove("reported").is_some());
         fields.insert("updated_unix_ms".into(), 1234.into());
         fs::write(layout.checkpoint("fw-1.t1"), old.to_string()).unwrap();
-        let [loaded] = &load_all(&layout, &GcPolicy::default()).unwrap()[..] else {
+        let [loaded] = &load_all(&layout, &GcPolicy::default()).unwrap().good[..] else {
             panic!("the old checkpoint did not load")
         };
         assert!(!loaded.reported);
@@ -229,7 +284,7 @@ mod tests {
         // A new write keeps the end time.
         loaded.clone().save(&layout).unwrap();
         assert_eq!(
-            load_all(&layout, &GcPolicy::default()).unwrap()[0].ended_at(),
+            load_all(&layout, &GcPolicy::default()).unwrap().good[0].ended_at(),
             1234
         );
     }

@@ -15,6 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) const META_DIR: &str = ".agora";
 /// The supervisor's instructions, written by the executor.
 pub(crate) const LAUNCH_FILE: &str = "launch.json";
+/// What was launched (the executor's `LaunchRequest`), written with
+/// `launch.json`: a task whose checkpoint is lost or corrupt is rebuilt
+/// from it (see `recovery.rs`).
+pub(crate) const REQUEST_FILE: &str = "request.json";
 /// The task's process, written by the supervisor once it has started.
 pub(crate) const PROCESS_FILE: &str = "process.json";
 /// How the task ended (or why it could not start), written by the supervisor.
@@ -197,6 +201,106 @@ impl ProcRef {
             Some((state, start)) => start == self.start_time && !matches!(state, 'Z' | 'X' | 'x'),
             None => false,
         }
+    }
+}
+
+/// One entry of /proc: the fields the executor reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProcEntry {
+    /// Its pid.
+    pub pid: i32,
+    /// Its process group.
+    pub pgrp: i32,
+    /// Its session.
+    pub session: i32,
+    /// Its start time (clock ticks after boot).
+    pub start_time: u64,
+}
+
+/// Every live (not zombie) process in /proc; those that vanish meanwhile
+/// are skipped.
+pub(crate) fn processes() -> Vec<ProcEntry> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &text[text.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if matches!(f.first().copied(), Some("Z" | "X" | "x")) {
+            return None;
+        }
+        Some(ProcEntry {
+            pid,
+            pgrp: f.get(2)?.parse().ok()?,
+            session: f.get(3)?.parse().ok()?,
+            start_time: f.get(19)?.parse().ok()?,
+        })
+    })
+    .collect()
+}
+
+/// The running `agora __supervise SANDBOX` process of `sandbox`, found by
+/// its command line (`sandbox` as the executor gave it, absolute).
+pub(crate) fn find_supervisor(sandbox: &Path) -> Option<ProcRef> {
+    let want = sandbox.as_os_str().as_encoded_bytes();
+    processes().into_iter().find_map(|p| {
+        let cmdline = fs::read(format!("/proc/{}/cmdline", p.pid)).ok()?;
+        let mut args = cmdline.split(|b| *b == 0);
+        let _exe = args.next()?;
+        (args.next()? == b"__supervise" && args.next()? == want)
+            .then(|| ProcRef::of(p.pid))
+            .flatten()
+            .filter(|r| r.start_time == p.start_time)
+    })
+}
+
+/// Longest wait for killed processes to be gone.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kills with SIGKILL what is left of a task: every process of its process
+/// group (`task`, the group's leader, whose pid is the group id) and of its
+/// supervisor's session (`supervisor`, its leader), counting only processes
+/// started no earlier than that leader (so a pid reused since is not
+/// taken for it), and the task's cgroups (`cgroup.kill`, where there is
+/// one). Waits (at most 5 s) until they are gone. Blocking.
+///
+/// Returns how many processes were killed, and how many still ran when it
+/// gave up.
+pub(crate) fn kill_leftovers(
+    task: Option<&ProcRef>,
+    supervisor: Option<&ProcRef>,
+    cgroups: &[PathBuf],
+) -> (usize, usize) {
+    let boot = boot_id();
+    let task = task.filter(|p| p.boot_id == boot);
+    let supervisor = supervisor.filter(|p| p.boot_id == boot);
+    let belongs = |p: &ProcEntry| {
+        task.is_some_and(|t| p.pgrp == t.pid && p.start_time >= t.start_time)
+            || supervisor.is_some_and(|s| p.session == s.pid && p.start_time >= s.start_time)
+    };
+    for dir in cgroups {
+        let _ = fs::write(dir.join("cgroup.kill"), "1");
+    }
+    let deadline = std::time::Instant::now() + KILL_WAIT;
+    let mut killed = std::collections::BTreeSet::new();
+    loop {
+        let left: Vec<i32> = processes()
+            .iter()
+            .filter(|p| belongs(p))
+            .map(|p| p.pid)
+            .collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return (killed.len(), left.len());
+        }
+        for pid in left {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                killed.insert(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -37,6 +37,16 @@
 //!   when its main process exits, the rest of its process group is killed.
 //! - One executor per data dir: `open` takes a lock on
 //!   `DATA_DIR/executor.lock` and fails while another agent holds it.
+//! - A checkpoint that cannot be read is moved aside and its task
+//!   accounted for (`recovery.rs`): re-attached when its sandbox's launch
+//!   record (`.agora/request.json`) and its supervisor are there, otherwise
+//!   reported how it ended or `lost`, what is left of it killed first.
+//! - A supervisor that dies without recording the task's end (SIGKILL) has
+//!   what is left of its task (process group, session, cgroups) killed
+//!   before the task is reported `lost` (`fsutil::kill_leftovers`).
+//! - The data dir is looked at every 2 s (`health.rs`): while it is full,
+//!   read-only or unwritable the agent hears [`ExecEvent::DataDir`] and
+//!   takes no tasks; a launch meanwhile fails at once with the reason.
 //! - Under systemd, the unit needs `KillMode=process` (or `mixed`) for
 //!   tasks to survive an agent restart; the default kills the supervisors.
 //! - Ended tasks are kept (checkpoint, sandbox, logs, an entry in
@@ -56,6 +66,9 @@
 //!   only `Failed`.
 //! - A task re-attached at open is returned as [`Recovered::Running`] (no
 //!   new Running event); its end is emitted as an event, once.
+//! - A task whose checkpoint was corrupt and that could not be re-attached
+//!   is returned as [`Recovered::Ended`] by that open only, and is not in
+//!   [`Executor::history`].
 //! - Each terminal status is delivered to the agent once: as an event, or,
 //!   when the executor was not there to send it (the agent was down, or it
 //!   stopped before the event reached the channel), as [`Recovered::Ended`]
@@ -70,6 +83,7 @@ mod cgroup;
 mod checkpoint;
 mod fsutil;
 mod gc;
+mod health;
 mod isolation;
 mod leftovers;
 mod logs;
@@ -175,6 +189,68 @@ pub enum ExecEvent {
         /// The status.
         status: TaskStatus,
     },
+    /// Whether the data dir can take new tasks changed (see `health.rs`):
+    /// `Some` while it cannot (full, read-only), `None` once it can again.
+    /// Sent at open when the first look finds a problem, then on every
+    /// change.
+    DataDir {
+        /// What is wrong, if anything.
+        problem: Option<DataDirProblem>,
+    },
+}
+
+/// Why the data dir cannot take new tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataDirFault {
+    /// Its disk is full (or nearly: less than the reserve is free).
+    DiskFull,
+    /// It is on a read-only file system.
+    ReadOnly,
+    /// Writing there fails for another reason (permissions, IO errors).
+    Unwritable,
+}
+
+impl DataDirFault {
+    /// Every fault, for metrics.
+    pub const ALL: [DataDirFault; 3] = [
+        DataDirFault::DiskFull,
+        DataDirFault::ReadOnly,
+        DataDirFault::Unwritable,
+    ];
+
+    /// Its code in reasons, logs and metrics: `disk_full`,
+    /// `data_dir_read_only`, `data_dir_unwritable`.
+    pub fn code(self) -> &'static str {
+        match self {
+            DataDirFault::DiskFull => "disk_full",
+            DataDirFault::ReadOnly => "data_dir_read_only",
+            DataDirFault::Unwritable => "data_dir_unwritable",
+        }
+    }
+
+    /// In plain words.
+    pub fn plain(self) -> &'static str {
+        match self {
+            DataDirFault::DiskFull => "the data dir's disk is full",
+            DataDirFault::ReadOnly => "the data dir is read-only",
+            DataDirFault::Unwritable => "the data dir cannot be written",
+        }
+    }
+}
+
+/// A data dir that cannot take new tasks, and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataDirProblem {
+    /// What kind of problem.
+    pub fault: DataDirFault,
+    /// For people: what was measured, what to do.
+    pub detail: String,
+}
+
+impl std::fmt::Display for DataDirProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.fault.code(), self.detail)
+    }
 }
 
 /// A task found in the checkpoints when the executor opened that the agent
@@ -230,6 +306,8 @@ pub struct Executor {
     tasks: HashMap<TaskId, Entry>,
     /// The garbage collector's task (taken by `detach`).
     gc: Option<JoinHandle<()>>,
+    /// The data dir's health probe (`health.rs`; taken by `detach`).
+    health: Option<JoinHandle<()>>,
 }
 
 impl Executor {
@@ -299,11 +377,17 @@ impl Executor {
             }
         };
         let lock_path = layout.data_dir.join("executor.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        // Held open read-only: a file open for writing would keep the data
+        // dir's file system from being remounted read-only.
+        if !lock_path.exists() {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        }
+        let lock = std::fs::File::open(&lock_path)
             .with_context(|| format!("cannot open {}", lock_path.display()))?;
         // A fork elsewhere in this process (a task being spawned) briefly
         // holds a copy of a just-released lock until it execs: retry a bit.
@@ -338,17 +422,21 @@ impl Executor {
             gc: config.gc.clone(),
             active: std::sync::Mutex::new(HashSet::new()),
             ended: std::sync::Mutex::new(HashMap::new()),
+            data_dir: std::sync::Mutex::new(None),
         });
         let (node_id, policy) = (config.node_id.clone(), config.gc.clone());
-        let scan = tokio::task::spawn_blocking(move || recovery::scan(&layout, &node_id, &policy))
-            .await
-            .context("reading checkpoints stopped")?
-            .with_context(|| {
-                format!(
-                    "cannot read the checkpoints in {}",
-                    shared.layout.checkpoints().display()
-                )
-            })?;
+        let s2 = Arc::clone(&shared);
+        let scan = tokio::task::spawn_blocking(move || {
+            recovery::scan(&layout, &node_id, &policy, &|t| s2.cgroups.task_dirs(t))
+        })
+        .await
+        .context("reading checkpoints stopped")?
+        .with_context(|| {
+            format!(
+                "cannot read the checkpoints in {}",
+                shared.layout.checkpoints().display()
+            )
+        })?;
         let runtime = tokio::runtime::Handle::current();
         let mut recovered = Vec::new();
         {
@@ -363,13 +451,18 @@ impl Executor {
                 table.insert(r.task.request.task_id.clone(), r);
             }
         }
+        for (request, status) in scan.concluded {
+            recovered.push(Recovered::Ended(request, status));
+        }
         let gc = runtime.spawn(gc::run(Arc::clone(&shared), config.gc.clone()));
+        let health = runtime.spawn(health::run(Arc::clone(&shared)));
         let mut exec = Executor {
             shared,
             _lock: lock,
             runtime,
             tasks: HashMap::new(),
             gc: Some(gc),
+            health: Some(health),
         };
         for (cp, sup) in scan.running {
             tracing::info!(task = %cp.request.task_id, supervisor = sup.pid, "re-attached to a running task");
@@ -590,6 +683,9 @@ impl Executor {
         }
         if let Some(gc) = self.gc.take() {
             let _ = gc.await;
+        }
+        if let Some(health) = self.health.take() {
+            let _ = health.await;
         }
     }
 }

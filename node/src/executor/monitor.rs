@@ -9,11 +9,13 @@
 use super::cgroup::{self, Cgroups};
 use super::checkpoint::{Checkpoint, KillState};
 use super::fsutil::{
-    LAUNCH_FILE, Layout, OLD_TAG, ProcRef, SUPERVISOR_LOG, aside_path, atomic_write, unix_ms,
+    LAUNCH_FILE, Layout, OLD_TAG, ProcRef, REQUEST_FILE, SUPERVISOR_LOG, aside_path, atomic_write,
+    kill_leftovers, unix_ms,
 };
 use super::gc::{GcPolicy, Retained};
+use super::health;
 use super::status::final_status;
-use super::supervisor::{LaunchSpec, read_exit, read_process};
+use super::supervisor::{ExitRecord, LaunchSpec, read_exit, read_process};
 use super::{EndedTask, ExecEvent};
 use agora_protocol::ids::{NodeId, TaskId};
 use agora_protocol::task::{Command, TaskState, TaskStatus};
@@ -54,6 +56,9 @@ pub(crate) struct Shared {
     /// Ended tasks whose status was delivered and whose monitor is done,
     /// until the GC or `forget` removes them (bounded by the GC policy).
     pub ended: Mutex<HashMap<TaskId, Retained>>,
+    /// What is wrong with the data dir as last reported to the agent
+    /// (`health::report`).
+    pub data_dir: Mutex<Option<super::DataDirProblem>>,
 }
 
 impl Shared {
@@ -61,6 +66,12 @@ impl Shared {
     /// usable: every change to it is a single insert or remove).
     pub fn ended_table(&self) -> MutexGuard<'_, HashMap<TaskId, Retained>> {
         self.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The data dir's last reported problem (usable after a panic: every
+    /// change is one assignment).
+    pub fn data_dir_state(&self) -> MutexGuard<'_, Option<super::DataDirProblem>> {
+        self.data_dir.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The active set (see [`Shared::active`]; usable after a panic for the
@@ -285,13 +296,19 @@ fn prepare(shared: &Shared, cp: &mut Checkpoint) -> Result<(), String> {
         );
         std::fs::rename(&sandbox, &aside).map_err(|e| {
             format!(
-                "cannot move the old sandbox {} aside: {e}",
-                sandbox.display()
+                "cannot move the old sandbox {} aside: {e}{}",
+                sandbox.display(),
+                health::hint(&e)
             )
         })?;
     }
-    std::fs::create_dir_all(&meta)
-        .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+    std::fs::create_dir_all(&meta).map_err(|e| {
+        format!(
+            "cannot create the sandbox {}: {e}{}",
+            sandbox.display(),
+            health::hint(&e)
+        )
+    })?;
     super::isolation::prepare_sandbox(&sandbox, &meta, shared.isolation.user.as_ref())?;
     let procs = if matches!(shared.cgroups, Cgroups::None { .. }) {
         Vec::new()
@@ -311,11 +328,25 @@ fn prepare(shared: &Shared, cp: &mut Checkpoint) -> Result<(), String> {
         }
     };
     let spec = launch_spec(shared, cp, &sandbox, procs);
-    let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
-    atomic_write(&meta.join(LAUNCH_FILE), &bytes)
-        .map_err(|e| format!("cannot write {}: {e}", meta.join(LAUNCH_FILE).display()))?;
-    cp.save(&shared.layout)
-        .map_err(|e| format!("cannot write the task's checkpoint: {e}"))
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = meta.join(name);
+        atomic_write(&path, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}{}", path.display(), health::hint(&e)))
+    };
+    write(
+        LAUNCH_FILE,
+        serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
+    )?;
+    write(
+        REQUEST_FILE,
+        serde_json::to_vec_pretty(&cp.request).map_err(|e| e.to_string())?,
+    )?;
+    cp.save(&shared.layout).map_err(|e| {
+        format!(
+            "cannot write the task's checkpoint: {e}{}",
+            health::hint(&e)
+        )
+    })
 }
 
 fn spawn_supervisor(shared: &Shared, task: &str) -> io::Result<tokio::process::Child> {
@@ -349,6 +380,17 @@ pub(crate) async fn launch(
     kill_rx: mpsc::Receiver<Duration>,
 ) {
     let task = cp.request.task_id.as_str().to_string();
+    let known = shared.data_dir_state().clone();
+    if let Some(p) = known {
+        // The node stopped taking tasks after this one was confirmed.
+        let status = TaskStatus::new(
+            cp.request.task_id.clone(),
+            TaskState::Failed,
+            Some(shared.node_id.clone()),
+        )
+        .with_reason(format!("this node's data dir cannot take the task: {p}"));
+        return finish(&shared, cp, status).await;
+    }
     let prepared = {
         let shared2 = Arc::clone(&shared);
         let mut copy = cp.clone();
@@ -357,6 +399,11 @@ pub(crate) async fn launch(
     cp = match prepared {
         Ok(Ok(c)) => c,
         Ok(Err(reason)) => {
+            // A full or read-only data dir: stop taking tasks at once.
+            let layout = shared.layout.clone();
+            if let Ok(Some(p)) = blocking(move || health::check(&layout, false)).await {
+                health::report(&shared, Some(p)).await;
+            }
             let status = TaskStatus::new(
                 cp.request.task_id.clone(),
                 TaskState::Failed,
@@ -384,8 +431,9 @@ pub(crate) async fn launch(
                 Some(shared.node_id.clone()),
             )
             .with_reason(format!(
-                "cannot start the task supervisor `{} __supervise`: {e}",
-                shared.agora_exe.display()
+                "cannot start the task supervisor `{} __supervise`: {e}{}",
+                shared.agora_exe.display(),
+                health::hint(&e)
             ));
             return finish(&shared, cp, status).await;
         }
@@ -476,17 +524,49 @@ async fn watch(
     end(&shared, cp, note).await;
 }
 
-/// The supervisor has exited: read its record and finish the task.
+/// The supervisor has exited: read its record and finish the task. A
+/// supervisor that left no record (it was killed) may have left the task
+/// running: whatever is left of the task is killed before the task is
+/// reported lost, and the reason says so. A task that failed while the data
+/// dir's disk was full (or read-only) says that too.
 async fn end(shared: &Shared, mut cp: Checkpoint, note: Option<String>) {
     let meta = shared.layout.meta(cp.request.task_id.as_str());
     let dirs = cp.cgroups.clone();
-    let (exit, oom) = blocking(move || (read_exit(&meta), cgroup::oom_killed(&dirs)))
-        .await
-        .unwrap_or((None, false));
+    let supervisor = cp.supervisor.clone();
+    let layout = shared.layout.clone();
+    let looked = blocking(move || {
+        let exit = read_exit(&meta);
+        let oom = cgroup::oom_killed(&dirs);
+        let killed = exit.is_none().then(|| {
+            let task = read_process(&meta);
+            let (n, left) = kill_leftovers(task.as_ref(), supervisor.as_ref(), &dirs);
+            killed_note(task.as_ref(), n, left)
+        });
+        // A task that finished needs no look at the disk.
+        let finished = matches!(exit, Some(ExitRecord::Exited { code: 0 }));
+        let disk = if finished {
+            None
+        } else {
+            health::check(&layout, false)
+        };
+        (exit, oom, killed.flatten(), disk)
+    })
+    .await;
+    let (exit, oom, killed, disk) = looked.unwrap_or((None, false, None, None));
+    if let Some(p) = &disk {
+        // Before the task's end is reported: the node takes no task in
+        // its place on a data dir that cannot hold it.
+        health::report(shared, Some(p.clone())).await;
+    }
     if exit.is_some() && !cp.started {
         cp.started = true;
     }
-    let status = final_status(
+    let note = match (note, killed) {
+        (Some(note), Some(killed)) => Some(format!("{note}; {killed}")),
+        (None, Some(killed)) => Some(format!("the supervisor is gone; {killed}")),
+        (note, None) => note,
+    };
+    let mut status = final_status(
         &shared.node_id,
         &cp.request,
         exit,
@@ -494,7 +574,42 @@ async fn end(shared: &Shared, mut cp: Checkpoint, note: Option<String>) {
         oom,
         note,
     );
+    add_disk_note(&mut status, disk.as_ref());
     finish(shared, cp, status).await;
+}
+
+/// What [`kill_leftovers`] did, for a lost task's reason (None when
+/// nothing of the task was left).
+pub(crate) fn killed_note(task: Option<&ProcRef>, killed: usize, left: usize) -> Option<String> {
+    let group = task.map_or_else(String::new, |p| format!(" {}", p.pid));
+    match (killed, left) {
+        (0, 0) => None,
+        (n, 0) => Some(format!(
+            "its process group{group} was killed ({n} processes still ran) before this report"
+        )),
+        (n, left) => Some(format!(
+            "its process group{group} was killed ({n} processes still ran), but {left} \
+             outlived SIGKILL for 5 s"
+        )),
+    }
+}
+
+/// Adds to a failed or lost task's reason that the data dir could not be
+/// written when it ended (which may be why).
+fn add_disk_note(status: &mut TaskStatus, disk: Option<&super::DataDirProblem>) {
+    let Some(p) = disk else { return };
+    if !matches!(status.state, TaskState::Failed | TaskState::Lost) {
+        return;
+    }
+    let note = format!(
+        "{} ({}) when it ended, which may be why",
+        p.fault.plain(),
+        p.fault.code()
+    );
+    status.reason = Some(match status.reason.take() {
+        Some(r) => format!("{r}; {note}"),
+        None => note,
+    });
 }
 
 /// Concludes, at open, a task whose supervisor is gone: its final status
@@ -511,14 +626,14 @@ pub(crate) fn conclude_offline(layout: &Layout, node: &NodeId, mut cp: Checkpoin
         ),
         None => "the agent stopped while starting it".to_string(),
     };
-    if exit.is_none()
-        && let Some(p) = read_process(&meta)
-        && p.is_alive()
-    {
-        signal_group(&p, Signal::KILL);
-        note.push_str(&format!("; its process group {} was killed", p.pid));
-    }
     let oom = cgroup::oom_killed(&cp.cgroups);
+    if exit.is_none() {
+        let task = read_process(&meta);
+        let (n, left) = kill_leftovers(task.as_ref(), cp.supervisor.as_ref(), &cp.cgroups);
+        if let Some(killed) = killed_note(task.as_ref(), n, left) {
+            note.push_str(&format!("; {killed}"));
+        }
+    }
     let status = final_status(node, &cp.request, exit, cp.kill.as_ref(), oom, Some(note));
     cp.end(status);
     // Only `Executor::open` calls this, and it returns the task as

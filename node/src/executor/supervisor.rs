@@ -8,6 +8,14 @@
 //! and records how it ended in `exit.json` (atomically), then exits. A task
 //! that cannot be started at all is recorded as `cannot_start` with the OS
 //! error, so the agent can tell "could not start" from "exited 127".
+//!
+//! A task may fill the disk its sandbox is on (issue 12: the supervisor
+//! then panicked writing to its log, exit 101, and the task was reported
+//! lost). So the supervisor never panics on a failed write: its messages
+//! go to stderr (`supervisor.log`) best effort, and before it starts the
+//! task it sets aside one page for the exit record (`exit.json.reserve`),
+//! which it overwrites in place and renames to `exit.json` when the normal
+//! write fails for lack of space.
 
 use super::fsutil::{EXIT_FILE, LAUNCH_FILE, META_DIR, PROCESS_FILE, ProcRef, atomic_write};
 use super::isolation::{ChildSetup, Isolation, Step};
@@ -19,6 +27,21 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// `eprintln!` that never panics: std's panics when stderr cannot be
+/// written, and the supervisor's stderr is a file on the disk a task may
+/// have filled. The message is lost then; the exit record is what counts.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// The page set aside for the exit record (see the module docs).
+const RESERVE_FILE: &str = "exit.json.reserve";
+/// Its size: far more than any exit record.
+const RESERVE_BYTES: usize = 4096;
 
 /// What the supervisor runs, written by the executor to `launch.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,13 +108,49 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
 }
 
 fn record_exit(meta: &Path, record: &ExitRecord) -> i32 {
-    match write_json(&meta.join(EXIT_FILE), record) {
+    let reserve = meta.join(RESERVE_FILE);
+    let written = write_json(&meta.join(EXIT_FILE), record).or_else(|e| {
+        // Out of space (a task filled the disk): the reserved page needs none.
+        let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        write_in_place(&reserve, &meta.join(EXIT_FILE), &bytes)
+            .map_err(|e2| format!("{e}; and through the reserved page: {e2}"))
+    });
+    let _ = std::fs::remove_file(&reserve);
+    match written {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("agora supervisor: {e}");
             1
         }
     }
+}
+
+/// Sets aside a page for the exit record, before the task can fill the disk.
+fn reserve_exit_record(meta: &Path) {
+    let path = meta.join(RESERVE_FILE);
+    if let Err(e) =
+        std::fs::write(&path, [b' '; RESERVE_BYTES]).and_then(|()| File::open(&path)?.sync_all())
+    {
+        eprintln!(
+            "agora supervisor: cannot reserve room for the exit record ({}: {e})",
+            path.display()
+        );
+    }
+}
+
+/// Writes `bytes` over the start of `reserve` (already allocated, so no
+/// new space is needed), cuts it to their length and renames it to `path`.
+fn write_in_place(reserve: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = OpenOptions::new().write(true).open(reserve)?;
+    f.write_all(bytes)?;
+    f.set_len(bytes.len() as u64)?;
+    f.sync_all()?;
+    std::fs::rename(reserve, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn open_output(path: &Path) -> std::io::Result<File> {
@@ -126,6 +185,7 @@ pub(crate) fn run(args: Vec<OsString>) -> i32 {
             return record_exit(&meta, &ExitRecord::CannotStart { reason });
         }
     };
+    reserve_exit_record(&meta);
     let cannot_start = |what: String| {
         eprintln!("agora supervisor: {what}");
         record_exit(&meta, &ExitRecord::CannotStart { reason: what })

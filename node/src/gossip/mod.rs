@@ -214,11 +214,32 @@ impl Member {
     }
 }
 
+/// Another incarnation of this node's own id in gossip: this node's previous
+/// run, or another agent started with the same `--node-id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incarnation {
+    /// Its gossip address.
+    pub gossip_addr: SocketAddr,
+    /// Its chitchat generation (start time, Unix milliseconds).
+    pub generation: u64,
+    /// Its libp2p peer id (its identity key), once known.
+    pub peer_id: Option<String>,
+    /// Whether the failure detector holds it alive (and it is not leaving).
+    pub alive: bool,
+    /// How many times its heartbeat was seen to advance since this node
+    /// first heard of it: a previous run that has stopped does not advance
+    /// (more than gossip catching up), a running agent does.
+    pub heartbeat_advances: u64,
+}
+
 /// The whole membership at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    /// Every member ever seen and not yet garbage-collected, in id order.
+    /// Every member ever seen and not yet garbage-collected, in id order:
+    /// one per node id (see `view.rs` for which incarnation).
     pub members: Vec<Member>,
+    /// The other incarnations of this node's own id.
+    pub rivals: Vec<Incarnation>,
 }
 
 impl Snapshot {

@@ -10,11 +10,20 @@
 //! allocation of snapshots. Heartbeats alone do not change the signature.
 //!
 //! A restarted node appears in chitchat under a new generation of the same
-//! node id; the snapshot shows one member per node id, the newest
-//! generation.
+//! node id; the snapshot shows one member per node id. Which one: a node id
+//! belongs to the identity key (libp2p peer id) of its oldest incarnation
+//! that the failure detector holds alive, and the snapshot shows that
+//! identity's newest incarnation (a restart keeps the key, so this is the
+//! restarted node, as before). When no incarnation is alive, the newest.
+//! So a second agent started with a node id already in use under another
+//! key does not take the id over (issue 12): every node keeps routing it
+//! to the first. The other incarnations of this node's own id are listed in
+//! [`Snapshot::rivals`], with how often their heartbeat advanced, so that
+//! the agent can tell a live duplicate from its own previous run (see
+//! `crate::identity::DuplicateGuard`).
 
-use super::state::{self, KEY_LEAVING};
-use super::{LocalState, Member, Snapshot};
+use super::state::{self, KEY_LEAVING, KEY_PEER_ID};
+use super::{Incarnation, LocalState, Member, Snapshot};
 use agora_protocol::ids::NodeId;
 use chitchat::{Chitchat, ChitchatId, NodeState};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,7 +41,15 @@ struct Cached {
     max_version: u64,
     node_id: Option<NodeId>,
     state: Option<LocalState>,
+    /// Its peer id key, even while the rest of its state is incomplete.
+    peer_id: Option<String>,
     leaving: bool,
+}
+
+/// What the driver follows of another incarnation of its own node id.
+struct Rival {
+    heartbeat: chitchat::Heartbeat,
+    advances: u64,
 }
 
 /// The driver's state; [`Driver::run`] is its task.
@@ -42,6 +59,8 @@ pub struct Driver {
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     cache: HashMap<ChitchatId, Cached>,
     signature: Vec<(ChitchatId, u64, bool)>,
+    /// Other incarnations of this node's id, by chitchat id.
+    rivals: HashMap<ChitchatId, Rival>,
 }
 
 impl Driver {
@@ -57,6 +76,7 @@ impl Driver {
             snapshot_tx,
             cache: HashMap::new(),
             signature: Vec::new(),
+            rivals: HashMap::new(),
         }
     }
 
@@ -100,18 +120,41 @@ impl Driver {
     /// state changed since the last call.
     pub async fn refresh(&mut self) {
         let chitchat = self.chitchat.clone();
-        let members = {
+        let (members, rivals) = {
             let chitchat = chitchat.lock().await;
+            let me = chitchat.self_chitchat_id().clone();
             let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+            // Other incarnations of this node's id: their heartbeats count
+            // (normally there are none, so heartbeats cost nothing here).
+            let mut rivals_moved = false;
+            for (id, ns) in chitchat.node_states() {
+                if id.node_id != me.node_id || *id == me {
+                    continue;
+                }
+                let beat = ns.heartbeat();
+                let r = self.rivals.entry(id.clone()).or_insert_with(|| {
+                    rivals_moved = true;
+                    Rival {
+                        heartbeat: beat,
+                        advances: 0,
+                    }
+                });
+                if beat > r.heartbeat {
+                    r.heartbeat = beat;
+                    r.advances += 1;
+                    rivals_moved = true;
+                }
+            }
             let signature: Vec<(ChitchatId, u64, bool)> = chitchat
                 .node_states()
                 .iter()
                 .map(|(id, ns)| (id.clone(), ns.max_version(), live.contains(id)))
                 .collect();
-            if signature == self.signature {
+            if signature == self.signature && !rivals_moved {
                 return;
             }
             let mut members = Vec::with_capacity(signature.len());
+            let mut rivals = Vec::new();
             for (id, max_version, alive) in &signature {
                 let Some(ns) = chitchat.node_states().get(id) else {
                     continue;
@@ -120,23 +163,39 @@ impl Driver {
                 let Some(node_id) = cached.node_id.clone() else {
                     continue;
                 };
+                let alive = *alive && !cached.leaving;
+                let peer_id = cached.peer_id.clone();
+                let state = cached.state.clone();
+                if let Some(r) = self.rivals.get(id) {
+                    rivals.push(Incarnation {
+                        gossip_addr: id.gossip_advertise_addr,
+                        generation: id.generation_id,
+                        peer_id: peer_id.clone(),
+                        alive,
+                        heartbeat_advances: r.advances,
+                    });
+                }
                 members.push((
-                    id.generation_id,
+                    (id.generation_id, id.gossip_advertise_addr),
+                    peer_id,
                     Member {
                         id: node_id,
                         gossip_addr: id.gossip_advertise_addr,
-                        alive: *alive && !cached.leaving,
-                        state: cached.state.clone(),
+                        alive,
+                        state,
                         generation: id.generation_id,
                     },
                 ));
             }
             let present: HashSet<&ChitchatId> = signature.iter().map(|(id, _, _)| id).collect();
             self.cache.retain(|id, _| present.contains(id));
+            self.rivals.retain(|id, _| present.contains(id));
             self.signature = signature;
-            members
+            (members, rivals)
         };
-        let snapshot = Arc::new(newest_generation_per_node(members));
+        let mut snapshot = one_incarnation_per_node(members);
+        snapshot.rivals = rivals;
+        let snapshot = Arc::new(snapshot);
         self.snapshot_tx.send_if_modified(|current| {
             if **current == *snapshot {
                 false
@@ -187,23 +246,39 @@ fn decode_member(id: &ChitchatId, max_version: u64, ns: &NodeState) -> Cached {
         max_version,
         node_id,
         state,
+        peer_id: ns.get(KEY_PEER_ID).map(str::to_string),
         leaving: ns.get(KEY_LEAVING).is_some(),
     }
 }
 
-/// One member per node id (the newest generation), in id order.
-fn newest_generation_per_node(members: Vec<(u64, Member)>) -> Snapshot {
-    let mut by_id: BTreeMap<NodeId, (u64, Member)> = BTreeMap::new();
-    for (generation, member) in members {
-        match by_id.get(&member.id) {
-            Some((kept, _)) if *kept >= generation => {}
-            _ => {
-                by_id.insert(member.id.clone(), (generation, member));
-            }
-        }
+/// The key incarnations of one node id are ordered by: generation, then
+/// address (two agents started in the same millisecond).
+type Age = (u64, std::net::SocketAddr);
+
+/// One member per node id, in id order: the newest incarnation of the
+/// identity (peer id) whose oldest live incarnation is the oldest; the
+/// newest incarnation when none is alive (see the module docs).
+fn one_incarnation_per_node(members: Vec<(Age, Option<String>, Member)>) -> Snapshot {
+    let mut by_id: BTreeMap<NodeId, Vec<(Age, Option<String>, Member)>> = BTreeMap::new();
+    for m in members {
+        by_id.entry(m.2.id.clone()).or_default().push(m);
     }
+    let chosen = by_id.into_values().filter_map(|mut incs| {
+        let owner = incs
+            .iter()
+            .filter(|(_, peer, m)| m.alive && peer.is_some())
+            .min_by_key(|(age, _, _)| *age)
+            .and_then(|(_, peer, _)| peer.clone());
+        if let Some(owner) = owner {
+            incs.retain(|(_, peer, _)| peer.as_deref() == Some(owner.as_str()));
+        }
+        incs.into_iter()
+            .max_by_key(|(age, _, _)| *age)
+            .map(|(_, _, m)| m)
+    });
     Snapshot {
-        members: by_id.into_values().map(|(_, m)| m).collect(),
+        members: chosen.collect(),
+        rivals: Vec::new(),
     }
 }
 
@@ -240,19 +315,66 @@ mod tests {
         }
     }
 
-    #[test]
-    fn newest_generation_wins_and_order_is_by_id() {
-        let snap = newest_generation_per_node(vec![
-            (5, member("b", false)),
-            (7, member("b", true)),
-            (6, member("b", false)),
-            (1, member("a", true)),
-        ]);
-        let got: Vec<(&str, bool)> = snap
-            .members
+    fn inc(generation: u64, peer: &str, m: Member) -> (Age, Option<String>, Member) {
+        (
+            (generation, "127.0.0.1:1".parse().unwrap()),
+            Some(peer.to_string()),
+            m,
+        )
+    }
+
+    fn chosen(snap: &Snapshot) -> Vec<(&str, bool)> {
+        snap.members
             .iter()
             .map(|m| (m.id.as_str(), m.alive))
-            .collect();
-        assert_eq!(got, vec![("a", true), ("b", true)]);
+            .collect()
+    }
+
+    #[test]
+    fn a_restarted_node_shows_its_newest_generation_and_order_is_by_id() {
+        let snap = one_incarnation_per_node(vec![
+            inc(5, "p", member("b", false)),
+            inc(7, "p", member("b", true)),
+            inc(6, "p", member("b", false)),
+            inc(1, "q", member("a", true)),
+        ]);
+        assert_eq!(chosen(&snap), vec![("a", true), ("b", true)]);
+        // The old run still held alive by the failure detector changes nothing.
+        let snap = one_incarnation_per_node(vec![
+            inc(5, "p", member("b", true)),
+            inc(7, "p", member("b", true)),
+        ]);
+        assert_eq!(snap.members.len(), 1);
+        // A node that left (not alive) is seen leaving at once.
+        let snap = one_incarnation_per_node(vec![
+            inc(5, "p", member("b", true)),
+            inc(7, "p", member("b", false)),
+        ]);
+        assert_eq!(chosen(&snap), vec![("b", false)]);
+    }
+
+    #[test]
+    fn a_node_id_stays_with_the_identity_that_held_it_first() {
+        let mut first = member("b", true);
+        first.gossip_addr = "127.0.0.1:100".parse().unwrap();
+        let mut second = member("b", true);
+        second.gossip_addr = "127.0.0.1:200".parse().unwrap();
+        let addr = |s: &Snapshot| s.members[0].gossip_addr.port();
+        // Both alive: the first keeps the id, the newer generation is not shown.
+        let snap = one_incarnation_per_node(vec![
+            inc(5, "p", first.clone()),
+            inc(7, "q", second.clone()),
+        ]);
+        assert_eq!(addr(&snap), 100);
+        // The impostor left (or died): still the first.
+        let mut gone = second.clone();
+        gone.alive = false;
+        let snap = one_incarnation_per_node(vec![inc(5, "p", first.clone()), inc(7, "q", gone)]);
+        assert_eq!((addr(&snap), snap.members[0].alive), (100, true));
+        // The first is dead (a replacement machine with a new key): the new one.
+        let mut dead = first;
+        dead.alive = false;
+        let snap = one_incarnation_per_node(vec![inc(5, "p", dead), inc(7, "q", second)]);
+        assert_eq!((addr(&snap), snap.members[0].alive), (200, true));
     }
 }

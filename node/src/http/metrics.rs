@@ -32,8 +32,9 @@
 //! | `agora_http_connections_evicted_total` | counter | |
 //! | `agora_http_header_timeouts_total` | counter | |
 //! | `agora_gossip_isolated` | gauge | |
+//! | `agora_data_dir_unavailable` | gauge | `reason` = disk_full, data_dir_read_only, data_dir_unwritable: 1 while this node takes no new tasks for that reason |
 //!
-//! The last nine count refusals at the node's edges ([`EDGE`]): they are
+//! The nine before the last count refusals at the node's edges ([`EDGE`]): they are
 //! bumped where the refusal happens (the socket's accept loop, the peer
 //! codec, the HTTP server, the gossip relay) and copied into the registry
 //! on every [`Metrics::encode`].
@@ -56,6 +57,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +111,7 @@ pub struct Metrics {
     peer_messages: Family<OutcomeLabel, Counter>,
     peers_other_version: Gauge,
     edge: EdgeMetrics,
+    data_dir_unavailable: Family<ReasonLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -204,6 +211,12 @@ impl Metrics {
             peers_other_version.clone(),
         );
         let edge = EdgeMetrics::register(&mut registry);
+        let data_dir_unavailable = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "data_dir_unavailable",
+            "1 while this node takes no new tasks because its data dir cannot take them (reason: disk_full, data_dir_read_only, data_dir_unwritable); it advertises nothing free meanwhile and recovers by itself",
+            data_dir_unavailable.clone(),
+        );
         let m = Metrics {
             registry,
             nodes,
@@ -221,12 +234,14 @@ impl Metrics {
             peer_messages,
             peers_other_version,
             edge,
+            data_dir_unavailable,
         };
         // Every labelled series exists from the start, at zero.
         m.set_nodes(0, 0);
         m.set_resources("cluster", &Resources::ZERO, &Resources::ZERO);
         m.set_resources("node", &Resources::ZERO, &Resources::ZERO);
         m.set_peer_totals(&PeerTotals::default());
+        m.set_data_dir(None);
         for s in ALL_STATES {
             m.tasks
                 .get_or_create(&StateLabel { state: s.name() })
@@ -270,6 +285,16 @@ impl Metrics {
             self.tasks
                 .get_or_create(&StateLabel { state: s.name() })
                 .set(to_i64(n));
+        }
+    }
+
+    /// Sets the data dir gauge: 1 for `reason` (a
+    /// [`crate::executor::DataDirFault`] code), 0 for the others.
+    pub fn set_data_dir(&self, reason: Option<&str>) {
+        for f in crate::executor::DataDirFault::ALL {
+            self.data_dir_unavailable
+                .get_or_create(&ReasonLabel { reason: f.code() })
+                .set(i64::from(reason == Some(f.code())));
         }
     }
 

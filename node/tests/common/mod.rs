@@ -422,3 +422,14 @@ impl Drop for Resume {
             .status();
     }
 }
+
+impl Node {
+    /// Sets flag `flag` (e.g. `--cpus`) to `value` for the next
+    /// [`Node::start`]: replaces its value, or appends the flag.
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.to_string(),
+            _ => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+}

@@ -9,7 +9,7 @@ impl Auctioneer {
     /// Awards at once when the whole book fits; otherwise makes sure a
     /// window is open to rank it.
     pub(super) fn decide(&mut self, now: Instant) {
-        if self.book.is_empty() || self.window_closes.is_some() {
+        if self.book.is_empty() || self.window_closes.is_some() || self.unavailable.is_some() {
             return;
         }
         let demand = self.book.iter().try_fold(Resources::ZERO, |acc, p| {
@@ -29,7 +29,7 @@ impl Auctioneer {
     }
 
     pub(super) fn no_room_reason(&self, asked: &Resources) -> RejectReason {
-        if asked.fits_in(&self.free()) {
+        if asked.fits_in(&self.free()) && self.unavailable.is_none() {
             RejectReason::Outbid
         } else {
             RejectReason::Insufficient(asked.shortfall(&self.free()))
@@ -96,6 +96,11 @@ impl Auctioneer {
         }
         if self.draining {
             return self.reject(from, &bid, RejectReason::Draining);
+        }
+        if self.unavailable.is_some() {
+            // Free is nothing: the reject says so, and heals the bidder's view.
+            let reason = self.no_room_reason(&bid.spec.resources);
+            return self.reject(from, &bid, reason);
         }
         if !self.admits(&bid.spec.constraints) {
             return self.reject(from, &bid, RejectReason::Constraints);

@@ -38,10 +38,16 @@ impl Auctioneer {
         Ok(())
     }
 
-    /// Re-adopts a task that was running before the node restarted (recovery).
+    /// Re-adopts a task that was running before the node restarted
+    /// (recovery). The task runs whatever the ledger says, so it is always
+    /// counted, even when it does not fit in what is free (the node was
+    /// restarted with a smaller capacity): the node is then
+    /// [overcommitted](Auctioneer::overcommitted), advertises nothing free
+    /// and awards nothing until enough of its tasks end.
     ///
     /// # Errors
-    /// [`Error::DoesNotFit`] if its resources are no longer free.
+    /// [`Error::AlreadyHeld`] if the task already holds an allocation here
+    /// (nothing changes).
     #[allow(clippy::too_many_arguments)]
     pub fn adopt(
         &mut self,
@@ -53,8 +59,8 @@ impl Auctioneer {
         ports: Vec<u16>,
         state: TaskState,
     ) -> Result<(), Error> {
-        if !spec.resources.fits_in(&self.free()) {
-            return Err(Error::DoesNotFit(task_id));
+        if self.running.contains_key(&task_id) {
+            return Err(Error::AlreadyHeld(task_id));
         }
         for p in &ports {
             // Ports outside the configured set are kept as they are.
@@ -186,6 +192,23 @@ impl Auctioneer {
                     lease_id: c.lease_id,
                     task_id: c.task_id,
                     reason: "the lease expired or is unknown; bid again".into(),
+                }),
+            });
+            return;
+        }
+        if let Some(why) = self.unavailable.clone() {
+            // Granted before the node stopped taking tasks: the task would
+            // fail here, so its bidder is sent elsewhere.
+            if let Some(lease) = self.leases.remove(&c.lease_id) {
+                self.expiries.remove(&(lease.expires, c.lease_id));
+                self.give_back(now, &lease.spec.resources, lease.ports);
+            }
+            self.transmits.push_back(Transmit {
+                to: from,
+                msg: PeerMessage::ConfirmRefused(ConfirmRefused {
+                    lease_id: c.lease_id,
+                    task_id: c.task_id,
+                    reason: format!("node {} takes no new tasks: {why}; bid again", self.me),
                 }),
             });
             return;

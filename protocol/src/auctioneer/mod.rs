@@ -28,6 +28,8 @@
 
 mod book;
 mod launch;
+#[cfg(test)]
+mod tests;
 
 use crate::constraint::{Attributes, Constraint, Placed};
 use crate::fairness::{FairShares, FrameworkUsage};
@@ -146,9 +148,10 @@ pub enum Error {
     /// A status change that the task life cycle forbids.
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
-    /// Adopting a task that does not fit (recovery after restart).
-    #[error("task {0} does not fit in what is free")]
-    DoesNotFit(TaskId),
+    /// Adopting a task that already holds an allocation here (recovery
+    /// after restart, the same task twice).
+    #[error("task {0} already holds an allocation on this node")]
+    AlreadyHeld(TaskId),
 }
 
 /// Counters for metrics.
@@ -237,6 +240,10 @@ pub struct Auctioneer {
     used: Resources,
     version: u64,
     draining: bool,
+    /// Why the node takes no new tasks for now, as its shell measured it
+    /// (its data dir's disk is full, read-only): see
+    /// [`Auctioneer::set_unavailable`].
+    unavailable: Option<String>,
     book: Vec<PendingBid>,
     /// Earliest `hold_until` in the book, refreshed after every input.
     hold_min: Option<Instant>,
@@ -285,6 +292,7 @@ impl Auctioneer {
             used: Resources::ZERO,
             version: 1,
             draining: false,
+            unavailable: None,
             book: Vec::new(),
             hold_min: None,
             window_closes: None,
@@ -322,9 +330,59 @@ impl Auctioneer {
         self.used
     }
 
-    /// What is free: capacity minus leases and allocations.
+    /// What is free: capacity minus leases and allocations; nothing at all
+    /// while the node is [unavailable](Auctioneer::set_unavailable) or
+    /// holds more than its capacity in any dimension (see
+    /// [`Auctioneer::overcommitted`]).
     pub fn free(&self) -> Resources {
+        if self.unavailable.is_some() || !self.used.fits_in(&self.capacity) {
+            return Resources::ZERO;
+        }
         self.capacity.saturating_sub(&self.used)
+    }
+
+    /// By how much what the node holds exceeds its capacity, when it does
+    /// in any dimension: tasks re-adopted after a restart with a smaller
+    /// capacity ([`Auctioneer::adopt`]), or a capacity lowered under its
+    /// allocations ([`Auctioneer::set_capacity`]). The node awards nothing
+    /// until enough of them end.
+    pub fn overcommitted(&self) -> Option<Resources> {
+        let over = self.used.saturating_sub(&self.capacity);
+        (over != Resources::ZERO).then_some(over)
+    }
+
+    /// Why the node takes no new tasks for now, if it does not.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// Stops (`Some(why)`) or resumes (`None`) taking new tasks, for a
+    /// reason the node's shell measured and the protocol cannot see (its
+    /// data dir's disk is full or read-only: a task launched now would
+    /// fail). While unavailable the node advertises nothing free, rejects
+    /// every bid at once (held bids too, when it becomes unavailable) and
+    /// refuses confirms of the leases it granted before (the bidder bids
+    /// elsewhere); the tasks it runs are not touched and their statuses
+    /// flow as before. Each change bumps the ledger version, so views take
+    /// the new free vector.
+    pub fn set_unavailable(&mut self, now: Instant, why: Option<String>) {
+        let changed = self.unavailable.is_some() != why.is_some();
+        self.unavailable = why;
+        if !changed {
+            // At most the reason changed: the ledger did not.
+            return;
+        }
+        self.bump();
+        if self.unavailable.is_some() {
+            self.window_closes = None;
+            for p in std::mem::take(&mut self.book) {
+                let reason = self.no_room_reason(&p.bid.spec.resources);
+                self.reject(p.from, &p.bid, reason);
+            }
+        } else {
+            self.decide(now);
+        }
+        self.refresh_hold_min();
     }
 
     /// The ledger version; it grows on every change of `free`.

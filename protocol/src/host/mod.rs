@@ -812,6 +812,14 @@ impl<R: Rng> Host<R> {
         self.pump(now);
     }
 
+    /// Stops (`Some(why)`) or resumes (`None`) taking new tasks on this
+    /// node, for a reason its shell measured (see
+    /// [`Auctioneer::set_unavailable`]).
+    pub fn set_unavailable(&mut self, now: Instant, why: Option<String>) {
+        self.auctioneer.set_unavailable(now, why);
+        self.pump(now);
+    }
+
     /// Sets the auctioneer's fair shares (when [`Config::shares_from_view`]
     /// is off).
     pub fn set_shares(&mut self, shares: crate::fairness::FairShares) {
@@ -856,11 +864,12 @@ impl<R: Rng> Host<R> {
         self.pump(now);
     }
 
-    /// Re-adopts a task found running after a restart.
+    /// Re-adopts a task found running after a restart. It is counted even
+    /// when it does not fit (see [`Auctioneer::adopt`]): check
+    /// [`Auctioneer::overcommitted`] once every task is adopted.
     ///
     /// # Errors
-    /// It does not fit in what the ledger has free (it then runs uncounted;
-    /// the shell should say so).
+    /// The task already holds an allocation here (nothing changes).
     pub fn adopt(&mut self, now: Instant, launch: &Launch) -> Result<(), auctioneer::Error> {
         if launch.home == self.me {
             self.witness_out.touch();

@@ -467,3 +467,96 @@ fn a_peer_that_may_not_operate_runs_its_own_framework_and_nothing_more() {
         "the other framework's task runs on"
     );
 }
+
+fn launch(task: &str, home: &str, cpus: u64) -> host::Launch {
+    let framework = FrameworkId::new(format!("gone-1@{home}")).unwrap();
+    host::Launch {
+        task_id: TaskId::for_framework(&framework, task.parse().unwrap()),
+        framework,
+        weight: 1,
+        home: nid(home),
+        spec: TaskSpec::new(
+            "old",
+            Argv::Argv(vec!["sleep".into()]),
+            Resources::cpu_mem(cpus * 1000, 0),
+        ),
+        ports: vec![],
+    }
+}
+
+fn published(c: &mut Core) -> Vec<Ledger> {
+    std::iter::from_fn(|| c.poll_output())
+        .filter_map(|o| match o {
+            Output::Publish(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 12: restarted with 1 cpu, a node that re-attached tasks holding 2
+/// listed and counted only one of them.
+#[test]
+fn tasks_reattached_past_a_smaller_capacity_are_counted_listed_and_kept_once_ended() {
+    let mut c = core("n1", 1);
+    let (a, b) = (launch("1", "n1", 1), launch("2", "n1", 1));
+    c.recover(
+        Instant::ZERO,
+        vec![],
+        vec![Recovered::Running(a.clone()), Recovered::Running(b.clone())],
+    );
+    let rows = c.local_listing();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.state == TaskState::Running));
+    assert_eq!(c.ledger().free, Resources::ZERO, "nothing advertised free");
+    // Their framework (homed here in the previous run) is gone: once a task
+    // ends, the node keeps its row.
+    let now = Instant::from_millis(10);
+    c.handle_exec(
+        now,
+        &a,
+        TaskStatus::new(a.task_id.clone(), TaskState::Killed, Some(nid("n1"))),
+    );
+    let ended = c
+        .local_listing()
+        .into_iter()
+        .find(|r| r.task_id == a.task_id)
+        .expect("the ended task is still listed");
+    assert_eq!(ended.state, TaskState::Killed);
+    assert_eq!(c.ledger().free.cpu_millis, 0, "1.0 of 1.0 still held");
+}
+
+/// Issue 12: a node whose data dir is full kept advertising its resources.
+#[test]
+fn a_data_dir_that_cannot_take_tasks_stops_the_node_taking_them_until_it_can() {
+    let mut c = core("n1", 2);
+    let now = Instant::from_millis(100);
+    let _ = published(&mut c);
+    let problem = DataDirProblem {
+        fault: crate::executor::DataDirFault::DiskFull,
+        detail: "the data dir's disk has 0 B free".into(),
+    };
+    c.handle_data_dir(now, Some(problem));
+    assert_eq!(
+        c.host()
+            .auctioneer()
+            .unavailable()
+            .map(|w| w.starts_with("disk_full")),
+        Some(true)
+    );
+    let later = now + PUBLISH_EVERY;
+    c.handle_timeout(later);
+    let ledgers = published(&mut c);
+    assert_eq!(
+        ledgers.last().map(|l| l.free),
+        Some(Resources::ZERO),
+        "{ledgers:?}"
+    );
+    c.handle_data_dir(later, None);
+    c.handle_timeout(later + PUBLISH_EVERY);
+    let ledgers = published(&mut c);
+    assert_eq!(
+        ledgers.last().map(|l| l.free.cpu_millis),
+        Some(2000),
+        "{ledgers:?}"
+    );
+}
