@@ -121,6 +121,20 @@ fn sweep_stale() {
             .map(|p| Path::new(&format!("/proc/{p}")).exists())
             .unwrap_or(true)
     };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let Some(point) = line.split_whitespace().nth(1) else {
+            continue;
+        };
+        let Some(dir) = Path::new(point).parent() else {
+            continue;
+        };
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("agt") && !alive(name) {
+            try_run(&["umount", "-l", point]);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
     let list = run(&["ip", "netns", "list"]);
     for line in list.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
@@ -355,7 +369,12 @@ impl FaultCluster {
         let tag = format!("agt{}x{k}", std::process::id());
         let bridge = format!("{tag}b");
         assert!(bridge.len() <= 15, "interface name {bridge} too long");
-        let root = tempfile::tempdir().unwrap();
+        // Named for this process, so that a later run can tell what a
+        // killed one left mounted.
+        let root = tempfile::Builder::new()
+            .prefix(&format!("{tag}-"))
+            .tempdir()
+            .unwrap();
         let key = root.path().join("cluster.key");
         keygen(&key);
         let mut c = FaultCluster {
