@@ -40,7 +40,7 @@ fn placement_goes_on_under_ten_to_thirty_percent_loss() {
         }
         wait_for(
             &format!("every task to end at {pct}% loss"),
-            Duration::from_secs(180),
+            Duration::from_secs(300),
             || {
                 [(&a, &ta), (&b, &tb)]
                     .iter()
@@ -53,6 +53,37 @@ fn placement_goes_on_under_ten_to_thirty_percent_loss() {
             },
         );
         let took = t0.elapsed();
+        // Where the time went: the slowest tasks' first and last news.
+        let mut slow: Vec<(f64, String, String)> = Vec::new();
+        for (f, ts) in [(&a, &ta), (&b, &tb)] {
+            let told = f.told();
+            for t in ts.iter() {
+                if let Some(v) = told.get(t) {
+                    let end = v.iter().find(|s| is_terminal(&s.state)).map(|s| s.at);
+                    let first = v.first().map(|s| s.at);
+                    if let (Some(e), Some(fi)) = (end, first) {
+                        let states: Vec<String> = v
+                            .iter()
+                            .map(|s| {
+                                format!("{}@{:.1}", s.state, s.at.duration_since(t0).as_secs_f64())
+                            })
+                            .collect();
+                        slow.push((
+                            e.duration_since(t0).as_secs_f64(),
+                            t.clone(),
+                            format!(
+                                "{states:?} first {:.1}",
+                                fi.duration_since(t0).as_secs_f64()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        slow.sort_by(|x, y| y.0.total_cmp(&x.0));
+        for s in slow.iter().take(3) {
+            println!("SLOW {pct}% {} {}", s.1, s.2);
+        }
         let mut finished = 0;
         for (f, ts) in [(&a, &ta), (&b, &tb)] {
             let l = f.latest();
