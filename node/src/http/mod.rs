@@ -68,7 +68,7 @@ mod views;
 pub use error::ApiError;
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, PeerTotals};
 pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
-pub use spec::{SpecBody, SpecCommand};
+pub use spec::{SpecBody, SpecCommand, submit_specs};
 pub use views::{NodeView, TaskView};
 
 use crate::surface::{Command, Reply};
