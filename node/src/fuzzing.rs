@@ -148,6 +148,9 @@ pub fn client_stream(data: &[u8], chunk: usize) -> ClientStream {
                 let r = crate::socket::decode_request(codec, payload);
                 let failed = r.is_err();
                 if let Ok(msg) = &r {
+                    proto::specs_of_request(msg)
+                        .into_iter()
+                        .for_each(proto::check_spec);
                     let again = codec.encode(msg).expect("a decoded request encodes");
                     assert_eq!(
                         crate::socket::decode_request(codec, &again).as_ref(),
@@ -190,10 +193,19 @@ pub fn client_frame(data: &[u8]) -> Report {
     for r in &whole.requests {
         report.count(r);
     }
-    proto::frames(data, DEFAULT_MAX_FRAME, chunk);
+    // A small limit: random prefixes then often announce frames that fit,
+    // and no pass allocates the megabyte a big prefix reserves (the
+    // socket's own limit is read above).
+    proto::frames(data, 4096, chunk);
     report.count(&proto::handshake(data));
     for codec in [Codec::Json, Codec::Postcard] {
-        report.count(&proto::payload::<ClientMessage>(codec, data));
+        let request = proto::payload::<ClientMessage>(codec, data);
+        if let Ok(msg) = &request {
+            proto::specs_of_request(msg)
+                .into_iter()
+                .for_each(proto::check_spec);
+        }
+        report.count(&request);
         report.count(&proto::payload::<ServerMessage>(codec, data));
     }
     report
@@ -242,6 +254,9 @@ pub fn peer_request_bytes(env: &PeerEnvelope) -> Vec<u8> {
 pub fn peer_message(data: &[u8]) -> Report {
     let mut report = Report::default();
     let check = |env: &PeerEnvelope, read: &[u8]| {
+        if let agora_protocol::wire::PeerMessage::Bid(bid) = &env.msg {
+            proto::check_spec(&bid.spec);
+        }
         let written = peer_request_bytes(env);
         assert_eq!(peer_request(&written).ok().as_ref(), Some(env));
         assert!(
@@ -397,6 +412,7 @@ pub fn http_body(data: &[u8]) -> Report {
         let first = &specs[0];
         assert!(specs.iter().all(|s| s == first));
         assert_eq!(first.validate(), Ok(()), "an accepted spec is invalid");
+        proto::check_spec(first);
         for codec in [Codec::Json, Codec::Postcard] {
             let bytes = codec.encode(first).expect("a spec encodes");
             let back = proto::payload::<TaskSpec>(codec, &bytes);

@@ -45,6 +45,45 @@ where
     Ok(value)
 }
 
+/// A spec that passes [`TaskSpec::validate`] must be one a node can start:
+/// execve(2) takes no NUL byte in the program, an argument or the
+/// environment, and an environment variable's name is not empty and has no
+/// `=`. A spec that breaks this would be placed, hold its resources, and
+/// fail only at exec on the node that won it.
+///
+/// # Panics
+/// When a valid spec cannot be started.
+pub fn check_spec(spec: &TaskSpec) {
+    if spec.validate().is_err() {
+        return;
+    }
+    let command: Vec<&str> = match &spec.command {
+        Command::Argv(argv) => argv.iter().map(String::as_str).collect(),
+        Command::Shell(line) => vec![line.as_str()],
+    };
+    for s in command {
+        assert!(
+            !s.contains('\0'),
+            "a valid spec has a NUL in its command: {s:?}"
+        );
+    }
+    for (k, v) in &spec.env {
+        assert!(
+            !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0'),
+            "a valid spec has an environment variable exec cannot take: {k:?}={v:?}"
+        );
+    }
+}
+
+/// The task specs a framework's request carries.
+pub fn specs_of_request(msg: &ClientMessage) -> Vec<&TaskSpec> {
+    match msg {
+        ClientMessage::Submit(s) => s.tasks.iter().collect(),
+        ClientMessage::BidOn(b) => vec![&b.task],
+        _ => Vec::new(),
+    }
+}
+
 /// Reads a handshake; one that is accepted names a codec whose own
 /// handshake is accepted as the same codec.
 ///

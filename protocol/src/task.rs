@@ -90,6 +90,22 @@ pub enum SpecError {
         /// The name given.
         name: String,
     },
+    /// The program, an argument or the shell line holds a NUL byte, which
+    /// no process can be started with.
+    #[error("the command has a NUL byte in {arg:?}; a program or argument cannot hold one")]
+    NulInCommand {
+        /// The argument (or shell line), cut to 64 characters.
+        arg: String,
+    },
+    /// An environment variable no process can be started with.
+    #[error(
+        "environment variable {name:?} cannot be passed to a process: a name must be non-empty \
+         without '=' or NUL, and a value without NUL"
+    )]
+    BadEnv {
+        /// The variable's name, cut to 64 characters.
+        name: String,
+    },
 }
 
 impl TaskSpec {
@@ -133,6 +149,23 @@ impl TaskSpec {
         };
         if len > MAX_COMMAND_BYTES {
             return Err(SpecError::CommandTooLarge { len });
+        }
+        // What execve(2) takes: checked here, at submit, not first on the
+        // node that won the task.
+        let cut = |s: &str| s.chars().take(64).collect::<String>();
+        let nul = match &self.command {
+            Command::Argv(argv) => argv.iter().find(|a| a.contains('\0')),
+            Command::Shell(line) => Some(line).filter(|l| l.contains('\0')),
+        };
+        if let Some(arg) = nul {
+            return Err(SpecError::NulInCommand { arg: cut(arg) });
+        }
+        if let Some((name, _)) = self
+            .env
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+        {
+            return Err(SpecError::BadEnv { name: cut(name) });
         }
         if self.env.len() > MAX_ENV {
             return Err(SpecError::TooMany {
@@ -320,11 +353,42 @@ mod tests {
         let mut nothing = ok.clone();
         nothing.resources = Resources::ZERO;
         assert_eq!(nothing.validate(), Err(SpecError::NoResources));
-        let mut big = ok;
+        let mut big = ok.clone();
         big.command = Command::Shell("x".repeat(MAX_COMMAND_BYTES + 1));
         assert!(matches!(
             big.validate(),
             Err(SpecError::CommandTooLarge { .. })
         ));
+        // What no process can be started with (found by the fuzz targets
+        // client_frame and peer_message: such specs were accepted, placed,
+        // and failed at exec on the node that won them).
+        for command in [
+            Command::Argv(vec!["/bin/echo".into(), "a\0b".into()]),
+            Command::Argv(vec!["\0".into()]),
+            Command::Shell("echo \0".into()),
+        ] {
+            let mut bad = ok.clone();
+            bad.command = command;
+            assert!(
+                matches!(bad.validate(), Err(SpecError::NulInCommand { .. })),
+                "{:?}",
+                bad.command
+            );
+        }
+        for (name, value) in [
+            ("", "x"),
+            ("A=B", "x"),
+            ("\u{1}\0\0\t", "test"),
+            ("A", "x\0"),
+        ] {
+            let mut bad = ok.clone();
+            bad.env.insert(name.into(), value.into());
+            let e = bad.validate().unwrap_err();
+            assert_eq!(e, SpecError::BadEnv { name: name.into() });
+            assert!(e.to_string().contains("without '=' or NUL"), "{e}");
+        }
+        let mut fine = ok;
+        fine.env.insert("A".into(), "=b c".into());
+        assert_eq!(fine.validate(), Ok(()));
     }
 }
