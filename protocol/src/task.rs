@@ -97,7 +97,9 @@ pub enum SpecError {
         /// The argument (or shell line), cut to 64 characters.
         arg: String,
     },
-    /// An environment variable no process can be started with.
+    /// An environment variable that cannot be passed as itself: a NUL makes
+    /// exec fail, and a name that is empty or holds `=` would reach the
+    /// process as another variable (`A=B` set to `c` is `A` set to `B=c`).
     #[error(
         "environment variable {name:?} cannot be passed to a process: a name must be non-empty \
          without '=' or NUL, and a value without NUL"
@@ -359,9 +361,10 @@ mod tests {
             big.validate(),
             Err(SpecError::CommandTooLarge { .. })
         ));
-        // What no process can be started with (found by the fuzz targets
-        // client_frame and peer_message: such specs were accepted, placed,
-        // and failed at exec on the node that won them).
+        // What a process cannot be started with as given (found by the fuzz
+        // targets client_frame and peer_message: such specs were accepted
+        // and placed; a NUL then failed at exec on the node that won them,
+        // and a name with '=' or empty reached the task as another variable).
         for command in [
             Command::Argv(vec!["/bin/echo".into(), "a\0b".into()]),
             Command::Argv(vec!["\0".into()]),
