@@ -141,6 +141,16 @@ fn operator_group(spec: &str) -> anyhow::Result<(String, u32)> {
     }
 }
 
+/// Reads the text of a `--config` file: TOML whose keys are the agent's
+/// long flag names. Values are checked later, by [`AgentConfig::resolve`].
+///
+/// # Errors
+/// Invalid TOML, an unknown key or a value of the wrong type, in toml's
+/// words (which name the line and the key).
+pub fn parse_file(text: &str) -> Result<AgentArgs, toml::de::Error> {
+    toml::from_str::<AgentArgs>(text)
+}
+
 /// Reads the `--config` file, if any, and lays the flags over it.
 ///
 /// # Errors
@@ -150,8 +160,7 @@ pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentA
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str::<AgentArgs>(&text)
-                .with_context(|| format!("invalid config file {}", path.display()))?
+            parse_file(&text).with_context(|| format!("invalid config file {}", path.display()))?
         }
         None => AgentArgs::default(),
     };

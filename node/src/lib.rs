@@ -20,6 +20,8 @@ pub mod config;
 pub mod demo;
 pub mod executor;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gossip;
 pub mod http;
 pub mod identity;

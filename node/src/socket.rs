@@ -127,6 +127,21 @@ const WANTED_OPEN_FILES: u64 = 8192;
 /// over the 1 MiB limit; 192 KiB stays under it whatever the bytes are.
 pub const JSON_MAX_LOG_CHUNK: u32 = 192 * 1024;
 
+/// Decodes one request frame of a connection in `codec`, capped by
+/// [`fit_to_codec`]: what the reader hands the core.
+///
+/// # Errors
+/// The payload is not a [`ClientMessage`] in `codec` (the connection then
+/// gets `bad_frame` and is closed).
+pub(crate) fn decode_request(
+    codec: Codec,
+    payload: &[u8],
+) -> Result<ClientMessage, agora_protocol::codec::CodecError> {
+    codec
+        .decode::<ClientMessage>(payload)
+        .map(|msg| fit_to_codec(codec, msg))
+}
+
 /// Caps what a request may ask for so that its answer fits one frame in the
 /// connection's codec.
 fn fit_to_codec(codec: Codec, msg: ClientMessage) -> ClientMessage {
@@ -432,9 +447,8 @@ async fn read_loop(
         };
         match frame {
             Ok(None) => return ReadEnd::Eof,
-            Ok(Some(payload)) => match codec.decode::<ClientMessage>(payload) {
+            Ok(Some(payload)) => match decode_request(codec, payload) {
                 Ok(msg) => {
-                    let msg = fit_to_codec(codec, msg);
                     if core.send(ClientCmd::Message { conn, msg }).await.is_err() {
                         return ReadEnd::Eof;
                     }

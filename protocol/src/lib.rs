@@ -24,6 +24,8 @@ pub mod cell;
 pub mod codec;
 pub mod constraint;
 pub mod fairness;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod ids;
 pub mod listing;

@@ -104,9 +104,9 @@ pub enum SpecError {
         /// The limit ([`MAX_EXEC_BYTES`]).
         limit: usize,
     },
-    /// One argument or environment entry is longer than exec accepts, or
-    /// holds a NUL byte (exec cannot pass it), or an environment name is
-    /// empty or holds `=`.
+    /// One argument or environment entry is longer than exec accepts (NUL
+    /// bytes and bad names are [`SpecError::NulInCommand`] and
+    /// [`SpecError::BadEnv`], checked before).
     #[error("{what}: {problem}")]
     BadExecString {
         /// Which string (`argument 2`, `environment variable BIG`).
@@ -121,6 +121,24 @@ pub enum SpecError {
     #[error("task name {name:?} must be 1 to 128 characters")]
     BadName {
         /// The name given.
+        name: String,
+    },
+    /// The program, an argument or the shell line holds a NUL byte, which
+    /// no process can be started with.
+    #[error("the command has a NUL byte in {arg:?}; a program or argument cannot hold one")]
+    NulInCommand {
+        /// The argument (or shell line), cut to 64 characters.
+        arg: String,
+    },
+    /// An environment variable that cannot be passed as itself: a NUL makes
+    /// exec fail, and a name that is empty or holds `=` would reach the
+    /// process as another variable (`A=B` set to `c` is `A` set to `B=c`).
+    #[error(
+        "environment variable {name:?} cannot be passed to a process: a name must be non-empty \
+         without '=' or NUL, and a value without NUL"
+    )]
+    BadEnv {
+        /// The variable's name, cut to 64 characters.
         name: String,
     },
 }
@@ -167,6 +185,23 @@ impl TaskSpec {
         if len > MAX_COMMAND_BYTES {
             return Err(SpecError::CommandTooLarge { len });
         }
+        // What execve(2) takes: checked here, at submit, not first on the
+        // node that won the task.
+        let cut = |s: &str| s.chars().take(64).collect::<String>();
+        let nul = match &self.command {
+            Command::Argv(argv) => argv.iter().find(|a| a.contains('\0')),
+            Command::Shell(line) => Some(line).filter(|l| l.contains('\0')),
+        };
+        if let Some(arg) = nul {
+            return Err(SpecError::NulInCommand { arg: cut(arg) });
+        }
+        if let Some((name, _)) = self
+            .env
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+        {
+            return Err(SpecError::BadEnv { name: cut(name) });
+        }
         if self.env.len() > MAX_ENV {
             return Err(SpecError::TooMany {
                 what: "environment variables",
@@ -190,9 +225,9 @@ impl TaskSpec {
 }
 
 impl TaskSpec {
-    /// Checks the command line and environment against what exec accepts
-    /// ([`MAX_EXEC_STRING`], [`MAX_EXEC_BYTES`]). A shell line counts as
-    /// `sh -c LINE`.
+    /// Checks the command line and environment against the sizes exec
+    /// accepts ([`MAX_EXEC_STRING`], [`MAX_EXEC_BYTES`]). A shell line counts
+    /// as `sh -c LINE`.
     fn check_exec_size(&self) -> Result<(), SpecError> {
         const POINTER: usize = 8;
         let too_long = |what: String, len: usize| SpecError::BadExecString {
@@ -200,10 +235,6 @@ impl TaskSpec {
             problem: format!(
                 "{len} bytes, longer than the {MAX_EXEC_STRING} bytes exec accepts for one string"
             ),
-        };
-        let no_nul = |what: String| SpecError::BadExecString {
-            what,
-            problem: "holds a NUL byte, which exec cannot pass".into(),
         };
         let mut total = 0usize;
         let args: Vec<&str> = match &self.command {
@@ -219,25 +250,13 @@ impl TaskSpec {
             if arg.len() > MAX_EXEC_STRING {
                 return Err(too_long(what(), arg.len()));
             }
-            if arg.contains('\0') {
-                return Err(no_nul(what()));
-            }
             total += arg.len() + 1 + POINTER;
         }
         for (key, value) in &self.env {
             let what = || format!("environment variable {:?}", truncate(key, 64));
-            if key.is_empty() || key.contains('=') {
-                return Err(SpecError::BadExecString {
-                    what: what(),
-                    problem: "a name must not be empty or contain '='".into(),
-                });
-            }
             let len = key.len() + 1 + value.len();
             if len > MAX_EXEC_STRING {
                 return Err(too_long(what(), len));
-            }
-            if key.contains('\0') || value.contains('\0') {
-                return Err(no_nul(what()));
             }
             total += len + 1 + POINTER;
         }
@@ -425,12 +444,44 @@ mod tests {
         let mut nothing = ok.clone();
         nothing.resources = Resources::ZERO;
         assert_eq!(nothing.validate(), Err(SpecError::NoResources));
-        let mut big = ok;
+        let mut big = ok.clone();
         big.command = Command::Shell("x".repeat(MAX_COMMAND_BYTES + 1));
         assert!(matches!(
             big.validate(),
             Err(SpecError::CommandTooLarge { .. })
         ));
+        // What a process cannot be started with as given (found by the fuzz
+        // targets client_frame and peer_message: such specs were accepted
+        // and placed; a NUL then failed at exec on the node that won them,
+        // and a name with '=' or empty reached the task as another variable).
+        for command in [
+            Command::Argv(vec!["/bin/echo".into(), "a\0b".into()]),
+            Command::Argv(vec!["\0".into()]),
+            Command::Shell("echo \0".into()),
+        ] {
+            let mut bad = ok.clone();
+            bad.command = command;
+            assert!(
+                matches!(bad.validate(), Err(SpecError::NulInCommand { .. })),
+                "{:?}",
+                bad.command
+            );
+        }
+        for (name, value) in [
+            ("", "x"),
+            ("A=B", "x"),
+            ("\u{1}\0\0\t", "test"),
+            ("A", "x\0"),
+        ] {
+            let mut bad = ok.clone();
+            bad.env.insert(name.into(), value.into());
+            let e = bad.validate().unwrap_err();
+            assert_eq!(e, SpecError::BadEnv { name: name.into() });
+            assert!(e.to_string().contains("without '=' or NUL"), "{e}");
+        }
+        let mut fine = ok;
+        fine.env.insert("A".into(), "=b c".into());
+        assert_eq!(fine.validate(), Ok(()));
     }
 
     fn with_env(vars: &[(&str, String)]) -> TaskSpec {
@@ -489,13 +540,15 @@ mod tests {
             with_env(&[("A", "v\0w".into())]),
         ] {
             assert!(
-                matches!(bad.validate(), Err(SpecError::BadExecString { .. })),
+                matches!(bad.validate(), Err(SpecError::BadEnv { .. })),
                 "{bad:?}"
             );
         }
         let mut nul_arg = with_env(&[]);
         nul_arg.command = Command::Argv(vec!["echo".into(), "a\0b".into()]);
-        let e = nul_arg.validate().unwrap_err().to_string();
-        assert_eq!(e, "argument 1: holds a NUL byte, which exec cannot pass");
+        assert!(matches!(
+            nul_arg.validate(),
+            Err(SpecError::NulInCommand { .. })
+        ));
     }
 }

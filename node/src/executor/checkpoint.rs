@@ -110,6 +110,28 @@ impl Checkpoint {
     }
 }
 
+/// Reads a checkpoint file's bytes: JSON of this [`VERSION`]. A checkpoint
+/// written before end times were recorded gets the time of its last write.
+///
+/// # Errors
+/// Why it is not a checkpoint, for the warning that moves it aside.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let mut c =
+        serde_json::from_slice::<Checkpoint>(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    if c.version != VERSION {
+        return Err(format!(
+            "unsupported version {} (expected {VERSION})",
+            c.version
+        ));
+    }
+    if c.ended.is_some() && c.ended_unix_ms.is_none() {
+        // Written before end times were: keep the time of the final write,
+        // before a new write changes it.
+        c.ended_unix_ms = Some(c.updated_unix_ms);
+    }
+    Ok(c)
+}
+
 /// A checkpoint that could not be used, moved aside at open.
 #[derive(Clone, Debug)]
 pub(crate) struct Corrupt {
@@ -213,16 +235,9 @@ pub(crate) fn load_all(layout: &Layout, policy: &GcPolicy) -> io::Result<Loaded>
         }
         let parsed = fs::read(&path)
             .map_err(|e| format!("cannot read it: {e}"))
-            .and_then(|b| {
-                serde_json::from_slice::<Checkpoint>(&b).map_err(|e| format!("invalid JSON: {e}"))
-            })
+            .and_then(|b| decode(&b))
             .and_then(|c| {
-                if c.version != VERSION {
-                    Err(format!(
-                        "unsupported version {} (expected {VERSION})",
-                        c.version
-                    ))
-                } else if layout.checkpoint(c.request.task_id.as_str()) != path {
+                if layout.checkpoint(c.request.task_id.as_str()) != path {
                     Err(format!(
                         "it describes task {} but is not that task's file",
                         c.request.task_id
@@ -232,14 +247,7 @@ pub(crate) fn load_all(layout: &Layout, policy: &GcPolicy) -> io::Result<Loaded>
                 }
             });
         match parsed {
-            Ok(mut c) => {
-                if c.ended.is_some() && c.ended_unix_ms.is_none() {
-                    // Written before end times were: keep the time of the
-                    // final write, before a new write changes it.
-                    c.ended_unix_ms = Some(c.updated_unix_ms);
-                }
-                out.good.push(c)
-            }
+            Ok(c) => out.good.push(c),
             Err(why) => out.corrupt.push(move_aside(&path, &name, why, policy)),
         }
     }

@@ -80,8 +80,8 @@
 //!   [`Executor::forget`] removes it.
 
 mod cgroup;
-mod checkpoint;
-mod fsutil;
+pub(crate) mod checkpoint;
+pub(crate) mod fsutil;
 mod gc;
 mod health;
 mod isolation;
@@ -89,8 +89,8 @@ mod leftovers;
 mod logs;
 mod monitor;
 mod recovery;
-mod status;
-mod supervisor;
+pub(crate) mod status;
+pub(crate) mod supervisor;
 
 use agora_protocol::ids::{NodeId, TaskId};
 use agora_protocol::task::TaskStatus;

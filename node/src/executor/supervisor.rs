@@ -92,14 +92,30 @@ pub(crate) enum ExitRecord {
 
 /// Reads `exit.json` of a sandbox's meta dir, if the supervisor wrote it.
 pub(crate) fn read_exit(meta: &Path) -> Option<ExitRecord> {
-    let bytes = std::fs::read(meta.join(EXIT_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    decode_exit(&std::fs::read(meta.join(EXIT_FILE)).ok()?)
+}
+
+/// The bytes of an `exit.json`, if they are an [`ExitRecord`].
+pub(crate) fn decode_exit(bytes: &[u8]) -> Option<ExitRecord> {
+    serde_json::from_slice(bytes).ok()
 }
 
 /// Reads `process.json` of a sandbox's meta dir, if the task has started.
 pub(crate) fn read_process(meta: &Path) -> Option<ProcRef> {
-    let bytes = std::fs::read(meta.join(PROCESS_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    decode_process(&std::fs::read(meta.join(PROCESS_FILE)).ok()?)
+}
+
+/// The bytes of a `process.json`, if they name a process.
+pub(crate) fn decode_process(bytes: &[u8]) -> Option<ProcRef> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// The bytes of a `launch.json`.
+///
+/// # Errors
+/// serde's words for what is wrong.
+pub(crate) fn decode_launch(bytes: &[u8]) -> Result<LaunchSpec, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
@@ -173,7 +189,7 @@ pub(crate) fn run(args: Vec<OsString>) -> i32 {
     let meta = Path::new(sandbox).join(META_DIR);
     let spec: LaunchSpec = match std::fs::read(meta.join(LAUNCH_FILE))
         .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .and_then(|b| decode_launch(&b))
     {
         Ok(spec) => spec,
         Err(e) => {

@@ -5,7 +5,7 @@
 use super::dashboard;
 use super::error::ApiError;
 use super::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
-use super::spec::SpecBody;
+use super::spec::submit_specs;
 use super::views::{
     self, Capacity, ClusterSummary, FrameworkCounts, NodeCounts, NodeView, TaskView, parse_state,
 };
@@ -609,13 +609,7 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     st.authorize(&headers)?;
     let bytes = read_body(&headers, body, st.inner.config.max_body_bytes).await?;
-    let spec: SpecBody = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body is not a task spec: {e}; send JSON such as \
-             {{\"count\": 2, \"cpus\": 0.5, \"mem\": 128, \"command\": [\"echo\", \"hi\"]}}"
-        ))
-    })?;
-    let specs = spec.into_specs().map_err(ApiError::bad_request)?;
+    let specs = submit_specs(&bytes).map_err(ApiError::bad_request)?;
     let ids = st
         .ask(
             "submit the tasks",

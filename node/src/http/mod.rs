@@ -72,7 +72,7 @@ pub use metrics::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, EDGE, EdgeCounters, Metrics, PeerTotals, WarnEvery,
 };
 pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
-pub use spec::{SpecBody, SpecCommand};
+pub use spec::{SpecBody, SpecCommand, submit_specs};
 pub use views::{NodeView, TaskView};
 
 use crate::surface::{Command, Reply};

@@ -82,6 +82,21 @@ pub struct SpecBody {
     pub placement_timeout: Option<u32>,
 }
 
+/// Reads the body of `POST /api/v1/tasks` into validated specs.
+///
+/// # Errors
+/// A message for the client: the body is not JSON of a [`SpecBody`] (with
+/// an example of one), or a field is wrong ([`SpecBody::into_specs`]).
+pub fn submit_specs(body: &[u8]) -> Result<Vec<TaskSpec>, String> {
+    let spec: SpecBody = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the body is not a task spec: {e}; send JSON such as \
+             {{\"count\": 2, \"cpus\": 0.5, \"mem\": 128, \"command\": [\"echo\", \"hi\"]}}"
+        )
+    })?;
+    spec.into_specs()
+}
+
 impl SpecBody {
     /// Builds `count` validated specs.
     ///
