@@ -404,7 +404,9 @@ impl ChildSetup {
                 target: cstr(&canon)?,
             }),
             ids,
-            cwd,
+            // The cover may hide the path the agent was given (a data dir
+            // reached through a symlink under it): enter the real one.
+            cwd: cstr(&canon)?,
         })
     }
 
