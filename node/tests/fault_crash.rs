@@ -134,13 +134,7 @@ fn storm(seed: u64, victims_from: &[usize]) {
         c.running_tasks().keys().take(20).collect::<Vec<_>>(),
         c.report()
     );
-    c.assert_invariants("the end of the storm", &refs, SETTLE);
-    let forgotten = c.forgotten(&refs);
-    assert!(
-        forgotten.is_empty(),
-        "forgotten: {forgotten:?}\n{}",
-        c.report()
-    );
+    c.assert_end("the end of the storm", &refs, SETTLE);
     let mut by_state = std::collections::BTreeMap::new();
     for f in &refs {
         for s in f.latest().values() {
@@ -220,11 +214,5 @@ fn a_node_stopped_past_the_detector_runs_no_zombie_after_it_resumes() {
         c.wait_sees(i, &all, Duration::from_secs(60));
     }
     std::thread::sleep(Duration::from_secs(3));
-    c.assert_invariants("the resume", &[&a, &b], SETTLE);
-    let forgotten = c.forgotten(&[&a, &b]);
-    assert!(
-        forgotten.is_empty(),
-        "forgotten: {forgotten:?}\n{}",
-        c.report()
-    );
+    c.assert_end("the resume", &[&a, &b], SETTLE);
 }

@@ -270,39 +270,20 @@ impl FaultNode {
 /// Sandbox names of the live (not zombie) `agora __supervise` processes whose
 /// sandbox is in `dir`.
 fn supervised_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.get(1) != Some(&&b"__supervise"[..]) {
-            continue;
-        }
-        let Some(sandbox) = args
-            .get(2)
-            .map(|a| PathBuf::from(String::from_utf8_lossy(a).as_ref()))
-        else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .ok()
-            .and_then(|s| {
-                s.rfind(')')
-                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true);
-        if !zombie
-            && sandbox.parent() == Some(dir)
-            && let Some(name) = sandbox.file_name()
-        {
-            out.push(name.to_string_lossy().into_owned());
-        }
-    }
-    out
+    super::processes()
+        .into_iter()
+        .filter(|p| p.state != 'Z' && p.cmdline.get(1).is_some_and(|a| a == "__supervise"))
+        .filter_map(|p| {
+            let sandbox = PathBuf::from(p.cmdline.get(2)?);
+            (sandbox.parent() == Some(dir))
+                .then(|| {
+                    sandbox
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .flatten()
+        })
+        .collect()
 }
 
 /// The first number under `key` anywhere in `v`.
@@ -785,6 +766,18 @@ impl FaultCluster {
             self.seed,
             self.schedule.lock().unwrap().join("\n")
         )
+    }
+
+    /// The end of a scenario (after `step`): the invariants hold, and no
+    /// acknowledged submit was forgotten.
+    pub fn assert_end(&self, step: &str, frameworks: &[&Recorder], settle: Duration) {
+        self.assert_invariants(step, frameworks, settle);
+        let forgotten = self.forgotten(frameworks);
+        assert!(
+            forgotten.is_empty(),
+            "forgotten: {forgotten:?}\n{}",
+            self.report()
+        );
     }
 
     /// Every acknowledged submit ends known: each task id a framework was
