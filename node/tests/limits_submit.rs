@@ -135,6 +135,81 @@ fn environments_exec_would_refuse_are_refused_at_submit_with_the_size_and_the_li
 }
 
 #[test]
+fn a_submit_whose_answer_cannot_fit_a_frame_is_refused_before_any_task_is_made() {
+    // A postcard framework with a long id submits 10,000 small tasks (one
+    // 400 KB frame): their ids (about 115 bytes each) do not fit one 1 MiB
+    // answer. The old node made the tasks, then answered `internal` ("answer
+    // exceeded the maximum frame size"), so the framework never learned
+    // their ids.
+    use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME, frame as pframe};
+    use agora_protocol::resources::Resources;
+    use agora_protocol::task::{Command as Cmd, TaskSpec};
+    use agora_protocol::wire::{ClientMessage, Register, ServerMessage, Submit};
+    use std::io::Read;
+    // A 50-character node id makes the framework's ids about 115 bytes.
+    let mut c = Cluster::new();
+    let key = c.key.clone();
+    c.add(&"n".repeat(50), &key, &[]);
+    c.wait_formed(1);
+    let mut s = common::json::connect(&c.nodes[0].socket());
+    let read = |s: &mut UnixStream| -> ServerMessage {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).unwrap();
+        Codec::Postcard.decode(&buf).unwrap()
+    };
+    let send = |s: &mut UnixStream, m: &ClientMessage| {
+        let bytes = Codec::Postcard.encode(m).unwrap();
+        s.write_all(&pframe(&bytes, DEFAULT_MAX_FRAME).unwrap())
+            .unwrap();
+    };
+    s.write_all(&frame(b"agora/1 postcard")).unwrap();
+    assert!(matches!(read(&mut s), ServerMessage::Welcome(_)));
+    send(
+        &mut s,
+        &ClientMessage::Register(Register {
+            name: "n".repeat(100),
+            role: String::new(),
+            weight: 1,
+            failover_timeout_ms: 1000,
+            framework_id: None,
+        }),
+    );
+    assert!(matches!(read(&mut s), ServerMessage::Registered(_)));
+    let spec = TaskSpec::new(
+        "t",
+        Cmd::Argv(vec!["true".into()]),
+        Resources::cpu_mem(1, 0),
+    );
+    send(
+        &mut s,
+        &ClientMessage::Submit(Submit {
+            request_id: 3,
+            tasks: vec![spec; 10_000],
+        }),
+    );
+    match read(&mut s) {
+        ServerMessage::Error(e) => {
+            assert_eq!(
+                e.code,
+                agora_protocol::wire::ErrorCode::InvalidSpec,
+                "{e:?}"
+            );
+            assert!(e.message.contains("submit at most"), "{}", e.message);
+        }
+        ServerMessage::Submitted(sub) => panic!(
+            "{} tasks made and answered in one frame: the check is too strict or the ids short",
+            sub.task_ids.len()
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Nothing was made.
+    let ps = c.nodes[0].ps().unwrap();
+    assert!(ps.is_empty(), "{} tasks made", ps.len());
+}
+
+#[test]
 fn zero_negative_and_non_numeric_cpus_are_refused_by_the_command_line() {
     for (args, what) in [
         (

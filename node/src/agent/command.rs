@@ -436,8 +436,8 @@ impl Core {
     }
 
     fn submit(&mut self, now: Instant, asker: Asker, fw: &FrameworkId, s: Submit) {
-        let answer = self
-            .submit_room(fw, s.tasks.len())
+        let answer = answer_fits(asker, fw, s.tasks.len())
+            .and_then(|()| self.submit_room(fw, s.tasks.len()))
             .and_then(|()| self.host.submit(now, fw, s.tasks));
         if let (Asker::Conn(conn), Ok(ids)) = (asker, &answer) {
             self.sessions.submitted(conn, ids);
@@ -605,4 +605,28 @@ impl Core {
             self.reply(asker, Reply::Log(fail(e.to_string())));
         }
     }
+}
+
+/// Refuses, before any task is made, a socket submit whose answer (one id
+/// per task) might not fit in one frame: the tasks were made, then the
+/// answer failed as `internal` and the framework never learned their ids.
+/// An id is the framework's id, a dot and a number of up to 20 digits (cut
+/// to [`agora_protocol::ids::MAX_ID_LEN`]), plus its quotes and comma in
+/// JSON. HTTP answers have no frame.
+fn answer_fits(asker: Asker, fw: &FrameworkId, tasks: usize) -> Result<(), Refused> {
+    if !matches!(asker, Asker::Conn(_)) {
+        return Ok(());
+    }
+    let per_id = (fw.as_str().len() + 21).min(agora_protocol::ids::MAX_ID_LEN) + 3;
+    let most = (agora_protocol::codec::DEFAULT_MAX_FRAME - 1024) / per_id;
+    if tasks > most {
+        return Err(Refused::new(
+            ErrorCode::InvalidSpec,
+            format!(
+                "{tasks} tasks in one submit: their ids might not fit in one answer frame \
+                 (1 MiB) for framework {fw}; submit at most {most} at a time"
+            ),
+        ));
+    }
+    Ok(())
 }
