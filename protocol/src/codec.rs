@@ -340,15 +340,17 @@ impl FrameReader {
         needed.min(self.buffered().max(READ_CHUNK))
     }
 
-    /// Room for the bytes the next frame still
+    /// Room for exactly the bytes the next frame still
     /// [`needed`](FrameReader::needed) (empty when a frame is complete or
-    /// the prefix is over the maximum), growing as in
-    /// [`unfilled`](FrameReader::unfilled): a reader that fills it never
-    /// reads past the frame, allocates only what that frame needs, and
-    /// does not allocate a frame on the word of its prefix alone.
+    /// the prefix is over the maximum): a reader that fills it never reads
+    /// past the frame, and a reader used for one frame allocates only what
+    /// that frame needs, at once. Unlike [`unfilled`](FrameReader::unfilled)
+    /// it takes a prefix at its word: it serves peers, who passed the
+    /// cluster key and noise before their first byte reaches it (growing
+    /// as bytes arrive made a fresh reader's 1 MiB frame 6 times slower).
     #[inline]
     pub fn unfilled_exact(&mut self) -> &mut [u8] {
-        let needed = self.growth(self.needed().unwrap_or(0));
+        let needed = self.needed().unwrap_or(0);
         self.reserve(needed);
         &mut self.buf[self.end..self.end + needed]
     }
@@ -607,9 +609,6 @@ mod tests {
             got += n;
         }
         assert_eq!(r.next_frame().unwrap().map(<[u8]>::len), Some(200_000));
-        let mut r = FrameReader::new(1 << 20);
-        r.push(&(1u32 << 20).to_be_bytes());
-        assert_eq!(r.unfilled_exact().len(), READ_CHUNK);
         // A prefix over the maximum does not make the buffer grow.
         let mut r = FrameReader::new(16);
         r.push(&u32::MAX.to_be_bytes());
