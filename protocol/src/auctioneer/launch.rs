@@ -115,6 +115,14 @@ impl Auctioneer {
         n
     }
 
+    /// Reports afresh, to its home, every task this node re-attached after
+    /// its own restart ([`crate::host::Host::after_recovery`]). Returns how
+    /// many were sent.
+    pub fn restarted(&mut self, now: Instant) -> usize {
+        let homes: BTreeSet<NodeId> = self.running.values().map(|a| a.home.clone()).collect();
+        homes.iter().map(|h| self.home_restarted(now, h)).sum()
+    }
+
     /// Kills every task running here whose home is `home`, which was declared
     /// dead: nobody could be told about them, and the home reports them lost
     /// (it holds this node dead too when a partition is the cause, or it
@@ -172,6 +180,20 @@ impl Auctioneer {
             && *owner == from
             && *task == c.task_id
         {
+            self.transmits.push_back(Transmit {
+                to: from,
+                msg: PeerMessage::Confirmed(Confirmed {
+                    lease_id: c.lease_id,
+                    task_id: c.task_id,
+                }),
+            });
+            return;
+        }
+        if self.running.get(&c.task_id).is_some_and(|a| a.home == from) {
+            // The task runs here already: this node restarted after it
+            // launched it and before its Confirmed answer got through, and
+            // re-attached it. Refusing would have its bidder place it again
+            // elsewhere while it runs on here (it ran on two nodes).
             self.transmits.push_back(Transmit {
                 to: from,
                 msg: PeerMessage::Confirmed(Confirmed {

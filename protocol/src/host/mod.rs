@@ -555,8 +555,11 @@ impl<R: Rng> Host<R> {
     /// [`Host::adopt`]), tells the restored frameworks homed here about the
     /// ones that are theirs, as a peer does when it sees this node restart.
     pub fn after_recovery(&mut self, now: Instant) {
-        let me = self.me.clone();
-        self.auctioneer.home_restarted(now, &me);
+        // Every home hears what this node re-attached, not only this one:
+        // a home that placed such a task elsewhere meanwhile (its confirm
+        // went unanswered while this node was down), or reported it lost,
+        // answers with a kill, so it does not run on twice.
+        self.auctioneer.restarted(now);
         self.pump(now);
     }
 

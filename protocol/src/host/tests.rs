@@ -407,6 +407,52 @@ fn a_restored_framework_hears_how_its_earlier_tasks_end_and_numbers_anew() {
 }
 
 #[test]
+fn a_restarted_node_confirms_a_task_it_reattached_instead_of_sending_it_elsewhere() {
+    // b launched f's task, then restarted before its Confirmed answer got
+    // through, and re-attached the task. The bidder's re-sent confirm names
+    // a lease the new run never made: refusing it had the bidder place the
+    // task again elsewhere while it ran on here (found by the crash storm:
+    // tasks on two nodes).
+    let fw = fid("f@a");
+    let launch = Launch {
+        task_id: TaskId::for_framework(&fw, 1),
+        framework: fw.clone(),
+        weight: 1,
+        home: nid("a"),
+        spec: spec("x", 1),
+        ports: vec![],
+    };
+    let mut b = host("b", 4, 2);
+    b.adopt(Instant::ZERO, &launch).unwrap();
+    b.after_recovery(Instant::ZERO);
+    let msg = PeerMessage::Confirm(crate::wire::Confirm {
+        lease_id: crate::ids::LeaseId(1),
+        task_id: launch.task_id.clone(),
+    });
+    assert!(b.handle_peer(Instant::ZERO, nid("a"), msg).is_none());
+    let sent: Vec<PeerMessage> = std::iter::from_fn(|| b.poll_transmit())
+        .map(|t| t.msg)
+        .collect();
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, PeerMessage::Confirmed(c) if c.task_id == launch.task_id)),
+        "{sent:?}"
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|m| matches!(m, PeerMessage::ConfirmRefused(_))),
+        "{sent:?}"
+    );
+    // And its home hears at once that it runs here (re-sent at recovery).
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, PeerMessage::Status(u) if u.status.task_id == launch.task_id)),
+        "{sent:?}"
+    );
+}
+
+#[test]
 fn held_bids_of_a_dead_home_are_dropped_unanswered() {
     // b is full; a's bid is held there. a dies: the held bid goes, so that
     // b's later room is not awarded to nobody.
