@@ -214,6 +214,17 @@ pub(super) fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
+/// Homes `fw` on a (which has no room) and places one task of it on b.
+fn one_task_on_b(net: &mut Net, fw: &FrameworkId, seed: u64) -> Vec<TaskId> {
+    net.h("a").add_framework(fw.clone(), 1, rng(seed)).unwrap();
+    let now = net.now;
+    let ids = net.h("a").submit(now, fw, vec![spec("x", 1)]).unwrap();
+    net.settle();
+    net.advance(Instant::from_millis(100));
+    assert!(net.running[&nid("b")].contains(&ids[0]));
+    ids
+}
+
 #[test]
 fn a_task_submitted_on_one_host_runs_on_another_and_its_status_comes_home() {
     // a is too small for the task: it must go to b.
@@ -291,12 +302,7 @@ fn empty_and_oversized_submits_are_refused() {
 fn a_dead_peers_tasks_are_lost_and_killed_when_it_comes_back() {
     let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 0)]);
     let fw = fid("f@a");
-    net.h("a").add_framework(fw.clone(), 1, rng(6)).unwrap();
-    let now = net.now;
-    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
-    net.settle();
-    net.advance(Instant::from_millis(100));
-    assert!(net.running[&nid("b")].contains(&ids[0]));
+    let ids = one_task_on_b(&mut net, &fw, 6);
     net.gossip();
     // b stops answering (SIGSTOP) and is declared dead.
     net.mute.insert(nid("b"));
@@ -332,12 +338,7 @@ fn a_partition_stops_what_each_side_reported_lost_and_the_heal_tells_nothing_new
     // old code ran it to the end). After the heal the home keeps `lost`.
     let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 0)]);
     let fw = fid("f@a");
-    net.h("a").add_framework(fw.clone(), 1, rng(7)).unwrap();
-    let now = net.now;
-    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
-    net.settle();
-    net.advance(Instant::from_millis(100));
-    assert!(net.running[&nid("b")].contains(&ids[0]));
+    let ids = one_task_on_b(&mut net, &fw, 7);
     net.gossip();
     net.cut.insert((nid("a"), nid("b")));
     net.cut.insert((nid("b"), nid("a")));
@@ -375,12 +376,7 @@ fn a_restored_framework_hears_how_its_earlier_tasks_end_and_numbers_anew() {
     // re-registered framework numbered from 1 again.)
     let mut net = Net::new(vec![host("a", 0, 1), host("b", 4, 1)]);
     let fw = fid("f@a");
-    net.h("a").add_framework(fw.clone(), 1, rng(9)).unwrap();
-    let now = net.now;
-    let ids = net.h("a").submit(now, &fw, vec![spec("x", 1)]).unwrap();
-    net.settle();
-    net.advance(Instant::from_millis(100));
-    assert!(net.running[&nid("b")].contains(&ids[0]));
+    let ids = one_task_on_b(&mut net, &fw, 9);
     // a restarts as generation 1,000.
     let mut a = host("a", 0, 1_000);
     a.restore_framework(net.now, fw.clone(), 1, rng(10))
