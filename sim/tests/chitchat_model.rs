@@ -1,7 +1,8 @@
 //! The gossip model against real chitchat 0.13 over its in-process
 //! `ChannelTransport`, on tokio's paused clock: at 16, 64 and 256 nodes the
 //! rounds for a change to reach every node and the bytes per node per second
-//! must agree within 20%. Nodes start at spread-out instants, as real ones
+//! must agree within 20% (means over 60, 16 and 10 changes: chitchat picks
+//! its peers at random, and 12 changes at 16 nodes swung 0.96–1.18). Nodes start at spread-out instants, as real ones
 //! do, so their gossip ticks are not synchronized. Run with `--nocapture` to see the table that
 //! docs/GOSSIP_MODEL.md reproduces.
 
@@ -142,7 +143,7 @@ async fn model_agrees_with_real_chitchat_within_20_percent() {
     println!("| nodes | rounds to converge: chitchat | model | bytes/node/s: chitchat | model |");
     println!("|---:|---:|---:|---:|---:|");
     let mut failures = Vec::new();
-    for (n, changes) in [(16usize, 12usize), (64, 8), (256, 4)] {
+    for (n, changes) in [(16usize, 60usize), (64, 16), (256, 10)] {
         let (rr, rb) = real(n, changes).await;
         let (mr, mb) = model(n, 40);
         println!("| {n} | {rr:.2} | {mr:.2} | {rb:.0} | {mb:.0} |");
