@@ -227,6 +227,15 @@ impl<R: Rng> Bidder<R> {
         if !self.tasks.contains_key(&task_id) {
             self.adopt_reported(now, &from, &task_id);
         }
+        if let Some(t) = self.tasks.get_mut(&task_id)
+            && matches!(t.phase, Phase::Restoring { .. })
+        {
+            // A task back from the journal: the first node to report it
+            // owns it (any other is told to kill it below).
+            t.phase = Phase::Placed { node: from.clone() };
+            t.node = Some(from.clone());
+            self.stats.adopted += 1;
+        }
         let Some(t) = self.tasks.get(&task_id) else {
             return;
         };

@@ -44,9 +44,11 @@
 mod lifecycle;
 mod place;
 mod reasons;
+mod restore;
 
 pub use reasons::explain;
 use reasons::{describe_reject, never_fits};
+pub use restore::Journaled;
 
 use crate::constraint::{Attributes, Constraint, Placed, admits_all};
 use crate::ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
@@ -206,8 +208,13 @@ pub struct Stats {
     /// ([`Bidder::restored`]).
     pub adopted: u64,
     /// Tasks of the run before a restart that no node reported, reported
-    /// lost at a reconcile.
+    /// lost at a reconcile or at the end of the restore window.
     pub lost_in_restart: u64,
+    /// Unfinished tasks of the run before taken back from the home's
+    /// journal ([`Bidder::restore_tasks`]).
+    pub restored: u64,
+    /// Restored tasks that no node reported and that were placed again.
+    pub replaced_after_restart: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +230,11 @@ enum Phase {
     },
     Placed {
         node: NodeId,
+    },
+    /// A task of the run before its home restarted, back from the home's
+    /// journal: waiting for a node to report it (see `restore.rs`).
+    Restoring {
+        placed_on: Option<NodeId>,
     },
     Ended,
 }
@@ -268,6 +280,8 @@ enum Timer {
     BidTimeout(BidId),
     ConfirmResend(TaskId),
     KillResend(TaskId),
+    /// The restore window ended (see `restore.rs`).
+    RestoreEnd,
 }
 
 /// The bidder of one framework. See the module documentation.
@@ -492,11 +506,7 @@ impl<R: Rng> Bidder<R> {
         }
         let task_id = TaskId::for_framework(&self.framework, self.next_seq);
         self.next_seq += 1;
-        let timeout = if spec.placement_timeout_ms > 0 {
-            Duration::from_millis(u64::from(spec.placement_timeout_ms))
-        } else {
-            self.config.placement_timeout
-        };
+        let timeout = self.timeout_of(&spec);
         self.tasks.insert(
             task_id.clone(),
             Task {
@@ -536,7 +546,7 @@ impl<R: Rng> Bidder<R> {
             return Err(Error::AlreadyEnded(task_id.clone()));
         }
         match task.phase.clone() {
-            Phase::Waiting | Phase::Bidding { .. } => {
+            Phase::Waiting | Phase::Bidding { .. } | Phase::Restoring { placed_on: None } => {
                 self.end(
                     task_id,
                     TaskState::Killed,
@@ -544,7 +554,11 @@ impl<R: Rng> Bidder<R> {
                     Some("killed before it was placed".into()),
                 );
             }
-            Phase::Confirming { node, .. } | Phase::Placed { node } => {
+            Phase::Confirming { node, .. }
+            | Phase::Placed { node }
+            | Phase::Restoring {
+                placed_on: Some(node),
+            } => {
                 task.kill_requested = true;
                 self.transmits.push_back(Transmit {
                     to: node,
@@ -578,7 +592,9 @@ impl<R: Rng> Bidder<R> {
             .tasks
             .iter()
             .filter(|(_, t)| match &t.phase {
-                Phase::Confirming { node: n, .. } | Phase::Placed { node: n } => n == node,
+                Phase::Confirming { node: n, .. }
+                | Phase::Placed { node: n }
+                | Phase::Restoring { placed_on: Some(n) } => n == node,
                 _ => false,
             })
             .map(|(id, _)| id.clone())
@@ -654,6 +670,7 @@ impl<R: Rng> Bidder<R> {
                 Timer::BidTimeout(bid) => self.bid_timed_out(now, bid),
                 Timer::ConfirmResend(task_id) => self.resend_confirm(now, &task_id),
                 Timer::KillResend(task_id) => self.resend_kill(now, &task_id),
+                Timer::RestoreEnd => self.restore_window_ended(now),
             }
         }
     }

@@ -85,6 +85,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 pub use crate::auctioneer::Transmit;
+pub use crate::bidder::Journaled;
 
 /// Bids of one framework are numbered from its own range of this many ids
 /// (2^40: a framework would need to send a million bids a second for twelve
@@ -533,6 +534,11 @@ impl<R: Rng> Host<R> {
     /// report them ([`Bidder::restored`]), so the framework, when it
     /// reattaches, hears how they end.
     ///
+    /// `journaled` are the framework's tasks as the node's journal kept
+    /// them ([`Host::journal`]): see [`Bidder::restore_tasks`] (those not
+    /// placed are placed again once the restore window has passed and no
+    /// node reported them; none is reported lost for want of a record).
+    ///
     /// # Errors
     /// As [`Host::add_framework`].
     pub fn restore_framework(
@@ -541,14 +547,24 @@ impl<R: Rng> Host<R> {
         id: FrameworkId,
         weight: u32,
         rng: R,
+        journaled: Vec<Journaled>,
     ) -> Result<(), Refused> {
         self.add_framework(id.clone(), weight, rng)?;
         let floor = self.config.generation.max(1);
         let until = now + self.config.restore_window;
         if let Some(h) = self.frameworks.get_mut(&id) {
             h.bidder.restored(floor, until);
+            h.bidder.restore_tasks(now, journaled);
         }
+        self.pump(now);
         Ok(())
+    }
+
+    /// What the node must keep on disk so that a restart knows framework
+    /// `fw`'s tasks again ([`Host::restore_framework`]); `None` for a
+    /// framework not homed here.
+    pub fn journal(&self, fw: &FrameworkId) -> Option<Vec<Journaled>> {
+        self.frameworks.get(fw).map(|h| h.bidder.journal())
     }
 
     /// After the node re-attached its tasks at start (its executor's

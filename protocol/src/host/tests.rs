@@ -83,6 +83,8 @@ impl Net {
             .map(|h| {
                 let mut i = h.view().get(h.node_id()).cloned().unwrap();
                 i.alive = !self.mute.contains(&i.id);
+                // As the node's gossip carries it (chitchat's generation).
+                i.generation = h.generation();
                 i
             })
             .collect();
@@ -379,7 +381,7 @@ fn a_restored_framework_hears_how_its_earlier_tasks_end_and_numbers_anew() {
     let ids = one_task_on_b(&mut net, &fw, 9);
     // a restarts as generation 1,000.
     let mut a = host("a", 0, 1_000);
-    a.restore_framework(net.now, fw.clone(), 1, rng(10))
+    a.restore_framework(net.now, fw.clone(), 1, rng(10), Vec::new())
         .unwrap();
     net.hosts.insert(nid("a"), a);
     net.events.remove(&nid("a"));
@@ -400,6 +402,150 @@ fn a_restored_framework_hears_how_its_earlier_tasks_end_and_numbers_anew() {
     let now = net.now;
     let new = net.h("a").submit(now, &fw, vec![spec("y", 1)]).unwrap();
     assert_eq!(new[0].as_str(), "f@a.1000");
+}
+
+#[test]
+fn a_restored_home_takes_back_its_journal_places_again_what_no_node_ran_and_tells_no_second_end() {
+    // a, f's home, restarts. Its journal held four tasks: x placed on b
+    // (still running), y submitted and not yet placed, w placed on c (gone
+    // for good) and z that ended `finished`. After the restore window: b's
+    // report adopts x, y is placed (the old code reported it lost at a
+    // reconcile: the submit was acknowledged and then forgotten), w is lost
+    // with a reason, and z still answers `finished`.
+    let mut net = Net::new(vec![host("a", 0, 1), host("b", 4, 1)]);
+    let fw = fid("f@a");
+    let ids = one_task_on_b(&mut net, &fw, 11);
+    let mut journal = net.h("a").journal(&fw).unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].placed_on, Some(nid("b")));
+    let id = |n: u64| TaskId::for_framework(&fw, n);
+    journal.push(Journaled {
+        task_id: id(2),
+        spec: spec("y", 1),
+        placed_on: None,
+        ended: None,
+    });
+    journal.push(Journaled {
+        task_id: id(3),
+        spec: spec("w", 1),
+        placed_on: Some(nid("c")),
+        ended: None,
+    });
+    let mut told = TaskStatus::new(id(4), TaskState::Finished, Some(nid("b")));
+    told.exit_code = Some(0);
+    journal.push(Journaled {
+        task_id: id(4),
+        spec: spec("z", 1),
+        placed_on: Some(nid("b")),
+        ended: Some(told),
+    });
+    let mut a = host("a", 0, 1_000);
+    a.restore_framework(net.now, fw.clone(), 1, rng(12), journal)
+        .unwrap();
+    net.hosts.insert(nid("a"), a);
+    net.events.remove(&nid("a"));
+    net.gossip();
+    net.settle();
+    let window = Config::default().restore_window;
+    net.advance(net.now + window + Duration::from_millis(500));
+    net.gossip();
+    net.settle();
+    net.advance(net.now + Duration::from_millis(500));
+    let b = nid("b");
+    assert!(net.running[&b].contains(&ids[0]), "x still runs on b");
+    assert!(net.running[&b].contains(&id(2)), "y was placed after all");
+    assert_eq!(
+        net.statuses("a", &id(2)),
+        vec![TaskState::Starting, TaskState::Running]
+    );
+    let w = net.statuses("a", &id(3));
+    assert_eq!(w, vec![TaskState::Lost]);
+    // A late report of another end for z (a node's retry) tells nothing.
+    let late = PeerMessage::Status(crate::wire::StatusUpdate {
+        seq: 7,
+        framework: fw.clone(),
+        status: TaskStatus::new(id(4), TaskState::Killed, Some(nid("b"))),
+        free: Resources::cpu_mem(3000, 4000),
+        free_version: 1,
+    });
+    let now = net.now;
+    let _ = net.h("a").handle_peer(now, nid("b"), late);
+    net.settle();
+    assert!(
+        net.statuses("a", &id(4)).is_empty(),
+        "nothing new told for z"
+    );
+    let bidder = net.h("a").bidder(&fw).unwrap();
+    let (_, z) = bidder.status_of(&id(4)).unwrap();
+    assert_eq!((z.state, z.exit_code), (TaskState::Finished, Some(0)));
+    let (_, x) = bidder.status_of(&ids[0]).unwrap();
+    assert_eq!(x.node, Some(b));
+    let st = bidder.stats();
+    assert_eq!(
+        (st.restored, st.replaced_after_restart, st.lost_in_restart),
+        (3, 1, 1),
+        "{:?}",
+        x
+    );
+    // x ends on b: its framework hears it once.
+    let now = net.now;
+    net.h("b").handle_exec(
+        now,
+        TaskStatus::new(ids[0].clone(), TaskState::Finished, Some(nid("b"))),
+        None,
+    );
+    net.settle();
+    assert_eq!(
+        net.statuses("a", &ids[0]),
+        vec![TaskState::Running, TaskState::Finished]
+    );
+}
+
+#[test]
+fn a_restored_task_reported_by_two_nodes_runs_on_the_first_only() {
+    // The journal did not know where y went (its placement was not yet
+    // written): b and c both report it after the restart. The first keeps
+    // it; the other is told to kill it.
+    let mut net = Net::new(vec![host("a", 0, 1_000), host("b", 4, 1), host("c", 4, 1)]);
+    let fw = fid("f@a");
+    let y = TaskId::for_framework(&fw, 2);
+    let now = net.now;
+    net.h("a")
+        .restore_framework(
+            now,
+            fw.clone(),
+            1,
+            rng(13),
+            vec![Journaled {
+                task_id: y.clone(),
+                spec: spec("y", 1),
+                placed_on: None,
+                ended: None,
+            }],
+        )
+        .unwrap();
+    for (n, seq) in [("b", 1), ("c", 1)] {
+        let msg = PeerMessage::Status(crate::wire::StatusUpdate {
+            seq,
+            framework: fw.clone(),
+            status: TaskStatus::new(y.clone(), TaskState::Running, Some(nid(n))),
+            free: Resources::cpu_mem(3000, 4000),
+            free_version: 9,
+        });
+        let now = net.now;
+        let _ = net.h("a").handle_peer(now, nid(n), msg);
+    }
+    let sent: Vec<(NodeId, PeerMessage)> = std::iter::from_fn(|| net.h("a").poll_transmit())
+        .map(|t| (t.to, t.msg))
+        .collect();
+    let kills: Vec<&NodeId> = sent
+        .iter()
+        .filter(|(_, m)| matches!(m, PeerMessage::Kill(k) if k.task_id == y))
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(kills, vec![&nid("c")], "{sent:?}");
+    let (_, s) = net.h("a").bidder(&fw).unwrap().status_of(&y).unwrap();
+    assert_eq!((s.state, s.node), (TaskState::Running, Some(nid("b"))));
 }
 
 #[test]
