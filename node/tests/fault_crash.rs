@@ -216,3 +216,57 @@ fn a_node_stopped_past_the_detector_runs_no_zombie_after_it_resumes() {
     std::thread::sleep(Duration::from_secs(3));
     c.assert_end("the resume", &[&a, &b], SETTLE);
 }
+
+#[test]
+fn tasks_waiting_for_a_place_when_their_home_is_killed_run_after_its_restart() {
+    // n1 homes a framework that submits more than the cluster holds at once
+    // (8 one-cpu tasks on 4 cpus); n1 is SIGKILLed right after the submit
+    // is acknowledged, with tasks still waiting for a place, and restarted.
+    // Every task must still run and finish: the old code forgot the waiting
+    // ones (a reconcile reported them lost, though their submit had been
+    // acknowledged), and nothing may run twice.
+    let Some(mut c) = FaultCluster::start(2, 8, &[]) else {
+        return;
+    };
+    let mut f = Recorder::connect(&c.nodes[0], "journal");
+    let ids = f.submit_cpu("wait", 8, &["sleep", "4"], 1000).unwrap();
+    c.kill(0);
+    std::thread::sleep(Duration::from_millis(500));
+    c.restart(0);
+    let all = everyone(&c);
+    for i in c.all() {
+        c.wait_sees(i, &all, Duration::from_secs(60));
+    }
+    f.reattach(&c.nodes[0]);
+    c.assert_invariants("the home's restart", &[&f], SETTLE);
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    let pending = |f: &Recorder| -> Vec<String> {
+        let latest = f.latest();
+        ids.iter()
+            .filter(|t| !latest.get(*t).is_some_and(|s| is_terminal(&s.state)))
+            .cloned()
+            .collect()
+    };
+    while !pending(&f).is_empty() && std::time::Instant::now() < end {
+        f.reconcile(&pending(&f));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let latest = f.latest();
+    let ended: Vec<(String, String, Option<String>)> = ids
+        .iter()
+        .map(|t| {
+            let s = latest.get(t);
+            (
+                t.clone(),
+                s.map_or("none".into(), |s| s.state.clone()),
+                s.and_then(|s| s.reason.clone()),
+            )
+        })
+        .collect();
+    assert!(
+        ended.iter().all(|(_, s, _)| s == "finished"),
+        "every task must finish: {ended:#?}\n{}",
+        c.report()
+    );
+    c.assert_end("the end", &[&f], SETTLE);
+}

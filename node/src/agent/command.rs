@@ -5,12 +5,13 @@
 //! refused to HTTP with a reason. The rules are those of
 //! docs/FRAMEWORK_API.md.
 
-use super::core::Core;
+use super::core::{Core, Output};
 use super::frameworks::Framework;
 use super::queries::{LocalMiss, Purpose};
 use super::sessions::RegisterError;
 use crate::surface::{Asker, Command, Reply};
 use agora_protocol::host::Refused;
+use agora_protocol::task::TaskSpec;
 use agora_protocol::wire::{
     self, BidOn, ErrorCode, LogChunk, LogRead, MAX_LOG_CHUNK, NodeList, ReadLog, Register,
     Registered, StatusEvent, Submit, Submitted, TaskQuery,
@@ -436,9 +437,13 @@ impl Core {
     }
 
     fn submit(&mut self, now: Instant, asker: Asker, fw: &FrameworkId, s: Submit) {
+        let specs = s.tasks.clone();
         let answer = answer_fits(asker, fw, s.tasks.len())
             .and_then(|()| self.submit_room(fw, s.tasks.len()))
             .and_then(|()| self.host.submit(now, fw, s.tasks));
+        if let Ok(ids) = &answer {
+            self.journal_submits(fw, ids, specs);
+        }
         if let (Asker::Conn(conn), Ok(ids)) = (asker, &answer) {
             self.sessions.submitted(conn, ids);
         }
@@ -452,10 +457,27 @@ impl Core {
         self.reply(asker, reply);
     }
 
+    /// Journals accepted submits; they are on disk before the answer goes
+    /// out (the driver syncs before the next reply).
+    fn journal_submits(&mut self, fw: &FrameworkId, ids: &[TaskId], specs: Vec<TaskSpec>) {
+        let mut bytes = Vec::new();
+        for (id, spec) in ids.iter().zip(specs) {
+            super::journal::encode_into(
+                &mut bytes,
+                &super::journal::Record::submitted(fw, id.clone(), spec),
+            );
+        }
+        self.out.push_back(Output::Journal { bytes, sync: true });
+    }
+
     fn bid_on(&mut self, now: Instant, asker: Asker, fw: &FrameworkId, b: BidOn) {
+        let spec = b.task.clone();
         let answer = self
             .submit_room(fw, 1)
             .and_then(|()| self.host.submit_on(now, fw, b.task, b.node));
+        if let Ok(id) = &answer {
+            self.journal_submits(fw, std::slice::from_ref(id), vec![spec]);
+        }
         if let (Asker::Conn(conn), Ok(id)) = (asker, &answer) {
             self.sessions.submitted(conn, std::slice::from_ref(id));
         }

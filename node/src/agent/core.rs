@@ -12,6 +12,7 @@
 //! and the executor, the periodic work, and the outputs.
 
 use super::frameworks::Framework;
+use super::journal::Record as JournalRecord;
 use super::pacer::Pacer;
 use super::queries::{Out, Purpose, Queries};
 use super::registry::{Kind, Record};
@@ -87,6 +88,15 @@ pub enum Output {
     /// Keep this list of the frameworks homed here on disk (it changed), so
     /// that a restart homes them again ([`super::registry`]).
     SaveFrameworks(Vec<Record>),
+    /// Append these framed records to the journal of the tasks homed here
+    /// ([`super::journal`]); `sync`: a submit, to be on disk before the
+    /// next [`Output::Reply`] goes out.
+    Journal {
+        /// Framed records.
+        bytes: Vec<u8>,
+        /// Sync before the next answer.
+        sync: bool,
+    },
 }
 
 /// The HTTP API's side of the core.
@@ -139,15 +149,24 @@ impl Core {
     /// [`Core::recover`], so that the tasks it reports find their
     /// framework). Each is disconnected from `now` on: it reattaches within
     /// its failover timeout or fails over as after a dropped connection.
-    pub fn restore(&mut self, now: Instant, records: Vec<Record>) {
+    ///
+    /// `journal` holds each framework's tasks as the journal kept them
+    /// ([`super::journal`]): they come back with it.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        records: Vec<Record>,
+        mut journal: BTreeMap<FrameworkId, Vec<host::Journaled>>,
+    ) {
         let floor = self.host.generation();
         for r in records {
             if self.sessions.get(&r.id).is_some() || r.id.home().as_ref() != Some(&self.me) {
                 continue;
             }
+            let tasks = journal.remove(&r.id).unwrap_or_default();
             if let Err(e) =
                 self.host
-                    .restore_framework(now, r.id.clone(), r.weight, rand::make_rng())
+                    .restore_framework(now, r.id.clone(), r.weight, rand::make_rng(), tasks)
             {
                 tracing::warn!(framework = %r.id, error = %e, "cannot restore a framework homed here before the restart");
                 continue;
@@ -171,6 +190,21 @@ impl Core {
         }
         self.saved = self.framework_records();
         self.pump(now);
+    }
+
+    /// Every homed framework's tasks, as the journal must hold them.
+    pub fn journal_snapshot(&self) -> Vec<(FrameworkId, Vec<host::Journaled>)> {
+        self.saved
+            .iter()
+            .filter_map(|r| self.host.journal(&r.id).map(|t| (r.id.clone(), t)))
+            .collect()
+    }
+
+    /// Asks the driver to append `record` to the journal.
+    pub(super) fn journal(&mut self, record: &JournalRecord, sync: bool) {
+        let mut bytes = Vec::new();
+        super::journal::encode_into(&mut bytes, record);
+        self.out.push_back(Output::Journal { bytes, sync });
     }
 
     /// The frameworks to keep on disk.
@@ -566,6 +600,15 @@ impl Core {
                 name,
                 status,
             } => {
+                if status.state.is_terminal() {
+                    self.journal(
+                        &JournalRecord::Ended {
+                            framework: framework.clone(),
+                            status: status.clone(),
+                        },
+                        false,
+                    );
+                }
                 if self.http_framework() == Some(&framework) {
                     // The internal framework has no connection to tell:
                     // its tasks are read from the host.
@@ -578,12 +621,20 @@ impl Core {
                 }
             }
             host::Event::Placed {
+                framework,
                 task_id,
                 node,
                 latency,
                 attempts,
-                ..
             } => {
+                self.journal(
+                    &JournalRecord::Placed {
+                        framework,
+                        task_id: task_id.clone(),
+                        node: node.clone(),
+                    },
+                    false,
+                );
                 tracing::debug!(task = %task_id, %node, ?latency, attempts, "placed");
                 // The bidder counted the award in the view: offers change.
                 self.sessions.view_changed();

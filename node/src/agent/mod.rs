@@ -32,6 +32,7 @@ pub mod api;
 pub mod command;
 pub mod core;
 pub mod frameworks;
+pub mod journal;
 pub mod pacer;
 pub mod queries;
 pub mod registry;
@@ -63,6 +64,8 @@ const CLIENT_CMDS: usize = 1024;
 /// Capacity of the channel of finished log reads (as many as queries may be
 /// open).
 const LOG_READS: usize = queries::MAX_QUERIES;
+/// A journal that cannot be written is tried again no sooner than this.
+const JOURNAL_RETRY: Duration = Duration::from_secs(5);
 
 /// Converts between tokio's clock and the protocol's microseconds.
 #[derive(Clone, Copy, Debug)]
@@ -196,8 +199,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let server = tokio::spawn(socket::serve(listener, me.clone(), client_tx, policy));
 
     let mut core = Core::new(host, clock.now());
-    core.restore(clock.now(), registry::load(&cfg.data_dir));
+    let journaled = journal::load(&cfg.data_dir);
+    if journaled.records > 0 {
+        tracing::info!(
+            records = journaled.records,
+            frameworks = journaled.tasks.len(),
+            "read the journal of the tasks homed here"
+        );
+    }
+    core.restore(clock.now(), registry::load(&cfg.data_dir), journaled.tasks);
     core.recover(clock.now(), executor.history(), recovered);
+    // Rewritten at once from what the host now holds: what the restore
+    // dropped (frameworks no longer homed here, tasks forgotten) goes.
+    let journal =
+        journal::Writer::create(&cfg.data_dir, &journal::snapshot(&core.journal_snapshot()));
     let (api_tx, api_rx) = mpsc::channel::<ApiRequest>(http::COMMAND_QUEUE);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut http_side = None;
@@ -260,6 +275,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         http: http_side,
         log_tx,
         data_dir: cfg.data_dir.clone(),
+        journal,
+        journal_sync_due: false,
+        journal_retry_at: std::time::Instant::now(),
     };
     driver.drive();
     tracing::info!(
@@ -398,6 +416,12 @@ pub struct Driver {
     log_tx: mpsc::Sender<(u64, LogChunk)>,
     /// The data dir (the frameworks homed here are kept there).
     data_dir: std::path::PathBuf,
+    /// The tasks of the frameworks homed here, on disk.
+    journal: journal::Writer,
+    /// A submit was journaled: sync before the next answer goes out.
+    journal_sync_due: bool,
+    /// A broken journal is rewritten no sooner than this.
+    journal_retry_at: std::time::Instant,
 }
 
 impl Driver {
@@ -425,7 +449,19 @@ impl Driver {
                     });
                 }
                 Output::Publish(ledger) => self.publish(ledger),
-                Output::Reply { to, reply } => self.reply(to, reply),
+                Output::Reply { to, reply } => {
+                    if self.journal_sync_due {
+                        // The submits this pass journaled are on disk
+                        // before any framework hears `submitted`.
+                        self.journal_sync_due = false;
+                        self.journal.flush(true);
+                    }
+                    self.reply(to, reply);
+                }
+                Output::Journal { bytes, sync } => {
+                    self.journal.append(&bytes);
+                    self.journal_sync_due |= sync;
+                }
                 Output::PublishApi => {
                     if let Some(h) = &self.http {
                         h.publish(&self.core, self.gossip.stats(), self.p2p.stats);
@@ -439,6 +475,16 @@ impl Driver {
                         tracing::warn!(error = %e, "cannot keep the frameworks homed here on disk; a restart will forget them");
                     }
                 }
+            }
+        }
+        self.journal
+            .flush(std::mem::take(&mut self.journal_sync_due));
+        if self.journal.wants_rewrite() {
+            let now = std::time::Instant::now();
+            if self.journal.broken.is_none() || now >= self.journal_retry_at {
+                self.journal_retry_at = now + JOURNAL_RETRY;
+                let bytes = journal::snapshot(&self.core.journal_snapshot());
+                self.journal.rewrite(&bytes);
             }
         }
     }

@@ -17,13 +17,21 @@ fn nid(s: &str) -> NodeId {
 }
 
 fn core(id: &str, cpus: u64) -> Core {
+    core_of(id, cpus, 0)
+}
+
+/// A core whose node runs as `generation` (0: unknown, as in most tests).
+fn core_of(id: &str, cpus: u64, generation: u64) -> Core {
     let host = Host::new(
         nid(id),
         Resources::cpu_mem(cpus * 1000, 4096),
         PortSet::default(),
         Attributes::default(),
         String::new(),
-        host::Config::default(),
+        host::Config {
+            generation,
+            ..host::Config::default()
+        },
     );
     Core::new(host, Instant::ZERO)
 }
@@ -45,6 +53,8 @@ struct Net {
     /// Messages sent between nodes: (from, to, kind).
     sent: Vec<(NodeId, NodeId, &'static str)>,
     running: BTreeMap<TaskId, (NodeId, host::Launch)>,
+    /// Each node's journal as the driver writes it: (bytes, bytes synced).
+    journals: BTreeMap<NodeId, (Vec<u8>, usize, bool)>,
 }
 
 impl Net {
@@ -56,6 +66,7 @@ impl Net {
             replies: Vec::new(),
             sent: Vec::new(),
             running: BTreeMap::new(),
+            journals: BTreeMap::new(),
         };
         n.gossip();
         n
@@ -72,6 +83,8 @@ impl Net {
             .map(|c| {
                 let mut i = c.host.view().get(&c.me).cloned().unwrap();
                 i.alive = !self.mute.contains(&i.id);
+                // As the node's gossip carries it (chitchat's generation).
+                i.generation = c.host.generation();
                 i
             })
             .collect();
@@ -140,7 +153,20 @@ impl Net {
                             };
                             self.c(id.as_str()).handle_local_log(now, token, chunk);
                         }
-                        Output::Reply { to, reply } => self.replies.push((id.clone(), to, reply)),
+                        Output::Reply { to, reply } => {
+                            // As the driver: the journal is synced first.
+                            let j = self.journals.entry(id.clone()).or_default();
+                            if j.2 {
+                                j.1 = j.0.len();
+                                j.2 = false;
+                            }
+                            self.replies.push((id.clone(), to, reply));
+                        }
+                        Output::Journal { bytes, sync } => {
+                            let j = self.journals.entry(id.clone()).or_default();
+                            j.0.extend_from_slice(&bytes);
+                            j.2 |= sync;
+                        }
                         Output::Publish(_) | Output::PublishApi | Output::SaveFrameworks(_) => {}
                     }
                 }
@@ -559,4 +585,61 @@ fn a_data_dir_that_cannot_take_tasks_stops_the_node_taking_them_until_it_can() {
         Some(2000),
         "{ledgers:?}"
     );
+}
+
+#[test]
+fn tasks_waiting_for_a_place_when_their_home_crashes_are_placed_after_its_restart() {
+    // a homes the framework; b has room for one of its three tasks. a is
+    // SIGKILLed with two tasks still waiting: what it synced before it
+    // answered `submitted` brings them back, and after the restore window
+    // they are placed (the old code knew nothing of them: a reconcile
+    // reported them lost, though their submit had been acknowledged).
+    let mut net = Net::new(vec![core_of("a", 0, 1), core_of("b", 1, 1)]);
+    let ids = net.submit("a", 1, 3);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(net.running.len(), 1, "b has room for one");
+    let records = net.c("a").framework_records();
+    let (bytes, synced, _) = net.journals[&nid("a")].clone();
+    let journal = crate::agent::journal::decode(&bytes[..synced]);
+    assert_eq!(journal.tasks.values().map(Vec::len).sum::<usize>(), 3);
+    // The crash: whatever was not synced is lost too.
+    let now = net.now;
+    let mut a = core_of("a", 0, 1_000);
+    a.restore(now, records, journal.tasks);
+    a.recover(now, Vec::new(), Vec::new());
+    net.cores.insert(nid("a"), a);
+    net.gossip();
+    // The framework reattaches, as after a dropped connection.
+    let fw = FrameworkId::new(ids[0].framework_part()).unwrap();
+    net.c("a").handle_open(2, crate::socket::Peer::trusted());
+    net.command(
+        "a",
+        Asker::Conn(2),
+        Command::Register(Register {
+            name: "batch".into(),
+            role: String::new(),
+            weight: 1,
+            failover_timeout_ms: 5_000,
+            framework_id: Some(fw.clone()),
+        }),
+    );
+    // The running task ends on b; the other two take its room in turn.
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(11));
+        let done: Vec<TaskId> = net.running.keys().cloned().collect();
+        for t in done {
+            if let Some((node, l)) = net.running.remove(&t) {
+                let now = net.now;
+                let st = TaskStatus::new(t, TaskState::Finished, Some(node.clone()));
+                net.c(node.as_str()).handle_exec(now, &l, st);
+            }
+        }
+        net.settle();
+    }
+    let bidder = net.c("a").host.bidder(&fw).unwrap();
+    for id in &ids {
+        let (_, st) = bidder.status_of(id).unwrap();
+        assert_eq!(st.state, TaskState::Finished, "{id}: {st:?}");
+    }
+    assert_eq!(bidder.stats().replaced_after_restart, 2);
 }
