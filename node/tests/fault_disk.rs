@@ -172,6 +172,65 @@ fn a_read_only_data_dir_takes_no_new_work_until_it_is_writable_again() {
     );
 }
 
+/// The rest of the read-only case: a task runs on the node when its data
+/// dir turns read-only, and ends while it is. The node takes no new work
+/// and keeps reporting the task; when the disk is writable again the task's
+/// end is reported as it happened, `finished` with its output (the old
+/// supervisor could not write the exit record and gave up at once: the
+/// task was reported lost, its exit code gone).
+#[test]
+fn a_task_running_when_the_data_dir_turns_read_only_is_still_reported() {
+    let Some(fs) = Tmpfs::mount(16) else { return };
+    let (cluster, http) = cluster_with_disk_node(&fs, &[]);
+    let n1 = &cluster.nodes[0];
+    let ids = run(
+        n1,
+        &[
+            "--constraint",
+            "role==disk",
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 6; echo done",
+        ],
+    );
+    wait_state(n1, &ids, "running", Duration::from_secs(30));
+    let ro = fs.read_only_over();
+    wait_for(
+        "disk to advertise nothing free",
+        Duration::from_secs(30),
+        || (cpus_free(&cluster)? == 0.0).then_some(()),
+    );
+    assert_eq!(unavailable(&http, "data_dir_read_only"), Some(1.0));
+    assert_eq!(state(n1, &ids[0]).as_deref(), Some("running"));
+    let out = n1.cli(&[
+        "run",
+        "--wait",
+        "--constraint",
+        "role==disk",
+        "--placement-timeout",
+        "3",
+        "--",
+        "true",
+    ]);
+    assert!(
+        !out.status.success(),
+        "nothing is placed on a read-only node"
+    );
+    // Past the task's end: its supervisor waits for the disk.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(state(n1, &ids[0]).as_deref(), Some("running"));
+    drop(ro);
+    wait_for(
+        "disk to advertise room again",
+        Duration::from_secs(30),
+        || (cpus_free(&cluster)? > 0.0).then_some(()),
+    );
+    wait_state(n1, &ids, "finished", Duration::from_secs(40));
+    let out = n1.cli(&["logs", &ids[0]]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\ndone\n");
+}
+
 #[test]
 fn a_task_that_fills_the_disk_fails_saying_so_and_the_node_recovers() {
     let Some(fs) = Tmpfs::mount(8) else { return };

@@ -27,6 +27,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// `eprintln!` that never panics: std's panics when stderr cannot be
 /// written, and the supervisor's stderr is a file on the disk a task may
@@ -123,14 +124,48 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
     atomic_write(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// How long a supervisor keeps trying to write the exit record while the
+/// data dir cannot take it (read-only, or full past the reserved page).
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(3600);
+/// Between two tries.
+const RECORD_RETRY_EVERY: Duration = Duration::from_secs(1);
+
 fn record_exit(meta: &Path, record: &ExitRecord) -> i32 {
+    record_exit_within(meta, record, RECORD_RETRY_FOR)
+}
+
+/// Writes the exit record. While it cannot (a data dir turned read-only,
+/// or full), the supervisor stays and tries again every second for up to
+/// `retry_for`, so that the agent keeps seeing the task and its end is
+/// recorded as it happened once the disk takes writes again (exiting at
+/// once lost the exit code: the task was reported lost). It gives up
+/// early if the sandbox's meta dir is gone.
+fn record_exit_within(meta: &Path, record: &ExitRecord, retry_for: Duration) -> i32 {
     let reserve = meta.join(RESERVE_FILE);
-    let written = write_json(&meta.join(EXIT_FILE), record).or_else(|e| {
-        // Out of space (a task filled the disk): the reserved page needs none.
-        let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        write_in_place(&reserve, &meta.join(EXIT_FILE), &bytes)
-            .map_err(|e2| format!("{e}; and through the reserved page: {e2}"))
-    });
+    let until = std::time::Instant::now() + retry_for;
+    let mut said = false;
+    let written = loop {
+        let written = write_json(&meta.join(EXIT_FILE), record).or_else(|e| {
+            // Out of space (a task filled the disk): the reserved page needs none.
+            let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+            write_in_place(&reserve, &meta.join(EXIT_FILE), &bytes)
+                .map_err(|e2| format!("{e}; and through the reserved page: {e2}"))
+        });
+        match written {
+            Err(e) if std::time::Instant::now() < until && meta.is_dir() => {
+                if !said {
+                    said = true;
+                    eprintln!(
+                        "agora supervisor: {e}; trying again every {}s for up to {}s (make the data dir writable)",
+                        RECORD_RETRY_EVERY.as_secs(),
+                        retry_for.as_secs()
+                    );
+                }
+                std::thread::sleep(RECORD_RETRY_EVERY);
+            }
+            other => break other,
+        }
+    };
     let _ = std::fs::remove_file(&reserve);
     match written {
         Ok(()) => 0,

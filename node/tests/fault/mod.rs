@@ -188,6 +188,30 @@ impl Tmpfs {
         );
     }
 
+    /// Makes it read-only for every new open, as a disk the kernel turned
+    /// read-only after an error does, while files already open for writing
+    /// (a running task's stdout) keep their writes: a read-only bind mount
+    /// over it (`remount,ro` itself refuses while such a file is open).
+    /// Dropping the guard makes it writable again.
+    pub fn read_only_over(&self) -> ReadOnly<'_> {
+        for args in [
+            vec!["--bind".to_string(), self.path().display().to_string()],
+            vec!["-o".to_string(), "remount,bind,ro".to_string()],
+        ] {
+            let out = Command::new("mount")
+                .args(&args)
+                .arg(self.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mount {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ReadOnly { fs: self }
+    }
+
     /// Writes zeros to `name` in it until the file system is full.
     pub fn fill(&self, name: &str) -> PathBuf {
         use std::io::Write;
@@ -204,6 +228,17 @@ impl Tmpfs {
         }
         let _ = f.sync_all();
         path
+    }
+}
+
+/// See [`Tmpfs::read_only_over`].
+pub struct ReadOnly<'a> {
+    fs: &'a Tmpfs,
+}
+
+impl Drop for ReadOnly<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.fs.path()).status();
     }
 }
 
