@@ -28,6 +28,7 @@ use agora_protocol::{FrameworkId, NodeId, TaskId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// The file's name in the data dir.
@@ -329,6 +330,7 @@ impl Writer {
         let written = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&self.path)
             .and_then(|mut f| {
                 f.write_all(&self.pending)?;
@@ -465,6 +467,13 @@ mod tests {
         assert_eq!(w.stats.bytes, b.len() as u64);
         assert_eq!(load(dir.path()).tasks[&fw()].len(), 1);
         assert!(!w.wants_rewrite());
+        // Task specs (environments) are the agent's alone.
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         w.rewrite(&[]);
         assert!(load(dir.path()).tasks.is_empty());
         assert_eq!(load(dir.path()).dropped, None);

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -121,7 +122,9 @@ impl Layout {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
-/// content: temp file, fsync, rename over, fsync the directory.
+/// content: temp file, fsync, rename over, fsync the directory. The file is
+/// the agent's alone (mode 0600): checkpoints, the frameworks and the task
+/// journal hold task specs, environments included.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -134,7 +137,10 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
+        // A temp file left by a crash keeps its old mode: set it anyway.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
