@@ -665,6 +665,11 @@ impl Core {
                 self.sessions.view_changed();
                 tracing::warn!(%node, kills, "node declared dead is back; killing the tasks reported lost there");
             }
+            // The node runs one flat cluster (no `Config::cell`): its host
+            // never asks for another cell's members.
+            host::Event::ImportCell(cell) | host::Event::DropCell(cell) => {
+                tracing::debug!(cell = cell.0, "cell event on a node without cells");
+            }
         }
     }
 

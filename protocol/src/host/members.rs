@@ -97,7 +97,12 @@ impl<R: Rng> Host<R> {
         let vanished: Vec<NodeId> = self
             .view
             .iter()
-            .filter(|n| n.id != self.me && n.alive && !seen.contains(&n.id))
+            .filter(|n| {
+                n.id != self.me
+                    && n.alive
+                    && !seen.contains(&n.id)
+                    && !self.cells.is_imported(&n.id)
+            })
             .map(|n| n.id.clone())
             .collect();
         for id in vanished {
@@ -165,7 +170,7 @@ impl<R: Rng> Host<R> {
 
     /// Sets a peer's liveness; reports a death or a revival. True when it
     /// changed.
-    fn set_alive(&mut self, now: Instant, node: &NodeId, alive: bool) -> bool {
+    pub(super) fn set_alive(&mut self, now: Instant, node: &NodeId, alive: bool) -> bool {
         if *node == self.me || !self.view.set_alive(node, alive) {
             return false;
         }
@@ -237,7 +242,7 @@ impl<R: Rng> Host<R> {
         }
     }
 
-    fn update_shares(&mut self) {
+    pub(super) fn update_shares(&mut self) {
         if self.config.shares_from_view {
             self.auctioneer.set_shares(self.view.fair_shares());
         }

@@ -60,6 +60,7 @@
 //!   known only to it; it sends them to its witness, which lists them as
 //!   lost while the node is declared dead ([`witness`]).
 
+mod cells;
 mod members;
 mod route;
 #[cfg(test)]
@@ -119,6 +120,17 @@ pub struct Config {
     /// reports of its earlier tasks before a reconcile calls an unreported
     /// one lost ([`Host::reconcile_unknown`]).
     pub restore_window: Duration,
+    /// The cell this node belongs to; `None`: one flat cluster, no cells.
+    pub cell: Option<crate::cell::CellId>,
+    /// Gateways per cell.
+    pub gateways: usize,
+    /// How often bidders' need to cross cells is judged.
+    pub cell_tick: Duration,
+    /// A bidder crosses when fewer home members than this can take its
+    /// last request ([`crate::cell::should_cross`]).
+    pub cross_min_fitting: u32,
+    /// ... or when less than this fraction of the home cell is free for it.
+    pub spill_below: f64,
 }
 
 impl Default for Config {
@@ -137,6 +149,11 @@ impl Default for Config {
             // Gossip carries the new generation to every member within a few
             // rounds; each answers at once.
             restore_window: Duration::from_secs(10),
+            cell: None,
+            gateways: 3,
+            cell_tick: Duration::from_secs(1),
+            cross_min_fitting: 8,
+            spill_below: crate::cell::SPILL_FREE_FRACTION,
         }
     }
 }
@@ -226,6 +243,12 @@ pub enum Event {
         /// How many kills were sent to it.
         kills: usize,
     },
+    /// A bidder here needs another cell's members to bid there: ask one of
+    /// that cell's gateways and hand the answer to [`Host::handle_import`]
+    /// (and again now and then, while [`Host::imported_cells`] lists it).
+    ImportCell(crate::cell::CellId),
+    /// No bidder here imports this cell any more; its nodes left the view.
+    DropCell(crate::cell::CellId),
 }
 
 /// Why a command was refused, for the framework or operator that sent it.
@@ -321,6 +344,8 @@ pub struct Host<R> {
     exec: VecDeque<Exec>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Cells: aggregates, imports (see `cells.rs`).
+    cells: cells::Cells,
 }
 
 impl<R: Rng> Host<R> {
@@ -364,6 +389,7 @@ impl<R: Rng> Host<R> {
             exec: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            cells: cells::Cells::new(config.cell.is_some()),
             config,
         };
         host.refresh_self();
@@ -609,6 +635,7 @@ impl<R: Rng> Host<R> {
         let Some(h) = self.frameworks.remove(id) else {
             return false;
         };
+        self.cells.forget_framework(id);
         self.bid_ranges.remove(&h.bids_from);
         self.by_name.remove(id.as_str());
         for row in h.bidder.task_rows() {
@@ -663,12 +690,18 @@ impl<R: Rng> Host<R> {
             ));
         }
         let mut ids = Vec::with_capacity(specs.len());
+        let last = specs.last().map(|s| s.resources);
         for spec in specs {
             match h.bidder.submit(now, spec) {
                 Ok(id) => ids.push(id),
                 // Validated and counted above: cannot happen, but never panic.
                 Err(e) => return Err(Refused::new(ErrorCode::Internal, e.to_string())),
             }
+        }
+        if let Some(r) = last
+            && self.config.cell.is_some()
+        {
+            self.cells.note_request(framework, r);
         }
         self.pump(now);
         Ok(ids)
@@ -915,6 +948,7 @@ impl<R: Rng> Host<R> {
             t = min_opt(t, h.bidder.poll_timeout());
         }
         t = min_opt(t, self.witness_out.poll_timeout());
+        t = min_opt(t, self.cells.poll_timeout());
         min_opt(t, self.restarting.values().min().copied())
     }
 
@@ -929,6 +963,7 @@ impl<R: Rng> Host<R> {
             }
         }
         self.expire_restarts(now);
+        self.cells_tick(now);
         self.pump(now);
         if self.witness_out.is_due(now) {
             self.send_witness(now);

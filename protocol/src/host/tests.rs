@@ -89,12 +89,19 @@ impl Net {
             })
             .collect();
         let now = self.now;
+        let cell_of: BTreeMap<NodeId, Option<crate::cell::CellId>> = self
+            .hosts
+            .iter()
+            .map(|(id, h)| (id.clone(), h.cell()))
+            .collect();
         for (id, h) in &mut self.hosts {
             if self.mute.contains(id) {
                 continue;
             }
+            // Each cell is its own gossip cluster.
             let seen = infos
                 .iter()
+                .filter(|i| cell_of.get(&i.id) == cell_of.get(id))
                 .map(|i| NodeInfo {
                     alive: i.alive && !self.cut.contains(&(id.clone(), i.id.clone())),
                     ..i.clone()
@@ -832,4 +839,147 @@ fn a_kill_on_a_known_node_asks_only_that_node() {
     net.settle();
     assert!(!net.running[&nid("b")].contains(&ids[0]));
     assert_eq!(net.statuses("a", &ids[0]).last(), Some(&TaskState::Killed));
+}
+
+fn in_cell(id: &str, cpus: u64, cell: u32) -> H {
+    Host::new(
+        nid(id),
+        Resources::cpu_mem(cpus * 1000, 4096),
+        PortSet::default(),
+        Attributes::default(),
+        String::new(),
+        Config {
+            generation: 1,
+            cell: Some(crate::cell::CellId(cell)),
+            ..Config::default()
+        },
+    )
+}
+
+fn aggregate_of(net: &mut Net, ids: &[&str]) -> crate::cell::CellAggregate {
+    let infos: Vec<NodeInfo> = ids
+        .iter()
+        .map(|i| {
+            let h = net.h(i);
+            let me = h.node_id().clone();
+            h.view().get(&me).cloned().unwrap()
+        })
+        .collect();
+    crate::cell::CellAggregate::from_nodes(&infos)
+}
+
+#[test]
+fn a_task_home_cannot_take_crosses_to_the_cell_with_room_and_comes_back_home_after() {
+    // Cell 0: a (the home, no room) and b (1 cpu). Cell 1: c (8 cpus). A
+    // 4-cpu task fits no node of cell 0: at the next cell tick a asks for
+    // cell 1's members, bids on c, and the task runs there with its status
+    // coming home. When cell 0 has room again, the import is dropped. A
+    // home-cell gossip snapshot, which never lists c, does not declare c
+    // dead meanwhile.
+    let mut net = Net::new(vec![
+        in_cell("a", 0, 0),
+        in_cell("b", 1, 0),
+        in_cell("c", 8, 1),
+    ]);
+    let fw = fid("f@a");
+    net.h("a").add_framework(fw.clone(), 1, rng(21)).unwrap();
+    let (home, other) = (
+        aggregate_of(&mut net, &["a", "b"]),
+        aggregate_of(&mut net, &["c"]),
+    );
+    let now = net.now;
+    net.h("a")
+        .handle_aggregate(now, crate::cell::CellId(0), home.clone());
+    net.h("a")
+        .handle_aggregate(now, crate::cell::CellId(1), other);
+    assert!(
+        net.h("a").view().get(&nid("c")).is_none(),
+        "cells do not gossip to each other"
+    );
+    let mut big = spec("big", 4);
+    big.placement_timeout_ms = 30_000;
+    let ids = net.h("a").submit(now, &fw, vec![big]).unwrap();
+    net.advance(net.now + Duration::from_millis(1_100));
+    let asked: Vec<&Event> = net.events[&nid("a")]
+        .iter()
+        .filter(|e| matches!(e, Event::ImportCell(_)))
+        .collect();
+    assert_eq!(asked, vec![&Event::ImportCell(crate::cell::CellId(1))]);
+    assert_eq!(net.h("a").imported_cells(), vec![crate::cell::CellId(1)]);
+    // The driver answers with cell 1's members (from a gateway there).
+    let c_info = {
+        let h = net.h("c");
+        let me = h.node_id().clone();
+        h.view().get(&me).cloned().unwrap()
+    };
+    let now = net.now;
+    net.h("a")
+        .handle_import(now, crate::cell::CellId(1), vec![c_info]);
+    net.gossip();
+    net.advance(net.now + Duration::from_secs(3));
+    assert!(net.running[&nid("c")].contains(&ids[0]), "placed in cell 1");
+    assert_eq!(
+        net.statuses("a", &ids[0]),
+        vec![TaskState::Starting, TaskState::Running]
+    );
+    assert!(
+        net.h("a").view().get(&nid("c")).is_some_and(|n| n.alive),
+        "the home cell's gossip does not make c gone"
+    );
+    // Cell 0 gets room (its aggregate says 8 members fit): the import goes.
+    let mut roomy = home;
+    roomy.cpu_fit = [8; crate::cell::CPU_CLASSES];
+    roomy.mem_fit = [8; crate::cell::MEM_CLASSES];
+    roomy.free = Resources::cpu_mem(64_000, 65_536);
+    roomy.total = roomy.free;
+    let now = net.now;
+    net.h("a")
+        .handle_aggregate(now, crate::cell::CellId(0), roomy);
+    net.advance(net.now + Duration::from_millis(1_100));
+    assert!(net.events[&nid("a")].contains(&Event::DropCell(crate::cell::CellId(1))));
+    assert!(net.h("a").imported_cells().is_empty());
+    assert!(net.h("a").view().get(&nid("c")).is_none());
+    // The task still runs and its end still comes home.
+    let now = net.now;
+    net.h("c").handle_exec(
+        now,
+        TaskStatus::new(ids[0].clone(), TaskState::Finished, Some(nid("c"))),
+        None,
+    );
+    net.settle();
+    assert_eq!(
+        net.statuses("a", &ids[0]).last(),
+        Some(&TaskState::Finished)
+    );
+}
+
+#[test]
+fn gateways_are_the_cells_top_rendezvous_members_and_move_when_one_dies() {
+    let hosts: Vec<H> = (0..6).map(|i| in_cell(&format!("g{i}"), 1, 7)).collect();
+    let mut net = Net::new(hosts);
+    let gw = net.h("g0").gateways();
+    assert_eq!(gw.len(), 3);
+    for i in 0..6 {
+        let name = format!("g{i}");
+        assert_eq!(net.h(&name).gateways(), gw, "every member picks the same");
+        assert_eq!(net.h(&name).is_gateway(), gw.contains(&nid(&name)));
+    }
+    // The first gateway dies: the others agree on its successor, and only
+    // its role moves.
+    let dead = gw[0].clone();
+    net.mute.insert(dead.clone());
+    net.gossip();
+    let observer = (0..6)
+        .map(|i| format!("g{i}"))
+        .find(|n| nid(n) != dead)
+        .unwrap();
+    let after = net.h(&observer).gateways();
+    assert_eq!(after.len(), 3);
+    assert!(!after.contains(&dead));
+    assert!(after.contains(&gw[1]) && after.contains(&gw[2]));
+    // A host outside cells has no gateways and ignores aggregates.
+    let mut flat = host("f", 1, 1);
+    assert!(flat.gateways().is_empty());
+    flat.handle_aggregate(Instant::ZERO, crate::cell::CellId(1), Default::default());
+    assert!(flat.aggregates().is_empty());
 }

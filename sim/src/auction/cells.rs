@@ -93,6 +93,12 @@ impl AuctionSim {
         let agg = self.cell_aggregate(cellno);
         if self.aggregates.get(&CellId(cellno)) != Some(&agg) {
             self.fed.bump(i as usize, now);
+            // Every home hears it (the federation model carries it to the
+            // cells' gateways, and their cells' gossip on).
+            let at = Instant::from_micros(now);
+            for n in self.nodes.iter_mut().filter(|n| !n.bidders.is_empty()) {
+                n.host.handle_aggregate(at, CellId(cellno), agg.clone());
+            }
             self.aggregates.insert(CellId(cellno), agg);
         }
         let mut sink = Vec::new();
@@ -168,88 +174,39 @@ impl AuctionSim {
         invariants::check_lost(&self.lost_pending, now)
     }
 
-    /// Bidders whose home cell is short of room (fewer than 8 members fit
-    /// their last task, or under `--spill-below` of it is free) import the freer other cell with the most room (by the
-    /// federation aggregates) into their view; they drop it again when home
-    /// has room.
-    pub(super) fn cross_cells(&mut self, _now: Micros) {
+    /// Refreshes every home's imported cells (the node re-asks a gateway
+    /// now and then; here each second, with the cells' nodes as they are).
+    pub(super) fn cross_cells(&mut self, now: Micros) {
         if self.cells.len() < 2 {
             return;
         }
-        for b in 0..self.bidders.len() {
-            let home_cell = self.nodes[self.bidders[b].home as usize].cell;
-            let req = self.bidders[b].last_req;
-            // Judged from the federation's aggregate of the home cell, as for
-            // every other cell: the bidder's own view subtracts every bid it
-            // sent until gossip catches up, so it looks far fuller than the
-            // cell is. The view serves only until the first aggregate.
-            let home_agg = match self.aggregates.get(&CellId(home_cell)) {
-                Some(a) => a.clone(),
-                None => {
-                    let (lo, hi) = self.cell_range(home_cell);
-                    let view = self.nodes[self.bidders[b].home as usize].host.view();
-                    CellAggregate::from_nodes((lo..hi).filter_map(|i| view.get(&self.nodes[i].id)))
-                }
-            };
-            let home_free = home_agg.free_fraction(&req);
-            let need = cell::should_cross(&home_agg, &req, 8, self.p.spill_below);
-            let key = self.fws[self.bidders[b].fw as usize].name.clone();
-            let target = if need {
-                cell::best_other_cell(CellId(home_cell), &req, &self.aggregates, &key, home_free)
-            } else {
-                None
-            };
-            let current = self.bidders[b].imported;
-            if target.map(|c| c.0) == current {
-                if let Some(c) = current {
-                    self.refresh_import(b, c);
-                }
-                continue;
-            }
-            let home = self.bidders[b].home as usize;
-            if let Some(c) = current {
-                self.bidders[b].imported = None;
-                // Frameworks sharing a home share its view: the cell stays
-                // while another of them still imports it.
-                let shared = self.nodes[home]
-                    .bidders
-                    .iter()
-                    .any(|&o| self.bidders[o as usize].imported == Some(c));
-                if !shared {
-                    let (lo, hi) = self.cell_range(c);
-                    for i in lo..hi {
-                        let id = self.nodes[i].id.clone();
-                        self.nodes[home].host.view_mut().remove(&id);
-                    }
-                }
-            }
-            if let Some(c) = target {
-                let (lo, hi) = self.cell_range(c.0);
-                for i in lo..hi {
-                    let n = &self.nodes[i];
-                    let a = n.host.auctioneer();
-                    let mut info = NodeInfo::new(n.id.clone(), a.capacity(), Attributes::default());
-                    info.free = a.free();
-                    info.version = a.version();
-                    info.alive = n.up;
-                    self.nodes[home].host.view_mut().upsert(info);
-                }
-                self.bidders[b].imported = Some(c.0);
+        let homes: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&n| !self.nodes[n as usize].bidders.is_empty() && self.nodes[n as usize].up)
+            .collect();
+        for n in homes {
+            for c in self.nodes[n as usize].host.imported_cells() {
+                self.import_cell(now, n, c.0);
             }
         }
     }
 
-    pub(super) fn refresh_import(&mut self, b: usize, c: u32) {
+    /// Hands home `n` the members of cell `c` as they are.
+    pub(super) fn import_cell(&mut self, now: Micros, n: u32, c: u32) {
         let (lo, hi) = self.cell_range(c);
-        for i in lo..hi {
-            let n = &self.nodes[i];
-            let a = n.host.auctioneer();
-            let (id, free, v, up) = (n.id.clone(), a.free(), a.version(), n.up);
-            let home = self.bidders[b].home as usize;
-            let view = self.nodes[home].host.view_mut();
-            view.apply_free(&id, free, v);
-            view.set_alive(&id, up);
-        }
+        let infos: Vec<NodeInfo> = (lo..hi)
+            .map(|i| {
+                let node = &self.nodes[i];
+                let a = node.host.auctioneer();
+                let mut info = NodeInfo::new(node.id.clone(), a.capacity(), Attributes::default());
+                info.free = a.free();
+                info.version = a.version();
+                info.alive = node.up;
+                info
+            })
+            .collect();
+        self.nodes[n as usize]
+            .host
+            .handle_import(Instant::from_micros(now), CellId(c), infos);
     }
 
     pub(super) fn cell_range(&self, c: u32) -> (usize, usize) {

@@ -15,8 +15,10 @@
 //! Modelled rather than driven: the executor, gossip (the hosts are told
 //! what the chitchat model says each home learned), the auctioneers' fair
 //! shares (set once a second from the cluster's allocations, where a node
-//! computes them from its gossip view), and cross-cell imports (until the
-//! node federates cells, issue 13).
+//! computes them from its gossip view), and what a cell import fetches: a
+//! host's [`host::Event::ImportCell`] is answered at once with the cell's
+//! nodes as they are (the node asks one of the cell's gateways). When to
+//! cross is the host's decision, as on the node.
 //!
 //! The executor is simulated: a launched task reports `Running` at once and
 //! `Finished` after its duration. Invariants are checked after every event
@@ -112,8 +114,6 @@ struct SimBidder {
     id: FrameworkId,
     fw: u32,
     home: u32,
-    imported: Option<u32>,
-    last_req: Resources,
 }
 
 struct TaskInfo {
@@ -213,8 +213,6 @@ impl AuctionSim {
                 id: fw_id,
                 fw: f as u32,
                 home,
-                imported: None,
-                last_req: Resources::cpu_mem(1000, 1024),
             });
         }
         let id_len = 6;
@@ -440,7 +438,6 @@ impl AuctionSim {
         for t in &job.tasks {
             let res = Resources::cpu_mem(t.cpu_millis, t.mem_mib);
             let spec = TaskSpec::new(name.clone(), Command::Argv(vec!["sim".into()]), res);
-            self.bidders[b as usize].last_req = res;
             let at = Instant::from_micros(now);
             match self.nodes[home as usize]
                 .host
@@ -475,8 +472,13 @@ impl AuctionSim {
 }
 
 /// A simulated node's host: the node's own machine, with the run's tunables.
-/// Fair shares come from the simulator's model of gossiped allocations.
+/// Fair shares come from the simulator's model of gossiped allocations. With
+/// more than one cell, the host knows its cell and decides itself when its
+/// bidders cross to another ([`Host::handle_import`]).
 pub(super) fn new_host(p: &Params, id: NodeId) -> Host<ChaCha8Rng> {
+    let cell = (p.cells() > 1)
+        .then(|| node_index(&id).map(|i| CellId(i / p.cell_size.max(1) as u32)))
+        .flatten();
     Host::new(
         id,
         p.capacity(),
@@ -488,6 +490,8 @@ pub(super) fn new_host(p: &Params, id: NodeId) -> Host<ChaCha8Rng> {
             auctioneer: p.auctioneer.clone(),
             bidder: p.bidder.clone(),
             shares_from_view: false,
+            cell,
+            spill_below: p.spill_below,
             ..host::Config::default()
         },
     )

@@ -191,10 +191,12 @@ impl AuctionSim {
                     }
                 }
             }
+            host::Event::ImportCell(c) => self.import_cell(now, n, c.0),
             host::Event::StatusUndeliverable { .. }
             | host::Event::NodeAlive(_)
             | host::Event::NodeDead(_)
-            | host::Event::NodeRevived { .. } => {}
+            | host::Event::NodeRevived { .. }
+            | host::Event::DropCell(_) => {}
         }
     }
 
