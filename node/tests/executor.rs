@@ -225,6 +225,35 @@ async fn echo_finishes_and_logs_read_by_offset() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_leads_a_session_of_its_own() {
+    // The supervisor must outlive the agent and its terminal: it is the
+    // leader of its own session (it calls setsid itself now, so that the
+    // agent can spawn it without forking). The task, its child, says which
+    // session it is in and who its parent is.
+    let dir = DataDir::new("session");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request(
+        "s1",
+        sh("read -r pid comm state ppid pgrp sid rest < /proc/self/stat; echo \"$sid $PPID\""),
+    ));
+    let end = run_to_end(&mut rx, "s1").await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    let out = read_all(&exec, "s1", LogStream::Stdout).await;
+    let ids: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(ids.len(), 2, "{out:?}");
+    assert_eq!(
+        ids[0], ids[1],
+        "the task's session is its supervisor's: {out:?}"
+    );
+    assert_ne!(
+        ids[0],
+        std::process::id().to_string(),
+        "not the test's session"
+    );
+    exec.detach().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_unstartable_commands_fail_with_reasons() {
     let dir = DataDir::new("fail");
     let (mut exec, _, mut rx) = open(&dir.0).await;

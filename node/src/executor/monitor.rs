@@ -362,14 +362,9 @@ fn spawn_supervisor(shared: &Shared, task: &str) -> io::Result<tokio::process::C
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(false);
-    // SAFETY: setsid(2) is async-signal-safe and the closure allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::setsid()
-                .map(|_| ())
-                .map_err(io::Error::from)
-        });
-    }
+    // No closure between fork and exec: the supervisor calls setsid itself,
+    // so the standard library spawns it with posix_spawn (vfork) instead of
+    // forking the whole agent (see `supervisor::run`).
     cmd.spawn()
 }
 

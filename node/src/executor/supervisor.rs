@@ -1,7 +1,7 @@
 //! The per-task supervisor process, `agora __supervise SANDBOX`.
 //!
-//! The executor starts one supervisor per task in a new session (setsid), so
-//! that it outlives the agent. The supervisor reads its instructions from
+//! The executor starts one supervisor per task, which first moves into a new
+//! session (setsid), so that it outlives the agent. The supervisor reads its instructions from
 //! `SANDBOX/.agora/launch.json`, starts the task in its own process group
 //! (inside the task's cgroups when there are any), records the task's pid in
 //! `process.json`, waits for it, kills whatever is left of its process group,
@@ -221,6 +221,16 @@ pub(crate) fn run(args: Vec<OsString>) -> i32 {
         eprintln!("usage: agora __supervise SANDBOX (internal; started by the agent)");
         return 2;
     };
+    // A session of its own, so that it outlives the agent and its terminal.
+    // The agent does not do this between fork and exec: any closure there
+    // makes the standard library fork the whole agent instead of using
+    // posix_spawn, which cost the agent about 5 ms of CPU per task (page
+    // tables copied, then faulted back: `perf` on 2,000 tasks).
+    if let Err(e) = rustix::process::setsid() {
+        eprintln!(
+            "agora supervisor: cannot start a session of its own (setsid: {e}); going on in the agent's"
+        );
+    }
     let meta = Path::new(sandbox).join(META_DIR);
     let spec: LaunchSpec = match std::fs::read(meta.join(LAUNCH_FILE))
         .map_err(|e| e.to_string())
