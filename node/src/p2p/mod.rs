@@ -899,6 +899,45 @@ mod tests {
         assert_eq!((a.stats.sent, a.stats.failures), (4, 3));
     }
 
+    /// 2,000 messages sent at once to one peer: four times yamux's default
+    /// stream limit, twice the limit the pool sizes. Before the pool each
+    /// became a stream at once; past the limit they failed ("maximum
+    /// number of streams reached") or the peer ended the connection.
+    #[tokio::test]
+    async fn a_burst_past_the_stream_limit_all_arrives() {
+        const BURST: u64 = 2_000;
+        let mut a = node("a", PEER_PROTOCOL_NAME);
+        let mut b = node("b", PEER_PROTOCOL_NAME);
+        let b_addr = listen_addr(&mut b).await;
+        let b_id = NodeId::new("b").unwrap();
+        a.set_peer(&b_id, &b.peer_id().to_base58(), &b_addr.to_string());
+        for seq in 0..BURST {
+            a.send(&b_id, ack(seq));
+        }
+        let mut got = std::collections::BTreeSet::new();
+        let run = async {
+            while (got.len() as u64) < BURST {
+                tokio::select! {
+                    ev = a.swarm.select_next_some() => { a.on_event(ev); }
+                    ev = b.swarm.select_next_some() => {
+                        if let Some((_, PeerMessage::StatusAck(s))) = b.on_event(ev) {
+                            got.insert(s.seq);
+                        }
+                    }
+                }
+            }
+        };
+        let done = tokio::time::timeout(Duration::from_secs(60), run).await;
+        assert!(
+            done.is_ok(),
+            "{} of {BURST} arrived; a: {:?}, pool {:?}",
+            got.len(),
+            a.stats,
+            a.pool_counts()
+        );
+        assert_eq!(a.pool_counts().dropped, 0);
+    }
+
     /// A codec that writes its request's bytes as they are, with no frame
     /// and no limit: a peer (with the key) that breaks the framing.
     #[derive(Clone, Default)]
