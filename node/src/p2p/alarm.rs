@@ -58,7 +58,12 @@ impl NetworkBehaviour for Alarm {
 
     fn on_swarm_event(&mut self, _: FromSwarm) {}
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, e: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        e: THandlerOutEvent<Self>,
+    ) {
         match e {}
     }
 

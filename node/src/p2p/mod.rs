@@ -388,8 +388,10 @@ impl P2p {
         let c = self.pool.counts;
         EDGE.peer_connections_open
             .store(self.pool.open() as u64, Relaxed);
-        EDGE.peer_connections_closed_idle.store(c.closed_idle, Relaxed);
-        EDGE.peer_connections_closed_lru.store(c.closed_lru, Relaxed);
+        EDGE.peer_connections_closed_idle
+            .store(c.closed_idle, Relaxed);
+        EDGE.peer_connections_closed_lru
+            .store(c.closed_lru, Relaxed);
         EDGE.peer_message_retries.store(c.retries, Relaxed);
         EDGE.peer_messages_dropped.store(c.dropped, Relaxed);
     }
@@ -566,21 +568,21 @@ impl P2p {
                 self.stats.received += 1;
                 Some((request.from, request.msg))
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::InboundFailure {
-                peer,
-                error,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::InboundFailure { peer, error, .. },
+            )) => {
                 self.stats.failures += 1;
                 tracing::warn!(%peer, %error, "inbound peer stream failed and was closed");
                 None
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::OutboundFailure {
-                peer,
-                error,
-                request_id,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::OutboundFailure {
+                    peer,
+                    error,
+                    request_id,
+                    ..
+                },
+            )) => {
                 self.stats.failures += 1;
                 let node = self.nodes.get(&peer).map(|n| n.to_string());
                 // What can pass is retried: a refused or broken stream, a

@@ -296,9 +296,7 @@ impl Pool {
         if !self.closing.remove(&conn) && idle {
             self.counts.closed_idle += 1;
         }
-        if remaining == 0
-            && !self.in_flight.contains_key(&peer)
-            && !self.queues.contains_key(&peer)
+        if remaining == 0 && !self.in_flight.contains_key(&peer) && !self.queues.contains_key(&peer)
         {
             self.last_used.remove(&peer);
         }
