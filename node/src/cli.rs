@@ -378,8 +378,15 @@ pub struct LogsArgs {
 /// `agora kill` flags.
 #[derive(Debug, Args)]
 pub struct KillArgs {
-    /// The task id.
-    pub task: String,
+    /// The task ids (one or more). Several are sent on one connection
+    /// without a look-up each, so killing thousands takes seconds.
+    #[arg(required_unless_present = "name", value_name = "TASK")]
+    pub tasks: Vec<String>,
+    /// Kill every task of this job name (`run --name`) that has not ended,
+    /// found with one cluster-wide listing (at most 2000, the most one
+    /// answer holds; run it again for more).
+    #[arg(long, value_name = "JOB")]
+    pub name: Option<String>,
 }
 
 /// `agora demo` flags.
