@@ -151,18 +151,23 @@ t_submit=$(now)
 cli run --count "$tasks" --cpus 0.01 --name bench --placement-timeout 120 -- sleep "$sleep_s" >"$work/run.out" 2>"$work/run.err" ||
     { echo "cluster.sh: agora run failed:" >&2; cat "$work/run.err" >&2; exit 1; }
 # census: sets listed, waiting (staging, starting), started (running or
-# finished), lost, failed, killed, active (waiting or running) from one
-# `agora ps` of the bench tasks; false when the node did not answer.
+# finished), lost, failed, killed, active (waiting or running) from n1's
+# agora_tasks gauge (n1 is the home of every bench task, so it knows each
+# one's state; reading it costs no cluster-wide listing, which would load
+# the cluster being measured); false when n1 did not answer.
 census() {
     local line
-    line=$(cli ps --json --name bench 2>/dev/null | python3 -c '
-import collections, json, sys
-c = collections.Counter(r["state"] for r in json.load(sys.stdin))
-print(sum(c.values()), c["staging"] + c["starting"], c["running"] + c["finished"],
-      c["lost"], c["failed"], c["killed"], c["staging"] + c["starting"] + c["running"])
-' 2>/dev/null) || return 1
+    line=$(curl -s --max-time 10 "http://127.0.0.1:$n1_http/metrics" | awk '
+        /^agora_tasks\{state="[a-z]+"\}/ { split($1, a, "\""); c[a[2]] = $NF }
+        END {
+            if (length(c) == 0) exit 1
+            printf "%d %d %d %d %d %d %d\n", c["staging"] + c["starting"] + c["running"] + c["finished"] + c["lost"] + c["failed"] + c["killed"],
+                c["staging"] + c["starting"], c["running"] + c["finished"], c["lost"], c["failed"], c["killed"],
+                c["staging"] + c["starting"] + c["running"]
+        }') || return 1
     read -r listed waiting started lost failed killed active <<<"$line"
 }
+n1_http=$(awk 'NR == 1 {print $3}' "$work/ports")
 running=""
 while [ "$(since "$t_submit" | cut -d. -f1)" -lt "$limit" ]; do
     # Started: running, or already through its sleep.
@@ -200,10 +205,13 @@ bids=$(metric_sum agora_bids_sent_total)
 rejects=$(metric_sum agora_bids_rejected_total)
 failed=$(awk '{print $3}' "$work/ports" | xargs -P 8 -I{} curl -s --max-time 5 "http://127.0.0.1:{}/metrics" |
     awk '/^agora_peer_messages_total\{outcome="failed"\}/ {s += $NF} END {printf "%d\n", s}' || true)
+retries=$(metric_sum agora_peer_message_retries_total)
+dropped=$(metric_sum agora_peer_messages_dropped_total)
 dead=$(cat "$work"/n*/agent.log | grep -c "node declared dead;" || true)
 echo "agents: total RSS $((rss_kib / 1024)) MiB ($((rss_kib / n)) KiB each), CPU used $(echo "$cpu_ticks / $hz" | bc -l | xargs printf '%.1f') s (user+sys, all agents, since start)"
 echo "sockets: $sockets open by the agents (fds); node-to-node TCP connections: $tcp_conns (ss), ${p2p_conns} (agora_peer_connections summed; 0 on builds without it)"
-echo "auction: $(echo "$bids / $tasks" | bc -l | xargs printf '%.2f') bids per task, $(echo "$rejects / $tasks" | bc -l | xargs printf '%.2f') rejects per task; failed peer streams: $failed"
+echo "auction: $(echo "$bids / $tasks" | bc -l | xargs printf '%.2f') bids per task, $(echo "$rejects / $tasks" | bc -l | xargs printf '%.2f') rejects per task"
+echo "peer messages: $failed failed streams, $retries retried, $dropped dropped (retries and drops: 0 on builds without them)"
 echo "false death verdicts: $dead (log lines 'node declared dead', summed over nodes; no node was stopped)"
 
 # Kill them all: the ids from the run's output, K clients in parallel.
