@@ -133,7 +133,7 @@ pub struct AgentArgs {
     pub p2p_listen: Option<String>,
 
     /// Node-to-node connections this node keeps open at most, 1 or more
-    /// [default: 64]. A node connects to another when it first has a
+    /// [default: 256]. A node connects to another when it first has a
     /// message for it (a bid, an award, a task's status) and not before;
     /// past this many, the connection used least recently is closed (a
     /// message still in flight on it is sent again). Lower it to spend

@@ -595,20 +595,15 @@ impl P2p {
                         | request_response::OutboundFailure::ConnectionClosed
                         | request_response::OutboundFailure::DialFailure
                 );
-                match self
-                    .pool
-                    .failed(request_id, retryable, std::time::Instant::now())
-                {
-                    Some((_, retried)) => {
-                        if retried {
-                            let next = self.pool.next_deadline();
-                            self.swarm.behaviour_mut().alarm.set(next);
-                        } else if let Some(n) = self.nodes.get(&peer).cloned() {
-                            Self::warn_dropped(&n, &error.to_string());
-                        }
-                        self.pump(peer);
+                let now = std::time::Instant::now();
+                if let Some((_, retried)) = self.pool.failed(request_id, retryable, now) {
+                    if retried {
+                        let next = self.pool.next_deadline();
+                        self.swarm.behaviour_mut().alarm.set(next);
+                    } else if let Some(n) = self.nodes.get(&peer).cloned() {
+                        Self::warn_dropped(&n, &error.to_string());
                     }
-                    None => {}
+                    self.pump(peer);
                 }
                 if matches!(
                     error,

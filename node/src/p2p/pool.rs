@@ -32,10 +32,14 @@ use libp2p::swarm::ConnectionId;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Default [`PoolConfig::max_connections`]: enough for a node to keep
-/// connections to the nodes it bids on in a busy cluster, a fraction of a
-/// full mesh past a few dozen nodes.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default [`PoolConfig::max_connections`]. The home node of a busy
+/// framework talks to every node it bids on and hears back from each: at
+/// 100 agents on one machine a cap of 64 made that node close connections
+/// still in use and open them again (cluster.sh, 1,000 tasks). 256 keeps
+/// such a node's connections up to a few hundred nodes, while a node that
+/// talks to few keeps few (connections open on demand and close when
+/// idle); past that the cap bounds sockets and memory.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Default [`PoolConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages in flight to one peer at once (one stream each).
