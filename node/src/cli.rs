@@ -132,6 +132,23 @@ pub struct AgentArgs {
     #[arg(long)]
     pub p2p_listen: Option<String>,
 
+    /// Node-to-node connections this node keeps open at most, 1 or more
+    /// [default: 256]. A node connects to another when it first has a
+    /// message for it (a bid, an award, a task's status) and not before;
+    /// past this many, the connection used least recently is closed (a
+    /// message still in flight on it is sent again). Lower it to spend
+    /// fewer sockets and less memory on a large cluster; each new
+    /// connection costs a TCP, pnet and noise handshake.
+    #[arg(long, value_name = "N")]
+    pub peer_connections: Option<u32>,
+
+    /// A node-to-node connection that has carried no message for this long
+    /// is closed: seconds, or a number with a unit s, m, h, d (e.g. 2m)
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub peer_idle_timeout: Option<String>,
+
     /// Framework socket path: set with the global `--socket` flag, not with
     /// AGORA_SOCKET (the CLI's variable) [default: DATA_DIR/agora.sock].
     #[arg(skip)]
@@ -361,8 +378,15 @@ pub struct LogsArgs {
 /// `agora kill` flags.
 #[derive(Debug, Args)]
 pub struct KillArgs {
-    /// The task id.
-    pub task: String,
+    /// The task ids (one or more). Several are sent on one connection
+    /// without a look-up each, so killing thousands takes seconds.
+    #[arg(required_unless_present = "name", value_name = "TASK")]
+    pub tasks: Vec<String>,
+    /// Kill every task of this job name (`run --name`) that has not ended,
+    /// found with one cluster-wide listing (at most 2000, the most one
+    /// answer holds; run it again for more).
+    #[arg(long, value_name = "JOB")]
+    pub name: Option<String>,
 }
 
 /// `agora demo` flags.

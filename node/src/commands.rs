@@ -628,18 +628,112 @@ pub async fn logs(socket: &Path, timeout: Duration, args: LogsArgs) -> anyhow::R
 /// # Errors
 /// Bad id, connection problems, unknown task.
 pub async fn kill(socket: &Path, timeout: Duration, args: KillArgs) -> anyhow::Result<i32> {
-    let task =
-        TaskId::new(&args.task).with_context(|| format!("{:?} is not a task id", args.task))?;
+    let mut ids = Vec::with_capacity(args.tasks.len());
+    for t in &args.tasks {
+        ids.push(TaskId::new(t).with_context(|| format!("{t:?} is not a task id"))?);
+    }
     // No register: an unregistered connection kills as the operator, and
     // `agora kill` needs no framework of its own.
     let mut client = Client::connect_with_timeout(socket, timeout).await?;
+    if args.name.is_none() && ids.len() == 1 {
+        return kill_one(&mut client, ids.remove(0)).await;
+    }
+    if let Some(name) = &args.name {
+        let page = list_tasks(
+            &mut client,
+            TaskQuery {
+                name: Some(name.clone()),
+                limit: 2000,
+                ..TaskQuery::all(2)
+            },
+        )
+        .await?;
+        if let Some(note) = crate::surface::unreachable_note(&page.unreachable) {
+            eprintln!("warning: {note}; tasks of {name} there are not killed");
+        }
+        if page.matched > page.tasks.len() as u64 {
+            eprintln!(
+                "warning: {} tasks are named {name}; this kill reaches the first {} (run it again \
+                 for the rest)",
+                page.matched,
+                page.tasks.len()
+            );
+        }
+        ids.extend(
+            page.tasks
+                .into_iter()
+                .filter(|r| !r.state.is_terminal())
+                .map(|r| r.task_id),
+        );
+        if ids.is_empty() {
+            eprintln!("no task named {name} is running or waiting");
+            return Ok(0);
+        }
+    }
+    kill_many(&mut client, &ids).await
+}
+
+/// Kills sent before the client waits for their answers.
+const KILL_WINDOW: usize = 256;
+
+/// Kills `ids` on one connection: each window of [`KILL_WINDOW`] kills
+/// followed by a listing of the window's last task, whose answer comes
+/// after the window's refusals (the node answers a kill of a task homed on
+/// it at once, and one homed elsewhere after the same look-up as that
+/// listing). Prints each refusal; exits 1 if any.
+async fn kill_many(client: &mut Client, ids: &[TaskId]) -> anyhow::Result<i32> {
+    let mut refused = 0usize;
+    for (n, window) in ids.chunks(KILL_WINDOW).enumerate() {
+        for id in window {
+            client
+                .send(&ClientMessage::Kill(agora_protocol::wire::Kill {
+                    task_id: id.clone(),
+                }))
+                .await?;
+        }
+        let rid = 10 + n as u64;
+        let last = window.last().cloned();
+        client
+            .send(&ClientMessage::ListTasks(TaskQuery {
+                task_id: last,
+                ..TaskQuery::all(rid)
+            }))
+            .await?;
+        let deadline = client.deadline();
+        loop {
+            match client.recv_by(deadline).await? {
+                ServerMessage::Error(e) if e.request_id.is_none() => {
+                    refused += 1;
+                    eprintln!("error: {}", error_text(&e));
+                }
+                ServerMessage::Error(e) if e.request_id == Some(rid) => bail!(error_text(&e)),
+                ServerMessage::Tasks(t) if t.request_id == rid => break,
+                _ => {}
+            }
+        }
+    }
+    eprintln!(
+        "kill requested for {} tasks{}",
+        ids.len() - refused,
+        if refused > 0 {
+            format!("; {refused} refused (above)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(if refused > 0 { 1 } else { 0 })
+}
+
+/// Kills one task, looking first so that an ended or unknown task is
+/// answered with the reason.
+async fn kill_one(client: &mut Client, task: TaskId) -> anyhow::Result<i32> {
     // Look first, to answer at once for a task that ended or that no node
     // knows (the node's own look-up answers the same, with the error).
     let only = TaskQuery {
         task_id: Some(task.clone()),
         ..TaskQuery::all(2)
     };
-    let page = list_tasks(&mut client, only).await?;
+    let page = list_tasks(client, only).await?;
     match page.tasks.first() {
         Some(row) if row.state.is_terminal() => {
             bail!("task {task} has already ended ({})", row.state)

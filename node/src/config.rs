@@ -46,8 +46,10 @@ pub struct AgentConfig {
     pub cluster_key_file: PathBuf,
     /// Cluster name.
     pub cluster_id: String,
-    /// libp2p bind address.
-    pub p2p_listen: SocketAddr,
+    /// libp2p bind address and connection-pool limits (`--p2p-listen`,
+    /// `--peer-connections`, `--peer-idle-timeout`); displays as the
+    /// address.
+    pub p2p_listen: crate::p2p::ListenConfig,
     /// Framework socket path.
     pub socket: PathBuf,
     /// Resources offered (ports count is taken from `ports`).
@@ -174,6 +176,8 @@ pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentA
         cluster_key_file: flags.cluster_key_file.or(file.cluster_key_file),
         cluster_id: flags.cluster_id.or(file.cluster_id),
         p2p_listen: flags.p2p_listen.or(file.p2p_listen),
+        peer_connections: flags.peer_connections.or(file.peer_connections),
+        peer_idle_timeout: flags.peer_idle_timeout.or(file.peer_idle_timeout),
         socket: socket.or(file.socket),
         cpus: flags.cpus.or(file.cpus),
         mem: flags.mem.or(file.mem),
@@ -237,6 +241,31 @@ fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{flag} {text:?} is too long"))
 }
 
+/// `--peer-connections` and `--peer-idle-timeout` over the pool's defaults.
+fn peer_pool(args: &AgentArgs) -> anyhow::Result<crate::p2p::PoolConfig> {
+    let mut pool = crate::p2p::PoolConfig::default();
+    if let Some(n) = args.peer_connections {
+        if n == 0 {
+            bail!(
+                "--peer-connections 0 would let this node talk to no other: give 1 or more \
+                 (default {})",
+                crate::p2p::pool::DEFAULT_MAX_CONNECTIONS
+            );
+        }
+        pool.max_connections = n as usize;
+    }
+    if let Some(t) = &args.peer_idle_timeout {
+        pool.idle_timeout = parse_duration("peer-idle-timeout", t)?;
+        if pool.idle_timeout.is_zero() {
+            bail!(
+                "--peer-idle-timeout {t:?} would close every connection at once: give 1s or more \
+                 (default 30s)"
+            );
+        }
+    }
+    Ok(pool)
+}
+
 /// The `--gc-*` flags over [`crate::executor::GcPolicy`]'s defaults.
 fn gc_policy(args: &AgentArgs) -> anyhow::Result<crate::executor::GcPolicy> {
     let mut gc = crate::executor::GcPolicy::default();
@@ -288,6 +317,7 @@ impl AgentConfig {
     /// The first invalid value, naming its flag and how to fix it.
     pub fn resolve(args: AgentArgs) -> anyhow::Result<Self> {
         let gc = gc_policy(&args)?;
+        let pool = peer_pool(&args)?;
         let data_dir = args
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -316,6 +346,10 @@ impl AgentConfig {
                 }
                 SocketAddr::new(listen.ip(), port)
             }
+        };
+        let p2p_listen = crate::p2p::ListenConfig {
+            addr: p2p_listen,
+            pool,
         };
         let cluster_key_file = args.cluster_key_file.context(
             "--cluster-key-file is required: create a key with `agora keygen > cluster.key` and give every node the same file",
@@ -426,10 +460,11 @@ impl AgentConfig {
     /// The libp2p address published to peers: the p2p port on the
     /// advertised gossip host when the bind address is unspecified.
     pub fn p2p_advertise(&self) -> SocketAddr {
-        if self.p2p_listen.ip().is_unspecified() {
-            SocketAddr::new(self.advertise.ip(), self.p2p_listen.port())
+        let p2p = self.p2p_listen.addr;
+        if p2p.ip().is_unspecified() {
+            SocketAddr::new(self.advertise.ip(), p2p.port())
         } else {
-            self.p2p_listen
+            p2p
         }
     }
 }
@@ -483,7 +518,7 @@ mod tests {
         let cfg = AgentConfig::resolve(merged).unwrap();
         assert_eq!(cfg.capacity.cpu_millis, 1000);
         assert_eq!(cfg.listen.port(), 9000);
-        assert_eq!(cfg.p2p_listen.port(), 9001);
+        assert_eq!(cfg.p2p_listen.addr.port(), 9001);
         assert_eq!(cfg.attrs.get("zone"), Some("a"));
         assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
         assert!(!cfg.cgroups);

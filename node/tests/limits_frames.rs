@@ -3,7 +3,7 @@
 //! HTTP. Each is refused with a clear answer where the protocol has one,
 //! counted on /metrics, and leaves the node serving. (A peer that has the
 //! cluster key and sends an oversized peer frame is tested in
-//! node/src/p2p.rs, on real libp2p swarms.)
+//! node/src/p2p/mod.rs, on real libp2p swarms.)
 
 mod common;
 mod limits_support;

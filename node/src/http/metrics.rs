@@ -32,9 +32,15 @@
 //! | `agora_http_connections_evicted_total` | counter | |
 //! | `agora_http_header_timeouts_total` | counter | |
 //! | `agora_gossip_isolated` | gauge | |
+//! | `agora_peer_connections` | gauge | |
+//! | `agora_peer_connections_closed_total` | counter | `reason` = idle, lru |
+//! | `agora_peer_message_retries_total` | counter | |
+//! | `agora_peer_messages_dropped_total` | counter | |
 //! | `agora_data_dir_unavailable` | gauge | `reason` = disk_full, data_dir_read_only, data_dir_unwritable: 1 while this node takes no new tasks for that reason |
 //!
-//! The nine before the last count refusals at the node's edges ([`EDGE`]): they are
+//! The nine from `agora_socket_connections` to `agora_gossip_isolated`
+//! count refusals at the node's edges, and the four after them the peer
+//! connection pool (`p2p::pool`), all in [`EDGE`]: they are
 //! bumped where the refusal happens (the socket's accept loop, the peer
 //! codec, the HTTP server, the gossip relay) and copied into the registry
 //! on every [`Metrics::encode`].
@@ -422,6 +428,17 @@ pub struct EdgeCounters {
     /// 1 while gossip is isolated: the node expects peers (it has seeds or
     /// receives gossip it cannot open) but sees no other live node.
     pub gossip_isolated: AtomicU64,
+    /// Peer (libp2p) connections open now (`p2p::pool`).
+    pub peer_connections_open: AtomicU64,
+    /// Peer connections closed after the idle timeout.
+    pub peer_connections_closed_idle: AtomicU64,
+    /// Peer connections closed to stay within `--peer-connections`.
+    pub peer_connections_closed_lru: AtomicU64,
+    /// Peer messages sent again after their stream failed.
+    pub peer_message_retries: AtomicU64,
+    /// Peer messages given up on (retries exhausted, not retryable, or the
+    /// queues full).
+    pub peer_messages_dropped: AtomicU64,
 }
 
 impl EdgeCounters {
@@ -438,6 +455,11 @@ impl EdgeCounters {
             http_header_timeouts: AtomicU64::new(0),
             http_heads_too_large: AtomicU64::new(0),
             gossip_isolated: AtomicU64::new(0),
+            peer_connections_open: AtomicU64::new(0),
+            peer_connections_closed_idle: AtomicU64::new(0),
+            peer_connections_closed_lru: AtomicU64::new(0),
+            peer_message_retries: AtomicU64::new(0),
+            peer_messages_dropped: AtomicU64::new(0),
         }
     }
 
@@ -508,6 +530,10 @@ struct EdgeMetrics {
     http_evicted: Counter,
     http_header_timeouts: Counter,
     gossip_isolated: Gauge,
+    peer_connections_open: Gauge,
+    peer_connections_closed: Family<ReasonLabel, Counter>,
+    peer_message_retries: Counter,
+    peer_messages_dropped: Counter,
 }
 
 impl EdgeMetrics {
@@ -522,6 +548,10 @@ impl EdgeMetrics {
             http_evicted: Counter::default(),
             http_header_timeouts: Counter::default(),
             gossip_isolated: Gauge::default(),
+            peer_connections_open: Gauge::default(),
+            peer_connections_closed: Family::default(),
+            peer_message_retries: Counter::default(),
+            peer_messages_dropped: Counter::default(),
         };
         registry.register(
             "socket_connections",
@@ -568,6 +598,31 @@ impl EdgeMetrics {
             "1 while this node expects peers (it has seeds, or receives gossip it cannot open) but sees no other live node",
             m.gossip_isolated.clone(),
         );
+        registry.register(
+            "peer_connections",
+            "Node-to-node (libp2p) connections open now, at most --peer-connections (those being closed for the cap not counted)",
+            m.peer_connections_open.clone(),
+        );
+        registry.register(
+            "peer_connections_closed",
+            "Node-to-node connections closed by the pool: reason = idle (no stream for --peer-idle-timeout), lru (the least recently used, to stay within --peer-connections)",
+            m.peer_connections_closed.clone(),
+        );
+        registry.register(
+            "peer_message_retries",
+            "Node-to-node messages sent again after their stream failed (refused, closed connection, failed dial)",
+            m.peer_message_retries.clone(),
+        );
+        registry.register(
+            "peer_messages_dropped",
+            "Node-to-node messages given up on: retries exhausted, a failure not worth retrying (timeout, another version), or the send queues full",
+            m.peer_messages_dropped.clone(),
+        );
+        for reason in ["idle", "lru"] {
+            let _ = m
+                .peer_connections_closed
+                .get_or_create(&ReasonLabel { reason });
+        }
         for port in ["socket", "peer", "http"] {
             let _ = m.frames_too_large.get_or_create(&PortLabel { port });
         }
@@ -594,6 +649,21 @@ impl EdgeMetrics {
         raise(&self.http_evicted, load(&c.http_evicted));
         raise(&self.http_header_timeouts, load(&c.http_header_timeouts));
         self.gossip_isolated.set(to_i64(load(&c.gossip_isolated)));
+        self.peer_connections_open
+            .set(to_i64(load(&c.peer_connections_open)));
+        for (reason, v) in [
+            ("idle", load(&c.peer_connections_closed_idle)),
+            ("lru", load(&c.peer_connections_closed_lru)),
+        ] {
+            raise(
+                &self
+                    .peer_connections_closed
+                    .get_or_create(&ReasonLabel { reason }),
+                v,
+            );
+        }
+        raise(&self.peer_message_retries, load(&c.peer_message_retries));
+        raise(&self.peer_messages_dropped, load(&c.peer_messages_dropped));
     }
 }
 

@@ -25,9 +25,19 @@
 //! complete a connection.
 //!
 //! Peers are found through gossip: each node publishes its p2p multiaddr and
-//! peer id, which [`P2p::set_peer`] records; sending dials that address when
-//! no connection is open. An inbound envelope whose node id is known under a
-//! different peer id is dropped.
+//! peer id, which [`P2p::set_peer`] records (and does not dial). Sending
+//! dials that address when no connection is open: a node holds connections
+//! to the nodes it talks to (those it bids on, those that bid on it), not
+//! to every member, in the bounded pool of [`pool`] (a cap with the least
+//! recently used closed first, an idle timeout, a window of streams per
+//! peer below yamux's limit, and bounded retries of failed streams). An
+//! inbound envelope whose node id is known under a different peer id is
+//! dropped.
+
+mod alarm;
+pub mod pool;
+
+pub use pool::PoolConfig;
 
 use crate::framing::{read_frame, write_frame};
 use crate::http::{EDGE, EdgeCounters, WarnEvery};
@@ -39,7 +49,7 @@ use libp2p::core::upgrade;
 use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, Transport, noise, tcp, yamux};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -216,7 +226,34 @@ pub fn tcp_multiaddr(addr: SocketAddr) -> Multiaddr {
     m
 }
 
-type Behaviour = request_response::Behaviour<PeerCodec>;
+/// Where and how the peer layer runs: its listen address and its pool's
+/// limits (`--p2p-listen`, `--peer-connections`, `--peer-idle-timeout`).
+/// Displays as the address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenConfig {
+    /// The TCP address to listen on.
+    pub addr: SocketAddr,
+    /// The connection pool's limits.
+    pub pool: PoolConfig,
+}
+
+impl std::fmt::Display for ListenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// The swarm's behaviour: the request-response protocol, and the alarm
+/// that runs the pool's retries.
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+pub struct Behaviour {
+    rr: request_response::Behaviour<PeerCodec>,
+    alarm: alarm::Alarm,
+}
+
+/// What the swarm reports to [`P2p::on_event`].
+pub type Event = SwarmEvent<BehaviourEvent>;
 
 /// Counters.
 #[derive(Clone, Copy, Debug, Default)]
@@ -227,7 +264,8 @@ pub struct P2pStats {
     pub received: u64,
     /// Messages dropped: no address known for the destination.
     pub unroutable: u64,
-    /// Streams that failed (dial errors, timeouts, bad frames).
+    /// Streams that failed (dial errors, timeouts, bad frames); a message
+    /// retried after a failure counts once per failed stream.
     pub failures: u64,
     /// Peers seen speaking another peer-protocol version (each warned of once).
     pub other_version: u64,
@@ -251,6 +289,8 @@ pub struct P2p {
     handshake_failures_since_warn: u64,
     /// A clone of the behaviour's codec, for its counts.
     codec: PeerCodec,
+    /// Connections, queues and retries.
+    pool: pool::Pool,
 }
 
 /// Minimum time between two warnings about failed incoming handshakes.
@@ -265,7 +305,7 @@ impl P2p {
         me: NodeId,
         keypair: Keypair,
         cluster_key: &[u8; 32],
-        listen: SocketAddr,
+        listen: ListenConfig,
     ) -> anyhow::Result<Self> {
         Self::start_speaking(me, keypair, cluster_key, listen, PEER_PROTOCOL_NAME)
     }
@@ -276,10 +316,13 @@ impl P2p {
         me: NodeId,
         keypair: Keypair,
         cluster_key: &[u8; 32],
-        listen: SocketAddr,
+        listen: ListenConfig,
         protocol_name: &'static str,
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
+        let ListenConfig { addr: listen, pool } = listen;
+        let mut yamux_config = yamux::Config::default();
+        yamux_config.set_max_num_streams(pool::MAX_STREAMS);
         let psk = pnet_key(cluster_key);
         let protocol = StreamProtocol::new(protocol_name);
         let codec = PeerCodec::default();
@@ -292,23 +335,24 @@ impl P2p {
                         .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
                         .upgrade(upgrade::Version::V1Lazy)
                         .authenticate(noise)
-                        .multiplex(yamux::Config::default())
+                        .multiplex(yamux_config)
                         .timeout(Duration::from_secs(10))
                         .boxed(),
                 )
             })
             .context("cannot set up the libp2p transport")?
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
+            .with_behaviour(|_| Behaviour {
+                rr: request_response::Behaviour::with_codec(
                     codec.clone(),
                     [(protocol, ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10))
-                        .with_max_concurrent_streams(512),
-                )
+                        .with_max_concurrent_streams(pool::MAX_STREAMS),
+                ),
+                alarm: alarm::Alarm::default(),
             })
             .context("cannot set up the libp2p behaviour")?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .with_swarm_config(|c| c.with_idle_connection_timeout(pool.idle_timeout))
             .build();
         swarm
             .listen_on(tcp_multiaddr(listen))
@@ -323,7 +367,33 @@ impl P2p {
             handshake_warned: None,
             handshake_failures_since_warn: 0,
             codec,
+            pool: pool::Pool::new(pool),
         })
+    }
+
+    /// The pool's counters.
+    pub fn pool_counts(&self) -> pool::PoolCounts {
+        self.pool.counts
+    }
+
+    /// Connections open now (not counting those being closed for the cap).
+    pub fn open_connections(&self) -> usize {
+        self.pool.open()
+    }
+
+    /// Copies the pool's figures into the process's edge counters, which
+    /// `/metrics` shows.
+    fn publish_pool(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.pool.counts;
+        EDGE.peer_connections_open
+            .store(self.pool.open() as u64, Relaxed);
+        EDGE.peer_connections_closed_idle
+            .store(c.closed_idle, Relaxed);
+        EDGE.peer_connections_closed_lru
+            .store(c.closed_lru, Relaxed);
+        EDGE.peer_message_retries.store(c.retries, Relaxed);
+        EDGE.peer_messages_dropped.store(c.dropped, Relaxed);
     }
 
     /// Inbound requests refused as oversized, and as cut short or
@@ -358,52 +428,134 @@ impl P2p {
             self.nodes.remove(&old);
         }
         self.nodes.insert(peer, node.clone());
-        self.swarm.add_peer_address(peer, addr.clone());
-        // Connect ahead of the first auction (the handshakes cost more than
-        // a bid); a failure here is retried by the first real send.
-        if !self.swarm.is_connected(&peer) {
-            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                .addresses(vec![addr])
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%node, error = %e, "early dial failed");
-            }
-        }
+        // No dial: the first message to the node opens a connection.
     }
 
-    /// Sends a message to another node (best effort; the protocol retries).
+    /// Sends a message to another node (best effort; the protocol retries):
+    /// queued behind that peer's window of streams, sent over the pool's
+    /// connection to it (dialled when there is none), and retried a few
+    /// times if its stream fails.
     pub fn send(&mut self, to: &NodeId, msg: PeerMessage) {
-        let Some((peer, addr)) = self.peers.get(to) else {
+        let Some((peer, _)) = self.peers.get(to) else {
             self.stats.unroutable += 1;
             tracing::debug!(%to, kind = msg.kind(), "no p2p address known yet; message dropped");
             return;
         };
         self.stats.sent += 1;
-        let envelope = PeerEnvelope {
-            from: self.me.clone(),
-            msg,
+        let q = pool::Queued {
+            to: to.clone(),
+            peer: *peer,
+            envelope: PeerEnvelope {
+                from: self.me.clone(),
+                msg,
+            },
+            failures: 0,
         };
-        let (peer, addr) = (*peer, addr.clone());
-        self.swarm
-            .behaviour_mut()
-            .send_request_with_addresses(&peer, envelope, vec![addr]);
+        let peer = q.peer;
+        if !self.pool.enqueue(q) {
+            Self::warn_dropped(to, "the peer queues are full");
+        }
+        self.pump(peer);
+        self.publish_pool();
+    }
+
+    fn warn_dropped(to: &NodeId, why: &str) {
+        static DROPPED_WARN: WarnEvery = WarnEvery::new();
+        if let Some(n) = DROPPED_WARN.note() {
+            tracing::warn!(
+                %to,
+                dropped = n,
+                "dropped {n} peer messages (the last to {to}: {why}); the protocol's own \
+                 retries take over"
+            );
+        }
+    }
+
+    /// Sends what `peer`'s window has room for.
+    fn pump(&mut self, peer: PeerId) {
+        while let Some(q) = self.pool.next_ready(&peer) {
+            let addr = match self.peers.get(&q.to) {
+                Some((p, addr)) if *p == q.peer => addr.clone(),
+                _ => {
+                    // The node left, or came back under another identity.
+                    self.pool.counts.dropped += 1;
+                    continue;
+                }
+            };
+            let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(
+                &peer,
+                q.envelope.clone(),
+                vec![addr],
+            );
+            self.pool.sent(id, q);
+        }
+    }
+
+    /// Moves due retries back into their queues and sends them; sets the
+    /// alarm for the next.
+    fn run_retries(&mut self) {
+        for peer in self.pool.due(std::time::Instant::now()) {
+            self.pump(peer);
+        }
+        let next = self.pool.next_deadline();
+        self.swarm.behaviour_mut().alarm.set(next);
     }
 
     /// Handles one swarm event; returns an inbound message to dispatch.
-    pub fn on_event(
-        &mut self,
-        event: SwarmEvent<request_response::Event<PeerEnvelope, ()>>,
-    ) -> Option<(NodeId, PeerMessage)> {
+    pub fn on_event(&mut self, event: Event) -> Option<(NodeId, PeerMessage)> {
+        let got = self.handle_event(event);
+        self.publish_pool();
+        got
+    }
+
+    fn handle_event(&mut self, event: Event) -> Option<(NodeId, PeerMessage)> {
         match event {
-            SwarmEvent::Behaviour(request_response::Event::Message {
+            SwarmEvent::Behaviour(BehaviourEvent::Alarm(())) => {
+                self.run_retries();
+                None
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                for victim in self.pool.established(connection_id, peer_id) {
+                    self.swarm.close_connection(victim);
+                }
+                None
+            }
+            SwarmEvent::ConnectionClosed {
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                let idle = matches!(
+                    cause,
+                    Some(libp2p::swarm::ConnectionError::KeepAliveTimeout)
+                );
+                self.pool.closed(connection_id, idle, num_established);
+                None
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            })) => {
+                if let Some(peer) = self.pool.answered(request_id) {
+                    self.pump(peer);
+                }
+                None
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message {
                 peer,
                 message:
                     request_response::Message::Request {
                         request, channel, ..
                     },
                 ..
-            }) => {
-                let _ = self.swarm.behaviour_mut().send_response(channel, ());
+            })) => {
+                self.pool.touch(peer);
+                let _ = self.swarm.behaviour_mut().rr.send_response(channel, ());
                 if let Some(known) = self.peers.get(&request.from)
                     && known.0 != peer
                 {
@@ -416,18 +568,43 @@ impl P2p {
                 self.stats.received += 1;
                 Some((request.from, request.msg))
             }
-            SwarmEvent::Behaviour(request_response::Event::InboundFailure {
-                peer, error, ..
-            }) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::InboundFailure { peer, error, .. },
+            )) => {
                 self.stats.failures += 1;
                 tracing::warn!(%peer, %error, "inbound peer stream failed and was closed");
                 None
             }
-            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                peer, error, ..
-            }) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::OutboundFailure {
+                    peer,
+                    error,
+                    request_id,
+                    ..
+                },
+            )) => {
                 self.stats.failures += 1;
                 let node = self.nodes.get(&peer).map(|n| n.to_string());
+                // What can pass is retried: a refused or broken stream, a
+                // connection closed under it (for the cap, or by the peer),
+                // a failed dial. A timeout has waited long enough already,
+                // and another version will not change.
+                let retryable = matches!(
+                    error,
+                    request_response::OutboundFailure::Io(_)
+                        | request_response::OutboundFailure::ConnectionClosed
+                        | request_response::OutboundFailure::DialFailure
+                );
+                let now = std::time::Instant::now();
+                if let Some((_, retried)) = self.pool.failed(request_id, retryable, now) {
+                    if retried {
+                        let next = self.pool.next_deadline();
+                        self.swarm.behaviour_mut().alarm.set(next);
+                    } else if let Some(n) = self.nodes.get(&peer).cloned() {
+                        Self::warn_dropped(&n, &error.to_string());
+                    }
+                    self.pump(peer);
+                }
                 if matches!(
                     error,
                     request_response::OutboundFailure::UnsupportedProtocols
@@ -493,7 +670,10 @@ mod tests {
             NodeId::new(name).expect("valid id"),
             Keypair::generate_ed25519(),
             &[7; 32],
-            "127.0.0.1:0".parse().expect("loopback"),
+            ListenConfig {
+                addr: "127.0.0.1:0".parse().expect("loopback"),
+                pool: PoolConfig::default(),
+            },
             protocol,
         )
         .expect("p2p starts on loopback")
@@ -714,6 +894,45 @@ mod tests {
         // Three messages failed on the version, but the peer is reported once.
         assert_eq!(a.stats.other_version, 1);
         assert_eq!((a.stats.sent, a.stats.failures), (4, 3));
+    }
+
+    /// 2,000 messages sent at once to one peer: four times yamux's default
+    /// stream limit, twice the limit the pool sizes. Before the pool each
+    /// became a stream at once; past the limit they failed ("maximum
+    /// number of streams reached") or the peer ended the connection.
+    #[tokio::test]
+    async fn a_burst_past_the_stream_limit_all_arrives() {
+        const BURST: u64 = 2_000;
+        let mut a = node("a", PEER_PROTOCOL_NAME);
+        let mut b = node("b", PEER_PROTOCOL_NAME);
+        let b_addr = listen_addr(&mut b).await;
+        let b_id = NodeId::new("b").unwrap();
+        a.set_peer(&b_id, &b.peer_id().to_base58(), &b_addr.to_string());
+        for seq in 0..BURST {
+            a.send(&b_id, ack(seq));
+        }
+        let mut got = std::collections::BTreeSet::new();
+        let run = async {
+            while (got.len() as u64) < BURST {
+                tokio::select! {
+                    ev = a.swarm.select_next_some() => { a.on_event(ev); }
+                    ev = b.swarm.select_next_some() => {
+                        if let Some((_, PeerMessage::StatusAck(s))) = b.on_event(ev) {
+                            got.insert(s.seq);
+                        }
+                    }
+                }
+            }
+        };
+        let done = tokio::time::timeout(Duration::from_secs(60), run).await;
+        assert!(
+            done.is_ok(),
+            "{} of {BURST} arrived; a: {:?}, pool {:?}",
+            got.len(),
+            a.stats,
+            a.pool_counts()
+        );
+        assert_eq!(a.pool_counts().dropped, 0);
     }
 
     /// A codec that writes its request's bytes as they are, with no frame
