@@ -72,7 +72,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+mod detector;
 pub mod isolation;
+mod join;
 mod key;
 pub mod relay;
 pub mod seal;
@@ -281,7 +283,7 @@ pub struct GossipStats {
 /// Dropping it stops gossip abruptly (as a crash would: peers' failure
 /// detectors notice); [`Gossip::leave`] stops it gracefully.
 pub struct Gossip {
-    handle: Option<ChitchatHandle>,
+    handle: Option<Arc<ChitchatHandle>>,
     publish_tx: watch::Sender<LocalState>,
     counters: Arc<relay::Counters>,
     driver: JoinHandle<()>,
@@ -343,10 +345,12 @@ impl Gossip {
         let handle = spawn_chitchat(chitchat_config, initial_kvs, &transport as &dyn Transport)
             .await
             .with_context(|| format!("cannot start gossip on {gossip_addr}"))?;
+        let handle = Arc::new(handle);
         let (publish_tx, publish_rx) = watch::channel(initial);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
-        let mut driver = view::Driver::new(handle.chitchat(), publish_rx, snapshot_tx);
-        driver.refresh().await;
+        let mut driver =
+            view::Driver::new(handle.clone(), config.interval, publish_rx, snapshot_tx);
+        driver.refresh(None).await;
         let driver = tokio::spawn(driver.run(handle.termination_watcher()));
         // A node listed among its own seeds (one seed list for every node)
         // does not expect peers because of that entry.
@@ -471,7 +475,11 @@ impl Gossip {
         tokio::time::sleep(linger).await;
         self.driver.abort();
         self.isolation.abort();
-        if let Err(err) = handle.shutdown().await {
+        let stopped = match handle.initiate_shutdown() {
+            Ok(()) => handle.termination_watcher().await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = stopped {
             warn!(err = %format!("{err:#}"), "gossip stopped with an error");
         }
         info!(node = %self.node_id, peers_told = peers.len(), "left the gossip cluster");
