@@ -87,7 +87,7 @@ mod tests;
 pub use key::ClusterKey;
 
 /// Default gossip round interval (see the module docs for why).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Default cluster id (nodes with another id ignore each other).
 pub const DEFAULT_CLUSTER_ID: &str = "agora";
@@ -276,6 +276,14 @@ pub struct GossipStats {
     pub datagrams_malformed: u64,
     /// Datagrams that could not be sent (unreachable peer, too large).
     pub send_failures: u64,
+    /// Direct exchanges the failure detector started with silent members.
+    pub probes: u64,
+    /// Direct exchanges the join push started (seeds re-synced, members
+    /// greeted) in this node's first seconds.
+    pub join_pushes: u64,
+    /// The failure detector's local health score now: 0 when this node keeps
+    /// time, up to 8 when it is starved (every timeout is then 9 times longer).
+    pub local_health: u64,
 }
 
 /// A running gossip instance.
@@ -349,7 +357,8 @@ impl Gossip {
         let (publish_tx, publish_rx) = watch::channel(initial);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut driver =
-            view::Driver::new(handle.clone(), config.interval, publish_rx, snapshot_tx);
+            view::Driver::new(handle.clone(), config.interval, publish_rx, snapshot_tx)
+                .with_counters(counters.clone());
         driver.refresh(None).await;
         let driver = tokio::spawn(driver.run(handle.termination_watcher()));
         // A node listed among its own seeds (one seed list for every node)
@@ -417,6 +426,9 @@ impl Gossip {
             datagrams_out: load(&c.datagrams_out),
             datagrams_malformed: load(&c.datagrams_malformed),
             send_failures: load(&c.send_failures),
+            probes: load(&c.probes),
+            join_pushes: load(&c.join_pushes),
+            local_health: load(&c.local_health),
         }
     }
 

@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 use tracing::{debug, error, info, warn};
@@ -65,6 +66,7 @@ struct Rival {
 pub struct Driver {
     chitchat: Arc<Mutex<Chitchat>>,
     handle: Arc<ChitchatHandle>,
+    counters: Arc<super::relay::Counters>,
     detector: Detector<ChitchatId>,
     joiner: Joiner<ChitchatId>,
     publish_rx: watch::Receiver<LocalState>,
@@ -86,6 +88,7 @@ impl Driver {
         Driver {
             chitchat: handle.chitchat(),
             handle,
+            counters: Arc::default(),
             detector: Detector::new(interval),
             joiner: Joiner::new(Instant::now()),
             publish_rx,
@@ -94,6 +97,12 @@ impl Driver {
             signature: Vec::new(),
             rivals: HashMap::new(),
         }
+    }
+
+    /// Counts probes, join pushes and local health in `counters`.
+    pub fn with_counters(mut self, counters: Arc<super::relay::Counters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Runs until the publishing side ([`super::Gossip`]) is dropped.
@@ -155,7 +164,12 @@ impl Driver {
             }
             for id in self.detector.poll_probes(now) {
                 debug!(member = %id.node_id, "probing a silent member");
+                self.counters.probes.fetch_add(1, Ordering::Relaxed);
                 sends.push(id.gossip_advertise_addr);
+            }
+            let health = u64::from(self.detector.local_health());
+            if self.counters.local_health.swap(health, Ordering::Relaxed) != health {
+                debug!(local_health = health, "gossip: local health changed");
             }
             if self.joiner.active(now) {
                 let seeds: Vec<SocketAddr> = chitchat
@@ -168,7 +182,11 @@ impl Driver {
                     .keys()
                     .filter(|id| id.node_id != me.node_id)
                     .map(|id| (id.clone(), id.gossip_advertise_addr));
-                sends.extend(self.joiner.poll(now, seeds, others));
+                let pushes = self.joiner.poll(now, seeds, others);
+                self.counters
+                    .join_pushes
+                    .fetch_add(pushes.len() as u64, Ordering::Relaxed);
+                sends.extend(pushes);
             }
             let detector = &self.detector;
             let alive_of = |id: &ChitchatId| *id == me || detector.is_alive(id);
