@@ -4,12 +4,16 @@
 # For each N, RUNS times (alternating Agora and Serf, so that noise from
 # other work on the machine falls on both), it:
 #   1. starts one agent (the seed) and waits until it is up;
-#   2. launches the other N-1 agents at once, each told the seed, and times
-#      JOIN: from that launch until every one of the N agents has seen all
-#      N-1 others alive;
-#   3. SIGKILLs one agent (not the seed) and times DETECT: from the kill
-#      until every survivor has seen it dead (Agora) or failed (Serf);
-#   4. counts FALSE verdicts: any other member declared dead/failed by
+#   2. launches N-2 more at once, each told the seed, and times FORM: from
+#      that launch until each of these N-1 has seen the others alive (this
+#      includes starting N-2 processes on a shared machine);
+#   3. launches the Nth alone, with the seed, and times JOIN: from its
+#      launch until every member has seen it alive and it has seen every
+#      member alive;
+#   4. three seconds later SIGKILLs n2 (not the seed) and times DETECT: from
+#      the kill until every survivor has seen it dead (Agora) or failed
+#      (Serf);
+#   5. counts FALSE verdicts: any other member declared dead/failed by
 #      anyone during the run.
 # Then prints the medians. Not a test: nothing here asserts on time.
 #
@@ -100,15 +104,25 @@ EOF
 
 now() { date +%s.%N; }
 
-# analyse SYSTEM DIR N T_JOIN VICTIM T_KILL: prints "join detect false"
-# (seconds; "-" when not reached). Agora: DIR/nK/agent.log; Serf: DIR/nK/events.
+# analyse SYSTEM DIR N T_FORM T_JOIN VICTIM T_KILL: prints
+# "form join detect false" (seconds; "-" when not reached, or not asked:
+# pass "-" for a time not yet taken).
+#   form:   from T_FORM until each of n1..n(N-1) has seen the others alive;
+#   join:   from T_JOIN until every member has seen nN alive and nN has
+#           seen every member alive;
+#   detect: from T_KILL until every survivor has seen VICTIM dead;
+#   false:  death verdicts about any other member, or about VICTIM before
+#           T_KILL.
+# Agora: DIR/nK/agent.log; Serf: DIR/nK/events.
 analyse() {
     python3 - "$@" <<'EOF'
 import sys, os, re, datetime
-system, d, n, t_join, victim, t_kill = sys.argv[1:7]
-n, t_join = int(n), float(t_join)
-t_kill = float(t_kill) if t_kill != "-" else None
+system, d, n, t_form, t_join, victim, t_kill = sys.argv[1:8]
+n = int(n)
+num = lambda x: float(x) if x != "-" else None
+t_form, t_join, t_kill = num(t_form), num(t_join), num(t_kill)
 names = [f"n{i}" for i in range(1, n + 1)]
+joiner = names[-1]
 ts_re = re.compile(r"^(?:\x1b\[[0-9;]*m)*(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
 def events(name):
     """(time, kind, peer) for one observer; kind is 'alive' or 'dead'."""
@@ -132,35 +146,36 @@ def events(name):
             kind = {"member-join": "alive", "member-failed": "dead"}.get(f[1])
             if kind: out.append((float(f[0]), kind, f[2]))
     return out
-join_at, detect_at, false = 0.0, 0.0, 0
+def latest(times):
+    return None if any(t is None for t in times) or not times else max(times)
+ev = {me: events(me) for me in names}
+first = {me: {} for me in names}
+false = 0
 for me in names:
-    ev = events(me)
-    first_alive = {}
-    for t, kind, peer in ev:
-        if kind == "alive" and peer != me and peer not in first_alive: first_alive[peer] = t
-        if kind == "dead" and peer != victim: false += 1
-        if kind == "dead" and peer == victim and t_kill is None: false += 1
-    if join_at is not None:
-        if all(p in first_alive for p in names if p != me):
-            join_at = max(join_at, max(first_alive.values()))
-        else:
-            join_at = None
-    if t_kill is not None and me != victim and detect_at is not None:
-        seen = [t for t, kind, peer in ev if kind == "dead" and peer == victim and t >= t_kill]
-        detect_at = max(detect_at, min(seen)) if seen else None
-j = f"{join_at - t_join:.3f}" if join_at is not None else "-"
-k = f"{detect_at - t_kill:.3f}" if (t_kill is not None and detect_at is not None) else "-"
-print(j, k, false)
+    for t, kind, peer in ev[me]:
+        if kind == "alive" and peer != me and peer not in first[me]: first[me][peer] = t
+        if kind == "dead" and (peer != victim or t_kill is None or t < t_kill): false += 1
+form = latest([first[o].get(p) for o in names[:-1] for p in names[:-1] if p != o]) if t_form is not None else None
+join = None
+if t_join is not None:
+    join = latest([first[o].get(joiner) for o in names[:-1]] + [first[joiner].get(p) for p in names[:-1]])
+detect = None
+if t_kill is not None:
+    detect = latest([min([t for t, k, p in ev[o] if k == "dead" and p == victim and t >= t_kill], default=None)
+                     if True else None for o in names if o != victim])
+f = lambda at, since: f"{at - since:.3f}" if at is not None else "-"
+print(f(form, t_form), f(join, t_join), f(detect, t_kill), false)
 EOF
 }
 
-# wait_for SYSTEM DIR N VICTIM T_KILL FIELD SECS: waits until analyse's FIELD
-# (1 join, 2 detect) is reached or SECS pass.
+# wait_for SYSTEM DIR N FIELD SECS: waits until analyse's FIELD (1 form,
+# 2 join, 3 detect; with the times in T_FORM, T_JOIN, T_KILL) is reached or
+# SECS pass.
 wait_for() {
     local deadline r
-    deadline=$(( $(date +%s) + $7 ))
+    deadline=$(( $(date +%s) + $5 ))
     while :; do
-        r=$(analyse "$1" "$2" "$3" "${T0:-0}" "$4" "$5" | cut -d' ' -f"$6")
+        r=$(analyse "$1" "$2" "$3" "${T_FORM:--}" "${T_JOIN:--}" "$VICTIM" "${T_KILL:--}" | cut -d' ' -f"$4")
         [ "$r" != "-" ] && return 0
         [ "$(date +%s)" -ge "$deadline" ] && return 1
         sleep 0.2
@@ -185,19 +200,28 @@ serf_start() { # DIR NAME BIND_PORT RPC_PORT [JOIN]
     pids+=($!)
 }
 
-# one_run SYSTEM N RUN: prints "join detect false [idle_false]".
+# launch SYSTEM DIR I SEED: starts agent nI.
+launch() {
+    if [ "$1" = agora ]; then
+        agora_start "$2" "n$3" "${ports[$((2 * $3 - 2))]}" "${ports[$((2 * $3 - 1))]}" "$4"
+    else
+        serf_start "$2" "n$3" "${ports[$((2 * $3 - 2))]}" "${ports[$((2 * $3 - 1))]}" "$4"
+    fi
+}
+
+# one_run SYSTEM N RUN: writes "form join detect false [idle_false]".
 one_run() {
-    local system="$1" n="$2" d="$work/$1-$2-$3" ports i seed victim t_kill res
+    local system="$1" n="$2" d="$work/$1-$2-$3" i seed res
     mkdir -p "$d"
     read -r -a ports <<<"$(free_ports $((2 * n)))"
+    T_FORM="" T_JOIN="" T_KILL="" VICTIM=n2
+    seed="127.0.0.1:${ports[0]}"
     if [ "$system" = agora ]; then
         (umask 077 && "$agora" keygen >"$d/key")
-        seed="127.0.0.1:${ports[0]}"
         agora_start "$d" n1 "${ports[0]}" "${ports[1]}" "$seed"
         for _ in $(seq 1 300); do [ -S "$d/n1/agora.sock" ] && break; sleep 0.05; done
         [ -S "$d/n1/agora.sock" ] || { echo "membership.sh: the seed agent did not start:" >&2; tail "$d/n1/agent.log" >&2; exit 1; }
     else
-        seed="127.0.0.1:${ports[0]}"
         serf_start "$d" n1 "${ports[0]}" "${ports[1]}"
         for _ in $(seq 1 300); do "$serf" members -rpc-addr "127.0.0.1:${ports[1]}" >/dev/null 2>&1 && break; sleep 0.05; done
         local rpc=()
@@ -205,30 +229,29 @@ one_run() {
         python3 "$work/serfwatch.py" "$d" "${rpc[@]}" 2>"$d/watch.err" &
         watcher_pid=$!
     fi
-    T0=$(now)
-    for i in $(seq 2 "$n"); do
-        if [ "$system" = agora ]; then
-            agora_start "$d" "n$i" "${ports[$((2 * i - 2))]}" "${ports[$((2 * i - 1))]}" "$seed"
-        else
-            serf_start "$d" "n$i" "${ports[$((2 * i - 2))]}" "${ports[$((2 * i - 1))]}" "$seed"
-        fi
-    done
-    victim="n$n"
-    if ! wait_for "$system" "$d" "$n" "$victim" - 1 60; then
-        echo "membership.sh: $system $n: not every member saw all $n alive within 60 s" >&2
-    fi
+    # Form: N-1 agents, N-2 of them launched at once.
+    T_FORM=$(now)
+    for i in $(seq 2 $((n - 1))); do launch "$system" "$d" "$i" "$seed"; done
+    wait_for "$system" "$d" "$n" 1 60 ||
+        echo "membership.sh: $system $n: the first $((n - 1)) did not all see each other within 60 s" >&2
+    sleep 2
+    # Join: the Nth alone.
+    T_JOIN=$(now)
+    launch "$system" "$d" "$n" "$seed"
+    wait_for "$system" "$d" "$n" 2 60 ||
+        echo "membership.sh: $system $n: n$n and the members did not all see each other within 60 s" >&2
     local idle_false=""
     if [ "$idle" -gt 0 ] && [ "$3" = 1 ]; then
         idle_false=$(idle_phase "$system" "$d" "$n")
     fi
     sleep 3 # let the detector gather heartbeat samples, as a running cluster has
-    t_kill=$(now)
-    kill -9 "${pids[$((n - 1))]}" 2>/dev/null || echo "membership.sh: $system $n: the victim had already exited; its log: $d/$victim/agent.log" >&2
-    wait "${pids[$((n - 1))]}" 2>/dev/null || true
-    wait_for "$system" "$d" "$n" "$victim" "$t_kill" 2 60 ||
-        echo "membership.sh: $system $n: not every survivor saw $victim dead within 60 s" >&2
+    T_KILL=$(now)
+    kill -9 "${pids[1]}" 2>/dev/null || echo "membership.sh: $system $n: the victim had already exited; its log: $d/n2/agent.log" >&2
+    wait "${pids[1]}" 2>/dev/null || true
+    wait_for "$system" "$d" "$n" 3 60 ||
+        echo "membership.sh: $system $n: not every survivor saw $VICTIM dead within 60 s" >&2
     sleep 0.5 # late false verdicts
-    res=$(analyse "$system" "$d" "$n" "$T0" "$victim" "$t_kill")
+    res=$(analyse "$system" "$d" "$n" "$T_FORM" "$T_JOIN" "$VICTIM" "$T_KILL")
     if [ -n "${watcher_pid:-}" ]; then kill "$watcher_pid" 2>/dev/null || true; wait "$watcher_pid" 2>/dev/null || true; watcher_pid=""; fi
     stop_all
     echo "$res $idle_false"
@@ -238,7 +261,7 @@ one_run() {
 # and prints how many death verdicts it produced.
 idle_phase() {
     local system="$1" d="$2" n="$3" before after
-    before=$(analyse "$system" "$d" "$n" 0 none - | cut -d' ' -f3)
+    before=$(analyse "$system" "$d" "$n" - - none - | cut -d' ' -f4)
     if [ "$load" = 1 ] && [ "$system" = agora ]; then
         local cores; cores=$(nproc)
         "$agora" --socket "$d/n1/agora.sock" run --count $((2 * cores)) --cpus 0.9 --mem 8 \
@@ -249,7 +272,7 @@ idle_phase() {
     fi
     echo "membership.sh: $system $n: idle${load:+ (load=$load)} for $idle s..." >&2
     sleep "$idle"
-    after=$(analyse "$system" "$d" "$n" 0 none - | cut -d' ' -f3)
+    after=$(analyse "$system" "$d" "$n" - - none - | cut -d' ' -f4)
     if [ "$load" = 1 ] && [ "$system" = agora ]; then
         "$agora" --socket "$d/n1/agora.sock" kill --all >/dev/null 2>&1 || true
     fi
@@ -335,23 +358,23 @@ echo "agora: ${agora:-skipped} ${AGORA_ARGS:-}"
 echo "serf:  ${serf:-skipped}"
 summary=()
 for n in "${sizes[@]}"; do
-    for s in "${systems[@]}"; do : >"$work/$s-$n.join"; : >"$work/$s-$n.detect"; : >"$work/$s-$n.false"; done
+    for s in "${systems[@]}"; do : >"$work/$s-$n.form"; : >"$work/$s-$n.join"; : >"$work/$s-$n.detect"; : >"$work/$s-$n.false"; done
     for r in $(seq 1 "$runs"); do
         for s in "${systems[@]}"; do
             one_run "$s" "$n" "$r" >"$work/result"
-            read -r j k f idle_f <"$work/result"
-            echo "$j" >>"$work/$s-$n.join"; echo "$k" >>"$work/$s-$n.detect"; echo "$f" >>"$work/$s-$n.false"
-            printf '%-5s N=%-3d run %d: join %s s  detect %s s  false verdicts %s%s\n' "$s" "$n" "$r" "$j" "$k" "$f" \
+            read -r fo j k f idle_f <"$work/result"
+            echo "$fo" >>"$work/$s-$n.form"; echo "$j" >>"$work/$s-$n.join"; echo "$k" >>"$work/$s-$n.detect"; echo "$f" >>"$work/$s-$n.false"
+            printf '%-5s N=%-3d run %d: form %s s  join %s s  detect %s s  false verdicts %s%s\n' "$s" "$n" "$r" "$fo" "$j" "$k" "$f" \
                 "${idle_f:+  idle ${idle} s: $idle_f false verdicts}"
         done
     done
     for s in "${systems[@]}"; do
-        summary+=("$(printf '| %-5s | %3d | %8s | %8s | %5s |' "$s" "$n" "$(median <"$work/$s-$n.join")" \
+        summary+=("$(printf '| %-5s | %3d | %8s | %8s | %8s | %5s |' "$s" "$n" "$(median <"$work/$s-$n.form")" "$(median <"$work/$s-$n.join")" \
             "$(median <"$work/$s-$n.detect")" "$(awk '{s+=$1} END {print s+0}' "$work/$s-$n.false")")")
     done
 done
 echo
 echo "medians of $runs runs (seconds); false = death verdicts about live members, all runs"
-echo "| system | N | join | detect | false |"
-echo "|---|---:|---:|---:|---:|"
+echo "| system | N | form | join | detect | false |"
+echo "|---|---:|---:|---:|---:|---:|"
 printf '%s\n' "${summary[@]}"

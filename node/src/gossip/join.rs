@@ -36,8 +36,9 @@ pub const RESYNC_AT: [Duration; 5] = [
 ];
 /// The most members one start greets.
 pub const JOIN_FANOUT: usize = 64;
-/// The delay before the second greeting (more than two driver polls).
-pub const GREET_AGAIN: Duration = Duration::from_millis(120);
+/// The delay before the second greeting: more than one driver poll (50 ms),
+/// so that at least one poll of the member falls between the two.
+pub const GREET_AGAIN: Duration = Duration::from_millis(70);
 
 /// The join push's state.
 pub struct Joiner<K> {
@@ -139,8 +140,8 @@ mod tests {
                 .collect()
         };
         assert_eq!(to(addr(1)), vec![50, 150, 350, 750, 1550]);
-        assert_eq!(to(addr(2)), vec![50, 200]);
-        assert_eq!(to(addr(3)), vec![400, 550]);
+        assert_eq!(to(addr(2)), vec![50, 150]);
+        assert_eq!(to(addr(3)), vec![400, 500]);
         assert!(!j.active(t0 + JOIN_PHASE));
     }
 
