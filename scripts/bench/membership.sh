@@ -35,6 +35,10 @@
 #   IDLE_SECS      after the join of the first run, keep the cluster idle this
 #                  long and report false death verdicts (e.g. 600 for the
 #                  10-minute run); default 0 (skipped)
+#   COST_SECS      after the join of each run, measure for this many seconds
+#                  each agent's CPU (from /proc) and, for Agora, gossip bytes
+#                  sent (agora_gossip_sent_bytes_total from /metrics: the
+#                  agents then also serve HTTP on loopback); default 0 (skipped)
 #   KEEP           1: keep the agents' directories and logs (path printed at exit)
 #   LOAD           1: during IDLE_SECS, keep both cores busy with running tasks
 #                  (busy loops submitted with `agora run`) and report verdicts
@@ -51,6 +55,7 @@ runs="${RUNS:-3}"
 only="${ONLY:-}"
 idle="${IDLE_SECS:-0}"
 load="${LOAD:-0}"
+cost="${COST_SECS:-0}"
 agora="${AGORA_BIN:-}"
 if [ -z "$agora" ]; then
     for c in "$repo/target/release/agora" "$repo/target/debug/agora"; do
@@ -188,6 +193,7 @@ agora_start() { # DIR NAME GOSSIP_PORT P2P_PORT SEED
     # shellcheck disable=SC2086
     "$agora" agent --data-dir "$dir" --node-id "$2" --listen "127.0.0.1:$3" --p2p-listen "127.0.0.1:$4" \
         --seeds "$5" --cluster-key-file "$1/key" --cpus 1 --mem 256 --no-cgroups ${AGORA_ARGS:-} \
+        ${6:+--http "127.0.0.1:$6" --http-public-read} \
         >"$dir/agent.log" 2>&1 &
     pids+=($!)
 }
@@ -203,7 +209,8 @@ serf_start() { # DIR NAME BIND_PORT RPC_PORT [JOIN]
 # launch SYSTEM DIR I SEED: starts agent nI.
 launch() {
     if [ "$1" = agora ]; then
-        agora_start "$2" "n$3" "${ports[$((2 * $3 - 2))]}" "${ports[$((2 * $3 - 1))]}" "$4"
+        agora_start "$2" "n$3" "${ports[$((2 * $3 - 2))]}" "${ports[$((2 * $3 - 1))]}" "$4" \
+            "${http_ports[$(($3 - 1))]:-}"
     else
         serf_start "$2" "n$3" "${ports[$((2 * $3 - 2))]}" "${ports[$((2 * $3 - 1))]}" "$4"
     fi
@@ -214,11 +221,13 @@ one_run() {
     local system="$1" n="$2" d="$work/$1-$2-$3" i seed res
     mkdir -p "$d"
     read -r -a ports <<<"$(free_ports $((2 * n)))"
+    http_ports=()
+    [ "$cost" -gt 0 ] && read -r -a http_ports <<<"$(free_ports "$n")"
     T_FORM="" T_JOIN="" T_KILL="" VICTIM=n2
     seed="127.0.0.1:${ports[0]}"
     if [ "$system" = agora ]; then
         (umask 077 && "$agora" keygen >"$d/key")
-        agora_start "$d" n1 "${ports[0]}" "${ports[1]}" "$seed"
+        agora_start "$d" n1 "${ports[0]}" "${ports[1]}" "$seed" "${http_ports[0]:-}"
         for _ in $(seq 1 300); do [ -S "$d/n1/agora.sock" ] && break; sleep 0.05; done
         [ -S "$d/n1/agora.sock" ] || { echo "membership.sh: the seed agent did not start:" >&2; tail "$d/n1/agent.log" >&2; exit 1; }
     else
@@ -240,6 +249,8 @@ one_run() {
     launch "$system" "$d" "$n" "$seed"
     wait_for "$system" "$d" "$n" 2 60 ||
         echo "membership.sh: $system $n: n$n and the members did not all see each other within 60 s" >&2
+    local cost_out=""
+    if [ "$cost" -gt 0 ]; then cost_out=$(cost_phase "$system" "$n"); fi
     local idle_false=""
     if [ "$idle" -gt 0 ] && [ "$3" = 1 ]; then
         idle_false=$(idle_phase "$system" "$d" "$n")
@@ -254,7 +265,44 @@ one_run() {
     res=$(analyse "$system" "$d" "$n" "$T_FORM" "$T_JOIN" "$VICTIM" "$T_KILL")
     if [ -n "${watcher_pid:-}" ]; then kill "$watcher_pid" 2>/dev/null || true; wait "$watcher_pid" 2>/dev/null || true; watcher_pid=""; fi
     stop_all
-    echo "$res $idle_false"
+    echo "$res ${idle_false:--} $cost_out"
+}
+
+# cost_phase SYSTEM N: "cpu% bytes" per agent over COST_SECS: CPU time of
+# every agent (utime+stime from /proc) and, for Agora, gossip bytes sent
+# per agent per second ("-" for Serf).
+cost_phase() {
+    local tick; tick=$(getconf CLK_TCK)
+    python3 - "$1" "$2" "$cost" "$tick" "${http_ports[*]:-}" "${pids[@]}" <<'EOF'
+import sys, time, urllib.request
+system, n, secs, tick, http = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split()
+pids = sys.argv[6:]
+def cpu():
+    total = 0
+    for p in pids:
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total / tick
+def sent():
+    total = 0
+    for port in http:
+        try:
+            for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode().splitlines():
+                if line.startswith("agora_gossip_sent_bytes_total"):
+                    total += float(line.split()[-1])
+        except OSError:
+            pass
+    return total
+c0, b0, t0 = cpu(), sent(), time.time()
+time.sleep(secs)
+c1, b1, t1 = cpu(), sent(), time.time()
+dt = t1 - t0
+b = f"{(b1 - b0) / dt / n:.0f}" if system == "agora" and http else "-"
+print(f"{100 * (c1 - c0) / dt / n:.2f} {b}")
+EOF
 }
 
 # idle_phase SYSTEM DIR N: keeps the formed cluster idle (or loaded) IDLE_SECS
@@ -362,10 +410,11 @@ for n in "${sizes[@]}"; do
     for r in $(seq 1 "$runs"); do
         for s in "${systems[@]}"; do
             one_run "$s" "$n" "$r" >"$work/result"
-            read -r fo j k f idle_f <"$work/result"
+            read -r fo j k f idle_f cpu bytes <"$work/result"
+            [ "$idle_f" = "-" ] && idle_f=""
             echo "$fo" >>"$work/$s-$n.form"; echo "$j" >>"$work/$s-$n.join"; echo "$k" >>"$work/$s-$n.detect"; echo "$f" >>"$work/$s-$n.false"
             printf '%-5s N=%-3d run %d: form %s s  join %s s  detect %s s  false verdicts %s%s\n' "$s" "$n" "$r" "$fo" "$j" "$k" "$f" \
-                "${idle_f:+  idle ${idle} s: $idle_f false verdicts}"
+                "${idle_f:+  idle ${idle} s: $idle_f false verdicts}${cpu:+  cpu ${cpu}% per agent, gossip ${bytes} B/s sent per agent}"
         done
     done
     for s in "${systems[@]}"; do
