@@ -37,7 +37,15 @@ impl Agent {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--cluster-key-file")
             .arg(key)
-            .args(["--node-id", id, "--cpus", "1", "--mem", "256", "--no-cgroups"])
+            .args([
+                "--node-id",
+                id,
+                "--cpus",
+                "1",
+                "--mem",
+                "256",
+                "--no-cgroups",
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -111,9 +119,11 @@ fn ids(names: &[&str]) -> Vec<String> {
 fn wait_all_see(agents: &[&Agent], expect: &[&str], what: &str) {
     let expect = ids(expect);
     for a in agents {
-        wait_for(&format!("{} to see {what}: {expect:?}", a.id), BOUND, || {
-            (a.alive() == expect).then_some(())
-        });
+        wait_for(
+            &format!("{} to see {what}: {expect:?}", a.id),
+            BOUND,
+            || (a.alive() == expect).then_some(()),
+        );
     }
 }
 
@@ -153,7 +163,8 @@ fn a_joined_node_is_seen_everywhere_and_a_killed_one_dead_by_every_survivor() {
     wait_all_see(&survivors, &["n1", "n2", "n4", "n5", "n6"], "n3 dead");
     for a in &survivors {
         assert!(
-            a.log().contains("node declared dead; its tasks are lost node=n3"),
+            a.log()
+                .contains("node declared dead; its tasks are lost node=n3"),
             "{} saw n3 gone without a death verdict:\n{}",
             a.id,
             a.log()
@@ -171,7 +182,9 @@ fn a_joined_node_is_seen_everywhere_and_a_killed_one_dead_by_every_survivor() {
     for a in &rest {
         for other in ["n1", "n2", "n5", "n6"] {
             assert!(
-                !a.log().contains(&format!("node declared dead; its tasks are lost node={other}\n")),
+                !a.log().contains(&format!(
+                    "node declared dead; its tasks are lost node={other}\n"
+                )),
                 "{} declared live {other} dead:\n{}",
                 a.id,
                 a.log()

@@ -250,7 +250,7 @@ impl Driver {
         &mut self,
         chitchat: &Chitchat,
         signature: Vec<(ChitchatId, u64, bool)>,
-    ) -> (Vec<(Age, Option<String>, Member)>, Vec<Incarnation>) {
+    ) -> (Vec<Candidate>, Vec<Incarnation>) {
         {
             let mut members = Vec::with_capacity(signature.len());
             let mut rivals = Vec::new();
@@ -355,6 +355,10 @@ fn decode_member(id: &ChitchatId, max_version: u64, ns: &NodeState) -> Cached {
 /// The key incarnations of one node id are ordered by: generation, then
 /// address (two agents started in the same millisecond).
 type Age = (u64, std::net::SocketAddr);
+
+/// One incarnation before the choice of one per node id: its age, its
+/// identity (peer id) and the member it would show as.
+type Candidate = (Age, Option<String>, Member);
 
 /// One member per node id, in id order: the newest incarnation of the
 /// identity (peer id) whose oldest live incarnation is the oldest; the
