@@ -318,11 +318,18 @@ idle_phase() {
         local cores; cores=$(nproc)
         for _ in $(seq 1 $((2 * cores))); do timeout "$idle" sh -c 'while :; do :; done' & done
     fi
-    echo "membership.sh: $system $n: idle${load:+ (load=$load)} for $idle s..." >&2
+    if [ "$load" = 1 ]; then echo "membership.sh: $system $n: loaded (busy tasks on every core) for $idle s..." >&2; else echo "membership.sh: $system $n: idle for $idle s..." >&2; fi
     sleep "$idle"
     after=$(analyse "$system" "$d" "$n" - - none - | cut -d' ' -f4)
     if [ "$load" = 1 ] && [ "$system" = agora ]; then
-        "$agora" --socket "$d/n1/agora.sock" kill --all >/dev/null 2>&1 || true
+        # Tasks outlive a SIGKILLed agent (their supervisors are separate
+        # processes): kill them through the cluster before stopping it.
+        local id
+        for id in $("$agora" --socket "$d/n1/agora.sock" ps --json 2>/dev/null |
+            python3 -c 'import json,sys; [print(t["task_id"]) for t in json.load(sys.stdin) if t.get("state") in ("running","staging","starting")]'); do
+            "$agora" --socket "$d/n1/agora.sock" kill "$id" >/dev/null 2>&1 || true
+        done
+        sleep 3
     fi
     echo $((after - before))
 }

@@ -12,12 +12,14 @@
 //!   its heartbeat advances while this node watches, it is alive.
 //! - **Suspect → probed**: a live member silent (no heartbeat advance) for
 //!   longer than its *suspicion timeout* — [`SUSPECT_PHI`] times its mean
-//!   gap between advances, clamped to 2–8 gossip intervals — is suspect: the
+//!   gap between advances, clamped to 2–8 gossip intervals and at least
+//!   [`MIN_SUSPECT`] — is suspect: the
 //!   driver sends it a gossip exchange directly (a probe, as SWIM does) so
 //!   that a live member answers with its current heartbeat whatever gossip's
 //!   random peer choice did, at most [`PROBES_PER_WINDOW`] times.
-//! - **Dead**: still silent one more gossip interval after that (the probe
-//!   window), it is dead. A later advance brings it back to alive.
+//! - **Dead**: still silent one more gossip interval (at least
+//!   [`MIN_WINDOW`]) after that (the probe window), it is dead. A later
+//!   advance brings it back to alive.
 //!
 //! **Local health** (Lifeguard, Dadgar et al. 2018): a node that is itself
 //! late — its own driver tick runs well after it was due (CPU starvation, a
@@ -36,6 +38,12 @@ use std::time::{Duration, Instant};
 
 /// Suspicion timeout, in mean gaps between heartbeat advances.
 pub const SUSPECT_PHI: f64 = 4.0;
+/// The suspicion timeout is never shorter than this, however short the
+/// gossip interval (at 200 ms a shorter one would call members dead after
+/// a few lost datagrams).
+pub const MIN_SUSPECT: Duration = Duration::from_secs(1);
+/// The probe window is never shorter than this.
+pub const MIN_WINDOW: Duration = Duration::from_millis(500);
 /// Gaps kept per member for its mean.
 const GAP_WINDOW: usize = 64;
 /// Weight of the prior gap (half a gossip interval) in a member's mean.
@@ -161,7 +169,7 @@ impl<K: Eq + Hash + Clone> Detector<K> {
             .values()
             .filter(|t| t.liveness == Liveness::Alive)
             .count();
-        let floor = self.interval * 2;
+        let floor = Duration::from_secs_f64(self.bounds().0);
         let drought = self
             .last_any_advance
             .is_some_and(|t| now.saturating_duration_since(t) > floor);
@@ -198,7 +206,7 @@ impl<K: Eq + Hash + Clone> Detector<K> {
             return probes;
         }
         let scale = f64::from(1 + self.health);
-        let window = self.interval.as_secs_f64() * scale;
+        let window = self.window_secs() * scale;
         let (floor, ceiling, prior) = self.bounds();
         for (key, t) in &mut self.tracks {
             if t.liveness != Liveness::Alive {
@@ -227,9 +235,16 @@ impl<K: Eq + Hash + Clone> Detector<K> {
         probes
     }
 
+    /// The suspicion timeout's floor and ceiling, and the prior mean gap.
     fn bounds(&self) -> (f64, f64, f64) {
         let i = self.interval.as_secs_f64();
-        (2.0 * i, 8.0 * i, i / 2.0)
+        let floor = (2.0 * i).max(MIN_SUSPECT.as_secs_f64());
+        (floor, (8.0 * i).max(floor), i / 2.0)
+    }
+
+    /// The probe window before local health.
+    fn window_secs(&self) -> f64 {
+        self.interval.as_secs_f64().max(MIN_WINDOW.as_secs_f64())
     }
 
     /// Where `key` stands (`None`: never seen, or forgotten).
@@ -429,6 +444,19 @@ mod tests {
         s.run(200, &["a", "b", "c"]);
         s.until_dead("a", &["b", "c"]);
         assert_eq!(s.d.local_health(), 0);
+    }
+
+    #[test]
+    fn a_short_gossip_interval_keeps_the_one_second_floor() {
+        let mut s = Sim::new();
+        s.d = Detector::new(Duration::from_millis(200));
+        s.run(200, &["a", "b", "c"]);
+        assert_eq!(s.d.suspicion_timeout(&"a"), Some(MIN_SUSPECT));
+        let took = s.until_dead("a", &["b", "c"]);
+        assert!(
+            took >= MIN_SUSPECT + MIN_WINDOW && took <= MIN_SUSPECT + MIN_WINDOW + POLL * 2,
+            "{took:?}"
+        );
     }
 
     #[test]

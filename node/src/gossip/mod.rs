@@ -32,8 +32,8 @@
 //!   [`Snapshot`]s on a watch channel.
 //! - `detector.rs` decides [`Member::alive`] (sans-IO): joining until a
 //!   member's heartbeat advances, suspect and probed directly after a
-//!   silence of 4 mean heartbeat gaps (2 to 8 gossip intervals), dead one
-//!   interval later; every threshold grows with this node's own *local
+//!   silence of 4 mean heartbeat gaps (2 to 8 gossip intervals, at least
+//!   1 s), dead one interval (at least 0.5 s) later; every threshold grows with this node's own *local
 //!   health* (Lifeguard) when its ticks run late.
 //! - `join.rs` is the join push (sans-IO): a starting node re-synchronizes
 //!   with its seeds five times in its first 1.6 s and greets each member it
