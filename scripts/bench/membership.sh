@@ -81,6 +81,16 @@ stop_all() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     pids=()
+    # Task supervisors outlive their agent; any still running under this
+    # run's directory (the LOAD tasks) are stopped by process id.
+    # TERM first: a supervisor then stops its task's process group.
+    local left
+    left=$(grep -l -s -F "$work/" /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx "$$" || true)
+    if [ -n "$left" ]; then
+        for p in $left; do kill -TERM "$p" 2>/dev/null || true; done
+        sleep 2
+        for p in $left; do kill -9 "$p" 2>/dev/null || true; done
+    fi
 }
 cleanup() {
     stop_all
@@ -326,7 +336,7 @@ idle_phase() {
         # processes): kill them through the cluster before stopping it.
         local id
         for id in $("$agora" --socket "$d/n1/agora.sock" ps --json 2>/dev/null |
-            python3 -c 'import json,sys; [print(t["task_id"]) for t in json.load(sys.stdin) if t.get("state") in ("running","staging","starting")]'); do
+            python3 -c 'import json,sys; [print(t.get("id") or t.get("task_id")) for t in json.load(sys.stdin) if t.get("state") in ("running","staging","starting")]'); do
             "$agora" --socket "$d/n1/agora.sock" kill "$id" >/dev/null 2>&1 || true
         done
         sleep 3
