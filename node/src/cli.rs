@@ -186,8 +186,10 @@ pub struct AgentArgs {
     #[serde(rename = "attr")]
     pub attrs: Option<Vec<String>>,
 
-    /// Gossip round interval in milliseconds [default: 1000]. Halving it
-    /// halves the time to notice a dead node and doubles gossip traffic.
+    /// Gossip round interval in milliseconds [default: 500]. A SIGKILLed
+    /// node is seen dead by every member in about 3 to 6 intervals (2-3 s at
+    /// the default, on loopback); halving the interval halves that and
+    /// doubles gossip traffic (about 0.57 KB/s per node per member at 500).
     #[arg(long)]
     pub gossip_interval_ms: Option<u64>,
 

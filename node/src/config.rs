@@ -21,13 +21,13 @@ use std::time::Duration;
 pub const DEFAULT_GOSSIP_PORT: u16 = 7700;
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/agora";
-/// Gossip round interval when none is configured. chitchat's own default.
-/// The simulator (docs/SIMULATOR.md, "Choosing defaults") measured at 2,000
-/// nodes in cells of 500: 500 ms doubles the gossip bytes (554 against
-/// 274 KB per node per second) for the same placement latency; at 300
-/// nodes in cells of 100 it brings dead-node detection from about 12.6 s to
-/// 7.9 s (median).
-pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 1000;
+/// Gossip round interval when none is configured. 500 ms, so that a
+/// SIGKILLed member is seen dead by every survivor within 3 s at 32 nodes
+/// (docs/MEMBERSHIP.md, `scripts/bench/membership.sh`); at 1000 ms the
+/// detector needs 4.6-5.7 s. The cost is twice the gossip bytes of 1000 ms
+/// (the simulator, docs/SIMULATOR.md "Choosing defaults", measured 554
+/// against 274 KB per node per second at 2,000 nodes in cells of 500).
+pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 500;
 
 /// Everything an agent needs, resolved and checked.
 #[derive(Clone, Debug)]

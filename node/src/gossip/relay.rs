@@ -74,6 +74,12 @@ pub struct Counters {
     pub datagrams_rejected: AtomicU64,
     pub datagrams_malformed: AtomicU64,
     pub send_failures: AtomicU64,
+    /// Probes the failure detector sent to silent members.
+    pub probes: AtomicU64,
+    /// Exchanges the join push started.
+    pub join_pushes: AtomicU64,
+    /// The detector's local health score now (0: healthy).
+    pub local_health: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {

@@ -3,11 +3,15 @@
 //!
 //! It wakes when [`super::Gossip::publish`] replaces the state (a watch
 //! channel, so bursts of publishes coalesce into the latest) and every
-//! [`POLL_PERIOD`] to look at chitchat. A poll first compares a cheap
-//! signature (each member's id, `max_version` and liveness); only when that
-//! changed does it decode the members whose `max_version` moved and publish
-//! a new snapshot, so an idle cluster costs a short lock every poll and no
-//! allocation of snapshots. Heartbeats alone do not change the signature.
+//! [`POLL_PERIOD`] to look at chitchat. A poll feeds every member's
+//! heartbeat to the failure detector (`detector.rs`, which decides
+//! [`Member::alive`], with this tick's lateness for its local health), sends
+//! the detector's probes and the join push's exchanges (`join.rs`) through
+//! chitchat, then compares a cheap signature (each member's id,
+//! `max_version` and liveness); only when that changed does it decode the
+//! members whose `max_version` moved and publish a new snapshot, so an idle
+//! cluster costs a short lock every poll and no allocation of snapshots.
+//! Heartbeats alone do not change the signature.
 //!
 //! A restarted node appears in chitchat under a new generation of the same
 //! node id; the snapshot shows one member per node id. Which one: a node id
@@ -22,19 +26,25 @@
 //! the agent can tell a live duplicate from its own previous run (see
 //! `crate::identity::DuplicateGuard`).
 
+use super::detector::{Detector, Liveness};
+use super::join::Joiner;
 use super::state::{self, KEY_LEAVING, KEY_PEER_ID};
 use super::{Incarnation, LocalState, Member, Snapshot};
 use agora_protocol::ids::NodeId;
-use chitchat::{Chitchat, ChitchatId, NodeState};
+use chitchat::{Chitchat, ChitchatHandle, ChitchatId, NodeState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
-/// How often the driver looks at chitchat's state.
-pub const POLL_PERIOD: Duration = Duration::from_millis(150);
+/// How often the driver looks at chitchat's state (the failure detector's
+/// resolution, and a newcomer's delay to be seen alive once its second
+/// heartbeat arrived).
+pub const POLL_PERIOD: Duration = Duration::from_millis(50);
 
 /// What the driver remembers of one chitchat member between polls.
 struct Cached {
@@ -55,6 +65,10 @@ struct Rival {
 /// The driver's state; [`Driver::run`] is its task.
 pub struct Driver {
     chitchat: Arc<Mutex<Chitchat>>,
+    handle: Arc<ChitchatHandle>,
+    counters: Arc<super::relay::Counters>,
+    detector: Detector<ChitchatId>,
+    joiner: Joiner<ChitchatId>,
     publish_rx: watch::Receiver<LocalState>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     cache: HashMap<ChitchatId, Cached>,
@@ -66,18 +80,29 @@ pub struct Driver {
 impl Driver {
     /// A driver over a running chitchat.
     pub fn new(
-        chitchat: Arc<Mutex<Chitchat>>,
+        handle: Arc<ChitchatHandle>,
+        interval: Duration,
         publish_rx: watch::Receiver<LocalState>,
         snapshot_tx: watch::Sender<Arc<Snapshot>>,
     ) -> Self {
         Driver {
-            chitchat,
+            chitchat: handle.chitchat(),
+            handle,
+            counters: Arc::default(),
+            detector: Detector::new(interval),
+            joiner: Joiner::new(Instant::now()),
             publish_rx,
             snapshot_tx,
             cache: HashMap::new(),
             signature: Vec::new(),
             rivals: HashMap::new(),
         }
+    }
+
+    /// Counts probes, join pushes and local health in `counters`.
+    pub fn with_counters(mut self, counters: Arc<super::relay::Counters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Runs until the publishing side ([`super::Gossip`]) is dropped.
@@ -109,21 +134,62 @@ impl Driver {
                     }
                     let state = self.publish_rx.borrow_and_update().clone();
                     write_local_state(&self.chitchat, &state).await;
-                    self.refresh().await;
+                    self.refresh(None).await;
                 }
-                _ = tick.tick() => self.refresh().await,
+                due = tick.tick() => self.refresh(Some(due.into_std())).await,
             }
         }
     }
 
     /// Publishes a new snapshot if chitchat's membership or any member's
     /// state changed since the last call.
-    pub async fn refresh(&mut self) {
+    ///
+    /// `due` is when this poll was due (a tick), to measure its lateness for
+    /// the detector's local health; `None` for a refresh out of turn.
+    pub async fn refresh(&mut self, due: Option<Instant>) {
         let chitchat = self.chitchat.clone();
-        let (members, rivals) = {
+        let mut sends: Vec<SocketAddr> = Vec::new();
+        let result = {
             let chitchat = chitchat.lock().await;
             let me = chitchat.self_chitchat_id().clone();
-            let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+            let now = Instant::now();
+            for (id, ns) in chitchat.node_states() {
+                if *id != me {
+                    self.detector
+                        .handle_heartbeat(id, u64::from(ns.heartbeat()), now);
+                }
+            }
+            if let Some(due) = due {
+                self.detector.handle_tick(due, now);
+            }
+            for id in self.detector.poll_probes(now) {
+                debug!(member = %id.node_id, "probing a silent member");
+                self.counters.probes.fetch_add(1, Ordering::Relaxed);
+                sends.push(id.gossip_advertise_addr);
+            }
+            let health = u64::from(self.detector.local_health());
+            if self.counters.local_health.swap(health, Ordering::Relaxed) != health {
+                debug!(local_health = health, "gossip: local health changed");
+            }
+            if self.joiner.active(now) {
+                let seeds: Vec<SocketAddr> = chitchat
+                    .seed_nodes()
+                    .into_iter()
+                    .filter(|a| *a != me.gossip_advertise_addr)
+                    .collect();
+                let others = chitchat
+                    .node_states()
+                    .keys()
+                    .filter(|id| id.node_id != me.node_id)
+                    .map(|id| (id.clone(), id.gossip_advertise_addr));
+                let pushes = self.joiner.poll(now, seeds, others);
+                self.counters
+                    .join_pushes
+                    .fetch_add(pushes.len() as u64, Ordering::Relaxed);
+                sends.extend(pushes);
+            }
+            let detector = &self.detector;
+            let alive_of = |id: &ChitchatId| *id == me || detector.is_alive(id);
             // Other incarnations of this node's id: their heartbeats count
             // (normally there are none, so heartbeats cost nothing here).
             let mut rivals_moved = false;
@@ -148,11 +214,44 @@ impl Driver {
             let signature: Vec<(ChitchatId, u64, bool)> = chitchat
                 .node_states()
                 .iter()
-                .map(|(id, ns)| (id.clone(), ns.max_version(), live.contains(id)))
+                .map(|(id, ns)| (id.clone(), ns.max_version(), alive_of(id)))
                 .collect();
             if signature == self.signature && !rivals_moved {
-                return;
+                None
+            } else {
+                Some(self.members_of(&chitchat, signature))
             }
+        };
+        for addr in sends {
+            if let Err(err) = self.handle.gossip(addr) {
+                debug!(%addr, %err, "could not start a gossip exchange");
+            }
+        }
+        let Some((members, rivals)) = result else {
+            return;
+        };
+        let mut snapshot = one_incarnation_per_node(members);
+        snapshot.rivals = rivals;
+        let snapshot = Arc::new(snapshot);
+        self.snapshot_tx.send_if_modified(|current| {
+            if **current == *snapshot {
+                false
+            } else {
+                debug!(members = snapshot.members.len(), "gossip snapshot changed");
+                *current = snapshot;
+                true
+            }
+        });
+    }
+
+    /// The members and rivals of a changed `signature` (and the caches
+    /// brought up to date with it).
+    fn members_of(
+        &mut self,
+        chitchat: &Chitchat,
+        signature: Vec<(ChitchatId, u64, bool)>,
+    ) -> (Vec<Candidate>, Vec<Incarnation>) {
+        {
             let mut members = Vec::with_capacity(signature.len());
             let mut rivals = Vec::new();
             for (id, max_version, alive) in &signature {
@@ -190,21 +289,23 @@ impl Driver {
             let present: HashSet<&ChitchatId> = signature.iter().map(|(id, _, _)| id).collect();
             self.cache.retain(|id, _| present.contains(id));
             self.rivals.retain(|id, _| present.contains(id));
+            self.detector.retain(|id| present.contains(id));
+            for (id, _, alive) in &signature {
+                let was = self.signature.iter().find(|(o, _, _)| o == id).map(|s| s.2);
+                if was == Some(true) && !alive && self.detector.liveness(id) == Some(Liveness::Dead)
+                {
+                    let timeout = self.detector.suspicion_timeout(id).unwrap_or_default();
+                    info!(
+                        member = %id.node_id,
+                        suspect_after_ms = timeout.as_millis() as u64,
+                        local_health = self.detector.local_health(),
+                        "gossip: member silent past its timeout and probes; holding it dead"
+                    );
+                }
+            }
             self.signature = signature;
             (members, rivals)
-        };
-        let mut snapshot = one_incarnation_per_node(members);
-        snapshot.rivals = rivals;
-        let snapshot = Arc::new(snapshot);
-        self.snapshot_tx.send_if_modified(|current| {
-            if **current == *snapshot {
-                false
-            } else {
-                debug!(members = snapshot.members.len(), "gossip snapshot changed");
-                *current = snapshot;
-                true
-            }
-        });
+        }
     }
 
     fn decode_cached(&mut self, id: &ChitchatId, max_version: u64, ns: &NodeState) -> &Cached {
@@ -254,6 +355,10 @@ fn decode_member(id: &ChitchatId, max_version: u64, ns: &NodeState) -> Cached {
 /// The key incarnations of one node id are ordered by: generation, then
 /// address (two agents started in the same millisecond).
 type Age = (u64, std::net::SocketAddr);
+
+/// One incarnation before the choice of one per node id: its age, its
+/// identity (peer id) and the member it would show as.
+type Candidate = (Age, Option<String>, Member);
 
 /// One member per node id, in id order: the newest incarnation of the
 /// identity (peer id) whose oldest live incarnation is the oldest; the
