@@ -42,6 +42,13 @@ fn cluster_with_disk_node(fs: &Tmpfs, extra: &[&str]) -> (Cluster, String) {
     (cluster, http)
 }
 
+/// Runs `argv` on `disk` through `n1`; returns the task ids.
+fn run_on_disk(n1: &common::Node, argv: &[&str]) -> Vec<String> {
+    let mut args = vec!["--constraint", "role==disk", "--"];
+    args.extend_from_slice(argv);
+    run(n1, &args)
+}
+
 /// `disk`'s free CPUs as n1 sees them.
 fn cpus_free(cluster: &Cluster) -> Option<f64> {
     let nodes = cluster.nodes[0].nodes()?;
@@ -64,7 +71,7 @@ fn a_full_data_dir_takes_no_new_work_keeps_its_tasks_and_recovers() {
     let Some(fs) = Tmpfs::mount(8) else { return };
     let (cluster, http) = cluster_with_disk_node(&fs, &[]);
     let n1 = &cluster.nodes[0];
-    let long = run(n1, &["--constraint", "role==disk", "--", "sleep", "1201"]);
+    let long = run_on_disk(n1, &["sleep", "1201"]);
     wait_state(n1, &long, "running", Duration::from_secs(30));
 
     let fill = fs.fill("fill");
@@ -118,6 +125,32 @@ fn a_full_data_dir_takes_no_new_work_keeps_its_tasks_and_recovers() {
     wait_state(n1, &long, "killed", Duration::from_secs(30));
 }
 
+/// Waits until disk, its data dir read-only, advertises nothing free and
+/// says why (metric, log), and checks that a task for it is not placed.
+fn takes_nothing_while_read_only(cluster: &Cluster, http: &str) {
+    wait_for(
+        "disk to advertise nothing free",
+        Duration::from_secs(30),
+        || (cpus_free(cluster)? == 0.0).then_some(()),
+    );
+    assert_eq!(unavailable(http, "data_dir_read_only"), Some(1.0));
+    assert!(cluster.nodes[1].log().contains("data_dir_read_only"));
+    let out = cluster.nodes[0].cli(&[
+        "run",
+        "--wait",
+        "--constraint",
+        "role==disk",
+        "--placement-timeout",
+        "3",
+        "--",
+        "true",
+    ]);
+    assert!(
+        !out.status.success(),
+        "nothing is placed on a read-only node"
+    );
+}
+
 /// A read-only remount fails while a file on it is open for writing, and a
 /// running task holds its stdout and stderr open: this node runs no task
 /// when its data dir turns read-only (the full-disk test shows running
@@ -135,27 +168,7 @@ fn a_read_only_data_dir_takes_no_new_work_until_it_is_writable_again() {
     );
 
     fs.remount(true);
-    wait_for(
-        "disk to advertise nothing free",
-        Duration::from_secs(30),
-        || (cpus_free(&cluster)? == 0.0).then_some(()),
-    );
-    assert_eq!(unavailable(&http, "data_dir_read_only"), Some(1.0));
-    assert!(cluster.nodes[1].log().contains("data_dir_read_only"));
-    let out = n1.cli(&[
-        "run",
-        "--wait",
-        "--constraint",
-        "role==disk",
-        "--placement-timeout",
-        "3",
-        "--",
-        "true",
-    ]);
-    assert!(
-        !out.status.success(),
-        "nothing is placed on a read-only node"
-    );
+    takes_nothing_while_read_only(&cluster, &http);
 
     fs.remount(false);
     wait_for(
@@ -183,40 +196,11 @@ fn a_task_running_when_the_data_dir_turns_read_only_is_still_reported() {
     let Some(fs) = Tmpfs::mount(16) else { return };
     let (cluster, http) = cluster_with_disk_node(&fs, &[]);
     let n1 = &cluster.nodes[0];
-    let ids = run(
-        n1,
-        &[
-            "--constraint",
-            "role==disk",
-            "--",
-            "sh",
-            "-c",
-            "echo started; sleep 6; echo done",
-        ],
-    );
+    let ids = run_on_disk(n1, &["sh", "-c", "echo started; sleep 6; echo done"]);
     wait_state(n1, &ids, "running", Duration::from_secs(30));
     let ro = fs.read_only_over();
-    wait_for(
-        "disk to advertise nothing free",
-        Duration::from_secs(30),
-        || (cpus_free(&cluster)? == 0.0).then_some(()),
-    );
-    assert_eq!(unavailable(&http, "data_dir_read_only"), Some(1.0));
+    takes_nothing_while_read_only(&cluster, &http);
     assert_eq!(state(n1, &ids[0]).as_deref(), Some("running"));
-    let out = n1.cli(&[
-        "run",
-        "--wait",
-        "--constraint",
-        "role==disk",
-        "--placement-timeout",
-        "3",
-        "--",
-        "true",
-    ]);
-    assert!(
-        !out.status.success(),
-        "nothing is placed on a read-only node"
-    );
     // Past the task's end: its supervisor waits for the disk.
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(state(n1, &ids[0]).as_deref(), Some("running"));
@@ -237,18 +221,7 @@ fn a_task_that_fills_the_disk_fails_saying_so_and_the_node_recovers() {
     // Ended tasks are collected every second while the disk is too full.
     let (cluster, _http) = cluster_with_disk_node(&fs, &["--gc-interval", "1s"]);
     let n1 = &cluster.nodes[0];
-    let ids = run(
-        n1,
-        &[
-            "--constraint",
-            "role==disk",
-            "--",
-            "dd",
-            "if=/dev/zero",
-            "of=big",
-            "bs=64k",
-        ],
-    );
+    let ids = run_on_disk(n1, &["dd", "if=/dev/zero", "of=big", "bs=64k"]);
     let r = wait_for("the task to end", Duration::from_secs(60), || {
         row(n1, &ids[0]).filter(|r| {
             r["state"]

@@ -58,6 +58,28 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Every peer connection: TCP, the cluster's private network (pnet), noise
+/// with the node's identity, then yamux.
+fn transport(
+    key: &Keypair,
+    psk: PreSharedKey,
+    mux: yamux::Config,
+) -> Result<
+    libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let noise = noise::Config::new(key)?;
+    Ok(
+        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+            .upgrade(upgrade::Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(mux)
+            .timeout(Duration::from_secs(10))
+            .boxed(),
+    )
+}
+
 /// Largest peer frame payload (task lists and log chunks are the big ones).
 pub const MAX_PEER_FRAME: usize = 4 << 20;
 
@@ -328,18 +350,7 @@ impl P2p {
         let codec = PeerCodec::default();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_other_transport(|key| {
-                let noise = noise::Config::new(key)?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-                        .upgrade(upgrade::Version::V1Lazy)
-                        .authenticate(noise)
-                        .multiplex(yamux_config)
-                        .timeout(Duration::from_secs(10))
-                        .boxed(),
-                )
-            })
+            .with_other_transport(|key| transport(key, psk, yamux_config))
             .context("cannot set up the libp2p transport")?
             .with_behaviour(|_| Behaviour {
                 rr: request_response::Behaviour::with_codec(
@@ -991,18 +1002,7 @@ mod tests {
         let psk = pnet_key(&[7; 32]);
         libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
             .with_tokio()
-            .with_other_transport(|key| {
-                let noise = noise::Config::new(key)?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-                        .upgrade(upgrade::Version::V1Lazy)
-                        .authenticate(noise)
-                        .multiplex(yamux::Config::default())
-                        .timeout(Duration::from_secs(10))
-                        .boxed(),
-                )
-            })
+            .with_other_transport(|key| transport(key, psk, yamux::Config::default()))
             .expect("transport")
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(

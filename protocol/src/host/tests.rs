@@ -25,16 +25,24 @@ pub(super) fn spec(name: &str, cpus: u64) -> TaskSpec {
 }
 
 pub(super) fn host(id: &str, cpus: u64, generation: u64) -> H {
+    host_with(
+        id,
+        cpus,
+        Config {
+            generation,
+            ..Config::default()
+        },
+    )
+}
+
+fn host_with(id: &str, cpus: u64, config: Config) -> H {
     Host::new(
         nid(id),
         Resources::cpu_mem(cpus * 1000, 4096),
         PortSet::default(),
         Attributes::default(),
         String::new(),
-        Config {
-            generation,
-            ..Config::default()
-        },
+        config,
     )
 }
 
@@ -109,6 +117,17 @@ impl Net {
                 .collect();
             h.handle_members(now, seen);
         }
+        self.settle();
+    }
+
+    /// `task` ends `finished` on `node`'s executor; the network settles.
+    pub(super) fn finish_on(&mut self, node: &str, task: &TaskId) {
+        let now = self.now;
+        self.h(node).handle_exec(
+            now,
+            TaskStatus::new(task.clone(), TaskState::Finished, Some(nid(node))),
+            None,
+        );
         self.settle();
     }
 
@@ -393,13 +412,7 @@ fn a_restored_framework_hears_how_its_earlier_tasks_end_and_numbers_anew() {
     net.hosts.insert(nid("a"), a);
     net.events.remove(&nid("a"));
     net.gossip();
-    let now = net.now;
-    net.h("b").handle_exec(
-        now,
-        TaskStatus::new(ids[0].clone(), TaskState::Finished, Some(nid("b"))),
-        None,
-    );
-    net.settle();
+    net.finish_on("b", &ids[0]);
     assert_eq!(
         net.statuses("a", &ids[0]).last(),
         Some(&TaskState::Finished)
@@ -495,13 +508,7 @@ fn a_restored_home_takes_back_its_journal_places_again_what_no_node_ran_and_tell
         x
     );
     // x ends on b: its framework hears it once.
-    let now = net.now;
-    net.h("b").handle_exec(
-        now,
-        TaskStatus::new(ids[0].clone(), TaskState::Finished, Some(nid("b"))),
-        None,
-    );
-    net.settle();
+    net.finish_on("b", &ids[0]);
     assert_eq!(
         net.statuses("a", &ids[0]),
         vec![TaskState::Running, TaskState::Finished]
@@ -842,12 +849,9 @@ fn a_kill_on_a_known_node_asks_only_that_node() {
 }
 
 fn in_cell(id: &str, cpus: u64, cell: u32) -> H {
-    Host::new(
-        nid(id),
-        Resources::cpu_mem(cpus * 1000, 4096),
-        PortSet::default(),
-        Attributes::default(),
-        String::new(),
+    host_with(
+        id,
+        cpus,
         Config {
             generation: 1,
             cell: Some(crate::cell::CellId(cell)),
@@ -940,13 +944,7 @@ fn a_task_home_cannot_take_crosses_to_the_cell_with_room_and_comes_back_home_aft
     assert!(net.h("a").imported_cells().is_empty());
     assert!(net.h("a").view().get(&nid("c")).is_none());
     // The task still runs and its end still comes home.
-    let now = net.now;
-    net.h("c").handle_exec(
-        now,
-        TaskStatus::new(ids[0].clone(), TaskState::Finished, Some(nid("c"))),
-        None,
-    );
-    net.settle();
+    net.finish_on("c", &ids[0]);
     assert_eq!(
         net.statuses("a", &ids[0]).last(),
         Some(&TaskState::Finished)
