@@ -22,7 +22,13 @@ pub struct HttpSide {
 
 impl HttpSide {
     /// Publishes a snapshot of `core` with the driver's counters.
-    pub fn publish(&self, core: &Core, gossip: GossipStats, p2p: P2pStats) {
+    pub fn publish(
+        &self,
+        core: &Core,
+        gossip: GossipStats,
+        p2p: P2pStats,
+        journal: super::journal::Stats,
+    ) {
         let tasks = core.local_listing();
         let http_fw = core.http_framework();
         let local: Vec<LocalFramework> = core
@@ -46,6 +52,13 @@ impl HttpSide {
             gossip.bytes_out,
             gossip.datagrams_rejected,
         );
+        self.metrics.set_node_totals(&crate::http::NodeTotals {
+            gossip_probes: gossip.probes,
+            gossip_join_pushes: gossip.join_pushes,
+            gossip_local_health: gossip.local_health,
+            journal_syncs: journal.syncs,
+            journal_errors: journal.errors,
+        });
         self.metrics.set_peer_totals(&PeerTotals {
             sent: p2p.sent,
             received: p2p.received,

@@ -464,7 +464,12 @@ impl Driver {
                 }
                 Output::PublishApi => {
                     if let Some(h) = &self.http {
-                        h.publish(&self.core, self.gossip.stats(), self.p2p.stats);
+                        h.publish(
+                            &self.core,
+                            self.gossip.stats(),
+                            self.p2p.stats,
+                            self.journal.stats,
+                        );
                     }
                 }
                 Output::SaveFrameworks(records) => {

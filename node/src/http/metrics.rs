@@ -36,6 +36,11 @@
 //! | `agora_peer_connections_closed_total` | counter | `reason` = idle, lru |
 //! | `agora_peer_message_retries_total` | counter | |
 //! | `agora_peer_messages_dropped_total` | counter | |
+//! | `agora_gossip_probes_total` | counter | |
+//! | `agora_gossip_join_pushes_total` | counter | |
+//! | `agora_gossip_local_health` | gauge | |
+//! | `agora_journal_syncs_total` | counter | |
+//! | `agora_journal_write_errors_total` | counter | |
 //! | `agora_data_dir_unavailable` | gauge | `reason` = disk_full, data_dir_read_only, data_dir_unwritable: 1 while this node takes no new tasks for that reason |
 //!
 //! The nine from `agora_socket_connections` to `agora_gossip_isolated`
@@ -118,6 +123,27 @@ pub struct Metrics {
     peers_other_version: Gauge,
     edge: EdgeMetrics,
     data_dir_unavailable: Family<ReasonLabel, Gauge>,
+    gossip_probes: Counter,
+    gossip_join_pushes: Counter,
+    gossip_local_health: Gauge,
+    journal_syncs: Counter,
+    journal_errors: Counter,
+}
+
+/// Running totals of the node's membership and journal, for
+/// [`Metrics::set_node_totals`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeTotals {
+    /// Direct exchanges the failure detector started with silent members.
+    pub gossip_probes: u64,
+    /// Direct exchanges the join push started.
+    pub gossip_join_pushes: u64,
+    /// The failure detector's local health score now (0 to 8).
+    pub gossip_local_health: u64,
+    /// Syncs of the task journal.
+    pub journal_syncs: u64,
+    /// Failed writes or syncs of the task journal.
+    pub journal_errors: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -223,6 +249,36 @@ impl Metrics {
             "1 while this node takes no new tasks because its data dir cannot take them (reason: disk_full, data_dir_read_only, data_dir_unwritable); it advertises nothing free meanwhile and recovers by itself",
             data_dir_unavailable.clone(),
         );
+        let gossip_probes = Counter::default();
+        registry.register(
+            "gossip_probes",
+            "Direct exchanges the failure detector started with members that went silent (SWIM-style probes)",
+            gossip_probes.clone(),
+        );
+        let gossip_join_pushes = Counter::default();
+        registry.register(
+            "gossip_join_pushes",
+            "Direct exchanges this node started in its first seconds (seeds re-synced, members greeted)",
+            gossip_join_pushes.clone(),
+        );
+        let gossip_local_health = Gauge::default();
+        registry.register(
+            "gossip_local_health",
+            "The failure detector's local health score: 0 when this node keeps time, up to 8 when it is starved (its timeouts are then up to 9 times longer)",
+            gossip_local_health.clone(),
+        );
+        let journal_syncs = Counter::default();
+        registry.register(
+            "journal_syncs",
+            "Syncs of the journal of the tasks homed here (DATA_DIR/journal): one per pass that answered a submit",
+            journal_syncs.clone(),
+        );
+        let journal_errors = Counter::default();
+        registry.register(
+            "journal_write_errors",
+            "Failed writes or syncs of the task journal: until it is rewritten, a crash of this agent forgets the tasks submitted since",
+            journal_errors.clone(),
+        );
         let m = Metrics {
             registry,
             nodes,
@@ -241,6 +297,11 @@ impl Metrics {
             peers_other_version,
             edge,
             data_dir_unavailable,
+            gossip_probes,
+            gossip_join_pushes,
+            gossip_local_health,
+            journal_syncs,
+            journal_errors,
         };
         // Every labelled series exists from the start, at zero.
         m.set_nodes(0, 0);
@@ -321,6 +382,16 @@ impl Metrics {
         raise(&self.gossip_in, bytes_in);
         raise(&self.gossip_out, bytes_out);
         raise(&self.rejected_datagrams, rejected_datagrams);
+    }
+
+    /// Raises the membership and journal counters to their running totals
+    /// (they only grow) and sets the local health gauge.
+    pub fn set_node_totals(&self, t: &NodeTotals) {
+        raise(&self.gossip_probes, t.gossip_probes);
+        raise(&self.gossip_join_pushes, t.gossip_join_pushes);
+        self.gossip_local_health.set(to_i64(t.gossip_local_health));
+        raise(&self.journal_syncs, t.journal_syncs);
+        raise(&self.journal_errors, t.journal_errors);
     }
 
     /// Raises the peer-message counters to the libp2p layer's running totals
@@ -687,5 +758,31 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn membership_and_journal_totals_are_exported() {
+        let m = Metrics::new();
+        let mut t = NodeTotals {
+            gossip_probes: 4,
+            gossip_join_pushes: 9,
+            gossip_local_health: 3,
+            journal_syncs: 12,
+            journal_errors: 1,
+        };
+        m.set_node_totals(&t);
+        t.gossip_local_health = 0;
+        t.journal_syncs = 10; // a smaller total is ignored
+        m.set_node_totals(&t);
+        let text = m.encode();
+        for line in [
+            "agora_gossip_probes_total 4",
+            "agora_gossip_join_pushes_total 9",
+            "agora_gossip_local_health 0",
+            "agora_journal_syncs_total 12",
+            "agora_journal_write_errors_total 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

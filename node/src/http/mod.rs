@@ -69,7 +69,8 @@ mod views;
 
 pub use error::ApiError;
 pub use metrics::{
-    CONTENT_TYPE as METRICS_CONTENT_TYPE, EDGE, EdgeCounters, Metrics, PeerTotals, WarnEvery,
+    CONTENT_TYPE as METRICS_CONTENT_TYPE, EDGE, EdgeCounters, Metrics, NodeTotals, PeerTotals,
+    WarnEvery,
 };
 pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
 pub use spec::{SpecBody, SpecCommand, submit_specs};
