@@ -25,6 +25,8 @@
 #                     flag is refused until they do (then it is passed to
 #                     every agent)
 #
+# AGENT_ARGS="--gossip-interval-ms 1000 ..." adds flags to every agent.
+#
 # Needs: python3 (free ports), curl (/metrics), ss, pgrep, bc, and an open-files
 # limit of at least 64 + 40 x N (each agent holds sockets and files).
 # Every agent gets --http on loopback (to read /metrics) and
@@ -128,6 +130,8 @@ while read -r gport pport hport; do
         --p2p-listen "127.0.0.1:$pport" --http "127.0.0.1:$hport" --http-public-read
         --cluster-key-file "$work/key" --cpus "$cpus" --mem "$mem" --no-cgroups)
     [ -n "$seed" ] && args+=(--seeds "$seed")
+    # shellcheck disable=SC2206 # AGENT_ARGS is split on purpose
+    [ -n "${AGENT_ARGS:-}" ] && args+=(${AGENT_ARGS})
     "$agora" "${args[@]}" >"$dir/agent.log" 2>&1 &
     pids+=($!)
     [ -z "$seed" ] && seed="127.0.0.1:$gport"
