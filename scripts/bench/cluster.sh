@@ -121,11 +121,10 @@ metric_sum() { # metric_sum NAME_REGEX: the sum over every node's /metrics
 }
 
 seed=""
-i=0
-t_start=$(now)
-while read -r gport pport hport; do
-    i=$((i + 1))
-    dir="$work/n$i"; mkdir -p "$dir"
+# launch I GPORT PPORT HPORT: starts agent nI; its pid goes to pids[I-1].
+launch() {
+    local i="$1" gport="$2" pport="$3" hport="$4" dir="$work/n$1"
+    mkdir -p "$dir"
     args=(agent --data-dir "$dir" --node-id "n$i" --listen "127.0.0.1:$gport"
         --p2p-listen "127.0.0.1:$pport" --http "127.0.0.1:$hport" --http-public-read
         --cluster-key-file "$work/key" --cpus "$cpus" --mem "$mem" --no-cgroups)
@@ -133,9 +132,41 @@ while read -r gport pport hport; do
     # shellcheck disable=SC2206 # AGENT_ARGS is split on purpose
     [ -n "${AGENT_ARGS:-}" ] && args+=(${AGENT_ARGS})
     "$agora" "${args[@]}" >"$dir/agent.log" 2>&1 &
-    pids+=($!)
+    pids[i - 1]=$!
+}
+i=0
+t_start=$(now)
+while read -r gport pport hport; do
+    i=$((i + 1))
+    launch "$i" "$gport" "$pport" "$hport"
     [ -z "$seed" ] && seed="127.0.0.1:$gport"
 done <"$work/ports"
+# A port picked free above can be taken by the time its agent starts (at
+# 200 agents, 2 of them found theirs in use): those start again on new
+# ports, at most 3 times.
+for _ in 1 2 3; do
+    sleep 1
+    again=0
+    for i in $(seq 1 "$n"); do
+        if ! kill -0 "${pids[i - 1]}" 2>/dev/null && grep -q "Address already in use" "$work/n$i/agent.log"; then
+            if [ "$i" = 1 ]; then
+                echo "cluster.sh: the first agent (every other's seed) found its port taken; run again" >&2
+                exit 1
+            fi
+            read -r gport pport hport < <(python3 -c '
+import socket
+s = [socket.socket(socket.AF_INET, k) for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_STREAM)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))')
+            sed -i "${i}s/.*/$gport $pport $hport/" "$work/ports"
+            rm -rf "$work/n$i"
+            launch "$i" "$gport" "$pport" "$hport"
+            again=$((again + 1))
+        fi
+    done
+    [ "$again" = 0 ] && break
+    echo "cluster.sh: $again agents found their port taken; started them again on new ports"
+done
 
 # Formed: every node's agora_nodes{state="alive"} is N.
 formed=""
