@@ -176,24 +176,16 @@ impl Auctioneer {
     }
 
     pub(super) fn on_confirm(&mut self, now: Instant, from: NodeId, c: Confirm) {
-        if let Some((owner, task)) = self.confirmed.get(&c.lease_id)
-            && *owner == from
-            && *task == c.task_id
-        {
-            self.transmits.push_back(Transmit {
-                to: from,
-                msg: PeerMessage::Confirmed(Confirmed {
-                    lease_id: c.lease_id,
-                    task_id: c.task_id,
-                }),
-            });
-            return;
-        }
-        if self.running.get(&c.task_id).is_some_and(|a| a.home == from) {
-            // The task runs here already: this node restarted after it
-            // launched it and before its Confirmed answer got through, and
-            // re-attached it. Refusing would have its bidder place it again
-            // elsewhere while it runs on here (it ran on two nodes).
+        let confirmed_before = self
+            .confirmed
+            .get(&c.lease_id)
+            .is_some_and(|(owner, task)| *owner == from && *task == c.task_id);
+        // Or the task runs here already: this node restarted after it
+        // launched it and before its Confirmed answer got through, and
+        // re-attached it. Refusing would have its bidder place it again
+        // elsewhere while it runs on here (it ran on two nodes).
+        let reattached = self.running.get(&c.task_id).is_some_and(|a| a.home == from);
+        if confirmed_before || reattached {
             self.transmits.push_back(Transmit {
                 to: from,
                 msg: PeerMessage::Confirmed(Confirmed {
