@@ -74,8 +74,13 @@ pub enum Command {
     /// List tasks (id, name, state, node, exit code) across the cluster, in
     /// task order; filter with --state, --name, --node, --framework.
     Ps(PsArgs),
-    /// List the cluster's nodes as this node sees them.
+    /// List the cluster's nodes as this node sees them (and, in a cluster
+    /// of cells, every cell's totals).
     Nodes(ListArgs),
+    /// List the cells: this node's own (its gateways, members, free
+    /// resources, from its gossip) and the others the federation knows
+    /// (from their gateways). Empty in a flat cluster.
+    Cells(ListArgs),
     /// Print a task's output, fetched from whichever node ran it.
     Logs(LogsArgs),
     /// Kill a task (TERM, then KILL after its grace period).
@@ -126,6 +131,39 @@ pub struct AgentArgs {
     /// Cluster name: nodes with another name ignore each other [default: agora].
     #[arg(long)]
     pub cluster_id: Option<String>,
+
+    /// The cell this node belongs to (letters, digits, - _ .). A cluster
+    /// past a few hundred machines runs in cells: each cell gossips on its
+    /// own, and a few of its members (its gateways) also gossip with the
+    /// other cells' gateways. Without --cell or --cells the cluster is one
+    /// flat cell (fine up to about 100 machines; see docs/CELLS.md).
+    #[arg(long, value_name = "NAME", conflicts_with = "cells")]
+    pub cell: Option<String>,
+
+    /// Split the cluster into K cells automatically: each node's cell is
+    /// c0 to c<K-1>, from a hash of its node id. Give every node the same K,
+    /// about the number of machines divided by 100. Raising K by one moves
+    /// about 1/(K+1) of the nodes (restart them) into the new cell.
+    #[arg(long, value_name = "K")]
+    pub cells: Option<u32>,
+
+    /// Gateways per cell: that many live members of each cell, picked by a
+    /// hash (no election), join the federation gossip [default: 3].
+    #[arg(long, value_name = "N")]
+    pub gateways: Option<u32>,
+
+    /// Federation gossip address (UDP), used while this node is a gateway,
+    /// HOST:PORT [default: --listen's host and its PORT+2].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub federation_listen: Option<String>,
+
+    /// Federation gossip addresses of nodes of other cells, HOST:PORT,
+    /// comma separated: a node that becomes a gateway joins the federation
+    /// through them (those that are gateways answer) and through the
+    /// gateways its own cell knows [default: each --seeds entry with its
+    /// PORT+2].
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    pub federation_seeds: Option<Vec<String>>,
 
     /// Node-to-node address (libp2p, TCP), HOST:PORT [default: --listen's
     /// host and its PORT+1].

@@ -19,8 +19,8 @@ use agora_protocol::resources::{format_cpus, parse_cpus, parse_mib};
 use agora_protocol::task::{Command, Priority, TaskSpec, TaskState};
 use agora_protocol::wire::TaskQuery;
 use agora_protocol::wire::{
-    ClientMessage, ErrorReply, ListTasks, LogStream, NodeRow, ReadLog, Register, ServerMessage,
-    StatusAck, Submit, TaskPage,
+    CellList, CellRow, ClientMessage, ErrorReply, ListTasks, LogStream, NodeRow, ReadLog, Register,
+    ServerMessage, StatusAck, Submit, TaskPage,
 };
 use agora_protocol::{FrameworkId, NodeId, Resources, TaskId};
 use anyhow::{Context, bail};
@@ -545,6 +545,10 @@ pub async fn nodes(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::
         "{:<24} {:<22} {:<6} {:>11} {:>15} ATTRS",
         "ID", "ADDR", "ALIVE", "CPUS FREE", "MEM FREE MIB"
     );
+    let cells = list_cells(&mut client)
+        .await
+        .ok()
+        .filter(|c| c.cell.is_some());
     for n in rows {
         let attrs: Vec<String> = n.attrs.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
@@ -560,6 +564,111 @@ pub async fn nodes(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::
             format!("{}/{}", n.free.mem_mib, n.total.mem_mib),
             attrs.join(",")
         );
+    }
+    if let Some(list) = cells {
+        // The nodes above are this node's cell, and the members of cells
+        // it imported; every cell's totals follow.
+        println!();
+        print_cells(&list);
+    }
+    Ok(0)
+}
+
+/// The cells as the socket's node knows them.
+///
+/// # Errors
+/// Connection problems.
+pub async fn list_cells(client: &mut Client) -> anyhow::Result<CellList> {
+    client
+        .send(&ClientMessage::ListCells(ListTasks { request_id: 1 }))
+        .await?;
+    let deadline = client.deadline();
+    loop {
+        match client.recv_by(deadline).await? {
+            ServerMessage::Cells(c) => return Ok(c),
+            ServerMessage::Error(e) => bail!(error_text(&e)),
+            _ => {}
+        }
+    }
+}
+
+fn cell_json(c: &CellRow) -> serde_json::Value {
+    let a = &c.aggregate;
+    serde_json::json!({
+        "name": c.name,
+        "home": c.home,
+        "imported": c.imported,
+        "members": a.members,
+        "alive": a.alive,
+        "cpus_total": a.total.cpu_millis as f64 / 1000.0,
+        "cpus_free": a.free.cpu_millis as f64 / 1000.0,
+        "mem_total_mib": a.total.mem_mib,
+        "mem_free_mib": a.free.mem_mib,
+        "gateways": c.gateways.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+fn print_cells(list: &CellList) {
+    println!(
+        "{:<20} {:<9} {:>9} {:>13} {:>17} GATEWAYS",
+        "CELL", "", "ALIVE", "CPUS FREE", "MEM FREE MIB"
+    );
+    for c in &list.cells {
+        let a = &c.aggregate;
+        let gws: Vec<&str> = c.gateways.iter().map(|g| g.as_str()).collect();
+        println!(
+            "{:<20} {:<9} {:>9} {:>13} {:>17} {}",
+            c.name,
+            if c.home {
+                "home"
+            } else if c.imported {
+                "imported"
+            } else {
+                ""
+            },
+            format!("{}/{}", a.alive, a.members),
+            format!(
+                "{}/{}",
+                format_cpus(a.free.cpu_millis),
+                format_cpus(a.total.cpu_millis)
+            ),
+            format!("{}/{}", a.free.mem_mib, a.total.mem_mib),
+            gws.join(",")
+        );
+    }
+}
+
+/// `agora cells`.
+///
+/// # Errors
+/// Connection problems.
+pub async fn cells(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::Result<i32> {
+    let mut client = Client::connect_with_timeout(socket, timeout).await?;
+    let list = list_cells(&mut client).await?;
+    if args.json {
+        let v = serde_json::json!({
+            "cell": list.cell,
+            "gateway": list.gateway,
+            "cells": list.cells.iter().map(cell_json).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(0);
+    }
+    match &list.cell {
+        None => println!(
+            "this node runs in a flat cluster (no --cell or --cells): `agora nodes` lists every node"
+        ),
+        Some(name) => {
+            println!(
+                "this node is in cell {name}{}",
+                if list.gateway {
+                    ", as one of its gateways"
+                } else {
+                    ""
+                }
+            );
+            print_cells(&list);
+        }
     }
     Ok(0)
 }

@@ -50,6 +50,14 @@ pub struct AgentConfig {
     /// `--peer-connections`, `--peer-idle-timeout`); displays as the
     /// address.
     pub p2p_listen: crate::p2p::ListenConfig,
+    /// Which cell this node is in (`--cell`, `--cells`).
+    pub cell: CellChoice,
+    /// Gateways per cell (`--gateways`).
+    pub gateways: u32,
+    /// Federation gossip bind address (`--federation-listen`).
+    pub federation_listen: SocketAddr,
+    /// Federation seeds (`--federation-seeds`).
+    pub federation_seeds: Vec<String>,
     /// Framework socket path.
     pub socket: PathBuf,
     /// Resources offered (ports count is taken from `ports`).
@@ -79,6 +87,39 @@ pub struct AgentConfig {
     pub agent_uid: u32,
     /// `--operator-group`: its name and gid.
     pub operator_group: Option<(String, u32)>,
+}
+
+/// Which cell a node is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CellChoice {
+    /// One flat cluster (no `--cell`, no `--cells`).
+    Flat,
+    /// `--cell NAME`.
+    Named(String),
+    /// `--cells K`: derived from the node id
+    /// ([`agora_protocol::cell::auto_cell`]).
+    Auto(u32),
+}
+
+impl CellChoice {
+    /// The cell's name for `node` (`None`: flat).
+    pub fn name_for(&self, node: &agora_protocol::NodeId) -> Option<String> {
+        match self {
+            CellChoice::Flat => None,
+            CellChoice::Named(n) => Some(n.clone()),
+            CellChoice::Auto(k) => Some(agora_protocol::cell::auto_cell(node, *k)),
+        }
+    }
+}
+
+/// The most cells `--cells` splits a cluster into.
+pub const MAX_AUTO_CELLS: u32 = 4096;
+
+/// `HOST:PORT` with its port moved up by `by` (a seed's federation port).
+fn port_plus(addr: &str, by: u16) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?.checked_add(by)?;
+    Some(format!("{host}:{port}"))
 }
 
 /// The user that tasks run as when the agent runs as root and no
@@ -176,6 +217,11 @@ pub fn merge(flags: AgentArgs, socket: Option<PathBuf>) -> anyhow::Result<AgentA
         cluster_key_file: flags.cluster_key_file.or(file.cluster_key_file),
         cluster_id: flags.cluster_id.or(file.cluster_id),
         p2p_listen: flags.p2p_listen.or(file.p2p_listen),
+        cell: flags.cell.or(file.cell),
+        cells: flags.cells.or(file.cells),
+        gateways: flags.gateways.or(file.gateways),
+        federation_listen: flags.federation_listen.or(file.federation_listen),
+        federation_seeds: flags.federation_seeds.or(file.federation_seeds),
         peer_connections: flags.peer_connections.or(file.peer_connections),
         peer_idle_timeout: flags.peer_idle_timeout.or(file.peer_idle_timeout),
         socket: socket.or(file.socket),
@@ -351,6 +397,61 @@ impl AgentConfig {
             addr: p2p_listen,
             pool,
         };
+        let cell = match (&args.cell, args.cells) {
+            (Some(_), Some(_)) => bail!("give --cell NAME or --cells K, not both"),
+            (Some(name), None) => {
+                agora_protocol::cell::check_cell_name(name)
+                    .map_err(anyhow::Error::msg)
+                    .context("--cell")?;
+                CellChoice::Named(name.clone())
+            }
+            (None, Some(k)) if (1..=MAX_AUTO_CELLS).contains(&k) => CellChoice::Auto(k),
+            (None, Some(k)) => bail!(
+                "--cells {k} is out of range: give 1 to {MAX_AUTO_CELLS} (about the machines \
+                 divided by 100)"
+            ),
+            (None, None) => CellChoice::Flat,
+        };
+        let gateways = args.gateways.unwrap_or(3);
+        if !(1..=16).contains(&gateways) {
+            bail!("--gateways {gateways} is out of range: give 1 to 16 (3 is usual)");
+        }
+        let federation_listen = match &args.federation_listen {
+            Some(a) => resolve_addr("federation-listen", a)?,
+            None if cell == CellChoice::Flat => SocketAddr::new(listen.ip(), 0),
+            None => {
+                if listen.port() == 0 {
+                    bail!(
+                        "--listen with port 0 needs an explicit --federation-listen when the node runs in a cell"
+                    );
+                }
+                let port = listen.port().checked_add(2).with_context(|| {
+                    format!(
+                        "--listen port {} leaves no PORT+2 for the federation; give --federation-listen",
+                        listen.port()
+                    )
+                })?;
+                SocketAddr::new(listen.ip(), port)
+            }
+        };
+        let seeds: Vec<String> = args
+            .seeds
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let federation_seeds: Vec<String> = match args.federation_seeds {
+            Some(list) => list
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => seeds.iter().filter_map(|s| port_plus(s, 2)).collect(),
+        };
+        if cell == CellChoice::Flat && args.gateways.is_some() {
+            bail!("--gateways needs --cell NAME or --cells K (a flat cluster has no gateways)");
+        }
         let cluster_key_file = args.cluster_key_file.context(
             "--cluster-key-file is required: create a key with `agora keygen > cluster.key` and give every node the same file",
         )?;
@@ -427,13 +528,11 @@ impl AgentConfig {
             node_id: args.node_id,
             listen,
             advertise,
-            seeds: args
-                .seeds
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            seeds,
+            cell,
+            gateways,
+            federation_listen,
+            federation_seeds,
             cluster_key_file,
             cluster_id: args.cluster_id.unwrap_or_else(|| "agora".to_string()),
             p2p_listen,

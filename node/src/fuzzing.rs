@@ -566,6 +566,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let env = PeerEnvelope {
             from: from.clone(),
             msg,
+            reply_to: Some("/ip4/10.0.0.5/tcp/7701".into()),
         };
         out.push((
             "peer_message",
@@ -660,6 +661,9 @@ fn sample_state() -> LocalState {
         },
     );
     LocalState {
+        cell: Some("c1".into()),
+        federation: Some("127.0.0.1:7002".into()),
+        aggregate: Some(agora_protocol::cell::CellAggregate::default()),
         p2p_addr: "/ip4/10.0.0.5/tcp/7701".into(),
         peer_id: libp2p::identity::Keypair::ed25519_from_bytes([5; 32])
             .expect("32 bytes")

@@ -108,6 +108,7 @@ pub fn run() -> anyhow::Result<i32> {
                 cli::Command::Run(a) => rt.block_on(commands::run(&socket, cli.timeout, a)),
                 cli::Command::Ps(a) => rt.block_on(commands::ps(&socket, cli.timeout, a)),
                 cli::Command::Nodes(a) => rt.block_on(commands::nodes(&socket, cli.timeout, a)),
+                cli::Command::Cells(a) => rt.block_on(commands::cells(&socket, cli.timeout, a)),
                 cli::Command::Logs(a) => rt.block_on(commands::logs(&socket, cli.timeout, a)),
                 cli::Command::Kill(a) => rt.block_on(commands::kill(&socket, cli.timeout, a)),
                 cli::Command::Keygen | cli::Command::Agent(_) | cli::Command::Demo(_) => Ok(0),

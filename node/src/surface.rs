@@ -10,8 +10,8 @@
 //! JSON and status codes for HTTP.
 
 use agora_protocol::wire::{
-    BidOn, ClientMessage, ErrorCode, ErrorReply, Kill, ListTasks, LogChunk, NodeList, Offer,
-    ReadLog, Register, Registered, ServerMessage, StatusAck, StatusEvent, Submit, Submitted,
+    BidOn, CellList, ClientMessage, ErrorCode, ErrorReply, Kill, ListTasks, LogChunk, NodeList,
+    Offer, ReadLog, Register, Registered, ServerMessage, StatusAck, StatusEvent, Submit, Submitted,
     TaskPage, TaskQuery, TaskRow,
 };
 use agora_protocol::{NodeId, TaskId};
@@ -56,6 +56,8 @@ pub enum Command {
     ListNodes(ListTasks),
     /// Part of a task's output.
     ReadLog(ReadLog),
+    /// The cells this node knows.
+    ListCells(ListTasks),
 }
 
 impl From<ClientMessage> for Command {
@@ -72,6 +74,7 @@ impl From<ClientMessage> for Command {
             ClientMessage::ListTasks(q) => Command::ListTasks(q),
             ClientMessage::ListNodes(l) => Command::ListNodes(l),
             ClientMessage::ReadLog(r) => Command::ReadLog(r),
+            ClientMessage::ListCells(l) => Command::ListCells(l),
         }
     }
 }
@@ -97,6 +100,8 @@ pub enum Reply {
     Nodes(NodeList),
     /// To `ReadLog` (its `error` says why there is no data).
     Log(LogChunk),
+    /// To `ListCells`.
+    Cells(CellList),
     /// The command failed.
     Error(ErrorReply),
 }
@@ -123,6 +128,7 @@ impl Reply {
             Reply::Tasks(p) => ServerMessage::Tasks(p),
             Reply::Nodes(n) => ServerMessage::Nodes(n),
             Reply::Log(c) => ServerMessage::Log(c),
+            Reply::Cells(c) => ServerMessage::Cells(c),
             Reply::Error(e) => ServerMessage::Error(e),
             Reply::KillSent(_) | Reply::Task(_) => return None,
         })

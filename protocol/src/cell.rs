@@ -154,6 +154,58 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// The longest cell name.
+pub const MAX_CELL_NAME: usize = 64;
+
+/// Checks a cell name: 1 to [`MAX_CELL_NAME`] ASCII letters, digits, `-`,
+/// `_` or `.` (it becomes part of gossip's cluster name and of file names).
+///
+/// # Errors
+/// What is wrong with the name, and what a good one looks like.
+pub fn check_cell_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_CELL_NAME {
+        return Err(format!(
+            "cell name {name:?}: give 1 to {MAX_CELL_NAME} characters, e.g. rack-12"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "cell name {name:?}: {c:?} is not allowed; use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+impl CellId {
+    /// The id of the cell called `name` (a stable hash: every node and
+    /// every version computes the same id for the same name).
+    pub fn from_name(name: &str) -> CellId {
+        let h = stable_hash(&[b"cell-name", name.as_bytes()]);
+        CellId((h >> 32) as u32 ^ (h as u32))
+    }
+}
+
+/// The cell of `node` when the cluster is split into `cells` cells
+/// automatically (`--cells`): jump consistent hashing (Lamping and Veach)
+/// of the node id, named `c0` to `c<cells-1>`. Raising `cells` from `k` to
+/// `k + 1` moves only about `1/(k+1)` of the nodes, all into the new cell:
+/// that is how a cluster whose cells grew past their size splits one more.
+pub fn auto_cell(node: &NodeId, cells: u32) -> String {
+    let mut key = stable_hash(&[b"auto-cell", node.as_str().as_bytes()]);
+    let buckets = i64::from(cells.max(1));
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < buckets {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        let r = ((key >> 33) + 1) as f64;
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / r)) as i64;
+    }
+    format!("c{b}")
+}
+
 /// The rendezvous (highest random weight) score of `node` for `key`.
 pub fn rendezvous_score(key: &str, node: &NodeId) -> u64 {
     stable_hash(&[key.as_bytes(), node.as_str().as_bytes()])
@@ -378,5 +430,37 @@ mod tests {
         // memory is what a memory-heavy task looks at
         let mem_only = Resources::cpu_mem(0, 1024);
         assert!((home.free_fraction(&mem_only) - 16.0 / 640.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cell_names_are_checked_and_hash_stably() {
+        assert!(check_cell_name("rack-12").is_ok());
+        assert!(check_cell_name("").is_err());
+        assert!(check_cell_name("a/b").unwrap_err().contains("'/'"));
+        assert!(check_cell_name(&"x".repeat(65)).is_err());
+        assert_eq!(CellId::from_name("a"), CellId::from_name("a"));
+        assert_ne!(CellId::from_name("a"), CellId::from_name("b"));
+    }
+
+    #[test]
+    fn auto_cells_spread_nodes_and_move_few_when_one_is_added() {
+        let ids: Vec<NodeId> = (0..2000)
+            .map(|i| NodeId::new(format!("n{i}")).unwrap())
+            .collect();
+        let mut per = BTreeMap::new();
+        for n in &ids {
+            *per.entry(auto_cell(n, 4)).or_insert(0u32) += 1;
+        }
+        assert_eq!(per.len(), 4, "{per:?}");
+        assert!(per.values().all(|&c| (400..=600).contains(&c)), "{per:?}");
+        let moved: Vec<&NodeId> = ids
+            .iter()
+            .filter(|n| auto_cell(n, 4) != auto_cell(n, 5))
+            .collect();
+        // About a fifth moves, and only into the new cell.
+        assert!((300..=500).contains(&moved.len()), "{}", moved.len());
+        assert!(moved.iter().all(|n| auto_cell(n, 5) == "c4"));
+        assert_eq!(auto_cell(&ids[0], 1), "c0");
+        assert_eq!(auto_cell(&ids[0], 0), "c0");
     }
 }

@@ -9,6 +9,7 @@
 //! `decode(encode(x))`, or a reader gave different frames depending on how
 //! the bytes were cut.
 
+use crate::cell::{CellAggregate, CellId};
 use crate::codec::{Codec, CodecError, FrameReader, HandshakeError};
 use crate::constraint::{Attributes, Constraint};
 use crate::ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
@@ -221,6 +222,15 @@ fn ids() -> (NodeId, FrameworkId, TaskId) {
     let fw = FrameworkId::new("batch-1f@n1").expect("valid id");
     let task = TaskId::for_framework(&fw, 7);
     (node, fw, task)
+}
+
+fn contact() -> Contact {
+    Contact {
+        node: NodeId::new("n2").expect("valid id"),
+        peer_id: "12D3KooW".into(),
+        p2p_addr: "/ip4/127.0.0.1/tcp/7001".into(),
+        federation: Some("127.0.0.1:7002".into()),
+    }
 }
 
 fn row() -> TaskRow {
@@ -454,6 +464,27 @@ pub fn sample_peer_messages() -> Vec<PeerMessage> {
         PeerMessage::Witness(WitnessRows {
             version: 5,
             rows: vec![row()],
+        }),
+        PeerMessage::FederationQuery,
+        PeerMessage::FederationView(FederationView {
+            cells: vec![CellEntry {
+                cell: CellId(7),
+                name: "c1".into(),
+                aggregate: CellAggregate::default(),
+                gateways: vec![contact()],
+            }],
+        }),
+        PeerMessage::CellQuery(CellQuery { cell: CellId(7) }),
+        PeerMessage::CellMembers(CellMembers {
+            cell: CellId(7),
+            members: vec![CellMember {
+                info: crate::view::NodeInfo::new(
+                    NodeId::new("n2").expect("valid"),
+                    Resources::cpu_mem(1000, 256),
+                    Default::default(),
+                ),
+                contact: contact(),
+            }],
         }),
     ]
 }

@@ -8,10 +8,12 @@
 //! new variants go at the end, and a breaking change bumps
 //! [`PROTOCOL_VERSION`].
 
+use crate::cell::{CellAggregate, CellId};
 use crate::constraint::Attributes;
 use crate::ids::{BidId, FrameworkId, LeaseId, NodeId, TaskId};
 use crate::resources::{Dimension, Resources};
 use crate::task::{TaskSpec, TaskState, TaskStatus};
+use crate::view::NodeInfo;
 use serde::{Deserialize, Serialize};
 
 /// The version both the peer protocol and the framework socket speak.
@@ -26,7 +28,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// `TaskList` says how many rows matched before its cut, and a node sends
 /// its witness the tasks it runs for frameworks homed on it
 /// ([`PeerMessage::Witness`]).
-pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/3";
+pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/4";
 
 // ---------------------------------------------------------------- peers
 
@@ -370,6 +372,69 @@ pub struct WitnessRows {
     pub rows: Vec<TaskRow>,
 }
 
+/// Where a node outside the home cell's gossip is reached (what a gateway
+/// tells about the nodes it knows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The node.
+    pub node: NodeId,
+    /// Its libp2p peer id (base58).
+    pub peer_id: String,
+    /// Its libp2p address (multiaddr).
+    pub p2p_addr: String,
+    /// Its federation gossip address, when it is a gateway.
+    #[serde(default)]
+    pub federation: Option<String>,
+}
+
+/// One cell as the federation knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellEntry {
+    /// The cell.
+    pub cell: CellId,
+    /// Its name.
+    pub name: String,
+    /// What its gateways publish.
+    pub aggregate: CellAggregate,
+    /// Its gateways (those in the federation).
+    pub gateways: Vec<Contact>,
+}
+
+/// A gateway's answer to [`PeerMessage::FederationQuery`]: every cell of
+/// the federation (its own included), at most
+/// [`crate::host::MAX_CELLS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationView {
+    /// The cells.
+    pub cells: Vec<CellEntry>,
+}
+
+/// Any node → a gateway of `cell`: who are that cell's members?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellQuery {
+    /// The cell asked about.
+    pub cell: CellId,
+}
+
+/// One member of a cell, as its gateway knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellMember {
+    /// What the view holds about it.
+    pub info: NodeInfo,
+    /// Where it is reached.
+    pub contact: Contact,
+}
+
+/// A gateway's answer to [`PeerMessage::CellQuery`]: the members of its
+/// cell it knows (at most [`crate::host::MAX_IMPORTED`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellMembers {
+    /// The cell.
+    pub cell: CellId,
+    /// Its members.
+    pub members: Vec<CellMember>,
+}
+
 /// Everything one node says to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -409,6 +474,14 @@ pub enum PeerMessage {
     Withdraw(Withdraw),
     /// Any node → its witness: the tasks it runs for frameworks homed on it.
     Witness(WitnessRows),
+    /// Any node → a gateway of its own cell: the federation's cells.
+    FederationQuery,
+    /// Answer to `FederationQuery`.
+    FederationView(FederationView),
+    /// Any node → a gateway of another cell: that cell's members.
+    CellQuery(CellQuery),
+    /// Answer to `CellQuery`.
+    CellMembers(CellMembers),
 }
 
 impl PeerMessage {
@@ -431,6 +504,10 @@ impl PeerMessage {
             PeerMessage::TaskList(_) => "task_list",
             PeerMessage::Withdraw(_) => "withdraw",
             PeerMessage::Witness(_) => "witness",
+            PeerMessage::FederationQuery => "federation_query",
+            PeerMessage::FederationView(_) => "federation_view",
+            PeerMessage::CellQuery(_) => "cell_query",
+            PeerMessage::CellMembers(_) => "cell_members",
         }
     }
 
@@ -451,6 +528,10 @@ impl PeerMessage {
             PeerMessage::LogRead(_) | PeerMessage::ListTasks(_) => Recipient::Shell,
             PeerMessage::LogChunk(_) | PeerMessage::TaskList(_) => Recipient::Shell,
             PeerMessage::Witness(_) => Recipient::Host,
+            PeerMessage::FederationQuery
+            | PeerMessage::FederationView(_)
+            | PeerMessage::CellQuery(_)
+            | PeerMessage::CellMembers(_) => Recipient::Directory,
         }
     }
 }
@@ -469,6 +550,9 @@ pub enum Recipient {
     Shell,
     /// The host itself: a node's witness rows, kept for listings.
     Host,
+    /// The node's cell directory (the driver: it answers from gossip what
+    /// the members of its cell and the federation are).
+    Directory,
 }
 
 /// Withdraws a held bid.
@@ -498,7 +582,13 @@ impl PeerMessage {
             PeerMessage::LogRead(m) => Some(&m.task_id),
             PeerMessage::LogChunk(m) => Some(&m.task_id),
             PeerMessage::Withdraw(m) => Some(&m.task_id),
-            PeerMessage::ListTasks(_) | PeerMessage::TaskList(_) | PeerMessage::Witness(_) => None,
+            PeerMessage::ListTasks(_)
+            | PeerMessage::TaskList(_)
+            | PeerMessage::Witness(_)
+            | PeerMessage::FederationQuery
+            | PeerMessage::FederationView(_)
+            | PeerMessage::CellQuery(_)
+            | PeerMessage::CellMembers(_) => None,
         }
     }
 }
@@ -592,6 +682,8 @@ pub enum ClientMessage {
     ListNodes(ListTasks),
     /// Read a task's output.
     ReadLog(ReadLog),
+    /// List the cells this node knows of (its own, and the federation's).
+    ListCells(ListTasks),
 }
 
 /// The node's answer to the handshake.
@@ -662,6 +754,36 @@ pub struct NodeRow {
     pub free: Resources,
     /// Its attributes.
     pub attrs: Attributes,
+}
+
+/// One cell, as a node knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellRow {
+    /// Its name.
+    pub name: String,
+    /// Whether it is the asked node's own cell.
+    pub home: bool,
+    /// Whether the node has imported its members (a framework homed there
+    /// bids in it).
+    pub imported: bool,
+    /// Its members, capacity and free resources: for the home cell from the
+    /// node's own gossip, for another from its gateways.
+    pub aggregate: CellAggregate,
+    /// Its gateways.
+    pub gateways: Vec<NodeId>,
+}
+
+/// Answer to `ListCells`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellList {
+    /// From the request.
+    pub request_id: u64,
+    /// The node's cell (`None`: a flat cluster, no cells).
+    pub cell: Option<String>,
+    /// Whether the node is one of its cell's gateways.
+    pub gateway: bool,
+    /// The cells, home first, then by name.
+    pub cells: Vec<CellRow>,
 }
 
 /// Answer to `ListNodes`.
@@ -737,4 +859,6 @@ pub enum ServerMessage {
     Log(LogChunk),
     /// Something was wrong.
     Error(ErrorReply),
+    /// Answer to `list_cells`.
+    Cells(CellList),
 }

@@ -72,6 +72,7 @@ impl Core {
             Command::ListTasks(q) => self.list_tasks(now, asker, q),
             Command::GetTask(id) => self.get_task(now, asker, id),
             Command::ListNodes(l) => self.list_nodes(asker, l.request_id),
+            Command::ListCells(l) => self.list_cells(asker, l.request_id),
             Command::ReadLog(r) => self.read_log(now, asker, r),
             Command::Submit(s) => match self.http_framework().cloned() {
                 Some(fw) => self.submit(now, asker, &fw, s),
@@ -108,6 +109,7 @@ impl Core {
             Command::ListTasks(q) => return self.list_tasks(now, asker, q),
             Command::GetTask(id) => return self.get_task(now, asker, id),
             Command::ListNodes(l) => return self.list_nodes(asker, l.request_id),
+            Command::ListCells(l) => return self.list_cells(asker, l.request_id),
             Command::ReadLog(r) => return self.read_log(now, asker, r),
             Command::Register(r) => return self.register(now, conn, r),
             Command::Kill(k) => {
@@ -133,7 +135,7 @@ impl Core {
                 asker,
                 Reply::error(
                     ErrorCode::NotRegistered,
-                    "register first: only list_tasks, list_nodes, read_log and kill work before register",
+                    "register first: only list_tasks, list_nodes, list_cells, read_log and kill work before register",
                     None,
                 ),
             );
@@ -152,6 +154,7 @@ impl Core {
             Command::ListTasks(_)
             | Command::GetTask(_)
             | Command::ListNodes(_)
+            | Command::ListCells(_)
             | Command::ReadLog(_)
             | Command::Register(_)
             | Command::Kill(_) => {}
@@ -562,6 +565,11 @@ impl Core {
                 self.find(now, asker, Purpose::Get(id), q, None);
             }
         }
+    }
+
+    fn list_cells(&mut self, asker: Asker, request_id: u64) {
+        let list = self.cell_list(request_id);
+        self.reply(asker, Reply::Cells(list));
     }
 
     fn list_nodes(&mut self, asker: Asker, request_id: u64) {

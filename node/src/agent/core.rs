@@ -58,6 +58,15 @@ pub struct Ledger {
     pub allocations: BTreeMap<FrameworkId, FrameworkUsage>,
 }
 
+/// The cells as the driver's cells machine knows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellsView {
+    /// The home cell's name.
+    pub name: String,
+    /// Every cell of the directory (the home cell's entry is ignored).
+    pub others: Vec<agora_protocol::wire::CellEntry>,
+}
+
 /// What the core asks the driver to do.
 #[derive(Debug)]
 pub enum Output {
@@ -88,6 +97,23 @@ pub enum Output {
     /// Keep this list of the frameworks homed here on disk (it changed), so
     /// that a restart homes them again ([`super::registry`]).
     SaveFrameworks(Vec<Record>),
+    /// The host imports another cell's members for its bidders (`true`)
+    /// or no longer needs them (`false`): the driver asks that cell's
+    /// gateways ([`super::cells`]) and answers with [`Core::handle_import`].
+    Cells {
+        /// The cell.
+        cell: agora_protocol::cell::CellId,
+        /// Import (`true`) or drop (`false`).
+        import: bool,
+    },
+    /// A cell directory message from another node, for the driver's cells
+    /// machine ([`super::cells`]): it answers from gossip.
+    Directory {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: PeerMessage,
+    },
     /// Append these framed records to the journal of the tasks homed here
     /// ([`super::journal`]); `sync`: a submit, to be on disk before the
     /// next [`Output::Reply`] goes out.
@@ -120,6 +146,8 @@ pub struct Core {
     latencies: VecDeque<Duration>,
     counted: host::Stats,
     pub(super) out: VecDeque<Output>,
+    /// The cells (`None`: a flat cluster).
+    cells_view: Option<CellsView>,
     /// The frameworks last given to [`Output::SaveFrameworks`].
     saved: Vec<Record>,
     /// The HTTP framework of the run before, restored for [`Core::enable_http`].
@@ -140,6 +168,7 @@ impl Core {
             latencies: VecDeque::new(),
             counted: host::Stats::default(),
             out: VecDeque::new(),
+            cells_view: None,
             saved: Vec::new(),
             restored_http: None,
         }
@@ -396,6 +425,83 @@ impl Core {
         self.pump(now);
     }
 
+    /// The members of another cell, from one of its gateways (see
+    /// [`Host::handle_import`]).
+    pub fn handle_import(
+        &mut self,
+        now: Instant,
+        cell: agora_protocol::cell::CellId,
+        members: Vec<NodeInfo>,
+    ) {
+        self.host.handle_import(now, cell, members);
+        self.sessions.view_changed();
+        self.api_dirty();
+        self.pump(now);
+    }
+
+    /// A cell's aggregate, from the federation (see
+    /// [`Host::handle_aggregate`]).
+    pub fn handle_aggregate(
+        &mut self,
+        now: Instant,
+        cell: agora_protocol::cell::CellId,
+        agg: agora_protocol::cell::CellAggregate,
+    ) {
+        self.host.handle_aggregate(now, cell, agg);
+        self.api_dirty();
+        self.pump(now);
+    }
+
+    /// What the driver's cells machine knows of the other cells (for
+    /// listings); `None` in a flat cluster.
+    pub fn set_cells(&mut self, view: Option<CellsView>) {
+        if self.cells_view != view {
+            self.cells_view = view;
+            self.api_dirty();
+        }
+    }
+
+    /// The cells as `list_cells` and the API show them: home first (from
+    /// this node's own view), then the others by name.
+    pub fn cell_list(&self, request_id: u64) -> agora_protocol::wire::CellList {
+        let Some(v) = &self.cells_view else {
+            return agora_protocol::wire::CellList {
+                request_id,
+                cell: None,
+                gateway: false,
+                cells: Vec::new(),
+            };
+        };
+        let imported = self.host.imported_cells();
+        let mut cells = vec![agora_protocol::wire::CellRow {
+            name: v.name.clone(),
+            home: true,
+            imported: false,
+            aggregate: self.host.home_aggregate(),
+            gateways: self.host.gateways(),
+        }];
+        let mut others: Vec<agora_protocol::wire::CellRow> = v
+            .others
+            .iter()
+            .filter(|e| e.name != v.name)
+            .map(|e| agora_protocol::wire::CellRow {
+                name: e.name.clone(),
+                home: false,
+                imported: imported.contains(&e.cell),
+                aggregate: e.aggregate.clone(),
+                gateways: e.gateways.iter().map(|g| g.node.clone()).collect(),
+            })
+            .collect();
+        others.sort_by(|a, b| a.name.cmp(&b.name));
+        cells.extend(others);
+        agora_protocol::wire::CellList {
+            request_id,
+            cell: Some(v.name.clone()),
+            gateway: self.host.is_gateway(),
+            cells,
+        }
+    }
+
     /// A message from another node.
     pub fn handle_peer(&mut self, now: Instant, from: NodeId, msg: PeerMessage) {
         match self.host.handle_peer(now, from.clone(), msg) {
@@ -407,6 +513,12 @@ impl Core {
             }
             Some(PeerMessage::LogChunk(c)) => self.queries.on_log_chunk(&from, c),
             Some(PeerMessage::TaskList(t)) => self.queries.on_task_list(&from, t),
+            Some(
+                msg @ (PeerMessage::FederationQuery
+                | PeerMessage::FederationView(_)
+                | PeerMessage::CellQuery(_)
+                | PeerMessage::CellMembers(_)),
+            ) => self.out.push_back(Output::Directory { from, msg }),
             Some(other) => {
                 tracing::debug!(%from, kind = other.kind(), "the host handed back a message it decides on; dropped");
             }
@@ -665,10 +777,22 @@ impl Core {
                 self.sessions.view_changed();
                 tracing::warn!(%node, kills, "node declared dead is back; killing the tasks reported lost there");
             }
-            // The node runs one flat cluster (no `Config::cell`): its host
-            // never asks for another cell's members.
-            host::Event::ImportCell(cell) | host::Event::DropCell(cell) => {
-                tracing::debug!(cell = cell.0, "cell event on a node without cells");
+            host::Event::ImportCell(cell) => {
+                tracing::info!(
+                    cell = cell.0,
+                    "a framework here looks beyond its cell: importing another cell's members"
+                );
+                self.out.push_back(Output::Cells { cell, import: true });
+            }
+            host::Event::DropCell(cell) => {
+                tracing::info!(
+                    cell = cell.0,
+                    "no framework here needs another cell's members any more"
+                );
+                self.out.push_back(Output::Cells {
+                    cell,
+                    import: false,
+                });
             }
         }
     }

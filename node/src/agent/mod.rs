@@ -29,8 +29,10 @@
 //! a node that stays down is declared dead as if it had crashed.
 
 pub mod api;
+pub mod cells;
 pub mod command;
 pub mod core;
+mod federation;
 pub mod frameworks;
 pub mod journal;
 pub mod pacer;
@@ -149,7 +151,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     .context("cannot open the executor")?;
     tracing::info!(mode = %executor.cgroup_mode(), "executor ready");
 
-    let p2p = P2p::start(me.clone(), keypair, &key.0, cfg.p2p_listen)?;
+    let mut p2p = P2p::start(me.clone(), keypair, &key.0, cfg.p2p_listen)?;
+    let p2p_addr = tcp_multiaddr(cfg.p2p_advertise()).to_string();
+    p2p.set_reply_to(&p2p_addr);
+    let cell_name = cfg.cell.name_for(&me);
+    if let Some(name) = &cell_name {
+        tracing::info!(cell = %name, gateways = cfg.gateways, "this node runs in a cell");
+    }
     let host = Host::new(
         me.clone(),
         cfg.capacity,
@@ -158,18 +166,31 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.advertise.to_string(),
         host::Config {
             generation,
+            cell: cell_name
+                .as_deref()
+                .map(agora_protocol::cell::CellId::from_name),
+            gateways: cfg.gateways as usize,
             ..host::Config::default()
         },
     );
     let a = host.auctioneer();
     let local_state = LocalState {
-        p2p_addr: tcp_multiaddr(cfg.p2p_advertise()).to_string(),
+        p2p_addr: p2p_addr.clone(),
         peer_id: p2p.peer_id().to_base58(),
         total: a.capacity(),
         free: a.free(),
         version: a.version(),
         attrs: cfg.attrs.clone(),
         allocations: a.allocations(),
+        cell: cell_name.clone(),
+        federation: None,
+        aggregate: None,
+    };
+    // Each cell is its own gossip cluster; datagrams of another cell do not
+    // open (see docs/CELLS.md).
+    let gossip_cluster = match &cell_name {
+        Some(name) => format!("{}/cell/{name}", cfg.cluster_id),
+        None => cfg.cluster_id.clone(),
     };
     let (gossip, snapshots) = Gossip::start(
         GossipConfig {
@@ -177,9 +198,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             listen: cfg.listen,
             advertise: cfg.advertise,
             seeds: cfg.seeds.clone(),
-            key,
+            key: key.clone(),
             interval: cfg.gossip_interval,
-            cluster_id: cfg.cluster_id.clone(),
+            cluster_id: gossip_cluster,
         },
         local_state.clone(),
     )
@@ -259,7 +280,45 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         gossip.generation(),
         gossip.advertise_addr(),
     );
+    let cells = cell_name.as_ref().map(|name| {
+        let fed_listen = cfg.federation_listen;
+        let fed_advertise = if fed_listen.ip().is_unspecified() {
+            std::net::SocketAddr::new(cfg.advertise.ip(), fed_listen.port())
+        } else {
+            fed_listen
+        };
+        federation::CellsIo {
+            machine: cells::Cells::new(
+                cells::CellsConfig {
+                    name: name.clone(),
+                    me: agora_protocol::wire::Contact {
+                        node: me.clone(),
+                        peer_id: local_state.peer_id.clone(),
+                        p2p_addr: p2p_addr.clone(),
+                        federation: Some(fed_advertise.to_string()),
+                    },
+                    federation_seeds: cfg.federation_seeds.clone(),
+                },
+                clock.now(),
+            ),
+            fed_cfg: GossipConfig {
+                node_id: me.clone(),
+                listen: fed_listen,
+                advertise: fed_advertise,
+                seeds: cfg.federation_seeds.clone(),
+                key: key.clone(),
+                interval: cfg.gossip_interval,
+                cluster_id: format!("{}/federation", cfg.cluster_id),
+            },
+            federation: None,
+            fed_rx: None,
+            pending_start: None,
+            retry_at: None,
+            home: Arc::new(Snapshot::default()),
+        }
+    });
     let mut driver = Driver {
+        cells,
         duplicates,
         refused: None,
         log_reader: executor.log_reader(),
@@ -340,8 +399,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         driver.drive();
     }
     let Driver {
-        gossip, executor, ..
+        gossip,
+        executor,
+        cells,
+        ..
     } = driver;
+    if let Some(fed) = cells.and_then(|c| c.federation) {
+        fed.leave().await;
+    }
     if executor.running() == 0 || refused.is_some() {
         gossip.leave().await;
     } else {
@@ -395,6 +460,9 @@ pub struct Inputs {
 /// carries out every output. It decides nothing.
 pub struct Driver {
     core: Core,
+    /// Cells: the directory and the federation gossip (`None`: a flat
+    /// cluster).
+    cells: Option<federation::CellsIo>,
     /// Watches gossip for another agent with this node's id.
     duplicates: crate::identity::DuplicateGuard,
     /// Set when this agent must stop because another holds its node id:
@@ -458,6 +526,8 @@ impl Driver {
                     }
                     self.reply(to, reply);
                 }
+                Output::Cells { cell, import } => self.on_import_cell(cell, import),
+                Output::Directory { from, msg } => self.on_directory(from, msg),
                 Output::Journal { bytes, sync } => {
                     self.journal.append(&bytes);
                     self.journal_sync_due |= sync;
@@ -584,7 +654,7 @@ impl Driver {
 
     /// Hands a membership snapshot to the core (and peers' addresses to
     /// libp2p).
-    fn on_snapshot(&mut self, snap: &Snapshot) {
+    fn on_snapshot(&mut self, snap: &Arc<Snapshot>) {
         for found in self.duplicates.handle_rivals(&snap.rivals) {
             match found {
                 crate::identity::Duplicate::Warn(msg) => tracing::warn!("{msg}"),
@@ -616,6 +686,10 @@ impl Driver {
         }
         let now = self.clock.now();
         self.core.handle_members(now, members);
+        if let Some(c) = self.cells.as_mut() {
+            c.home = snap.clone();
+        }
+        self.cells_tick();
     }
 }
 
@@ -637,9 +711,16 @@ pub async fn run_loop(
         if d.refused.is_some() {
             return;
         }
-        let wake = d.clock.to_tokio(d.core.poll_timeout());
+        let mut due = d.core.poll_timeout();
+        if let Some(c) = &d.cells {
+            due = due.min(c.machine.poll_timeout());
+        }
+        let wake = d.clock.to_tokio(due);
         tokio::select! {
             () = &mut stop => return,
+            snap = federation::federation_changed(d.cells.as_mut().and_then(|c| c.fed_rx.as_mut())) => {
+                d.on_federation(&snap);
+            }
             changed = inputs.snapshots.changed(), if gossip_open => {
                 if changed.is_err() {
                     tracing::error!("gossip stopped; the node no longer sees the cluster");
@@ -665,9 +746,11 @@ pub async fn run_loop(
             () = tokio::time::sleep_until(wake) => {
                 let now = d.clock.now();
                 d.core.handle_timeout(now);
+                d.cells_tick();
             }
         }
         d.drive();
+        d.start_federation().await;
     }
 }
 

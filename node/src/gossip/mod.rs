@@ -167,7 +167,7 @@ impl GossipConfig {
 }
 
 /// What this node publishes (kept well under 1 KiB).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LocalState {
     /// libp2p multiaddr peers dial, e.g. `/ip4/127.0.0.1/tcp/7001`.
     pub p2p_addr: String,
@@ -183,6 +183,13 @@ pub struct LocalState {
     pub attrs: Attributes,
     /// Per-framework allocation totals on this node.
     pub allocations: BTreeMap<FrameworkId, FrameworkUsage>,
+    /// The node's cell, when the cluster runs in cells.
+    pub cell: Option<String>,
+    /// In its cell's gossip: the federation gossip address, while this
+    /// node is one of the cell's gateways.
+    pub federation: Option<String>,
+    /// In the federation's gossip: the aggregate of the gateway's cell.
+    pub aggregate: Option<agora_protocol::cell::CellAggregate>,
 }
 
 impl LocalState {

@@ -202,8 +202,10 @@ impl SealedSocket {
                 rejected = self.rejected_since_warn,
                 "received {} gossip datagrams that fail to open with the cluster key and \
                  cluster id of this node (the last from {from}); they are dropped. A node with another \
-                 key or cluster id, or a program that is not agora, is sending here: check \
-                 that every node has the same --cluster-key-file contents and --cluster-id",
+                 key or cluster id, a node of another cell (a seed in another cell: harmless, \
+                 cells do not gossip with each other), or a program that is not agora, is \
+                 sending here: check that every node has the same --cluster-key-file \
+                 contents and --cluster-id",
                 self.rejected_since_warn
             );
             self.last_reject_warn = Some(now);

@@ -13,7 +13,15 @@
 //! | `f` | `version;` free resources | `17;2500,6144,100000,0,998` |
 //! | `l` | attributes, a JSON object of strings | `{"os":"linux","zone":"eu-1"}` |
 //! | `u` | allocations `fw=weight;cpu,mem,disk,gpus,ports` joined by `\|` | `batch=1;1500,2048,0,0,2` |
+//! | `c` | the node's cell, when the cluster runs in cells | `rack-12` |
+//! | `g` | a gateway's federation gossip address (cell gossip) | `10.0.0.5:7002` |
+//! | `s` | the cell's aggregate (federation gossip, gateways only) | see below |
 //! | `x` | present when the node is leaving | `1` |
+//!
+//! `c`, `g` and `s` are optional (a flat cluster has none). The aggregate
+//! `s` is `members,alive;TOTAL;FREE;cpu_fit;mem_fit` with resources as in
+//! `t` and each fit list the counts per size class joined by `,` (see
+//! `agora_protocol::cell::CellAggregate`).
 //!
 //! Free resources and their ledger version share one key so they always
 //! arrive together. Framework ids cannot contain `=`, `;`, `,` or `|`
@@ -24,6 +32,7 @@
 //! panics.
 
 use super::LocalState;
+use agora_protocol::cell::CellAggregate;
 use agora_protocol::constraint::Attributes;
 use agora_protocol::fairness::FrameworkUsage;
 use agora_protocol::ids::FrameworkId;
@@ -47,6 +56,12 @@ pub const KEY_FREE: &str = "f";
 pub const KEY_ATTRS: &str = "l";
 /// Key of the per-framework allocations.
 pub const KEY_ALLOCATIONS: &str = "u";
+/// Key of the node's cell.
+pub const KEY_CELL: &str = "c";
+/// Key of a gateway's federation address.
+pub const KEY_FEDERATION: &str = "g";
+/// Key of a gateway's cell aggregate.
+pub const KEY_AGGREGATE: &str = "s";
 /// Key set while the node leaves the cluster gracefully.
 pub const KEY_LEAVING: &str = "x";
 
@@ -56,7 +71,7 @@ pub const MAX_VALUE_LEN: usize = 16 * 1024;
 
 /// The key-values that publish `state`, in a fixed order.
 pub fn encode(state: &LocalState) -> Vec<(&'static str, String)> {
-    vec![
+    let mut kvs = vec![
         (KEY_VERSION, FORMAT_VERSION.to_string()),
         (KEY_P2P_ADDR, state.p2p_addr.clone()),
         (KEY_PEER_ID, state.peer_id.clone()),
@@ -67,7 +82,70 @@ pub fn encode(state: &LocalState) -> Vec<(&'static str, String)> {
         ),
         (KEY_ATTRS, encode_attrs(&state.attrs)),
         (KEY_ALLOCATIONS, encode_allocations(&state.allocations)),
-    ]
+    ];
+    if let Some(c) = &state.cell {
+        kvs.push((KEY_CELL, c.clone()));
+    }
+    if let Some(g) = &state.federation {
+        kvs.push((KEY_FEDERATION, g.clone()));
+    }
+    if let Some(a) = &state.aggregate {
+        kvs.push((KEY_AGGREGATE, encode_aggregate(a)));
+    }
+    kvs
+}
+
+fn join_counts(counts: &[u32]) -> String {
+    counts
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The aggregate as key `s` spells it.
+pub fn encode_aggregate(a: &CellAggregate) -> String {
+    format!(
+        "{},{};{};{};{};{}",
+        a.members,
+        a.alive,
+        encode_resources(&a.total),
+        encode_resources(&a.free),
+        join_counts(&a.cpu_fit),
+        join_counts(&a.mem_fit)
+    )
+}
+
+fn decode_counts<const N: usize>(text: &str, what: &str) -> Result<[u32; N], String> {
+    let mut out = [0u32; N];
+    let parts: Vec<&str> = text.split(',').collect();
+    if parts.len() != N {
+        return Err(format!("{what}: expected {N} counts, got {}", parts.len()));
+    }
+    for (slot, p) in out.iter_mut().zip(parts) {
+        *slot = p.parse::<u32>().map_err(|e| format!("{what}: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// Reads key `s`.
+///
+/// # Errors
+/// What is malformed.
+pub fn decode_aggregate(text: &str) -> Result<CellAggregate, String> {
+    let parts: Vec<&str> = text.split(';').collect();
+    let [counts, total, free, cpu, mem] = parts[..] else {
+        return Err("expected MEMBERS,ALIVE;TOTAL;FREE;CPU_FIT;MEM_FIT".to_string());
+    };
+    let (members, alive) = counts.split_once(',').ok_or("expected MEMBERS,ALIVE")?;
+    Ok(CellAggregate {
+        members: members.parse().map_err(|e| format!("members: {e}"))?,
+        alive: alive.parse().map_err(|e| format!("alive: {e}"))?,
+        total: decode_resources(total)?,
+        free: decode_resources(free)?,
+        cpu_fit: decode_counts(cpu, "cpu fit")?,
+        mem_fit: decode_counts(mem, "memory fit")?,
+    })
 }
 
 /// Bytes of keys plus values that publish `state` (what chitchat carries
@@ -159,7 +237,35 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<LocalState, D
         serde_json::from_str(need(KEY_ATTRS)?).map_err(|e| malformed(KEY_ATTRS, e.to_string()))?;
     let allocations =
         decode_allocations(need(KEY_ALLOCATIONS)?).map_err(|r| malformed(KEY_ALLOCATIONS, r))?;
+    let optional = |key: &'static str| -> Result<Option<&'a str>, DecodeError> {
+        match get(key) {
+            Some(v) if v.len() > MAX_VALUE_LEN => {
+                Err(malformed(key, format!("{} bytes is too long", v.len())))
+            }
+            other => Ok(other),
+        }
+    };
+    let cell = optional(KEY_CELL)?
+        .map(|c| {
+            agora_protocol::cell::check_cell_name(c)
+                .map(|()| c.to_string())
+                .map_err(|e| malformed(KEY_CELL, e))
+        })
+        .transpose()?;
+    let federation = optional(KEY_FEDERATION)?
+        .map(|g| {
+            g.parse::<std::net::SocketAddr>()
+                .map(|_| g.to_string())
+                .map_err(|e| malformed(KEY_FEDERATION, e.to_string()))
+        })
+        .transpose()?;
+    let aggregate = optional(KEY_AGGREGATE)?
+        .map(|a| decode_aggregate(a).map_err(|e| malformed(KEY_AGGREGATE, e)))
+        .transpose()?;
     Ok(LocalState {
+        cell,
+        federation,
+        aggregate,
         p2p_addr,
         peer_id,
         total,
@@ -272,6 +378,7 @@ pub(crate) mod tests {
             version: 123_456,
             attrs,
             allocations,
+            ..LocalState::default()
         }
     }
 
@@ -299,6 +406,42 @@ pub(crate) mod tests {
         empty.allocations.clear();
         empty.attrs = Attributes::default();
         assert_eq!(decode_map(&encode_map(&empty)).unwrap(), empty);
+
+        // A gateway's state in its cell and in the federation.
+        let mut gateway = state.clone();
+        gateway.cell = Some("rack-12".into());
+        gateway.federation = Some("10.0.0.5:7702".into());
+        gateway.aggregate = Some(CellAggregate {
+            members: 100,
+            alive: 99,
+            total: gateway.total,
+            free: gateway.free,
+            cpu_fit: [99, 98, 50, 10, 0, 0, 0, 0],
+            mem_fit: [99, 90, 80, 70, 60, 50, 0, 0, 0, 0],
+        });
+        assert_eq!(decode_map(&encode_map(&gateway)).unwrap(), gateway);
+        let len = encoded_len(&gateway);
+        assert!(len < 1024, "{len} bytes");
+    }
+
+    #[test]
+    fn malformed_cell_keys_are_rejected() {
+        let state = sample_state();
+        for (key, value) in [
+            (KEY_CELL, "a/b"),
+            (KEY_CELL, ""),
+            (KEY_FEDERATION, "nowhere"),
+            (KEY_AGGREGATE, "1,1;1,2,3,4,5;1,2,3,4,5;1,2;1"),
+            (
+                KEY_AGGREGATE,
+                "1;1,2,3,4,5;1,2,3,4,5;0,0,0,0,0,0,0,0;0,0,0,0,0,0,0,0,0,0",
+            ),
+            (KEY_AGGREGATE, ""),
+        ] {
+            let mut map = encode_map(&state);
+            map.insert(key.to_string(), value.to_string());
+            assert!(decode_map(&map).is_err(), "{key}={value:?} was accepted");
+        }
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct PeerEnvelope {
     pub from: NodeId,
     /// The message.
     pub msg: PeerMessage,
+    /// The sender's libp2p address, so that a node that has no gossip
+    /// about it (one of another cell, that it runs a task for) can answer.
+    pub reply_to: Option<String>,
 }
 
 /// The request-response codec: length-prefixed postcard, bounded.
@@ -313,7 +316,12 @@ pub struct P2p {
     codec: PeerCodec,
     /// Connections, queues and retries.
     pool: pool::Pool,
+    /// This node's libp2p address, sent in every envelope.
+    reply_to: Option<String>,
 }
+
+/// The most nodes learned from envelopes (`reply_to`) rather than gossip.
+pub const MAX_LEARNED_PEERS: usize = 16_384;
 
 /// Minimum time between two warnings about failed incoming handshakes.
 const HANDSHAKE_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -379,6 +387,7 @@ impl P2p {
             handshake_failures_since_warn: 0,
             codec,
             pool: pool::Pool::new(pool),
+            reply_to: None,
         })
     }
 
@@ -422,6 +431,12 @@ impl P2p {
         *self.swarm.local_peer_id()
     }
 
+    /// The address this node tells in every envelope (its advertised
+    /// libp2p address).
+    pub fn set_reply_to(&mut self, addr: &str) {
+        self.reply_to = Some(addr.to_string());
+    }
+
     /// Records where a node is reachable (from its gossiped state).
     pub fn set_peer(&mut self, node: &NodeId, peer_id: &str, addr: &str) {
         let (Ok(peer), Ok(addr)) = (peer_id.parse::<PeerId>(), addr.parse::<Multiaddr>()) else {
@@ -459,6 +474,7 @@ impl P2p {
             envelope: PeerEnvelope {
                 from: self.me.clone(),
                 msg,
+                reply_to: self.reply_to.clone(),
             },
             failures: 0,
         };
@@ -572,6 +588,17 @@ impl P2p {
                 {
                     tracing::warn!(claimed = %request.from, %peer, "peer claims a node id gossiped under another peer id; message dropped");
                     return None;
+                }
+                if !self.peers.contains_key(&request.from)
+                    && self.peers.len() < MAX_LEARNED_PEERS
+                    && let Some(addr) = request
+                        .reply_to
+                        .as_deref()
+                        .and_then(|a| a.parse::<Multiaddr>().ok())
+                {
+                    // A node outside this node's gossip (another cell): its
+                    // answers go back to where it says it listens.
+                    self.peers.insert(request.from.clone(), (peer, addr));
                 }
                 self.nodes
                     .entry(peer)
@@ -763,6 +790,7 @@ mod tests {
                 eof: true,
                 error: None,
             }),
+            reply_to: None,
         };
         let mut n = len;
         loop {
@@ -791,6 +819,7 @@ mod tests {
         let env = PeerEnvelope {
             from: NodeId::new("a").unwrap(),
             msg: ack(3),
+            reply_to: None,
         };
         let bytes = written(env.clone()).await.unwrap();
         let payload = Codec::Postcard.encode(&env).unwrap();

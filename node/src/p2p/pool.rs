@@ -323,6 +323,7 @@ mod tests {
                     task_id: TaskId::new("fw.1").unwrap(),
                     seq: 1,
                 }),
+                reply_to: None,
             },
             failures: 0,
         }

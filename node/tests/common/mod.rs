@@ -234,7 +234,20 @@ impl Cluster {
             args.push("--seeds".into());
             args.push(first.addr());
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        // A default given again in `extra` replaces the default (clap
+        // refuses a flag given twice).
+        let mut rest = extra.iter();
+        while let Some(flag) = rest.next() {
+            let replaces = ["--cpus", "--mem", "--gossip-interval-ms"].contains(flag);
+            match args.iter().position(|a| a == flag) {
+                Some(i) if replaces => {
+                    if let Some(v) = rest.next() {
+                        args[i + 1] = v.to_string();
+                    }
+                }
+                _ => args.push(flag.to_string()),
+            }
+        }
         let mut node = Node {
             id: id.into(),
             dir,

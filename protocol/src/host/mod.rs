@@ -69,6 +69,7 @@ pub mod witness;
 #[cfg(test)]
 mod witness_tests;
 
+pub use cells::{MAX_CELLS, MAX_IMPORTED};
 pub use members::Change;
 
 use crate::FixedHashMap;

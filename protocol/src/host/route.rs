@@ -149,7 +149,11 @@ impl<R: Rng> Host<R> {
             }
             other @ (PeerMessage::LogRead(_)
             | PeerMessage::LogChunk(_)
-            | PeerMessage::TaskList(_)) => Some(other),
+            | PeerMessage::TaskList(_)
+            | PeerMessage::FederationQuery
+            | PeerMessage::FederationView(_)
+            | PeerMessage::CellQuery(_)
+            | PeerMessage::CellMembers(_)) => Some(other),
         }
     }
 

@@ -167,7 +167,11 @@ impl Net {
                             j.0.extend_from_slice(&bytes);
                             j.2 |= sync;
                         }
-                        Output::Publish(_) | Output::PublishApi | Output::SaveFrameworks(_) => {}
+                        Output::Publish(_)
+                        | Output::PublishApi
+                        | Output::SaveFrameworks(_)
+                        | Output::Cells { .. }
+                        | Output::Directory { .. } => {}
                     }
                 }
             }

@@ -1,0 +1,627 @@
+//! Cells in the node (sans-IO): the cell directory and the gateway role.
+//!
+//! The host decides everything about cells ([`agora_protocol::host`]:
+//! which members are the cell's gateways, when a framework looks beyond
+//! its cell and which cell it imports). This machine carries those
+//! decisions between nodes, from what gossip says:
+//!
+//! - **The gateway role.** While the host counts this node among its cell's
+//!   gateways, the driver runs the federation gossip (a second chitchat
+//!   cluster of the gateways of every cell) and publishes the cell's
+//!   aggregate there; when it stops being one, the driver leaves it.
+//!   [`CellsOut::StartFederation`] names the seeds: `--federation-seeds`,
+//!   the federation addresses the cell's members publish (its other
+//!   gateways), and every gateway the directory knows.
+//! - **The directory**: every cell of the federation, its aggregate and its
+//!   gateways' addresses. A gateway reads it from the federation gossip
+//!   ([`directory_from`]); any other node asks one of its cell's gateways
+//!   each [`REFRESH`] (`federation_query`). Aggregates go to the host
+//!   ([`CellsOut::Aggregate`]), which judges crossing on them.
+//! - **Imports.** When the host imports a cell, this machine asks one of
+//!   that cell's gateways for its members (`cell_query`) at once and each
+//!   [`REFRESH`] after; the answer (`cell_members`) goes to the host and the
+//!   members' addresses to libp2p ([`CellsOut::Contact`]). A gateway
+//!   answers a `cell_query` about its own cell from its cell's gossip.
+//!
+//! Bounded: the directory holds at most [`MAX_CELLS`] cells, an answer at
+//! most [`MAX_IMPORTED`] members, seeds at most [`MAX_FEDERATION_SEEDS`].
+
+use agora_protocol::NodeId;
+use agora_protocol::cell::{CellAggregate, CellId};
+use agora_protocol::host::{MAX_CELLS, MAX_IMPORTED};
+use agora_protocol::time::Instant;
+use agora_protocol::view::NodeInfo;
+use agora_protocol::wire::{
+    CellEntry, CellMember, CellMembers, CellQuery, Contact, FederationView, PeerMessage,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// How often a non-gateway refreshes its directory and every node its
+/// imported cells.
+pub const REFRESH: Duration = Duration::from_secs(1);
+/// The most seeds a starting federation gossip is given.
+pub const MAX_FEDERATION_SEEDS: usize = 64;
+
+/// This node's place in the cells.
+#[derive(Clone, Debug)]
+pub struct CellsConfig {
+    /// The cell's name (`--cell`, or derived by `--cells`).
+    pub name: String,
+    /// Where this node is reached; `federation` is its federation gossip
+    /// address.
+    pub me: Contact,
+    /// `--federation-seeds`.
+    pub federation_seeds: Vec<String>,
+}
+
+/// What the machine asks its driver to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CellsOut {
+    /// Send a message to a node.
+    Send {
+        /// The node.
+        to: NodeId,
+        /// The message.
+        msg: PeerMessage,
+    },
+    /// Where a node outside this cell's gossip is reached (for libp2p).
+    Contact(Contact),
+    /// This node became a gateway: join the federation gossip.
+    StartFederation {
+        /// Federation gossip addresses to join through.
+        seeds: Vec<String>,
+    },
+    /// This node is no longer a gateway: leave the federation gossip.
+    StopFederation,
+    /// Another cell's members, for the host ([`super::core::Core::handle_import`]).
+    Import {
+        /// The cell.
+        cell: CellId,
+        /// Its members.
+        members: Vec<NodeInfo>,
+    },
+    /// A cell's aggregate, for the host.
+    Aggregate {
+        /// The cell.
+        cell: CellId,
+        /// Its aggregate.
+        agg: CellAggregate,
+    },
+}
+
+/// Counters (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CellsStats {
+    /// Directory requests sent (`federation_query`).
+    pub directory_queries: u64,
+    /// Member requests sent (`cell_query`).
+    pub member_queries: u64,
+    /// Member answers taken (`cell_members`).
+    pub member_answers: u64,
+    /// Times this node took the gateway role.
+    pub gateway_starts: u64,
+}
+
+/// The cells machine.
+#[derive(Debug)]
+pub struct Cells {
+    cfg: CellsConfig,
+    cell: CellId,
+    directory: BTreeMap<CellId, CellEntry>,
+    gateway: bool,
+    imports: BTreeSet<CellId>,
+    next_refresh: Instant,
+    turn: usize,
+    out: VecDeque<CellsOut>,
+    /// Counters.
+    pub stats: CellsStats,
+}
+
+impl Cells {
+    /// A node of the cell `cfg.name`, started at `now`.
+    pub fn new(cfg: CellsConfig, now: Instant) -> Self {
+        Cells {
+            cell: CellId::from_name(&cfg.name),
+            cfg,
+            directory: BTreeMap::new(),
+            gateway: false,
+            imports: BTreeSet::new(),
+            next_refresh: now,
+            turn: 0,
+            out: VecDeque::new(),
+            stats: CellsStats::default(),
+        }
+    }
+
+    /// The home cell.
+    pub fn cell(&self) -> CellId {
+        self.cell
+    }
+
+    /// The home cell's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Whether this node holds the gateway role (runs the federation).
+    pub fn is_gateway(&self) -> bool {
+        self.gateway
+    }
+
+    /// The cells this node knows of, its own included.
+    pub fn directory(&self) -> &BTreeMap<CellId, CellEntry> {
+        &self.directory
+    }
+
+    /// The cells imported for the host's bidders.
+    pub fn imports(&self) -> &BTreeSet<CellId> {
+        &self.imports
+    }
+
+    /// When [`Cells::handle_tick`] has work next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_refresh
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<CellsOut> {
+        self.out.pop_front()
+    }
+
+    /// The host's gateways of the home cell now (`gateways`), and the
+    /// federation addresses the home cell's members publish: takes or
+    /// gives up the gateway role, and every [`REFRESH`] asks for the
+    /// directory and the imported cells' members.
+    pub fn handle_tick(&mut self, now: Instant, gateways: &[NodeId], home_federation: &[String]) {
+        let want = gateways.contains(&self.cfg.me.node);
+        if want != self.gateway {
+            self.gateway = want;
+            if want {
+                self.stats.gateway_starts += 1;
+                let seeds = self.federation_seeds(home_federation);
+                self.out.push_back(CellsOut::StartFederation { seeds });
+            } else {
+                self.out.push_back(CellsOut::StopFederation);
+            }
+        }
+        if now < self.next_refresh {
+            return;
+        }
+        self.next_refresh = now + REFRESH;
+        self.turn = self.turn.wrapping_add(1);
+        if !self.gateway {
+            let others: Vec<&NodeId> = gateways
+                .iter()
+                .filter(|g| **g != self.cfg.me.node)
+                .collect();
+            if !others.is_empty() {
+                let to = others[self.turn % others.len()].clone();
+                self.stats.directory_queries += 1;
+                self.out.push_back(CellsOut::Send {
+                    to,
+                    msg: PeerMessage::FederationQuery,
+                });
+            }
+        }
+        let imports: Vec<CellId> = self.imports.iter().copied().collect();
+        for c in imports {
+            self.ask_members(c);
+        }
+    }
+
+    /// The federation gossip's cells (this node is a gateway): the
+    /// directory becomes them.
+    pub fn handle_federation(&mut self, cells: Vec<CellEntry>) {
+        if self.gateway {
+            self.set_directory(cells);
+        }
+    }
+
+    /// The host imports (`import`) or drops `cell`.
+    pub fn handle_import_cell(&mut self, cell: CellId, import: bool) {
+        if cell == self.cell {
+            return;
+        }
+        if import {
+            if self.imports.insert(cell) {
+                self.ask_members(cell);
+            }
+        } else {
+            self.imports.remove(&cell);
+        }
+    }
+
+    /// A directory message from `from`; `members` lists the home cell's
+    /// members as gossip knows them (called only for a `cell_query` about
+    /// the home cell).
+    pub fn handle_message(
+        &mut self,
+        from: NodeId,
+        msg: PeerMessage,
+        members: impl FnOnce() -> Vec<CellMember>,
+    ) {
+        match msg {
+            PeerMessage::FederationQuery => {
+                let cells = self.directory.values().cloned().collect();
+                self.out.push_back(CellsOut::Send {
+                    to: from,
+                    msg: PeerMessage::FederationView(FederationView { cells }),
+                });
+            }
+            PeerMessage::FederationView(v) => {
+                // A gateway reads the federation itself.
+                if !self.gateway {
+                    self.set_directory(v.cells);
+                }
+            }
+            PeerMessage::CellQuery(CellQuery { cell }) => {
+                if cell == self.cell {
+                    let mut members = members();
+                    members.truncate(MAX_IMPORTED);
+                    self.out.push_back(CellsOut::Send {
+                        to: from,
+                        msg: PeerMessage::CellMembers(CellMembers { cell, members }),
+                    });
+                } else {
+                    tracing::debug!(%from, cell = cell.0, "a cell query about another cell; not answered");
+                }
+            }
+            PeerMessage::CellMembers(m) => {
+                if m.cell == self.cell || !self.imports.contains(&m.cell) {
+                    return;
+                }
+                self.stats.member_answers += 1;
+                let mut infos = Vec::with_capacity(m.members.len().min(MAX_IMPORTED));
+                for member in m.members.into_iter().take(MAX_IMPORTED) {
+                    if member.contact.node != member.info.id {
+                        continue;
+                    }
+                    self.out.push_back(CellsOut::Contact(member.contact));
+                    infos.push(member.info);
+                }
+                self.out.push_back(CellsOut::Import {
+                    cell: m.cell,
+                    members: infos,
+                });
+            }
+            other => {
+                tracing::debug!(kind = other.kind(), "not a cell directory message");
+            }
+        }
+    }
+
+    fn set_directory(&mut self, cells: Vec<CellEntry>) {
+        let mut next = BTreeMap::new();
+        for mut e in cells {
+            if next.len() >= MAX_CELLS {
+                break;
+            }
+            // An id that does not come from its name is not believed.
+            if CellId::from_name(&e.name) != e.cell {
+                continue;
+            }
+            e.gateways.truncate(16);
+            self.out.push_back(CellsOut::Aggregate {
+                cell: e.cell,
+                agg: e.aggregate.clone(),
+            });
+            next.insert(e.cell, e);
+        }
+        self.directory = next;
+    }
+
+    fn ask_members(&mut self, cell: CellId) {
+        let Some(entry) = self.directory.get(&cell) else {
+            return;
+        };
+        if entry.gateways.is_empty() {
+            return;
+        }
+        let g = entry.gateways[self.turn % entry.gateways.len()].clone();
+        self.stats.member_queries += 1;
+        let to = g.node.clone();
+        self.out.push_back(CellsOut::Contact(g));
+        self.out.push_back(CellsOut::Send {
+            to,
+            msg: PeerMessage::CellQuery(CellQuery { cell }),
+        });
+    }
+
+    fn federation_seeds(&self, home_federation: &[String]) -> Vec<String> {
+        let mine = self.cfg.me.federation.as_deref();
+        let mut seen = BTreeSet::new();
+        let known = self
+            .directory
+            .values()
+            .flat_map(|e| e.gateways.iter())
+            .filter_map(|g| g.federation.clone());
+        self.cfg
+            .federation_seeds
+            .iter()
+            .cloned()
+            .chain(home_federation.iter().cloned())
+            .chain(known)
+            .filter(|s| Some(s.as_str()) != mine)
+            .filter(|s| seen.insert(s.clone()))
+            .take(MAX_FEDERATION_SEEDS)
+            .collect()
+    }
+}
+
+/// One gateway as the federation gossip shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FederationMember {
+    /// Its cell's name.
+    pub cell: String,
+    /// Its cell's aggregate, as it publishes it.
+    pub aggregate: CellAggregate,
+    /// Where it is reached.
+    pub contact: Contact,
+}
+
+/// The directory from the live members of the federation gossip: one
+/// entry per cell, its gateways in the order given, its aggregate from the
+/// gateway that counts most members (gateways of one cell see nearly the
+/// same; the fullest view wins, ties to the first).
+pub fn directory_from(members: impl IntoIterator<Item = FederationMember>) -> Vec<CellEntry> {
+    let mut cells: BTreeMap<CellId, CellEntry> = BTreeMap::new();
+    for m in members {
+        let id = CellId::from_name(&m.cell);
+        let room = cells.len() < MAX_CELLS;
+        match cells.get_mut(&id) {
+            Some(e) => {
+                if m.aggregate.members > e.aggregate.members {
+                    e.aggregate = m.aggregate;
+                }
+                e.gateways.push(m.contact);
+            }
+            None if room => {
+                cells.insert(
+                    id,
+                    CellEntry {
+                        cell: id,
+                        name: m.cell,
+                        aggregate: m.aggregate,
+                        gateways: vec![m.contact],
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+    cells.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_protocol::resources::Resources;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn contact(n: &str) -> Contact {
+        Contact {
+            node: id(n),
+            peer_id: format!("peer-{n}"),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 7000 + n.len()),
+            federation: Some(format!("127.0.0.1:{}", 8000 + n.len())),
+        }
+    }
+
+    fn machine(me: &str, cell: &str) -> Cells {
+        Cells::new(
+            CellsConfig {
+                name: cell.into(),
+                me: contact(me),
+                federation_seeds: vec!["10.0.0.9:7702".into()],
+            },
+            Instant::ZERO,
+        )
+    }
+
+    fn drain(c: &mut Cells) -> Vec<CellsOut> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn agg(members: u32) -> CellAggregate {
+        CellAggregate {
+            members,
+            alive: members,
+            ..CellAggregate::default()
+        }
+    }
+
+    fn entry(name: &str, gws: &[&str]) -> CellEntry {
+        CellEntry {
+            cell: CellId::from_name(name),
+            name: name.into(),
+            aggregate: agg(gws.len() as u32),
+            gateways: gws.iter().map(|g| contact(g)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_node_takes_and_gives_up_the_gateway_role_as_the_host_decides() {
+        let mut c = machine("a", "east");
+        c.handle_tick(Instant::ZERO, &[id("b")], &[]);
+        assert!(!c.is_gateway());
+        // Not a gateway: it asks the cell's gateway for the directory.
+        assert_eq!(
+            drain(&mut c),
+            vec![CellsOut::Send {
+                to: id("b"),
+                msg: PeerMessage::FederationQuery
+            }]
+        );
+        // Within the refresh period nothing more is asked.
+        c.handle_tick(Instant::from_millis(500), &[id("b")], &[]);
+        assert!(drain(&mut c).is_empty());
+        // `b` died: the host names `a`.
+        c.handle_tick(
+            Instant::from_millis(600),
+            &[id("a")],
+            &["127.0.0.1:9999".into()],
+        );
+        assert!(c.is_gateway());
+        assert_eq!(
+            drain(&mut c),
+            vec![CellsOut::StartFederation {
+                seeds: vec!["10.0.0.9:7702".into(), "127.0.0.1:9999".into()]
+            }]
+        );
+        // A gateway does not ask for the directory: it reads the federation.
+        c.handle_tick(Instant::from_millis(1000), &[id("a")], &[]);
+        assert!(drain(&mut c).is_empty());
+        c.handle_tick(Instant::from_millis(1200), &[id("c")], &[]);
+        assert!(!c.is_gateway());
+        assert_eq!(drain(&mut c)[0], CellsOut::StopFederation);
+        assert_eq!(c.stats.gateway_starts, 1);
+    }
+
+    #[test]
+    fn the_directory_gives_aggregates_and_imports_ask_the_cells_gateways() {
+        let mut c = machine("a", "east");
+        c.handle_tick(Instant::ZERO, &[id("b")], &[]);
+        drain(&mut c);
+        let west = entry("west", &["w1", "w2"]);
+        let mut forged = entry("forged", &["x"]);
+        forged.cell = CellId(1);
+        c.handle_message(
+            id("b"),
+            PeerMessage::FederationView(FederationView {
+                cells: vec![entry("east", &["b"]), west.clone(), forged],
+            }),
+            Vec::new,
+        );
+        let out = drain(&mut c);
+        assert_eq!(
+            out,
+            vec![
+                CellsOut::Aggregate {
+                    cell: CellId::from_name("east"),
+                    agg: agg(1)
+                },
+                CellsOut::Aggregate {
+                    cell: west.cell,
+                    agg: agg(2)
+                },
+            ]
+        );
+        assert_eq!(c.directory().len(), 2, "the forged id is not believed");
+        // The host imports west: one of its gateways is asked at once.
+        c.handle_import_cell(west.cell, true);
+        let out = drain(&mut c);
+        assert!(matches!(&out[0], CellsOut::Contact(g) if g.node.as_str().starts_with('w')));
+        assert!(matches!(
+            &out[1],
+            CellsOut::Send { msg: PeerMessage::CellQuery(CellQuery { cell }), .. } if *cell == west.cell
+        ));
+        // The answer goes to the host, the contacts to libp2p.
+        let member = CellMember {
+            info: NodeInfo::new(id("w3"), Resources::cpu_mem(4000, 1024), Default::default()),
+            contact: contact("w3"),
+        };
+        let mut liar = member.clone();
+        liar.contact.node = id("other");
+        c.handle_message(
+            id("w1"),
+            PeerMessage::CellMembers(CellMembers {
+                cell: west.cell,
+                members: vec![member.clone(), liar],
+            }),
+            Vec::new,
+        );
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                CellsOut::Contact(contact("w3")),
+                CellsOut::Import {
+                    cell: west.cell,
+                    members: vec![member.info.clone()]
+                }
+            ]
+        );
+        // Refreshed each period while imported; not after the drop.
+        c.handle_tick(Instant::from_millis(1000), &[id("b")], &[]);
+        let asks = drain(&mut c)
+            .into_iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    CellsOut::Send {
+                        msg: PeerMessage::CellQuery(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(asks, 1);
+        c.handle_import_cell(west.cell, false);
+        c.handle_message(
+            id("w1"),
+            PeerMessage::CellMembers(CellMembers {
+                cell: west.cell,
+                members: vec![member],
+            }),
+            Vec::new,
+        );
+        assert!(drain(&mut c).is_empty(), "a late answer is dropped");
+        assert_eq!(c.stats.member_answers, 1);
+    }
+
+    #[test]
+    fn a_gateway_answers_about_its_own_cell_only() {
+        let mut c = machine("a", "east");
+        let member = CellMember {
+            info: NodeInfo::new(id("a"), Resources::cpu_mem(1000, 256), Default::default()),
+            contact: contact("a"),
+        };
+        let m2 = member.clone();
+        c.handle_message(
+            id("z"),
+            PeerMessage::CellQuery(CellQuery {
+                cell: CellId::from_name("east"),
+            }),
+            move || vec![m2],
+        );
+        assert_eq!(
+            drain(&mut c),
+            vec![CellsOut::Send {
+                to: id("z"),
+                msg: PeerMessage::CellMembers(CellMembers {
+                    cell: CellId::from_name("east"),
+                    members: vec![member]
+                })
+            }]
+        );
+        c.handle_message(
+            id("z"),
+            PeerMessage::CellQuery(CellQuery {
+                cell: CellId::from_name("west"),
+            }),
+            || panic!("not asked for another cell"),
+        );
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn the_federation_members_make_one_entry_per_cell() {
+        let m = |cell: &str, n: &str, members: u32| FederationMember {
+            cell: cell.into(),
+            aggregate: agg(members),
+            contact: contact(n),
+        };
+        let d = directory_from(vec![
+            m("east", "e1", 3),
+            m("west", "w1", 5),
+            m("east", "e2", 4),
+        ]);
+        assert_eq!(d.len(), 2);
+        let east = d.iter().find(|e| e.name == "east").unwrap();
+        assert_eq!(east.gateways.len(), 2);
+        assert_eq!(east.aggregate.members, 4, "the fullest view wins");
+    }
+}

@@ -1,0 +1,264 @@
+//! Cells in the node (issue 13): three cells of three agents on loopback,
+//! one gateway per cell. Each cell gossips on its own; the gateways form
+//! the federation. A task that fits only on nodes of another cell is placed
+//! there from its home node, its output read from the home node, and it can
+//! be killed from there; killing that cell's gateway moves the role to
+//! another member and cross-cell placement still works.
+
+mod common;
+
+use common::{Cluster, Node, wait_for};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cells(node: &Node) -> Option<serde_json::Value> {
+    let out = node.cli(&["cells", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The home cell's row as `node` sees it.
+fn home_row(node: &Node) -> Option<serde_json::Value> {
+    let c = cells(node)?;
+    c["cells"]
+        .as_array()?
+        .iter()
+        .find(|r| r["home"] == true)
+        .cloned()
+}
+
+/// The node's cell's gateways as it sees them.
+fn gateways(node: &Node) -> Vec<String> {
+    home_row(node)
+        .and_then(|r| {
+            r["gateways"].as_array().map(|g| {
+                g.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+fn run_big(node: &Node, text: &str) -> String {
+    let out = node.cli(&[
+        "run",
+        "--cpus",
+        "4",
+        "--wait",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo {text} from $AGORA_NODE_ID"),
+    ]);
+    assert!(
+        out.status.success(),
+        "run on {} failed: {}\n{}",
+        node.id,
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("run --json printed {stdout:?}: {e}"));
+    v["tasks"][0]["id"]
+        .as_str()
+        .or_else(|| v["id"].as_str())
+        .or_else(|| v[0]["id"].as_str())
+        .unwrap_or_else(|| panic!("no task id in {v}"))
+        .to_string()
+}
+
+fn task_row(node: &Node, id: &str) -> Option<serde_json::Value> {
+    node.ps()?.into_iter().find(|r| r["id"] == id)
+}
+
+#[test]
+fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
+    let mut cluster = Cluster::new();
+    let key = cluster.key.clone();
+    let names = ["a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"];
+    let fed: Vec<u16> = names.iter().map(|_| free_udp()).collect();
+    let fed_seeds: Vec<String> = fed.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let fed_seeds = fed_seeds.join(",");
+    let mut seeds: Vec<String> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cell = &name[..1];
+        // Only b2 and b3 can take a 4-cpu task.
+        let cpus = if *name == "b2" || *name == "b3" {
+            "8"
+        } else {
+            "1"
+        };
+        let fed_listen = format!("127.0.0.1:{}", fed[i]);
+        let mut extra: Vec<String> = vec![
+            "--cell".into(),
+            cell.into(),
+            "--gateways".into(),
+            "1".into(),
+            "--federation-listen".into(),
+            fed_listen,
+            "--federation-seeds".into(),
+            fed_seeds.clone(),
+            "--cpus".into(),
+            cpus.into(),
+        ];
+        if !seeds.is_empty() {
+            extra.push("--seeds".into());
+            extra.push(seeds.join(","));
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let at = cluster.add(name, &key, &extra);
+        if name.ends_with('1') {
+            seeds.push(cluster.nodes[at].addr());
+        }
+    }
+
+    // Every cell forms on its own: each node sees its own cell's three
+    // members alive, and only them among its nodes.
+    for node in &cluster.nodes {
+        wait_for(&format!("{} to see its cell of 3", node.id), WAIT, || {
+            let r = home_row(node)?;
+            (r["alive"] == 3 && r["name"] == node.id[..1]).then_some(())
+        });
+        let alive = node.alive();
+        assert!(
+            alive.iter().all(|n| n[..1] == node.id[..1]),
+            "{} sees nodes of other cells in its gossip: {alive:?}",
+            node.id
+        );
+    }
+    // The federation forms: every node knows the three cells, each with a
+    // gateway, and exactly one member of each cell says it is the gateway.
+    for node in &cluster.nodes {
+        wait_for(&format!("{} to know 3 cells", node.id), WAIT, || {
+            let c = cells(node)?;
+            let rows = c["cells"].as_array()?;
+            (rows.len() == 3
+                && rows.iter().all(|r| {
+                    r["gateways"].as_array().is_some_and(|g| g.len() == 1) && r["alive"] == 3
+                }))
+            .then_some(())
+        });
+    }
+    for cell in ["a", "b", "c"] {
+        let members: Vec<&Node> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id[..1] == *cell)
+            .collect();
+        let gws: Vec<&str> = members
+            .iter()
+            .filter(|n| cells(n).is_some_and(|c| c["gateway"] == true))
+            .map(|n| n.id.as_str())
+            .collect();
+        assert_eq!(gws.len(), 1, "cell {cell} has one gateway: {gws:?}");
+        assert_eq!(gateways(members[0]), vec![gws[0].to_string()]);
+    }
+
+    // A 4-cpu task submitted in cell a runs in cell b.
+    let home = &cluster.nodes[1]; // a2
+    let id = run_big(home, "first");
+    let row = wait_for("the far task to finish", WAIT, || {
+        task_row(home, &id).filter(|r| r["state"] == "finished")
+    });
+    let ran_on = row["node"].as_str().unwrap().to_string();
+    assert!(ran_on == "b2" || ran_on == "b3", "ran on {ran_on}: {row}");
+    // Its output is read from the home node, in another cell.
+    let logs = home.cli(&["logs", &id]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout).trim(),
+        format!("first from {ran_on}")
+    );
+    // The home node imported cell b.
+    let c = cells(home).unwrap();
+    assert!(
+        c["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "b" && r["imported"] == true),
+        "{c}"
+    );
+
+    // A long far task is killed from its home node.
+    let out = home.cli(&["run", "--cpus", "4", "--json", "--", "sleep", "600"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let long = v["tasks"][0]["id"]
+        .as_str()
+        .or_else(|| v["id"].as_str())
+        .or_else(|| v[0]["id"].as_str())
+        .unwrap()
+        .to_string();
+    wait_for("the long far task to run", WAIT, || {
+        task_row(home, &long).filter(|r| r["state"] == "running")
+    });
+    let kill = home.cli(&["kill", &long]);
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    wait_for("the long far task to be killed", WAIT, || {
+        task_row(home, &long).filter(|r| r["state"] == "killed")
+    });
+
+    // Kill cell b's gateway: another member takes the role, the federation
+    // learns it, and cross-cell placement still works.
+    let b_gateway = gateways(&cluster.nodes[3]).remove(0);
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == b_gateway)
+        .unwrap();
+    let _ = cluster.nodes[victim].signal_and_wait("-KILL");
+    let home = &cluster.nodes[1];
+    let survivor = if victim == 3 { 4 } else { 3 };
+    let new_gateway = wait_for("another gateway in cell b", WAIT, || {
+        let g = gateways(&cluster.nodes[survivor]);
+        (g.len() == 1 && g[0] != b_gateway).then(|| g[0].clone())
+    });
+    wait_for("the home node to learn cell b's new gateway", WAIT, || {
+        let c = cells(home)?;
+        c["cells"]
+            .as_array()?
+            .iter()
+            .any(|r| {
+                r["name"] == "b" && r["gateways"][0] == new_gateway.as_str() && r["alive"] == 2
+            })
+            .then_some(())
+    });
+    let id2 = run_big(home, "second");
+    let row2 = wait_for("the second far task to finish", WAIT, || {
+        task_row(home, &id2).filter(|r| r["state"] == "finished")
+    });
+    let ran2 = row2["node"].as_str().unwrap();
+    assert!(
+        (ran2 == "b2" || ran2 == "b3") && ran2 != b_gateway,
+        "second ran on {ran2} (b's dead gateway was {b_gateway}): {row2}"
+    );
+}
