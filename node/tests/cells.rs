@@ -6,8 +6,10 @@
 //! another member and cross-cell placement still works.
 
 mod common;
+mod prom;
 
-use common::{Cluster, Node, wait_for};
+use common::http::request;
+use common::{Cluster, Node, free_tcp_addr, wait_for};
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -95,6 +97,8 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
     let fed_seeds: Vec<String> = fed.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let fed_seeds = fed_seeds.join(",");
     let mut seeds: Vec<String> = Vec::new();
+    // a2 (the home of the far tasks) serves the HTTP API.
+    let http = free_tcp_addr();
     for (i, name) in names.iter().enumerate() {
         let cell = &name[..1];
         // Only b2 and b3 can take a 4-cpu task.
@@ -116,6 +120,9 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
             "--cpus".into(),
             cpus.into(),
         ];
+        if *name == "a2" {
+            extra.extend(["--http".into(), http.clone(), "--http-public-read".into()]);
+        }
         if !seeds.is_empty() {
             extra.push("--seeds".into());
             extra.push(seeds.join(","));
@@ -168,6 +175,26 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
         assert_eq!(gws.len(), 1, "cell {cell} has one gateway: {gws:?}");
         assert_eq!(gateways(members[0]), vec![gws[0].to_string()]);
     }
+
+    // The API and /metrics of a2 tell the same.
+    let v = request(&http, "GET", "/api/v1/cells", &[], None)
+        .unwrap()
+        .json();
+    assert_eq!(v["cell"], "a", "{v}");
+    let names_seen: Vec<&str> = v["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names_seen, ["a", "b", "c"], "{v}");
+    assert_eq!(v["cells"][1]["cpus_total"], 17.0, "{v}");
+    let text = wait_for("metrics with three cells", WAIT, || {
+        let t = request(&http, "GET", "/metrics", &[], None).ok()?.text();
+        t.contains("agora_cells_known 3").then_some(t)
+    });
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    assert_eq!(prom::metric(&scrape, "agora_cells_known", &[]), 3.0);
 
     // A 4-cpu task submitted in cell a runs in cell b.
     let home = &cluster.nodes[1]; // a2

@@ -40,13 +40,19 @@ impl HttpSide {
                 connected: f.conn.is_some() || Some(&f.id) == http_fw,
             })
             .collect();
-        let snap = ApiSnapshot::from_view(
+        let mut snap = ApiSnapshot::from_view(
             core.host().node_id().clone(),
             &self.cell_id,
             core.host().view(),
             tasks,
             &local,
         );
+        let cells = core.cell_list(0);
+        if let Some(name) = cells.cell.clone() {
+            snap.cells = cells.cells.iter().map(crate::http::CellRow::of).collect();
+            snap.cell = Some((name, cells.gateway));
+            self.metrics.set_cells(&cells);
+        }
         self.metrics.set_gossip_totals(
             gossip.bytes_in,
             gossip.bytes_out,

@@ -244,6 +244,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/api/v1/openapi.json", get(dashboard::openapi))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/cells", get(cells))
         .route("/api/v1/nodes/{id}", get(node))
         .route("/api/v1/tasks", get(tasks).post(submit))
         .route("/api/v1/tasks/{id}", get(task).delete(kill))
@@ -387,6 +388,20 @@ async fn cluster(State(st): State<AppState>) -> Json<ClusterSummary> {
         },
         cells: snap.cells.clone(),
     })
+}
+
+async fn cells(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let snap = st.snapshot();
+    let (cell, gateway) = match &snap.cell {
+        Some((name, gw)) => (Some(name.clone()), *gw),
+        None => (None, false),
+    };
+    Json(json!({
+        "node_id": snap.node_id.as_str(),
+        "cell": cell,
+        "gateway": gateway,
+        "cells": snap.cells,
+    }))
 }
 
 async fn nodes(State(st): State<AppState>) -> Json<serde_json::Value> {

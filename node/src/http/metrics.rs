@@ -41,6 +41,9 @@
 //! | `agora_gossip_local_health` | gauge | |
 //! | `agora_journal_syncs_total` | counter | |
 //! | `agora_journal_write_errors_total` | counter | |
+//! | `agora_cells_known` | gauge | |
+//! | `agora_cells_imported` | gauge | |
+//! | `agora_cell_gateway` | gauge | |
 //! | `agora_data_dir_unavailable` | gauge | `reason` = disk_full, data_dir_read_only, data_dir_unwritable: 1 while this node takes no new tasks for that reason |
 //!
 //! The nine from `agora_socket_connections` to `agora_gossip_isolated`
@@ -126,6 +129,9 @@ pub struct Metrics {
     gossip_probes: Counter,
     gossip_join_pushes: Counter,
     gossip_local_health: Gauge,
+    cells_known: Gauge,
+    cells_imported: Gauge,
+    cell_gateway: Gauge,
     journal_syncs: Counter,
     journal_errors: Counter,
 }
@@ -267,6 +273,24 @@ impl Metrics {
             "The failure detector's local health score: 0 when this node keeps time, up to 8 when it is starved (its timeouts are then up to 9 times longer)",
             gossip_local_health.clone(),
         );
+        let cells_known = Gauge::default();
+        registry.register(
+            "cells_known",
+            "Cells this node knows, its own included (0 in a flat cluster; docs/CELLS.md)",
+            cells_known.clone(),
+        );
+        let cells_imported = Gauge::default();
+        registry.register(
+            "cells_imported",
+            "Other cells whose members this node holds in its view for the frameworks homed here",
+            cells_imported.clone(),
+        );
+        let cell_gateway = Gauge::default();
+        registry.register(
+            "cell_gateway",
+            "1 while this node is one of its cell's gateways (in the federation gossip)",
+            cell_gateway.clone(),
+        );
         let journal_syncs = Counter::default();
         registry.register(
             "journal_syncs",
@@ -300,6 +324,9 @@ impl Metrics {
             gossip_probes,
             gossip_join_pushes,
             gossip_local_health,
+            cells_known,
+            cells_imported,
+            cell_gateway,
             journal_syncs,
             journal_errors,
         };
@@ -392,6 +419,15 @@ impl Metrics {
         self.gossip_local_health.set(to_i64(t.gossip_local_health));
         raise(&self.journal_syncs, t.journal_syncs);
         raise(&self.journal_errors, t.journal_errors);
+    }
+
+    /// The cells gauges, from the node's cell list.
+    pub fn set_cells(&self, list: &agora_protocol::wire::CellList) {
+        self.cells_known.set(to_i64(list.cells.len() as u64));
+        self.cells_imported.set(to_i64(
+            list.cells.iter().filter(|c| c.imported).count() as u64
+        ));
+        self.cell_gateway.set(i64::from(list.gateway));
     }
 
     /// Raises the peer-message counters to the libp2p layer's running totals

@@ -111,6 +111,9 @@ pub struct ApiSnapshot {
     pub frameworks: Vec<FrameworkRow>,
     /// The cells of the cluster; a small cluster is one cell.
     pub cells: Vec<CellRow>,
+    /// This node's cell and whether it is one of its gateways (`None`: a
+    /// flat cluster).
+    pub cell: Option<(String, bool)>,
     /// When the agent produced this snapshot.
     pub produced_at: SystemTime,
 }
@@ -125,6 +128,7 @@ impl ApiSnapshot {
             tasks: Vec::new(),
             frameworks: Vec::new(),
             cells: Vec::new(),
+            cell: None,
             produced_at: SystemTime::now(),
         }
     }
@@ -158,12 +162,48 @@ pub struct FrameworkRow {
 }
 
 /// One cell: a gossip cluster small enough to gossip comfortably.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CellRow {
-    /// The cell's id.
+    /// The cell's id (its name; the cluster id in a flat cluster).
     pub id: String,
     /// How many nodes it has (alive or not).
     pub members: u32,
+    /// How many are alive.
+    pub alive: u32,
+    /// Whether it is this node's cell.
+    pub home: bool,
+    /// Whether this node imported its members (a framework homed here bids
+    /// there).
+    pub imported: bool,
+    /// Its gateways (none in a flat cluster).
+    pub gateways: Vec<String>,
+    /// Its live members' CPUs, in cores.
+    pub cpus_total: f64,
+    /// Of which free.
+    pub cpus_free: f64,
+    /// Its live members' memory, MiB.
+    pub mem_total_mib: u64,
+    /// Of which free.
+    pub mem_free_mib: u64,
+}
+
+impl CellRow {
+    /// The row of a cell as [`agora_protocol::wire::CellRow`] tells it.
+    pub fn of(c: &agora_protocol::wire::CellRow) -> Self {
+        let a = &c.aggregate;
+        CellRow {
+            id: c.name.clone(),
+            members: a.members,
+            alive: a.alive,
+            home: c.home,
+            imported: c.imported,
+            gateways: c.gateways.iter().map(ToString::to_string).collect(),
+            cpus_total: a.total.cpu_millis as f64 / 1000.0,
+            cpus_free: a.free.cpu_millis as f64 / 1000.0,
+            mem_total_mib: a.total.mem_mib,
+            mem_free_mib: a.free.mem_mib,
+        }
+    }
 }
 
 /// An error the agent reports for a command, mapped to an HTTP status:

@@ -132,12 +132,17 @@ impl ApiSnapshot {
         local_frameworks: &[LocalFramework],
     ) -> Self {
         let frameworks = framework_rows(&node_id, view, local_frameworks, &tasks);
+        let agg = agora_protocol::cell::CellAggregate::from_nodes(view.iter());
         ApiSnapshot {
             nodes: node_rows(view),
-            cells: vec![CellRow {
-                id: cell_id.to_string(),
-                members: u32::try_from(view.len()).unwrap_or(u32::MAX),
-            }],
+            cells: vec![CellRow::of(&agora_protocol::wire::CellRow {
+                name: cell_id.to_string(),
+                home: true,
+                imported: false,
+                aggregate: agg,
+                gateways: Vec::new(),
+            })],
+            cell: None,
             node_id,
             tasks,
             frameworks,
@@ -218,12 +223,14 @@ mod tests {
         }];
         let snap = ApiSnapshot::from_view(id("a"), "cell-0", &view, tasks, &fws);
         assert_eq!(snap.nodes.len(), 2);
+        assert_eq!(snap.cells.len(), 1);
         assert_eq!(
-            snap.cells,
-            vec![CellRow {
-                id: "cell-0".into(),
-                members: 2
-            }]
+            (
+                snap.cells[0].id.as_str(),
+                snap.cells[0].members,
+                snap.cells[0].home
+            ),
+            ("cell-0", 2, true)
         );
         assert_eq!(snap.frameworks.len(), 2);
         let cli = snap.frameworks.iter().find(|f| f.id == local).unwrap();

@@ -377,7 +377,13 @@
     for (const c of cells) {
       const box = el("div", "cell");
       box.appendChild(el("strong", "", c.id));
-      box.appendChild(document.createTextNode(" · " + c.members + (c.members === 1 ? " node" : " nodes")));
+      let text = " · " + c.members + (c.members === 1 ? " node" : " nodes");
+      if (c.alive !== undefined && c.alive !== c.members) text += " (" + c.alive + " alive)";
+      if (c.home && cells.length > 1) text += " · home";
+      if (c.imported) text += " · imported";
+      if (c.cpus_total !== undefined) text += " · " + c.cpus_free + "/" + c.cpus_total + " cores free";
+      if (c.gateways && c.gateways.length) text += " · gateways " + c.gateways.join(", ");
+      box.appendChild(document.createTextNode(text));
       cl.appendChild(box);
     }
   }
