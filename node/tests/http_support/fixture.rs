@@ -284,7 +284,16 @@ pub fn cluster_snapshot() -> (ApiSnapshot, Vec<TaskRow>) {
         cells: vec![CellRow {
             id: "cell-0".into(),
             members: 5,
+            alive: 4,
+            home: true,
+            imported: false,
+            gateways: Vec::new(),
+            cpus_total: 40.0,
+            cpus_free: 12.5,
+            mem_total_mib: 163_840,
+            mem_free_mib: 90_000,
         }],
+        cell: None,
         produced_at: SystemTime::now(),
     };
     (snapshot, tasks)
