@@ -21,9 +21,10 @@
 #                     is through it before all have started counts as started
 #   --limit S         give up waiting for each phase after S s [default: 300]
 #   --keep            keep the work directory (logs) and print its path
-#   --cell-size S     reserved: cells do not exist in the node yet; the
-#                     flag is refused until they do (then it is passed to
-#                     every agent)
+#   --cells K         run the agents in K cells (`agora agent --cells K`,
+#                     docs/CELLS.md): formed then means every node sees its
+#                     whole cell alive and knows all K cells, whose live
+#                     members add up to N [default: one flat cluster]
 #
 # AGENT_ARGS="--gossip-interval-ms 1000 ..." adds flags to every agent.
 #
@@ -41,7 +42,7 @@ kill_mode=auto
 sleep_s=30
 limit=300
 keep=0
-cell_size=""
+cells=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --agora) agora="$2"; shift 2 ;;
@@ -52,16 +53,16 @@ while [ $# -gt 0 ]; do
         --sleep) sleep_s="$2"; shift 2 ;;
         --limit) limit="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
-        --cell-size) cell_size="$2"; shift 2 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        --cells) cells="$2"; shift 2 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         --*) echo "cluster.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
         *) break ;;
     esac
 done
 n="${1:?usage: cluster.sh [flags] N TASKS (see --help)}"
 tasks="${2:?usage: cluster.sh [flags] N TASKS (see --help)}"
-if [ -n "$cell_size" ]; then
-    echo "cluster.sh: --cell-size: the node has no cells yet (issue 13); nothing to pass it to" >&2
+if [ -n "$cells" ] && ! [ "$cells" -ge 1 ] 2>/dev/null; then
+    echo "cluster.sh: --cells K needs a number of cells, 1 or more" >&2
     exit 2
 fi
 here="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -99,14 +100,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# N distinct free ports per kind (gossip UDP, p2p TCP, HTTP TCP), held
-# open together so that none repeats.
+# N distinct free ports per kind (gossip UDP, p2p TCP, HTTP TCP, federation
+# UDP), held open together so that none repeats.
 python3 - "$n" >"$work/ports" <<'EOF'
 import socket, sys
 n = int(sys.argv[1]); held = []
 for _ in range(n):
     row = []
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_STREAM):
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_DGRAM):
         s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); held.append(s)
         row.append(str(s.getsockname()[1]))
     print(" ".join(row))
@@ -121,14 +122,20 @@ metric_sum() { # metric_sum NAME_REGEX: the sum over every node's /metrics
 }
 
 seed=""
-# launch I GPORT PPORT HPORT: starts agent nI; its pid goes to pids[I-1].
+# In cells, a node needs a seed of its own cell: the first 8 x K agents
+# (those started before it) seed every later one, and the federation
+# addresses of the first 64 seed every gateway.
+fed_seeds=$(awk 'NR <= 64 {printf "%s127.0.0.1:%s", (NR > 1 ? "," : ""), $4}' "$work/ports")
+# launch I GPORT PPORT HPORT FPORT: starts agent nI; its pid goes to pids[I-1].
 launch() {
-    local i="$1" gport="$2" pport="$3" hport="$4" dir="$work/n$1"
+    local i="$1" gport="$2" pport="$3" hport="$4" fport="$5" dir="$work/n$1"
     mkdir -p "$dir"
     args=(agent --data-dir "$dir" --node-id "n$i" --listen "127.0.0.1:$gport"
         --p2p-listen "127.0.0.1:$pport" --http "127.0.0.1:$hport" --http-public-read
         --cluster-key-file "$work/key" --cpus "$cpus" --mem "$mem" --no-cgroups)
     [ -n "$seed" ] && args+=(--seeds "$seed")
+    [ -n "$cells" ] && args+=(--cells "$cells" --federation-listen "127.0.0.1:$fport"
+        --federation-seeds "$fed_seeds")
     # shellcheck disable=SC2206 # AGENT_ARGS is split on purpose
     [ -n "${AGENT_ARGS:-}" ] && args+=(${AGENT_ARGS})
     "$agora" "${args[@]}" >"$dir/agent.log" 2>&1 &
@@ -136,10 +143,14 @@ launch() {
 }
 i=0
 t_start=$(now)
-while read -r gport pport hport; do
+while read -r gport pport hport fport; do
     i=$((i + 1))
-    launch "$i" "$gport" "$pport" "$hport"
-    [ -z "$seed" ] && seed="127.0.0.1:$gport"
+    launch "$i" "$gport" "$pport" "$hport" "$fport"
+    if [ -z "$cells" ]; then
+        [ -z "$seed" ] && seed="127.0.0.1:$gport"
+    elif [ "$i" -le $((8 * cells)) ]; then
+        seed="${seed:+$seed,}127.0.0.1:$gport"
+    fi
 done <"$work/ports"
 # A port picked free above can be taken by the time its agent starts (at
 # 200 agents, 2 of them found theirs in use): those start again on new
@@ -153,14 +164,14 @@ for _ in 1 2 3; do
                 echo "cluster.sh: the first agent (every other's seed) found its port taken; run again" >&2
                 exit 1
             fi
-            read -r gport pport hport < <(python3 -c '
+            read -r gport pport hport fport < <(python3 -c '
 import socket
-s = [socket.socket(socket.AF_INET, k) for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_STREAM)]
+s = [socket.socket(socket.AF_INET, k) for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_DGRAM)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(" ".join(str(x.getsockname()[1]) for x in s))')
-            sed -i "${i}s/.*/$gport $pport $hport/" "$work/ports"
+            sed -i "${i}s/.*/$gport $pport $hport $fport/" "$work/ports"
             rm -rf "$work/n$i"
-            launch "$i" "$gport" "$pport" "$hport"
+            launch "$i" "$gport" "$pport" "$hport" "$fport"
             again=$((again + 1))
         fi
     done
@@ -168,17 +179,31 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
     echo "cluster.sh: $again agents found their port taken; started them again on new ports"
 done
 
-# Formed: every node's agora_nodes{state="alive"} is N.
+# Formed: every node's agora_nodes{state="alive"} is N; in cells, every
+# node sees all of its cell alive (the cell's size: how many nodes say
+# they are in it) and knows K cells whose live members add up to N.
+cells_formed() { # prints how many nodes see the cluster formed
+    python3 "$here/scripts/bench/cells_formed.py" "$work/ports" "$n" "$cells"
+}
 formed=""
 ok=0
 while [ "$(since "$t_start" | cut -d. -f1)" -lt "$limit" ]; do
-    ok=$(awk '{print $3}' "$work/ports" | xargs -P 8 -I{} curl -s --max-time 5 "http://127.0.0.1:{}/metrics" |
-        awk -v n="$n" '/^agora_nodes\{state="alive"\}/ && $NF == n {c++} END {print c + 0}' || true)
+    if [ -n "$cells" ]; then
+        ok=$(cells_formed || echo 0)
+    else
+        ok=$(awk '{print $3}' "$work/ports" | xargs -P 8 -I{} curl -s --max-time 5 "http://127.0.0.1:{}/metrics" |
+            awk -v n="$n" '/^agora_nodes\{state="alive"\}/ && $NF == n {c++} END {print c + 0}' || true)
+    fi
     if [ "$ok" -ge "$n" ]; then formed=$(since "$t_start"); break; fi
     sleep 0.2
 done
-[ -n "$formed" ] || { echo "cluster.sh: the cluster did not form in $limit s ($ok of $n nodes see all $n alive)" >&2; exit 1; }
-echo "formed: every node sees $n alive after ${formed} s (from the first agent's start)"
+if [ -n "$cells" ]; then
+    [ -n "$formed" ] || { echo "cluster.sh: the cells did not form in $limit s ($ok of $n nodes see their cell whole and all $cells cells)" >&2; exit 1; }
+    echo "formed: every node sees its cell whole and all $cells cells ($n nodes) after ${formed} s (from the first agent's start)"
+else
+    [ -n "$formed" ] || { echo "cluster.sh: the cluster did not form in $limit s ($ok of $n nodes see all $n alive)" >&2; exit 1; }
+    echo "formed: every node sees $n alive after ${formed} s (from the first agent's start)"
+fi
 
 sock="$work/n1/agora.sock"
 cli() { "$agora" --socket "$sock" --timeout 60 "$@"; }
