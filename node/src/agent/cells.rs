@@ -40,6 +40,9 @@ use std::time::Duration;
 /// How often a non-gateway refreshes its directory and every node its
 /// imported cells.
 pub const REFRESH: Duration = Duration::from_secs(1);
+/// How long the host must name this node a gateway (or stop naming it)
+/// before the node takes (or gives up) the role.
+pub const ROLE_SETTLE: Duration = Duration::from_secs(1);
 /// The most seeds a starting federation gossip is given.
 pub const MAX_FEDERATION_SEEDS: usize = 64;
 
@@ -110,6 +113,8 @@ pub struct Cells {
     cell: CellId,
     directory: BTreeMap<CellId, CellEntry>,
     gateway: bool,
+    /// What the host last said about the role, and since when.
+    wanted: Option<(bool, Instant)>,
     imports: BTreeSet<CellId>,
     next_refresh: Instant,
     turn: usize,
@@ -126,6 +131,7 @@ impl Cells {
             cfg,
             directory: BTreeMap::new(),
             gateway: false,
+            wanted: None,
             imports: BTreeSet::new(),
             next_refresh: now,
             turn: 0,
@@ -161,7 +167,10 @@ impl Cells {
 
     /// When [`Cells::handle_tick`] has work next.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_refresh
+        match self.wanted {
+            Some((w, since)) if w != self.gateway => self.next_refresh.min(since + ROLE_SETTLE),
+            _ => self.next_refresh,
+        }
     }
 
     /// The next thing to do.
@@ -175,7 +184,17 @@ impl Cells {
     /// directory and the imported cells' members.
     pub fn handle_tick(&mut self, now: Instant, gateways: &[NodeId], home_federation: &[String]) {
         let want = gateways.contains(&self.cfg.me.node);
-        if want != self.gateway {
+        // The role changes once the host has said so for ROLE_SETTLE: a
+        // node that starts alone is its cell's gateway until its first
+        // gossip exchange, and should not join the federation for that.
+        match self.wanted {
+            Some((w, _)) if w == want => {}
+            _ => self.wanted = Some((want, now)),
+        }
+        let settled = self
+            .wanted
+            .is_some_and(|(_, since)| now >= since + ROLE_SETTLE);
+        if want != self.gateway && settled {
             self.gateway = want;
             if want {
                 self.stats.gateway_starts += 1;
@@ -459,9 +478,19 @@ mod tests {
         // Within the refresh period nothing more is asked.
         c.handle_tick(Instant::from_millis(500), &[id("b")], &[]);
         assert!(drain(&mut c).is_empty());
-        // `b` died: the host names `a`.
+        // `b` died: the host names `a`, which takes the role once that has
+        // held for ROLE_SETTLE (not for a moment's view).
+        c.handle_tick(Instant::from_millis(600), &[id("a")], &[]);
+        assert!(!c.is_gateway());
+        c.handle_tick(Instant::from_millis(700), &[id("b")], &[]);
+        c.handle_tick(Instant::from_millis(800), &[id("a")], &[]);
+        c.handle_tick(Instant::from_millis(1700), &[id("a")], &[]);
+        assert!(!c.is_gateway(), "named again at 800 ms: not settled yet");
+        // The next refresh is at 2700 ms; the role is due before.
+        assert_eq!(c.poll_timeout(), Instant::from_millis(1800));
+        drain(&mut c);
         c.handle_tick(
-            Instant::from_millis(600),
+            Instant::from_millis(1800),
             &[id("a")],
             &["127.0.0.1:9999".into()],
         );
@@ -473,9 +502,11 @@ mod tests {
             }]
         );
         // A gateway does not ask for the directory: it reads the federation.
-        c.handle_tick(Instant::from_millis(1000), &[id("a")], &[]);
+        c.handle_tick(Instant::from_millis(2900), &[id("a")], &[]);
         assert!(drain(&mut c).is_empty());
-        c.handle_tick(Instant::from_millis(1200), &[id("c")], &[]);
+        c.handle_tick(Instant::from_millis(3000), &[id("c")], &[]);
+        assert!(c.is_gateway(), "gives the role up only once settled too");
+        c.handle_tick(Instant::from_millis(4000), &[id("c")], &[]);
         assert!(!c.is_gateway());
         assert_eq!(drain(&mut c)[0], CellsOut::StopFederation);
         assert_eq!(c.stats.gateway_starts, 1);
