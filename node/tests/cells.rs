@@ -3,7 +3,9 @@
 //! the federation. A task that fits only on nodes of another cell is placed
 //! there from its home node, its output read from the home node, and it can
 //! be killed from there; killing that cell's gateway moves the role to
-//! another member and cross-cell placement still works.
+//! another member and cross-cell placement still works. A job larger than
+//! its home cell spills one task over, as the simulator predicts for the
+//! same scenario (sim/tests/runs.rs).
 
 mod common;
 mod prom;
@@ -196,8 +198,48 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     assert_eq!(prom::metric(&scrape, "agora_cells_known", &[]), 3.0);
 
-    // A 4-cpu task submitted in cell a runs in cell b.
+    // The simulator's scenario (sim/tests/runs.rs,
+    // a_task_the_home_cell_cannot_take_crosses_as_on_the_node): four tasks
+    // of a whole small node from one framework; its home cell takes three
+    // and the fourth crosses to another cell.
     let home = &cluster.nodes[1]; // a2
+    let out = home.cli(&[
+        "run", "--count", "4", "--cpus", "1", "--name", "fill", "--", "sleep", "600",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let placed = wait_for("the four fill tasks to run", WAIT, || {
+        let rows: Vec<serde_json::Value> = home
+            .ps()?
+            .into_iter()
+            .filter(|r| r["name"] == "fill" && r["state"] == "running")
+            .collect();
+        (rows.len() == 4).then_some(rows)
+    });
+    let away: Vec<&str> = placed
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .filter(|n| !n.starts_with('a'))
+        .collect();
+    assert_eq!(away.len(), 1, "one of four crosses: {placed:?}");
+    let kill = home.cli(&["kill", "--name", "fill"]);
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    wait_for("the fill tasks to end", WAIT, || {
+        home.ps()?
+            .iter()
+            .filter(|r| r["name"] == "fill")
+            .all(|r| r["state"] == "killed")
+            .then_some(())
+    });
+
+    // A 4-cpu task submitted in cell a runs in cell b.
     let id = run_big(home, "first");
     let row = wait_for("the far task to finish", WAIT, || {
         task_row(home, &id).filter(|r| r["state"] == "finished")

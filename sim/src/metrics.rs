@@ -143,6 +143,9 @@ pub struct SchedulerReport {
     pub tasks_lost_unreported: u64,
     /// Tasks lost with a crashed node and reported to their framework.
     pub tasks_lost_reported: u64,
+    /// Tasks launched in a cell other than their framework's home cell
+    /// (auction runs with cells; 0 otherwise).
+    pub tasks_placed_across_cells: u64,
     /// Wall-clock seconds this scheduler's run took (with `all`, the auction
     /// runs on its own thread beside the baselines).
     pub wall_s: f64,
@@ -212,6 +215,8 @@ pub struct Collector {
     pub lost_unreported: u64,
     /// Tasks reported lost to their framework (their node crashed).
     pub lost_reported: u64,
+    /// Tasks launched outside their framework's home cell.
+    pub cross_cell: u64,
     busy_millis: u64,
     busy_integral: f64,
     last_change: Micros,
@@ -323,6 +328,7 @@ impl Collector {
             overcommit_violations: self.overcommit,
             tasks_lost_unreported: self.lost_unreported,
             tasks_lost_reported: self.lost_reported,
+            tasks_placed_across_cells: self.cross_cell,
             wall_s: self.wall_s,
         }
     }

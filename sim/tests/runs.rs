@@ -495,3 +495,64 @@ fn bad_arguments_are_refused_with_a_reason() {
             .contains("unknown scheduler")
     );
 }
+
+/// The scenario node/tests/cells.rs runs on real agents, in the simulator:
+/// three cells of three nodes, and one framework that asks for four tasks
+/// of a whole node each. Its home cell takes three; the host sends the
+/// fourth to another cell (the node's `cells` test: a task home cannot take
+/// is placed in another cell). Both drive the same `Host` code.
+#[test]
+fn a_task_the_home_cell_cannot_take_crosses_as_on_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("four.csv");
+    std::fs::write(
+        &csv,
+        "arrival_s,framework,cpus,mem_mib,duration_s\n\
+         0.5,big,2,1024,60\n0.5,big,2,1024,60\n0.5,big,2,1024,60\n0.5,big,2,1024,60\n",
+    )
+    .unwrap();
+    let csv = csv.display().to_string();
+    let a = Args::parse_from([
+        "agora-sim",
+        "--nodes",
+        "9",
+        "--cell-size",
+        "3",
+        "--cores-per-node",
+        "2",
+        "--duration",
+        "15",
+        "--workload",
+        &csv,
+        "--scheduler",
+        "auction",
+        "--quiet",
+    ]);
+    let o = simulate(&a, &params(&a).unwrap()).unwrap();
+    let r = &o.report.schedulers["auction"];
+    assert_eq!(r.tasks_submitted, 4, "{r:?}");
+    assert_eq!(
+        r.tasks_placed_across_cells, 1,
+        "three tasks fill the home cell and one crosses: {r:?}"
+    );
+    assert_eq!(r.overcommit_violations, 0);
+    // One cell of nine: all four fit at home, nothing crosses.
+    let one = Args::parse_from([
+        "agora-sim",
+        "--nodes",
+        "9",
+        "--cell-size",
+        "9",
+        "--cores-per-node",
+        "2",
+        "--duration",
+        "15",
+        "--workload",
+        &csv,
+        "--scheduler",
+        "auction",
+        "--quiet",
+    ]);
+    let o = simulate(&one, &params(&one).unwrap()).unwrap();
+    assert_eq!(o.report.schedulers["auction"].tasks_placed_across_cells, 0);
+}

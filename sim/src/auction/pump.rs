@@ -89,6 +89,14 @@ impl AuctionSim {
                     .copied()
                     .unwrap_or(0);
                 let res = l.spec.resources;
+                let home_cell = self
+                    .bidders
+                    .iter()
+                    .find(|b| b.fw == fw)
+                    .map(|b| self.nodes[b.home as usize].cell);
+                if home_cell.is_some_and(|c| c != self.nodes[n as usize].cell) {
+                    self.c.cross_cell += 1;
+                }
                 let node = &mut self.nodes[n as usize];
                 node.exec_used = node.exec_used.saturating_add(&res);
                 node.exec.insert(l.task_id.clone(), Running { res, fw });
