@@ -78,8 +78,18 @@ pub enum Score {
 /// Tunables of a bidder.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Bids sent per attempt (d in power-of-d choices).
+    /// Bids sent per attempt when no candidate has room for the task in the
+    /// view: the bids queue at full nodes, and the first to free room wins
+    /// (d in power-of-d choices).
     pub candidates: usize,
+    /// Bids sent per attempt when the best-ranked candidate has room for
+    /// the task in the view, after what this bidder's own unanswered bids
+    /// ask of each node. Such a bid does not wait at its node (a node
+    /// whose room went to someone else rejects it at the end of its
+    /// window, with its free vector, and the task is tried again at once
+    /// elsewhere), so one is enough: a burst of tasks costs about one bid
+    /// per task (docs/PROTOCOL.md, "A burst of tasks"). At most `candidates`.
+    pub candidates_with_room: usize,
     /// Candidates are drawn at random among this many best-scored nodes.
     pub best_of: usize,
     /// At most this many nodes are examined per attempt.
@@ -120,6 +130,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             candidates: 2,
+            candidates_with_room: 1,
             best_of: 4,
             scan_limit: 64,
             score: Score::BestFit,
@@ -267,6 +278,9 @@ struct Task {
 struct OutBid {
     task_id: TaskId,
     node: NodeId,
+    /// What the bid asks for: counted in `Bidder::asked` while the bid is
+    /// live (sent, not withdrawn, not answered).
+    resources: Resources,
     /// A `Withdraw` was sent: the node gives back an award it made for this
     /// bid by itself, so no `Release` is needed.
     withdrawn: bool,
@@ -298,6 +312,12 @@ pub struct Bidder<R> {
     active: usize,
     ended: VecDeque<TaskId>,
     bids: BTreeMap<BidId, OutBid>,
+    /// node → what this bidder's live bids there ask for in all: the view's
+    /// free vector of a node does not count them until the node has
+    /// answered (a gossiped or rejected free vector is the node's ledger,
+    /// which holds awards, not bids on their way or waiting), so choosing
+    /// subtracts them. Only nodes with live bids have an entry.
+    asked: BTreeMap<NodeId, Resources>,
     timers: BTreeSet<(Instant, Timer)>,
     /// job name → attribute key → value → tasks of the job that hold a node
     /// with that value (see `Task::holds`): what `unique` and `spread` read.
@@ -329,6 +349,7 @@ impl<R: Rng> Bidder<R> {
             active: 0,
             ended: VecDeque::new(),
             bids: BTreeMap::new(),
+            asked: BTreeMap::new(),
             timers: BTreeSet::new(),
             jobs: crate::FixedHashMap::default(),
             transmits: VecDeque::new(),
@@ -692,14 +713,19 @@ impl<R: Rng> Bidder<R> {
                 let task_id = a.task_id.clone();
                 let (won, withdrawn) = match self.bids.get(&a.bid_id) {
                     Some(b) if b.node == from && b.task_id == task_id => {
-                        let withdrawn = b.withdrawn;
+                        let (withdrawn, asked) = (b.withdrawn, b.resources);
                         self.take_bid(a.bid_id);
                         self.stats.bids_awarded += 1;
                         // A winning bid's hold on its node becomes the
                         // placement's; a losing one's goes (a withdrawn
                         // bid's went when it was withdrawn).
                         let won = self.take_award(now, &task_id, a.bid_id, &from, a.lease_id);
-                        if !won && !withdrawn {
+                        if won {
+                            // The lease is in the node's ledger now, but
+                            // perhaps not yet in the free vector the view
+                            // holds: count it there until the next update.
+                            view.note_award(&from, &asked);
+                        } else if !withdrawn {
                             self.unhold(&task_id, &from);
                         }
                         (won, withdrawn)

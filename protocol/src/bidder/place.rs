@@ -104,9 +104,9 @@ impl<R: Rng> Bidder<R> {
         let spec = task.spec.clone();
         let pinned = task.pinned.clone();
         let submitted = task.submitted;
-        let chosen: Vec<NodeId> = match &pinned {
+        let (chosen, with_room): (Vec<NodeId>, bool) = match &pinned {
             Some(node) => match view.get(node) {
-                Some(info) if info.alive => vec![node.clone()],
+                Some(info) if info.alive => (vec![node.clone()], false),
                 _ => {
                     self.end(
                         task_id,
@@ -118,6 +118,14 @@ impl<R: Rng> Bidder<R> {
                 }
             },
             None => self.choose(&spec, view),
+        };
+        // A bid on a node that has room does not wait there: if the room
+        // went to someone else, its reject (with the node's free vector)
+        // sends the task elsewhere at once. Bids on full nodes wait.
+        let wait = if with_room {
+            Duration::ZERO
+        } else {
+            self.config.bid_wait
         };
         if chosen.is_empty() {
             if let Some(t) = self.tasks.get_mut(task_id) {
@@ -151,16 +159,17 @@ impl<R: Rng> Bidder<R> {
                 OutBid {
                     task_id: task_id.clone(),
                     node: node.clone(),
+                    resources: spec.resources,
                     withdrawn: false,
                     expires,
                 },
             );
+            self.ask(&node, &spec.resources);
             if let Some(info) = view.get(&node) {
                 let attrs = info.attrs.clone();
                 self.hold(task_id, &node, &attrs);
             }
             open.insert(bid_id);
-            view.note_award(&node, &spec.resources);
             self.timers.insert((expires, Timer::BidTimeout(bid_id)));
             self.transmits.push_back(Transmit {
                 to: node,
@@ -171,7 +180,7 @@ impl<R: Rng> Bidder<R> {
                     weight: self.weight,
                     spec: Box::new(spec.clone()),
                     price: 0,
-                    wait_ms: millis_u32(self.config.bid_wait),
+                    wait_ms: millis_u32(wait),
                 }),
             });
         }
@@ -182,9 +191,13 @@ impl<R: Rng> Bidder<R> {
     }
 
     /// Candidates: alive, big enough in total, admitted; for a `spread` task
-    /// only those with the job's least-used value; ranked; `candidates`
-    /// drawn from the best few.
-    pub(super) fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> Vec<NodeId> {
+    /// only those with the job's least-used value; ranked; drawn from the
+    /// best few: `candidates_with_room` of those with room when the best
+    /// has room (true in the answer), else `candidates`. Room is the view's
+    /// free vector less this bidder's live bids there ([`Bidder::free_for_me`]),
+    /// so a burst of tasks spreads over nodes by what each can still take
+    /// instead of piling onto the one the view shows freest.
+    pub(super) fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> (Vec<NodeId>, bool) {
         let empty = Placed::new();
         let placed = self.jobs.get(&spec.name).unwrap_or(&empty);
         let sample = view.sample(&mut self.rng, self.config.scan_limit);
@@ -196,14 +209,14 @@ impl<R: Rng> Bidder<R> {
             .filter(|n| n.alive && spec.resources.fits_in(&n.total))
             .filter(|n| admits_all(&spec.constraints, &n.attrs, placed))
             .map(|n| {
-                let full = !spec.resources.fits_in(&n.free);
+                let free = self.free_for_me(n);
+                let full = !spec.resources.fits_in(&free);
                 let penalty: u32 = spec
                     .constraints
                     .iter()
                     .map(|c| c.spread_penalty(&n.attrs, placed))
                     .sum();
-                let left = n
-                    .free
+                let left = free
                     .saturating_sub(&spec.resources)
                     .dominant_share(&n.total);
                 // A full node's fit says nothing about when it will have
@@ -260,12 +273,22 @@ impl<R: Rng> Bidder<R> {
                 .then(a.3.cmp(&b.3))
         });
         scored.truncate(self.config.best_of.max(self.config.candidates));
+        let with_room = scored.first().is_some_and(|s| !s.0);
+        let want = if with_room {
+            // Only among those with room (the sort put them first).
+            scored.retain(|s| !s.0);
+            self.config
+                .candidates_with_room
+                .clamp(1, self.config.candidates.max(1))
+        } else {
+            self.config.candidates
+        };
         let mut out = Vec::new();
-        while out.len() < self.config.candidates && !scored.is_empty() {
+        while out.len() < want && !scored.is_empty() {
             let i = self.rng.random_range(0..scored.len());
             out.push(scored.swap_remove(i).4.id.clone());
         }
-        out
+        (out, with_room)
     }
 
     pub(super) fn backoff(&mut self, task_id: &TaskId) -> Duration {
