@@ -590,11 +590,8 @@ fn bidder_confirms_the_first_award_and_withdraws_or_releases_the_rest() {
         ("b", 8192, 8192, 1),
         ("c", 8192, 8192, 1),
     ]);
-    // Two bids even though the nodes have room, to see what happens to
-    // the one that loses.
     let mut b = bidder_with(bidder::Config {
         candidates: 2,
-        candidates_with_room: 2,
         ..bidder::Config::default()
     });
     let task = b.submit(ms(0), spec(1000, 1024)).unwrap();

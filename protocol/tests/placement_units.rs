@@ -255,11 +255,7 @@ fn spread_prefers_a_value_with_room_now_over_a_less_used_full_one() {
 #[test]
 fn a_withdrawn_bid_frees_its_node_for_the_next_unique_task_at_once() {
     let mut v = labelled(&[("a", 4000, &[]), ("b", 4000, &[])]);
-    // Two bids per task even on nodes with room, so one gets withdrawn.
-    let mut b = bidder_with(bidder::Config {
-        candidates_with_room: 2,
-        ..bidder::Config::default()
-    });
+    let mut b = bidder_with(bidder::Config::default());
     let s = constrained("web", 250, &["hostname:unique"]);
     let first = b.submit(ms(0), s.clone()).unwrap();
     let second = b.submit(ms(0), s).unwrap();

@@ -82,14 +82,21 @@ pub struct Config {
     /// view: the bids queue at full nodes, and the first to free room wins
     /// (d in power-of-d choices).
     pub candidates: usize,
-    /// Bids sent per attempt when the best-ranked candidate has room for
-    /// the task in the view, after what this bidder's own unanswered bids
-    /// ask of each node. Such a bid does not wait at its node (a node
-    /// whose room went to someone else rejects it at the end of its
-    /// window, with its free vector, and the task is tried again at once
-    /// elsewhere), so one is enough: a burst of tasks costs about one bid
-    /// per task (docs/PROTOCOL.md, "A burst of tasks"). At most `candidates`.
+    /// In a burst (see `burst_tasks`), bids sent per attempt when the
+    /// best-ranked candidate has room for the task in the view, after what
+    /// this bidder's own unanswered bids ask of each node; they go to
+    /// candidates with room only. At most `candidates`. One: a burst of
+    /// tasks then costs about one bid per task instead of `candidates`
+    /// (docs/PROTOCOL.md, "A burst of tasks").
     pub candidates_with_room: usize,
+    /// At least this many tasks due for a placement attempt at the same
+    /// instant (one submit of many tasks, many submits at one instant, or
+    /// many retries at once) are a burst. Outside one, every attempt sends `candidates` bids: the
+    /// extra bid is cheap insurance against a lost message (a lone lost
+    /// bid costs a `bid_timeout`) and a stale view. In a burst it would
+    /// multiply the load on every node by `candidates`, and the bidder's
+    /// own accounting of its live bids keeps its view close to the truth.
+    pub burst_tasks: usize,
     /// Candidates are drawn at random among this many best-scored nodes.
     pub best_of: usize,
     /// At most this many nodes are examined per attempt.
@@ -131,6 +138,7 @@ impl Default for Config {
         Config {
             candidates: 2,
             candidates_with_room: 1,
+            burst_tasks: 16,
             best_of: 4,
             scan_limit: 64,
             score: Score::BestFit,
@@ -318,6 +326,12 @@ pub struct Bidder<R> {
     /// which holds awards, not bids on their way or waiting), so choosing
     /// subtracts them. Only nodes with live bids have an entry.
     asked: BTreeMap<NodeId, Resources>,
+    /// Placement attempts due in the `handle_timeout` call running now.
+    due_now: usize,
+    /// The instant of the latest placement attempt, and how many were made
+    /// at that instant (across calls: a framework that submits its tasks
+    /// one by one at one instant also makes a burst).
+    attempts_at: (Instant, usize),
     timers: BTreeSet<(Instant, Timer)>,
     /// job name → attribute key → value → tasks of the job that hold a node
     /// with that value (see `Task::holds`): what `unique` and `spread` read.
@@ -350,6 +364,8 @@ impl<R: Rng> Bidder<R> {
             ended: VecDeque::new(),
             bids: BTreeMap::new(),
             asked: BTreeMap::new(),
+            due_now: 0,
+            attempts_at: (Instant::ZERO, 0),
             timers: BTreeSet::new(),
             jobs: crate::FixedHashMap::default(),
             transmits: VecDeque::new(),
@@ -679,6 +695,13 @@ impl<R: Rng> Bidder<R> {
     /// Runs every timer due at `now`: placement attempts, bid timeouts,
     /// confirm and kill re-sends, give-ups.
     pub fn handle_timeout(&mut self, now: Instant, view: &mut ClusterView) {
+        let due = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .filter(|(_, timer)| matches!(timer, Timer::Retry(_)))
+            .count();
+        self.due_now = due;
         while let Some((t, _)) = self.timers.first() {
             if *t > now {
                 break;
@@ -694,6 +717,7 @@ impl<R: Rng> Bidder<R> {
                 Timer::RestoreEnd => self.restore_window_ended(now),
             }
         }
+        self.due_now = 0;
     }
 
     /// Handles a message from node `from`: awards, rejects, confirm answers

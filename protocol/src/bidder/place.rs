@@ -104,9 +104,9 @@ impl<R: Rng> Bidder<R> {
         let spec = task.spec.clone();
         let pinned = task.pinned.clone();
         let submitted = task.submitted;
-        let (chosen, with_room): (Vec<NodeId>, bool) = match &pinned {
+        let chosen: Vec<NodeId> = match &pinned {
             Some(node) => match view.get(node) {
-                Some(info) if info.alive => (vec![node.clone()], false),
+                Some(info) if info.alive => vec![node.clone()],
                 _ => {
                     self.end(
                         task_id,
@@ -117,15 +117,14 @@ impl<R: Rng> Bidder<R> {
                     return;
                 }
             },
-            None => self.choose(&spec, view),
-        };
-        // A bid on a node that has room does not wait there: if the room
-        // went to someone else, its reject (with the node's free vector)
-        // sends the task elsewhere at once. Bids on full nodes wait.
-        let wait = if with_room {
-            Duration::ZERO
-        } else {
-            self.config.bid_wait
+            None => {
+                if self.attempts_at.0 != now {
+                    self.attempts_at = (now, 0);
+                }
+                self.attempts_at.1 += 1;
+                let burst = self.due_now.max(self.attempts_at.1) >= self.config.burst_tasks;
+                self.choose(&spec, view, burst)
+            }
         };
         if chosen.is_empty() {
             if let Some(t) = self.tasks.get_mut(task_id) {
@@ -180,7 +179,7 @@ impl<R: Rng> Bidder<R> {
                     weight: self.weight,
                     spec: Box::new(spec.clone()),
                     price: 0,
-                    wait_ms: millis_u32(wait),
+                    wait_ms: millis_u32(self.config.bid_wait),
                 }),
             });
         }
@@ -191,13 +190,19 @@ impl<R: Rng> Bidder<R> {
     }
 
     /// Candidates: alive, big enough in total, admitted; for a `spread` task
-    /// only those with the job's least-used value; ranked; drawn from the
-    /// best few: `candidates_with_room` of those with room when the best
-    /// has room (true in the answer), else `candidates`. Room is the view's
-    /// free vector less this bidder's live bids there ([`Bidder::free_for_me`]),
-    /// so a burst of tasks spreads over nodes by what each can still take
-    /// instead of piling onto the one the view shows freest.
-    pub(super) fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> (Vec<NodeId>, bool) {
+    /// only those with the job's least-used value; ranked; `candidates`
+    /// drawn from the best few, or in a `burst` (see `Config::burst_tasks`)
+    /// `candidates_with_room` of those with room when the best has room.
+    /// Room is the view's free vector less this bidder's live bids there
+    /// ([`Bidder::free_for_me`]), so a burst of tasks spreads over nodes by
+    /// what each can still take instead of piling onto the one the view
+    /// shows freest.
+    pub(super) fn choose(
+        &mut self,
+        spec: &TaskSpec,
+        view: &ClusterView,
+        burst: bool,
+    ) -> Vec<NodeId> {
         let empty = Placed::new();
         let placed = self.jobs.get(&spec.name).unwrap_or(&empty);
         let sample = view.sample(&mut self.rng, self.config.scan_limit);
@@ -273,8 +278,7 @@ impl<R: Rng> Bidder<R> {
                 .then(a.3.cmp(&b.3))
         });
         scored.truncate(self.config.best_of.max(self.config.candidates));
-        let with_room = scored.first().is_some_and(|s| !s.0);
-        let want = if with_room {
+        let want = if burst && scored.first().is_some_and(|s| !s.0) {
             // Only among those with room (the sort put them first).
             scored.retain(|s| !s.0);
             self.config
@@ -288,7 +292,7 @@ impl<R: Rng> Bidder<R> {
             let i = self.rng.random_range(0..scored.len());
             out.push(scored.swap_remove(i).4.id.clone());
         }
-        (out, with_room)
+        out
     }
 
     pub(super) fn backoff(&mut self, task_id: &TaskId) -> Duration {
