@@ -164,3 +164,71 @@ fn unanswered_bids_count_against_a_node_until_it_answers() {
     );
     assert_eq!(b.outstanding_bids(), 2);
 }
+
+/// A burst whose bids all time out (its nodes too swamped to answer in
+/// time) retries as a burst: one bid per task again, although the retries'
+/// jittered backoffs spread them over many instants.
+#[test]
+fn a_burst_that_times_out_retries_with_one_bid_per_task() {
+    use agora_protocol::constraint::Attributes;
+    use agora_protocol::ids::{FrameworkId, NodeId};
+    use agora_protocol::time::Instant;
+    use agora_protocol::view::{ClusterView, NodeInfo};
+    use agora_protocol::wire::PeerMessage;
+    use rand::SeedableRng;
+
+    let mut v = ClusterView::new();
+    for i in 0..50 {
+        let id = NodeId::new(format!("n{i}")).unwrap();
+        v.upsert(NodeInfo::new(
+            id,
+            Resources::cpu_mem(1000, 256),
+            Attributes::default(),
+        ));
+    }
+    let cfg = bidder::Config::default();
+    let mut b = bidder::Bidder::new(
+        NodeId::new("home").unwrap(),
+        FrameworkId::new("f@home").unwrap(),
+        1,
+        cfg.clone(),
+        rand_chacha::ChaCha8Rng::seed_from_u64(3),
+    );
+    // The tasks of the bids one call sent.
+    let bids = |b: &mut bidder::Bidder<_>| {
+        let mut tasks = Vec::new();
+        while let Some(x) = b.poll_transmit() {
+            if let PeerMessage::Bid(bid) = x.msg {
+                tasks.push(bid.task_id);
+            }
+        }
+        tasks
+    };
+    for _ in 0..200 {
+        let spec = TaskSpec::new(
+            "t",
+            Command::Shell("true".into()),
+            Resources::cpu_mem(10, 0),
+        );
+        b.submit(Instant::ZERO, spec).unwrap();
+    }
+    b.handle_timeout(Instant::ZERO, &mut v);
+    assert_eq!(bids(&mut b).len(), 200, "one bid per task");
+    // Nothing answers: every bid times out, and each task retries after
+    // its own backoff, then times out again, and once more.
+    let (mut attempts, mut retried) = (0, 0);
+    let end = Instant::ZERO + cfg.bid_timeout * 3 + cfg.backoff_max;
+    while let Some(t) = b.poll_timeout().filter(|t| *t <= end) {
+        b.handle_timeout(t, &mut v);
+        let mut tasks = bids(&mut b);
+        retried += tasks.len();
+        tasks.sort_unstable();
+        tasks.dedup();
+        attempts += tasks.len();
+    }
+    assert!(
+        attempts >= 400,
+        "the tasks retried twice or more: {attempts} attempts"
+    );
+    assert_eq!(retried, attempts, "every retry sent one bid");
+}

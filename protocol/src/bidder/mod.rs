@@ -234,6 +234,11 @@ pub struct Stats {
     pub restored: u64,
     /// Restored tasks that no node reported and that were placed again.
     pub replaced_after_restart: u64,
+    /// Awards that came after their bid had timed out, for a task still
+    /// waiting for a place, and that the task took (counted in
+    /// `late_answers` too): a node slower to answer than `bid_timeout`
+    /// still places the task, instead of it bidding again elsewhere.
+    pub late_awards_taken: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,6 +285,10 @@ struct Task {
     /// went out. Nodes without attributes are not listed: they count for
     /// nothing in the tally.
     holds: Vec<(NodeId, Attributes)>,
+    /// Its first attempt was part of a burst: so are its retries (a burst
+    /// whose bids time out at a swamped node comes back all at once, but
+    /// with jittered backoffs, not at one instant).
+    burst: bool,
 }
 
 #[derive(Debug)]
@@ -480,6 +489,7 @@ impl<R: Rng> Bidder<R> {
                 reason: None,
                 confirm_timer: None,
                 holds: Vec::new(),
+                burst: false,
             },
         );
         self.active += 1;
@@ -562,6 +572,7 @@ impl<R: Rng> Bidder<R> {
                 reason: None,
                 confirm_timer: None,
                 holds: Vec::new(),
+                burst: false,
             },
         );
         self.active += 1;
@@ -756,7 +767,8 @@ impl<R: Rng> Bidder<R> {
                     }
                     _ => {
                         self.stats.late_answers += 1;
-                        (false, false)
+                        let taken = self.take_late_award(now, &task_id, &from, a.lease_id, view);
+                        (taken, false)
                     }
                 };
                 // The node gives a withdrawn bid's lease back when the

@@ -122,7 +122,11 @@ impl<R: Rng> Bidder<R> {
                     self.attempts_at = (now, 0);
                 }
                 self.attempts_at.1 += 1;
-                let burst = self.due_now.max(self.attempts_at.1) >= self.config.burst_tasks;
+                let burst =
+                    task.burst || self.due_now.max(self.attempts_at.1) >= self.config.burst_tasks;
+                if let Some(t) = self.tasks.get_mut(task_id) {
+                    t.burst = burst;
+                }
                 self.choose(&spec, view, burst)
             }
         };
