@@ -171,66 +171,6 @@ impl<R: Rng> Bidder<R> {
         true
     }
 
-    /// An award for a bid this bidder no longer has (it timed out, or the
-    /// award is a duplicate). Returns true if the task holds the lease now
-    /// (nothing to release): a duplicate of the award it is confirming, or
-    /// an award that came late for a task still waiting or bidding, which
-    /// takes it as its first award. A task with a `unique` or `spread`
-    /// constraint does not (its job's tally no longer counts it on that
-    /// node), nor a task pinned elsewhere.
-    pub(super) fn take_late_award(
-        &mut self,
-        now: Instant,
-        task_id: &TaskId,
-        node: &NodeId,
-        lease: LeaseId,
-        view: &mut ClusterView,
-    ) -> bool {
-        let Some(t) = self.tasks.get_mut(task_id) else {
-            return false;
-        };
-        let open: Vec<BidId> = match &t.phase {
-            Phase::Confirming {
-                node: n, lease: l, ..
-            } => return n == node && *l == lease,
-            Phase::Waiting => Vec::new(),
-            Phase::Bidding { open } => open.iter().copied().collect(),
-            _ => return false,
-        };
-        if t.pinned.as_ref().is_some_and(|p| p != node)
-            || t.spec
-                .constraints
-                .iter()
-                .any(|c| matches!(c, Constraint::Unique { .. } | Constraint::Spread { .. }))
-        {
-            return false;
-        }
-        let asked = t.spec.resources;
-        t.phase = Phase::Confirming {
-            node: node.clone(),
-            lease,
-            attempts: 1,
-        };
-        t.node = Some(node.clone());
-        self.withdraw(&open);
-        // The timed-out bid's hold on the node went with it: the
-        // placement's comes back.
-        if let Some(attrs) = view.get(node).map(|i| i.attrs.clone()) {
-            self.hold(task_id, node, &attrs);
-        }
-        self.stats.late_awards_taken += 1;
-        view.note_award(node, &asked);
-        self.transmits.push_back(Transmit {
-            to: node.clone(),
-            msg: PeerMessage::Confirm(Confirm {
-                lease_id: lease,
-                task_id: task_id.clone(),
-            }),
-        });
-        self.set_confirm_timer(now + self.config.confirm_timeout, task_id);
-        true
-    }
-
     pub(super) fn resend_confirm(&mut self, now: Instant, task_id: &TaskId) {
         let Some(t) = self.tasks.get_mut(task_id) else {
             return;

@@ -234,11 +234,6 @@ pub struct Stats {
     pub restored: u64,
     /// Restored tasks that no node reported and that were placed again.
     pub replaced_after_restart: u64,
-    /// Awards that came after their bid had timed out, for a task still
-    /// waiting for a place, and that the task took (counted in
-    /// `late_answers` too): a node slower to answer than `bid_timeout`
-    /// still places the task, instead of it bidding again elsewhere.
-    pub late_awards_taken: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -767,8 +762,7 @@ impl<R: Rng> Bidder<R> {
                     }
                     _ => {
                         self.stats.late_answers += 1;
-                        let taken = self.take_late_award(now, &task_id, &from, a.lease_id, view);
-                        (taken, false)
+                        (false, false)
                     }
                 };
                 // The node gives a withdrawn bid's lease back when the
