@@ -6,7 +6,11 @@
 //!    enough in total and satisfy its constraints (examining at most
 //!    `scan_limit` nodes drawn at random in a large cluster), ranks them by a
 //!    score (best fit or spread), and chooses `candidates` of them at random
-//!    among the best `best_of` (power-of-d choices, as in Sparrow). A task
+//!    among the best `best_of` (power-of-d choices, as in Sparrow); in a
+//!    burst (`burst_tasks` tasks due at once, as `agora run --count 2000`
+//!    makes) only `candidates_with_room` (one) of those with room, when the
+//!    best has room. A node's room is the view's free vector less what this
+//!    bidder's own unanswered bids there ask for. A task
 //!    with a `spread` constraint first picks the attribute value its job uses
 //!    least (its tasks placed there plus those with bids out there; ties at
 //!    random) and bids only on nodes with that value, so that each of its
@@ -91,11 +95,12 @@ pub struct Config {
     pub candidates_with_room: usize,
     /// At least this many tasks due for a placement attempt at the same
     /// instant (one submit of many tasks, many submits at one instant, or
-    /// many retries at once) are a burst. Outside one, every attempt sends `candidates` bids: the
-    /// extra bid is cheap insurance against a lost message (a lone lost
-    /// bid costs a `bid_timeout`) and a stale view. In a burst it would
-    /// multiply the load on every node by `candidates`, and the bidder's
-    /// own accounting of its live bids keeps its view close to the truth.
+    /// many retries at once) are a burst, and so are those tasks' retries.
+    /// Outside one, every attempt sends `candidates` bids: the extra bid is
+    /// cheap insurance against a lost message (a lone lost bid costs a
+    /// `bid_timeout`) and a stale view. In a burst it would multiply the
+    /// load on every node by `candidates`, and the bidder's own accounting
+    /// of its live bids keeps its view close to the truth.
     pub burst_tasks: usize,
     /// Candidates are drawn at random among this many best-scored nodes.
     pub best_of: usize,
