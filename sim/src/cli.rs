@@ -71,9 +71,16 @@ pub struct Args {
     /// A partition START_S:END_S:FRACTION (nodes below FRACTION × N on one side); repeatable.
     #[arg(long)]
     pub partition: Vec<String>,
-    /// Bidder: bids sent per placement attempt (d of power-of-d).
+    /// Bidder: bids sent per placement attempt when no candidate has room
+    /// in the bidder's view (d of power-of-d; the bids wait for room).
     #[arg(long, default_value_t = 2)]
     pub candidates: usize,
+    /// Bidder: bids sent per placement attempt when the best candidate has
+    /// room in the bidder's view (after its own unanswered bids); at most
+    /// --candidates. Such bids do not wait at their node: a reject sends
+    /// the task elsewhere at once.
+    #[arg(long, default_value_t = agora_protocol::bidder::Config::default().candidates_with_room)]
+    pub candidates_with_room: usize,
     /// Bidder: nodes examined per attempt (random sample of its view).
     #[arg(long, default_value_t = 8)]
     pub scan_limit: usize,
@@ -202,6 +209,7 @@ pub fn params(a: &Args) -> anyhow::Result<Params> {
         fault: None,
         bidder: agora_protocol::bidder::Config {
             candidates: a.candidates.max(1),
+            candidates_with_room: a.candidates_with_room.max(1),
             scan_limit: a.scan_limit.max(1),
             best_of: a.best_of.max(1),
             bid_wait: std::time::Duration::from_millis(a.bid_wait_ms),

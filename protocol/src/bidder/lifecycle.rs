@@ -28,7 +28,10 @@ impl<R: Rng> Bidder<R> {
                 continue;
             }
             b.withdrawn = true;
-            let (node, task_id) = (b.node.clone(), b.task_id.clone());
+            let (node, task_id, asked) = (b.node.clone(), b.task_id.clone(), b.resources);
+            // The node gives back whatever the bid got: it asks for nothing
+            // there any more.
+            self.unask(&node, &asked);
             self.transmits.push_back(Transmit {
                 to: node.clone(),
                 msg: PeerMessage::Withdraw(Withdraw {
@@ -45,7 +48,35 @@ impl<R: Rng> Bidder<R> {
     pub(super) fn take_bid(&mut self, bid: BidId) -> Option<OutBid> {
         let b = self.bids.remove(&bid)?;
         self.timers.remove(&(b.expires, Timer::BidTimeout(bid)));
+        if !b.withdrawn {
+            self.unask(&b.node, &b.resources);
+        }
         Some(b)
+    }
+
+    /// A live bid on `node` asks for `r` (see `Bidder::asked`).
+    pub(super) fn ask(&mut self, node: &NodeId, r: &Resources) {
+        let e = self.asked.entry(node.clone()).or_insert(Resources::ZERO);
+        *e = e.saturating_add(r);
+    }
+
+    /// A bid on `node` that asked for `r` is live no more.
+    pub(super) fn unask(&mut self, node: &NodeId, r: &Resources) {
+        if let Some(e) = self.asked.get_mut(node) {
+            *e = e.saturating_sub(r);
+            if *e == Resources::ZERO {
+                self.asked.remove(node);
+            }
+        }
+    }
+
+    /// What `node` has free for this bidder's next bid: the view's free
+    /// vector less what this bidder's live bids there ask for.
+    pub(super) fn free_for_me(&self, node: &NodeInfo) -> Resources {
+        match self.asked.get(&node.id) {
+            Some(asked) => node.free.saturating_sub(asked),
+            None => node.free,
+        }
     }
 
     /// Sets the task's confirm re-send timer, replacing any earlier one.

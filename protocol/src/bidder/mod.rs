@@ -6,7 +6,11 @@
 //!    enough in total and satisfy its constraints (examining at most
 //!    `scan_limit` nodes drawn at random in a large cluster), ranks them by a
 //!    score (best fit or spread), and chooses `candidates` of them at random
-//!    among the best `best_of` (power-of-d choices, as in Sparrow). A task
+//!    among the best `best_of` (power-of-d choices, as in Sparrow); in a
+//!    burst (`burst_tasks` tasks due at once, as `agora run --count 2000`
+//!    makes) only `candidates_with_room` (one) of those with room, when the
+//!    best has room. A node's room is the view's free vector less what this
+//!    bidder's own unanswered bids there ask for. A task
 //!    with a `spread` constraint first picks the attribute value its job uses
 //!    least (its tasks placed there plus those with bids out there; ties at
 //!    random) and bids only on nodes with that value, so that each of its
@@ -78,8 +82,26 @@ pub enum Score {
 /// Tunables of a bidder.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Bids sent per attempt (d in power-of-d choices).
+    /// Bids sent per attempt when no candidate has room for the task in the
+    /// view: the bids queue at full nodes, and the first to free room wins
+    /// (d in power-of-d choices).
     pub candidates: usize,
+    /// In a burst (see `burst_tasks`), bids sent per attempt when the
+    /// best-ranked candidate has room for the task in the view, after what
+    /// this bidder's own unanswered bids ask of each node; they go to
+    /// candidates with room only. At most `candidates`. One: a burst of
+    /// tasks then costs about one bid per task instead of `candidates`
+    /// (docs/PROTOCOL.md, "A burst of tasks").
+    pub candidates_with_room: usize,
+    /// At least this many tasks due for a placement attempt at the same
+    /// instant (one submit of many tasks, many submits at one instant, or
+    /// many retries at once) are a burst, and so are those tasks' retries.
+    /// Outside one, every attempt sends `candidates` bids: the extra bid is
+    /// cheap insurance against a lost message (a lone lost bid costs a
+    /// `bid_timeout`) and a stale view. In a burst it would multiply the
+    /// load on every node by `candidates`, and the bidder's own accounting
+    /// of its live bids keeps its view close to the truth.
+    pub burst_tasks: usize,
     /// Candidates are drawn at random among this many best-scored nodes.
     pub best_of: usize,
     /// At most this many nodes are examined per attempt.
@@ -120,6 +142,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             candidates: 2,
+            candidates_with_room: 1,
+            burst_tasks: 16,
             best_of: 4,
             scan_limit: 64,
             score: Score::BestFit,
@@ -261,12 +285,19 @@ struct Task {
     /// went out. Nodes without attributes are not listed: they count for
     /// nothing in the tally.
     holds: Vec<(NodeId, Attributes)>,
+    /// Its first attempt was part of a burst: so are its retries (a burst
+    /// whose bids time out at a swamped node comes back all at once, but
+    /// with jittered backoffs, not at one instant).
+    burst: bool,
 }
 
 #[derive(Debug)]
 struct OutBid {
     task_id: TaskId,
     node: NodeId,
+    /// What the bid asks for: counted in `Bidder::asked` while the bid is
+    /// live (sent, not withdrawn, not answered).
+    resources: Resources,
     /// A `Withdraw` was sent: the node gives back an award it made for this
     /// bid by itself, so no `Release` is needed.
     withdrawn: bool,
@@ -298,6 +329,18 @@ pub struct Bidder<R> {
     active: usize,
     ended: VecDeque<TaskId>,
     bids: BTreeMap<BidId, OutBid>,
+    /// node → what this bidder's live bids there ask for in all: the view's
+    /// free vector of a node does not count them until the node has
+    /// answered (a gossiped or rejected free vector is the node's ledger,
+    /// which holds awards, not bids on their way or waiting), so choosing
+    /// subtracts them. Only nodes with live bids have an entry.
+    asked: BTreeMap<NodeId, Resources>,
+    /// Placement attempts due in the `handle_timeout` call running now.
+    due_now: usize,
+    /// The instant of the latest placement attempt, and how many were made
+    /// at that instant (across calls: a framework that submits its tasks
+    /// one by one at one instant also makes a burst).
+    attempts_at: (Instant, usize),
     timers: BTreeSet<(Instant, Timer)>,
     /// job name → attribute key → value → tasks of the job that hold a node
     /// with that value (see `Task::holds`): what `unique` and `spread` read.
@@ -329,6 +372,9 @@ impl<R: Rng> Bidder<R> {
             active: 0,
             ended: VecDeque::new(),
             bids: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            due_now: 0,
+            attempts_at: (Instant::ZERO, 0),
             timers: BTreeSet::new(),
             jobs: crate::FixedHashMap::default(),
             transmits: VecDeque::new(),
@@ -443,6 +489,7 @@ impl<R: Rng> Bidder<R> {
                 reason: None,
                 confirm_timer: None,
                 holds: Vec::new(),
+                burst: false,
             },
         );
         self.active += 1;
@@ -525,6 +572,7 @@ impl<R: Rng> Bidder<R> {
                 reason: None,
                 confirm_timer: None,
                 holds: Vec::new(),
+                burst: false,
             },
         );
         self.active += 1;
@@ -658,6 +706,13 @@ impl<R: Rng> Bidder<R> {
     /// Runs every timer due at `now`: placement attempts, bid timeouts,
     /// confirm and kill re-sends, give-ups.
     pub fn handle_timeout(&mut self, now: Instant, view: &mut ClusterView) {
+        let due = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .filter(|(_, timer)| matches!(timer, Timer::Retry(_)))
+            .count();
+        self.due_now = due;
         while let Some((t, _)) = self.timers.first() {
             if *t > now {
                 break;
@@ -673,6 +728,7 @@ impl<R: Rng> Bidder<R> {
                 Timer::RestoreEnd => self.restore_window_ended(now),
             }
         }
+        self.due_now = 0;
     }
 
     /// Handles a message from node `from`: awards, rejects, confirm answers
@@ -692,14 +748,19 @@ impl<R: Rng> Bidder<R> {
                 let task_id = a.task_id.clone();
                 let (won, withdrawn) = match self.bids.get(&a.bid_id) {
                     Some(b) if b.node == from && b.task_id == task_id => {
-                        let withdrawn = b.withdrawn;
+                        let (withdrawn, asked) = (b.withdrawn, b.resources);
                         self.take_bid(a.bid_id);
                         self.stats.bids_awarded += 1;
                         // A winning bid's hold on its node becomes the
                         // placement's; a losing one's goes (a withdrawn
                         // bid's went when it was withdrawn).
                         let won = self.take_award(now, &task_id, a.bid_id, &from, a.lease_id);
-                        if !won && !withdrawn {
+                        if won {
+                            // The lease is in the node's ledger now, but
+                            // perhaps not yet in the free vector the view
+                            // holds: count it there until the next update.
+                            view.note_award(&from, &asked);
+                        } else if !withdrawn {
                             self.unhold(&task_id, &from);
                         }
                         (won, withdrawn)

@@ -117,7 +117,18 @@ impl<R: Rng> Bidder<R> {
                     return;
                 }
             },
-            None => self.choose(&spec, view),
+            None => {
+                if self.attempts_at.0 != now {
+                    self.attempts_at = (now, 0);
+                }
+                self.attempts_at.1 += 1;
+                let burst =
+                    task.burst || self.due_now.max(self.attempts_at.1) >= self.config.burst_tasks;
+                if let Some(t) = self.tasks.get_mut(task_id) {
+                    t.burst = burst;
+                }
+                self.choose(&spec, view, burst)
+            }
         };
         if chosen.is_empty() {
             if let Some(t) = self.tasks.get_mut(task_id) {
@@ -151,16 +162,17 @@ impl<R: Rng> Bidder<R> {
                 OutBid {
                     task_id: task_id.clone(),
                     node: node.clone(),
+                    resources: spec.resources,
                     withdrawn: false,
                     expires,
                 },
             );
+            self.ask(&node, &spec.resources);
             if let Some(info) = view.get(&node) {
                 let attrs = info.attrs.clone();
                 self.hold(task_id, &node, &attrs);
             }
             open.insert(bid_id);
-            view.note_award(&node, &spec.resources);
             self.timers.insert((expires, Timer::BidTimeout(bid_id)));
             self.transmits.push_back(Transmit {
                 to: node,
@@ -183,8 +195,18 @@ impl<R: Rng> Bidder<R> {
 
     /// Candidates: alive, big enough in total, admitted; for a `spread` task
     /// only those with the job's least-used value; ranked; `candidates`
-    /// drawn from the best few.
-    pub(super) fn choose(&mut self, spec: &TaskSpec, view: &ClusterView) -> Vec<NodeId> {
+    /// drawn from the best few, or in a `burst` (see `Config::burst_tasks`)
+    /// `candidates_with_room` of those with room when the best has room.
+    /// Room is the view's free vector less this bidder's live bids there
+    /// ([`Bidder::free_for_me`]), so a burst of tasks spreads over nodes by
+    /// what each can still take instead of piling onto the one the view
+    /// shows freest.
+    pub(super) fn choose(
+        &mut self,
+        spec: &TaskSpec,
+        view: &ClusterView,
+        burst: bool,
+    ) -> Vec<NodeId> {
         let empty = Placed::new();
         let placed = self.jobs.get(&spec.name).unwrap_or(&empty);
         let sample = view.sample(&mut self.rng, self.config.scan_limit);
@@ -196,14 +218,14 @@ impl<R: Rng> Bidder<R> {
             .filter(|n| n.alive && spec.resources.fits_in(&n.total))
             .filter(|n| admits_all(&spec.constraints, &n.attrs, placed))
             .map(|n| {
-                let full = !spec.resources.fits_in(&n.free);
+                let free = self.free_for_me(n);
+                let full = !spec.resources.fits_in(&free);
                 let penalty: u32 = spec
                     .constraints
                     .iter()
                     .map(|c| c.spread_penalty(&n.attrs, placed))
                     .sum();
-                let left = n
-                    .free
+                let left = free
                     .saturating_sub(&spec.resources)
                     .dominant_share(&n.total);
                 // A full node's fit says nothing about when it will have
@@ -260,8 +282,17 @@ impl<R: Rng> Bidder<R> {
                 .then(a.3.cmp(&b.3))
         });
         scored.truncate(self.config.best_of.max(self.config.candidates));
+        let want = if burst && scored.first().is_some_and(|s| !s.0) {
+            // Only among those with room (the sort put them first).
+            scored.retain(|s| !s.0);
+            self.config
+                .candidates_with_room
+                .clamp(1, self.config.candidates.max(1))
+        } else {
+            self.config.candidates
+        };
         let mut out = Vec::new();
-        while out.len() < self.config.candidates && !scored.is_empty() {
+        while out.len() < want && !scored.is_empty() {
             let i = self.rng.random_range(0..scored.len());
             out.push(scored.swap_remove(i).4.id.clone());
         }

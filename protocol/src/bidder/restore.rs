@@ -61,6 +61,7 @@ impl<R: Rng> Bidder<R> {
                 reason: None,
                 confirm_timer: None,
                 holds: Vec::new(),
+                burst: false,
             };
             match j.ended {
                 Some(s) if s.state.is_terminal() => {
