@@ -89,6 +89,7 @@ mod leftovers;
 mod logs;
 mod monitor;
 mod recovery;
+mod spawner;
 pub(crate) mod status;
 pub(crate) mod supervisor;
 
@@ -423,6 +424,7 @@ impl Executor {
             active: std::sync::Mutex::new(HashSet::new()),
             ended: std::sync::Mutex::new(HashMap::new()),
             data_dir: std::sync::Mutex::new(None),
+            spawner: spawner::Spawner::new(config.agora_exe.clone()),
         });
         let (node_id, policy) = (config.node_id.clone(), config.gc.clone());
         let s2 = Arc::clone(&shared);
@@ -678,6 +680,7 @@ impl Executor {
     /// stop (they are re-attached on the next open). Stops the monitors and the garbage collector.
     pub async fn detach(mut self) {
         self.shared.cancel.cancel();
+        self.shared.spawner.close().await;
         for (_, entry) in self.tasks.drain() {
             let _ = entry.monitor.await;
         }
@@ -695,6 +698,7 @@ impl Drop for Executor {
     /// tasks keep running.
     fn drop(&mut self) {
         self.shared.cancel.cancel();
+        self.shared.spawner.close_now();
     }
 }
 
@@ -702,6 +706,13 @@ impl Drop for Executor {
 /// and returns the process exit code.
 pub fn supervise_main(args: Vec<OsString>) -> i32 {
     supervisor::run(args)
+}
+
+/// Entry point of `agora __spawner`: the helper that starts supervisors by
+/// forking itself (`spawner.rs`); `args` is the whole command line.
+/// Returns the process exit code.
+pub fn spawner_main(args: Vec<OsString>) -> i32 {
+    spawner::serve(args)
 }
 
 // The agent moves the executor into its own task and shares references

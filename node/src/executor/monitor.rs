@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     /// What is wrong with the data dir as last reported to the agent
     /// (`health::report`).
     pub data_dir: Mutex<Option<super::DataDirProblem>>,
+    /// Starts supervisors without a program start each (`spawner.rs`).
+    pub spawner: super::spawner::Spawner,
 }
 
 impl Shared {
@@ -136,6 +138,9 @@ async fn emit(shared: &Shared, event: ExecEvent) -> bool {
 enum Watcher {
     /// Our own child: wait for it (this also reaps it).
     Child(tokio::process::Child),
+    /// A child of the spawner, which reports its exit; should the spawner
+    /// go away first, it is watched as after a restart.
+    Spawned(tokio::sync::oneshot::Receiver<i32>, ProcRef),
     /// Another process (after a restart): a pidfd becomes readable on exit.
     Pidfd(AsyncFd<OwnedFd>, ProcRef),
     /// No pidfd: look at /proc now and then.
@@ -167,7 +172,19 @@ impl Watcher {
     /// Resolves when the supervisor has exited, with a note when it exited
     /// abnormally (for the reason of a lost task).
     async fn exited(&mut self) -> Option<String> {
+        if let Watcher::Spawned(exit, process) = self {
+            match exit.await {
+                Ok(raw) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let status = std::process::ExitStatus::from_raw(raw);
+                    return (!status.success()).then(|| format!("the supervisor {status}"));
+                }
+                Err(_) => *self = Watcher::attach(process.clone()),
+            }
+        }
         match self {
+            // Replaced just above.
+            Watcher::Spawned(..) => None,
             Watcher::Child(child) => match child.wait().await {
                 Ok(status) if status.success() => None,
                 Ok(status) => Some(format!("the supervisor {status}")),
@@ -417,8 +434,8 @@ pub(crate) async fn launch(
             return finish(&shared, cp, status).await;
         }
     };
-    let child = match spawn_supervisor(&shared, &task) {
-        Ok(child) => child,
+    let watcher = match start_supervisor(&shared, &task).await {
+        Ok(watcher) => watcher,
         Err(e) => {
             let status = TaskStatus::new(
                 cp.request.task_id.clone(),
@@ -433,9 +450,27 @@ pub(crate) async fn launch(
             return finish(&shared, cp, status).await;
         }
     };
-    cp.supervisor = child.id().and_then(|pid| ProcRef::of(pid as i32));
+    cp.supervisor = match &watcher {
+        Watcher::Child(child) => child.id().and_then(|pid| ProcRef::of(pid as i32)),
+        Watcher::Spawned(_, process) => Some(process.clone()),
+        Watcher::Pidfd(..) | Watcher::Poll(_) => None,
+    };
     save(&shared, &mut cp).await;
-    watch(shared, cp, Watcher::Child(child), true, kill_rx).await;
+    watch(shared, cp, watcher, true, kill_rx).await;
+}
+
+/// Starts the supervisor of `task`: through the spawner, else (it cannot
+/// be used) as a child of this process.
+async fn start_supervisor(shared: &Shared, task: &str) -> io::Result<Watcher> {
+    let sandbox = shared.layout.sandbox(task);
+    let log = shared.layout.meta(task).join(SUPERVISOR_LOG);
+    match shared.spawner.spawn(&sandbox, &log).await {
+        Ok(s) => Ok(Watcher::Spawned(s.exit, s.process)),
+        Err(e) => {
+            tracing::debug!(task = %task, "starting the supervisor directly: {e}");
+            spawn_supervisor(shared, task).map(Watcher::Child)
+        }
+    }
 }
 
 /// Watches a task found running at open.
