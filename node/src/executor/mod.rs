@@ -13,15 +13,19 @@
 //! while let Some(ExecEvent::Status { status, .. }) = rx.recv().await { .. }
 //! ```
 //!
-//! Hidden subcommand: the `agora` CLI has `agora __supervise ARGS...`, which
+//! Hidden subcommands: the `agora` CLI has `agora __supervise ARGS...`, which
 //! calls [`supervise_main`] (the per-task supervisor process that outlives an
-//! agent restart).
+//! agent restart), and `agora __spawner`, which calls [`spawner_main`] (the
+//! helper that starts supervisors).
 //!
 //! How it works:
 //! - Each task runs in `DATA_DIR/sandboxes/TASK/` (its cwd) with `stdout` and
 //!   `stderr` files there, under a supervisor process (`agora __supervise`,
 //!   in its own session) that outlives the agent; see `supervisor.rs`.
 //!   The supervisor and executor exchange files in `SANDBOX/.agora/`.
+//!   Supervisors are not started as programs: a helper child of the
+//!   agent, `agora __spawner`, forks itself into each (`spawner.rs`);
+//!   without it, the executor starts `agora __supervise` itself.
 //! - State is checkpointed in `DATA_DIR/tasks/TASK.json` (`checkpoint.rs`); a
 //!   restarted agent re-attaches to running supervisors (pidfd, with the
 //!   process start time checked against pid reuse) and reports tasks that
