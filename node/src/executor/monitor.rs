@@ -538,8 +538,11 @@ async fn watch(
         {
             task_proc = Some(p);
             if !cp.started {
+                // Written with the checkpoint's next write (a kill, the
+                // end): nothing reads it back before then, and a write
+                // here cost every task a sync and a trip to a blocking
+                // thread.
                 cp.started = true;
-                save(&shared, &mut cp).await;
                 if fresh {
                     emit_running(&shared, &cp).await;
                 }

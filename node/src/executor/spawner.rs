@@ -357,8 +357,14 @@ fn serve_loop(args: &[OsString]) -> io::Result<()> {
         }
         fd
     };
-    let mut input = io::stdin().lock();
-    let mut output = io::stdout().lock();
+    // Unbuffered: poll(2) must see every byte not yet read, and a forked
+    // child must not inherit replies waiting in a buffer.
+    // SAFETY: descriptors 0 and 1 are the pipes from and to the executor,
+    // used by nothing else in this process.
+    let (mut input, mut output) = unsafe {
+        use std::os::fd::FromRawFd;
+        (std::fs::File::from_raw_fd(0), std::fs::File::from_raw_fd(1))
+    };
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -404,7 +410,6 @@ fn serve_loop(args: &[OsString]) -> io::Result<()> {
                 let reply = spawn_one(&exe, area, sigfd, sandbox, log);
                 output.write_all(&encode(&reply)?)?;
             }
-            output.flush()?;
         }
     }
 }
@@ -416,7 +421,7 @@ fn reap(output: &mut impl Write) -> io::Result<()> {
         // SAFETY: waitpid on any child, without blocking.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
-            return output.flush();
+            return Ok(());
         }
         output.write_all(&encode(&Reply::Exited { pid, status })?)?;
     }
