@@ -222,9 +222,11 @@ impl Spawner {
             .stderr(Stdio::inherit())
             // Closing its stdin stops it; its supervisors stay.
             .kill_on_drop(false);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start `{} __spawner`: {e}", self.exe.display()))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            let e = format!("cannot start `{} __spawner`: {e}", self.exe.display());
+            tracing::warn!("{e}; supervisors are started as programs meanwhile");
+            e
+        })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("the spawner has no pipes".into());
         };
@@ -237,13 +239,17 @@ impl Spawner {
     /// Stops the spawner (closing its stdin); the supervisors it started
     /// keep running.
     pub async fn close(&self) {
-        *self.conn.lock().await = None;
+        if let Some(conn) = self.conn.lock().await.take() {
+            lock(&conn.routes).closed = true;
+        }
     }
 
     /// [`Spawner::close`] from a place that cannot wait (best effort).
     pub fn close_now(&self) {
-        if let Ok(mut guard) = self.conn.try_lock() {
-            *guard = None;
+        if let Ok(mut guard) = self.conn.try_lock()
+            && let Some(conn) = guard.take()
+        {
+            lock(&conn.routes).closed = true;
         }
     }
 }
@@ -271,12 +277,20 @@ async fn read_replies(
             Err(e) => break format!("cannot read from it: {e}"),
         }
     };
-    let unanswered = {
+    let (unanswered, expected) = {
         let mut r = lock(&routes);
+        let expected = r.closed;
         r.closed = true;
         r.exits.clear();
-        std::mem::take(&mut r.answers)
+        (std::mem::take(&mut r.answers), expected)
     };
+    if !expected {
+        tracing::warn!(
+            "the supervisor spawner stopped ({why}); supervisors are started as programs \
+             until a new one starts (at most one try every {} s)",
+            RESTART_EVERY.as_secs()
+        );
+    }
     for tx in unanswered {
         let _ = tx.send(Err("the spawner is gone".into()));
     }
