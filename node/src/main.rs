@@ -8,6 +8,9 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "__supervise") {
         std::process::exit(agora_node::executor::supervise_main(args[2..].to_vec()));
     }
+    if args.get(1).is_some_and(|a| a == "__spawner") {
+        std::process::exit(agora_node::executor::spawner_main(args));
+    }
     match agora_node::run() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {

@@ -261,6 +261,84 @@ async fn a_supervisor_leads_a_session_of_its_own() {
     exec.detach().await;
 }
 
+/// The pid of a task's supervisor, from its checkpoint.
+fn supervisor_pid(dir: &Path, task: &str) -> i32 {
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("tasks/{task}.json"))).unwrap())
+            .unwrap();
+    cp["supervisor"]["pid"].as_i64().unwrap() as i32
+}
+
+/// A process's command line, its arguments split (empty ones dropped).
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// A process's parent pid, from /proc/PID/stat.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_are_forked_by_the_spawner_and_outlive_it() {
+    // Supervisors are started by `agora __spawner` forking itself (no
+    // program start per task), yet each still reads `agora __supervise
+    // SANDBOX` (how recovery finds it), and a task whose spawner dies is
+    // still watched to its end; later launches still work.
+    let dir = DataDir::new("spawner");
+    let (mut exec, _, mut rx) = open(&dir.0).await;
+    exec.launch(request("long", sh("exec sleep 60")));
+    assert_eq!(next_status(&mut rx, "long").await.state, TaskState::Running);
+    let sup = supervisor_pid(&dir.0, "long");
+    let sandbox = exec.sandbox_dir(&TaskId::new("long").unwrap());
+    let line = cmdline(sup);
+    assert_eq!(
+        line.get(1..),
+        Some(&["__supervise".to_string(), sandbox.display().to_string()][..]),
+        "{line:?}"
+    );
+    let spawner = parent_of(sup);
+    assert_ne!(
+        spawner,
+        std::process::id() as i32,
+        "not a child of the agent"
+    );
+    assert_eq!(
+        cmdline(spawner).get(1).map(String::as_str),
+        Some("__spawner")
+    );
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(spawner).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // The supervisor and its task run on; the task is killed as usual and
+    // its end reported with its signal.
+    exec.kill(&TaskId::new("long").unwrap(), Duration::from_millis(500));
+    let end = next_status(&mut rx, "long").await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    assert_eq!(end.signal, Some(15), "{end:?}");
+    // Without a spawner (a new one is not started within 5 s of the last),
+    // a launch starts its supervisor directly.
+    exec.launch(request("after", sh("exit 3")));
+    let end = run_to_end(&mut rx, "after").await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert_eq!(end.exit_code, Some(3), "{end:?}");
+    exec.detach().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_unstartable_commands_fail_with_reasons() {
     let dir = DataDir::new("fail");

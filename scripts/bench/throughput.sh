@@ -5,8 +5,10 @@
 # submit) and, with --calls, as TASKS separate `agora run --wait` calls from
 # 16 parallel clients. Builds given side by side alternate round by round,
 # so that noise from other work falls on all of them; prints each round, the
-# medians, the agent's CPU seconds per round, and each build's ratio to the
-# first. Not a test: nothing here asserts on time.
+# medians, the CPU seconds per round of the agent alone and of its whole
+# tree (the agent, the task supervisors and the tasks: what launching costs
+# the machine), and each build's ratio to the first. Not a test: nothing
+# here asserts on time.
 #
 # Slurm: where `sbatch` and a running `slurmctld` are present (Debian's
 # slurm-wlm, configured with one node of SLOTS cpus), the same TASKS run as
@@ -60,9 +62,21 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# one_round BIN: prints "SECONDS AGENT_CPU_SECONDS".
+# tree_ticks PID: CPU clock ticks of PID and of everything it and its live
+# children have reaped (utime, stime, cutime, cstime of each): supervisors
+# are reaped by the agent or by its spawner, tasks by their supervisors.
+tree_ticks() {
+    local pid="$1" sum=0 c
+    sum=$(awk '{print $14+$15+$16+$17}' "/proc/$pid/stat")
+    for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        sum=$((sum + $(awk '{print $14+$15+$16+$17}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$sum"
+}
+
+# one_round BIN: prints "SECONDS AGENT_CPU_SECONDS TREE_CPU_SECONDS".
 one_round() {
-    local bin="$1" dir="$work/node" port t0 t1 c0 c1 tick
+    local bin="$1" dir="$work/node" port t0 t1 c0 c1 tr0 tr1 tick
     rm -rf "$dir" && mkdir -p "$dir"
     port="$(free_port)"
     (umask 077 && "$bin" keygen >"$work/key")
@@ -74,6 +88,7 @@ one_round() {
     [ -S "$dir/agora.sock" ] || { echo "throughput.sh: the agent did not start; its log:" >&2; tail "$dir/agent.log" >&2; exit 1; }
     tick=$(getconf CLK_TCK)
     c0=$(awk '{print $14+$15}' "/proc/$agent_pid/stat")
+    tr0=$(tree_ticks "$agent_pid")
     t0=$(date +%s.%N)
     if [ "$calls" = 1 ]; then
         seq 1 "$tasks" | xargs -P 16 -I{} "$bin" --socket "$dir/agora.sock" --timeout 120 \
@@ -85,8 +100,9 @@ one_round() {
     fi
     t1=$(date +%s.%N)
     c1=$(awk '{print $14+$15}' "/proc/$agent_pid/stat")
+    tr1=$(tree_ticks "$agent_pid")
     kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
-    echo "$(echo "$t1 - $t0" | bc -l) $(echo "($c1 - $c0) / $tick" | bc -l)"
+    echo "$(echo "$t1 - $t0" | bc -l) $(echo "($c1 - $c0) / $tick" | bc -l) $(echo "($tr1 - $tr0) / $tick" | bc -l)"
 }
 
 slurm_round() {
@@ -105,9 +121,9 @@ echo "throughput.sh: $tasks tasks \`true\` on $slots slots, $mode, $rounds round
 for r in $(seq 1 "$rounds"); do
     line="round $r:"
     for i in "${!bins[@]}"; do
-        read -r s c < <(one_round "${bins[$i]}")
-        echo "$s" >>"$work/t$i"; echo "$c" >>"$work/c$i"
-        line+=$(printf '  [%d] %.2f s (agent cpu %.2f s)' "$i" "$s" "$c")
+        read -r s c tr < <(one_round "${bins[$i]}")
+        echo "$s" >>"$work/t$i"; echo "$c" >>"$work/c$i"; echo "$tr" >>"$work/tr$i"
+        line+=$(printf '  [%d] %.2f s (cpu: agent %.2f s, tree %.2f s)' "$i" "$s" "$c" "$tr")
     done
     if [ "$slurm" = 1 ]; then
         s=$(slurm_round); echo "$s" >>"$work/slurm"
@@ -117,9 +133,9 @@ for r in $(seq 1 "$rounds"); do
 done
 m0=$(median <"$work/t0")
 for i in "${!bins[@]}"; do
-    m=$(median <"$work/t$i"); c=$(median <"$work/c$i")
-    printf 'median [%d] %s: %.2f s, %.0f tasks/s, agent cpu %.2f s, ratio to [0] %.3f\n' \
-        "$i" "${bins[$i]}" "$m" "$(echo "$tasks / $m" | bc -l)" "$c" "$(echo "$m / $m0" | bc -l)"
+    m=$(median <"$work/t$i"); c=$(median <"$work/c$i"); tr=$(median <"$work/tr$i")
+    printf 'median [%d] %s: %.2f s, %.0f tasks/s, cpu: agent %.2f s, tree %.2f s, ratio to [0] %.3f\n' \
+        "$i" "${bins[$i]}" "$m" "$(echo "$tasks / $m" | bc -l)" "$c" "$tr" "$(echo "$m / $m0" | bc -l)"
 done
 if [ "$slurm" = 1 ]; then
     printf 'median slurm array: %.2f s\n' "$(median <"$work/slurm")"

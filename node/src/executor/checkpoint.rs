@@ -49,7 +49,9 @@ pub(crate) struct Checkpoint {
     pub request: LaunchRequest,
     /// Its supervisor, once started.
     pub supervisor: Option<ProcRef>,
-    /// True once Running has been reported.
+    /// True once Running has been reported (on disk from the checkpoint's
+    /// next write, a kill or the end: a restart re-attaches a running task
+    /// either way and reports no second Running).
     pub started: bool,
     /// A kill in progress.
     pub kill: Option<KillState>,

@@ -13,15 +13,19 @@
 //! while let Some(ExecEvent::Status { status, .. }) = rx.recv().await { .. }
 //! ```
 //!
-//! Hidden subcommand: the `agora` CLI has `agora __supervise ARGS...`, which
+//! Hidden subcommands: the `agora` CLI has `agora __supervise ARGS...`, which
 //! calls [`supervise_main`] (the per-task supervisor process that outlives an
-//! agent restart).
+//! agent restart), and `agora __spawner`, which calls [`spawner_main`] (the
+//! helper that starts supervisors).
 //!
 //! How it works:
 //! - Each task runs in `DATA_DIR/sandboxes/TASK/` (its cwd) with `stdout` and
 //!   `stderr` files there, under a supervisor process (`agora __supervise`,
 //!   in its own session) that outlives the agent; see `supervisor.rs`.
 //!   The supervisor and executor exchange files in `SANDBOX/.agora/`.
+//!   Supervisors are not started as programs: a helper child of the
+//!   agent, `agora __spawner`, forks itself into each (`spawner.rs`);
+//!   without it, the executor starts `agora __supervise` itself.
 //! - State is checkpointed in `DATA_DIR/tasks/TASK.json` (`checkpoint.rs`); a
 //!   restarted agent re-attaches to running supervisors (pidfd, with the
 //!   process start time checked against pid reuse) and reports tasks that
@@ -89,6 +93,7 @@ mod leftovers;
 mod logs;
 mod monitor;
 mod recovery;
+mod spawner;
 pub(crate) mod status;
 pub(crate) mod supervisor;
 
@@ -423,6 +428,7 @@ impl Executor {
             active: std::sync::Mutex::new(HashSet::new()),
             ended: std::sync::Mutex::new(HashMap::new()),
             data_dir: std::sync::Mutex::new(None),
+            spawner: spawner::Spawner::new(config.agora_exe.clone()),
         });
         let (node_id, policy) = (config.node_id.clone(), config.gc.clone());
         let s2 = Arc::clone(&shared);
@@ -678,6 +684,7 @@ impl Executor {
     /// stop (they are re-attached on the next open). Stops the monitors and the garbage collector.
     pub async fn detach(mut self) {
         self.shared.cancel.cancel();
+        self.shared.spawner.close().await;
         for (_, entry) in self.tasks.drain() {
             let _ = entry.monitor.await;
         }
@@ -695,6 +702,7 @@ impl Drop for Executor {
     /// tasks keep running.
     fn drop(&mut self) {
         self.shared.cancel.cancel();
+        self.shared.spawner.close_now();
     }
 }
 
@@ -702,6 +710,13 @@ impl Drop for Executor {
 /// and returns the process exit code.
 pub fn supervise_main(args: Vec<OsString>) -> i32 {
     supervisor::run(args)
+}
+
+/// Entry point of `agora __spawner`: the helper that starts supervisors by
+/// forking itself (`spawner.rs`); `args` is the whole command line.
+/// Returns the process exit code.
+pub fn spawner_main(args: Vec<OsString>) -> i32 {
+    spawner::serve(args)
 }
 
 // The agent moves the executor into its own task and shares references

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     /// What is wrong with the data dir as last reported to the agent
     /// (`health::report`).
     pub data_dir: Mutex<Option<super::DataDirProblem>>,
+    /// Starts supervisors without a program start each (`spawner.rs`).
+    pub spawner: super::spawner::Spawner,
 }
 
 impl Shared {
@@ -136,6 +138,9 @@ async fn emit(shared: &Shared, event: ExecEvent) -> bool {
 enum Watcher {
     /// Our own child: wait for it (this also reaps it).
     Child(tokio::process::Child),
+    /// A child of the spawner, which reports its exit; should the spawner
+    /// go away first, it is watched as after a restart.
+    Spawned(tokio::sync::oneshot::Receiver<i32>, ProcRef),
     /// Another process (after a restart): a pidfd becomes readable on exit.
     Pidfd(AsyncFd<OwnedFd>, ProcRef),
     /// No pidfd: look at /proc now and then.
@@ -167,7 +172,19 @@ impl Watcher {
     /// Resolves when the supervisor has exited, with a note when it exited
     /// abnormally (for the reason of a lost task).
     async fn exited(&mut self) -> Option<String> {
+        if let Watcher::Spawned(exit, process) = self {
+            match exit.await {
+                Ok(raw) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let status = std::process::ExitStatus::from_raw(raw);
+                    return (!status.success()).then(|| format!("the supervisor {status}"));
+                }
+                Err(_) => *self = Watcher::attach(process.clone()),
+            }
+        }
         match self {
+            // Replaced just above.
+            Watcher::Spawned(..) => None,
             Watcher::Child(child) => match child.wait().await {
                 Ok(status) if status.success() => None,
                 Ok(status) => Some(format!("the supervisor {status}")),
@@ -202,16 +219,47 @@ fn signal_group(leader: &ProcRef, sig: Signal) {
     }
 }
 
-/// Records the final status, frees the cgroups and reports the end; once
-/// the report is delivered, records that in the checkpoint (so a restart
-/// does not report it again) and retains the task in the ended-task table.
-async fn finish(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
-    cp.end(status.clone());
-    save(shared, &mut cp).await;
-    let dirs = cp.cgroups.clone();
-    if !dirs.is_empty() {
-        let _ = blocking(move || cgroup::remove(&dirs)).await;
+/// Records the final status in the checkpoint and frees the task's cgroups
+/// (blocking), before the end is reported.
+fn conclude(layout: &Layout, cp: &mut Checkpoint, status: TaskStatus) {
+    cp.end(status);
+    if let Err(e) = cp.save(layout) {
+        tracing::warn!(
+            task = %cp.request.task_id,
+            "cannot write the task's checkpoint: {e}; it will not survive an agent restart"
+        );
     }
+    if !cp.cgroups.is_empty() {
+        cgroup::remove(&cp.cgroups);
+    }
+}
+
+/// Records the final status, frees the cgroups and reports the end (see
+/// [`deliver`]).
+async fn finish(shared: &Shared, cp: Checkpoint, status: TaskStatus) {
+    let layout = shared.layout.clone();
+    let (mut copy, st) = (cp.clone(), status.clone());
+    let cp = match blocking(move || {
+        conclude(&layout, &mut copy, st);
+        copy
+    })
+    .await
+    {
+        Ok(cp) => cp,
+        Err(e) => {
+            tracing::warn!(task = %status.task_id, "cannot record the task's end: {e}");
+            let mut cp = cp;
+            cp.end(status.clone());
+            cp
+        }
+    };
+    deliver(shared, cp, status).await;
+}
+
+/// Reports the end of a task already concluded ([`conclude`]); once the
+/// report is delivered, records that in the checkpoint (so a restart does
+/// not report it again) and retains the task in the ended-task table.
+async fn deliver(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
     shared.running.fetch_sub(1, Ordering::SeqCst);
     tracing::info!(task = %status.task_id, state = %status.state, reason = ?status.reason, "task ended");
     let delivered = emit(
@@ -228,15 +276,21 @@ async fn finish(shared: &Shared, mut cp: Checkpoint, status: TaskStatus) {
         return;
     }
     cp.reported = true;
-    save(shared, &mut cp).await;
-    let task = EndedTask {
-        ended_unix_ms: cp.ended_at(),
-        request: cp.request,
-        status,
-    };
-    let id = task.request.task_id.clone();
+    let id = status.task_id.clone();
     let layout = shared.layout.clone();
-    let retained = blocking(move || Retained::measure(&layout, task)).await;
+    // One trip to a blocking thread for both.
+    let retained = blocking(move || {
+        if let Err(e) = cp.save(&layout) {
+            tracing::warn!(task = %cp.request.task_id, "cannot record the delivery in the task's checkpoint: {e}");
+        }
+        let task = EndedTask {
+            ended_unix_ms: cp.ended_at(),
+            request: cp.request,
+            status,
+        };
+        Retained::measure(&layout, task)
+    })
+    .await;
     if let Ok(r) = retained {
         shared.ended_table().insert(id.clone(), r);
     }
@@ -417,8 +471,8 @@ pub(crate) async fn launch(
             return finish(&shared, cp, status).await;
         }
     };
-    let child = match spawn_supervisor(&shared, &task) {
-        Ok(child) => child,
+    let watcher = match start_supervisor(&shared, &task).await {
+        Ok(watcher) => watcher,
         Err(e) => {
             let status = TaskStatus::new(
                 cp.request.task_id.clone(),
@@ -433,9 +487,27 @@ pub(crate) async fn launch(
             return finish(&shared, cp, status).await;
         }
     };
-    cp.supervisor = child.id().and_then(|pid| ProcRef::of(pid as i32));
+    cp.supervisor = match &watcher {
+        Watcher::Child(child) => child.id().and_then(|pid| ProcRef::of(pid as i32)),
+        Watcher::Spawned(_, process) => Some(process.clone()),
+        Watcher::Pidfd(..) | Watcher::Poll(_) => None,
+    };
     save(&shared, &mut cp).await;
-    watch(shared, cp, Watcher::Child(child), true, kill_rx).await;
+    watch(shared, cp, watcher, true, kill_rx).await;
+}
+
+/// Starts the supervisor of `task`: through the spawner, else (it cannot
+/// be used) as a child of this process.
+async fn start_supervisor(shared: &Shared, task: &str) -> io::Result<Watcher> {
+    let sandbox = shared.layout.sandbox(task);
+    let log = shared.layout.meta(task).join(SUPERVISOR_LOG);
+    match shared.spawner.spawn(&sandbox, &log).await {
+        Ok(s) => Ok(Watcher::Spawned(s.exit, s.process)),
+        Err(e) => {
+            tracing::debug!(task = %task, "starting the supervisor directly: {e}");
+            spawn_supervisor(shared, task).map(Watcher::Child)
+        }
+    }
 }
 
 /// Watches a task found running at open.
@@ -466,8 +538,11 @@ async fn watch(
         {
             task_proc = Some(p);
             if !cp.started {
+                // Written with the checkpoint's next write (a kill, the
+                // end): nothing reads it back before then, and a write
+                // here cost every task a sync and a trip to a blocking
+                // thread.
                 cp.started = true;
-                save(&shared, &mut cp).await;
                 if fresh {
                     emit_running(&shared, &cp).await;
                 }
@@ -526,15 +601,18 @@ async fn watch(
 /// dir's disk was full (or read-only) says that too.
 async fn end(shared: &Shared, mut cp: Checkpoint, note: Option<String>) {
     let meta = shared.layout.meta(cp.request.task_id.as_str());
-    let dirs = cp.cgroups.clone();
-    let supervisor = cp.supervisor.clone();
     let layout = shared.layout.clone();
+    let node = shared.node_id.clone();
+    let fallback = cp.clone();
+    // One trip to a blocking thread: what the supervisor left, the final
+    // status, and its record (`conclude`).
     let looked = blocking(move || {
+        let dirs = cp.cgroups.clone();
         let exit = read_exit(&meta);
         let oom = cgroup::oom_killed(&dirs);
         let killed = exit.is_none().then(|| {
             let task = read_process(&meta);
-            let (n, left) = kill_leftovers(task.as_ref(), supervisor.as_ref(), &dirs);
+            let (n, left) = kill_leftovers(task.as_ref(), cp.supervisor.as_ref(), &dirs);
             killed_note(task.as_ref(), n, left)
         });
         // A task that finished needs no look at the disk.
@@ -544,33 +622,41 @@ async fn end(shared: &Shared, mut cp: Checkpoint, note: Option<String>) {
         } else {
             health::check(&layout, false)
         };
-        (exit, oom, killed.flatten(), disk)
+        if exit.is_some() && !cp.started {
+            cp.started = true;
+        }
+        let note = match (note, killed.flatten()) {
+            (Some(note), Some(killed)) => Some(format!("{note}; {killed}")),
+            (None, Some(killed)) => Some(format!("the supervisor is gone; {killed}")),
+            (note, None) => note,
+        };
+        let mut status = final_status(&node, &cp.request, exit, cp.kill.as_ref(), oom, note);
+        add_disk_note(&mut status, disk.as_ref());
+        conclude(&layout, &mut cp, status.clone());
+        (cp, status, disk)
     })
     .await;
-    let (exit, oom, killed, disk) = looked.unwrap_or((None, false, None, None));
+    let (cp, status, disk) = match looked {
+        Ok(done) => done,
+        Err(e) => {
+            // The look itself stopped: lost, as a supervisor without a record.
+            let status = final_status(
+                &shared.node_id,
+                &fallback.request,
+                None,
+                fallback.kill.as_ref(),
+                false,
+                Some(format!("cannot read how the task ended: {e}")),
+            );
+            return finish(shared, fallback, status).await;
+        }
+    };
     if let Some(p) = &disk {
         // Before the task's end is reported: the node takes no task in
         // its place on a data dir that cannot hold it.
         health::report(shared, Some(p.clone())).await;
     }
-    if exit.is_some() && !cp.started {
-        cp.started = true;
-    }
-    let note = match (note, killed) {
-        (Some(note), Some(killed)) => Some(format!("{note}; {killed}")),
-        (None, Some(killed)) => Some(format!("the supervisor is gone; {killed}")),
-        (note, None) => note,
-    };
-    let mut status = final_status(
-        &shared.node_id,
-        &cp.request,
-        exit,
-        cp.kill.as_ref(),
-        oom,
-        note,
-    );
-    add_disk_note(&mut status, disk.as_ref());
-    finish(shared, cp, status).await;
+    deliver(shared, cp, status).await;
 }
 
 /// What [`kill_leftovers`] did, for a lost task's reason (None when

@@ -1,7 +1,8 @@
 //! The per-task supervisor process, `agora __supervise SANDBOX`.
 //!
-//! The executor starts one supervisor per task, which first moves into a new
-//! session (setsid), so that it outlives the agent. The supervisor reads its instructions from
+//! The executor starts one supervisor per task (forked by the spawner,
+//! `spawner.rs`, or started as `agora __supervise SANDBOX`), which first
+//! moves into a new session (setsid), so that it outlives the agent. The supervisor reads its instructions from
 //! `SANDBOX/.agora/launch.json`, starts the task in its own process group
 //! (inside the task's cgroups when there are any), records the task's pid in
 //! `process.json`, waits for it, kills whatever is left of its process group,
