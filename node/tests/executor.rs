@@ -1332,8 +1332,8 @@ async fn gc_backlog_benchmark() {
 
 /// The default GC policy without its disk threshold: these tests run on
 /// shared machines whose disk may be over 90% full (a run of this suite
-/// failed six GC and checkpoint tests that way), and only the disk test
-/// below asks for the threshold.
+/// failed six GC and checkpoint tests that way); the disk tests set their
+/// own threshold.
 fn gc_off_disk() -> GcPolicy {
     GcPolicy {
         disk_percent: 100,
