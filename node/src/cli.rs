@@ -133,10 +133,10 @@ pub struct AgentArgs {
     pub cluster_id: Option<String>,
 
     /// The cell this node belongs to (letters, digits, - _ .). A cluster
-    /// past a few hundred machines runs in cells: each cell gossips on its
-    /// own, and a few of its members (its gateways) also gossip with the
-    /// other cells' gateways. Without --cell or --cells the cluster is one
-    /// flat cell (fine up to about 100 machines; see docs/CELLS.md).
+    /// past about 100 machines should run in cells of about 100: each cell
+    /// gossips on its own, and a few of its members (its gateways) also
+    /// gossip with the other cells' gateways. Without --cell or --cells the
+    /// cluster is one flat cell (see docs/CELLS.md).
     #[arg(long, value_name = "NAME", conflicts_with = "cells")]
     pub cell: Option<String>,
 
