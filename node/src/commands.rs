@@ -556,12 +556,8 @@ pub async fn nodes(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::
             n.id.as_str(),
             n.addr,
             if n.alive { "yes" } else { "DEAD" },
-            format!(
-                "{}/{}",
-                format_cpus(n.free.cpu_millis),
-                format_cpus(n.total.cpu_millis)
-            ),
-            format!("{}/{}", n.free.mem_mib, n.total.mem_mib),
+            cpus_free(&n.free, &n.total),
+            mem_free(&n.free, &n.total),
             attrs.join(",")
         );
     }
@@ -608,6 +604,20 @@ fn cell_json(c: &CellRow) -> serde_json::Value {
     })
 }
 
+/// `FREE/TOTAL` CPUs, as the node and cell tables show them.
+fn cpus_free(free: &Resources, total: &Resources) -> String {
+    format!(
+        "{}/{}",
+        format_cpus(free.cpu_millis),
+        format_cpus(total.cpu_millis)
+    )
+}
+
+/// `FREE/TOTAL` MiB of memory.
+fn mem_free(free: &Resources, total: &Resources) -> String {
+    format!("{}/{}", free.mem_mib, total.mem_mib)
+}
+
 fn print_cells(list: &CellList) {
     println!(
         "{:<20} {:<9} {:>9} {:>13} {:>17} GATEWAYS",
@@ -627,12 +637,8 @@ fn print_cells(list: &CellList) {
                 ""
             },
             format!("{}/{}", a.alive, a.members),
-            format!(
-                "{}/{}",
-                format_cpus(a.free.cpu_millis),
-                format_cpus(a.total.cpu_millis)
-            ),
-            format!("{}/{}", a.free.mem_mib, a.total.mem_mib),
+            cpus_free(&a.free, &a.total),
+            mem_free(&a.free, &a.total),
             gws.join(",")
         );
     }

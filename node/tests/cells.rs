@@ -75,13 +75,16 @@ fn run_big(node: &Node, text: &str) -> String {
         String::from_utf8_lossy(&out.stderr),
         node.log()
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("run --json printed {stdout:?}: {e}"));
-    v["tasks"][0]["id"]
+    first_id(&out.stdout)
+}
+
+/// The first task id `agora run --json` printed (an array of rows).
+fn first_id(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("run --json printed {text:?}: {e}"));
+    v[0]["id"]
         .as_str()
-        .or_else(|| v["id"].as_str())
-        .or_else(|| v[0]["id"].as_str())
         .unwrap_or_else(|| panic!("no task id in {v}"))
         .to_string()
 }
@@ -275,14 +278,7 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    let long = v["tasks"][0]["id"]
-        .as_str()
-        .or_else(|| v["id"].as_str())
-        .or_else(|| v[0]["id"].as_str())
-        .unwrap()
-        .to_string();
+    let long = first_id(&out.stdout);
     wait_for("the long far task to run", WAIT, || {
         task_row(home, &long).filter(|r| r["state"] == "running")
     });

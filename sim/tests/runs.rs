@@ -512,23 +512,27 @@ fn a_task_the_home_cell_cannot_take_crosses_as_on_the_node() {
     )
     .unwrap();
     let csv = csv.display().to_string();
-    let a = Args::parse_from([
-        "agora-sim",
-        "--nodes",
-        "9",
-        "--cell-size",
-        "3",
-        "--cores-per-node",
-        "2",
-        "--duration",
-        "15",
-        "--workload",
-        &csv,
-        "--scheduler",
-        "auction",
-        "--quiet",
-    ]);
-    let o = simulate(&a, &params(&a).unwrap()).unwrap();
+    // Nine nodes of 2 cores in cells of `cell_size`, the four tasks only.
+    let run = |cell_size: &str| {
+        let a = Args::parse_from([
+            "agora-sim",
+            "--nodes",
+            "9",
+            "--cell-size",
+            cell_size,
+            "--cores-per-node",
+            "2",
+            "--duration",
+            "15",
+            "--workload",
+            &csv,
+            "--scheduler",
+            "auction",
+            "--quiet",
+        ]);
+        simulate(&a, &params(&a).unwrap()).unwrap()
+    };
+    let o = run("3");
     let r = &o.report.schedulers["auction"];
     assert_eq!(r.tasks_submitted, 4, "{r:?}");
     assert_eq!(
@@ -537,22 +541,6 @@ fn a_task_the_home_cell_cannot_take_crosses_as_on_the_node() {
     );
     assert_eq!(r.overcommit_violations, 0);
     // One cell of nine: all four fit at home, nothing crosses.
-    let one = Args::parse_from([
-        "agora-sim",
-        "--nodes",
-        "9",
-        "--cell-size",
-        "9",
-        "--cores-per-node",
-        "2",
-        "--duration",
-        "15",
-        "--workload",
-        &csv,
-        "--scheduler",
-        "auction",
-        "--quiet",
-    ]);
-    let o = simulate(&one, &params(&one).unwrap()).unwrap();
+    let o = run("9");
     assert_eq!(o.report.schedulers["auction"].tasks_placed_across_cells, 0);
 }
