@@ -1,8 +1,9 @@
 //! Cells in the node (issue 13): three cells of three agents on loopback,
 //! one gateway per cell. Each cell gossips on its own; the gateways form
 //! the federation. A task that fits only on nodes of another cell is placed
-//! there from its home node, its output read from the home node, and it can
-//! be killed from there; killing that cell's gateway moves the role to
+//! there from its home node, its output read from the home node and from
+//! nodes that are not its home (one in a third cell), and it can be killed
+//! from a third cell; killing that cell's gateway moves the role to
 //! another member and cross-cell placement still works. A job larger than
 //! its home cell spills one task over, as the simulator predicts for the
 //! same scenario (sim/tests/runs.rs).
@@ -271,7 +272,44 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
         "{c}"
     );
 
-    // A long far task is killed from its home node.
+    // Any node finds it: a3 (the home's cell, not its home) and c1
+    // (a third cell, which imported nothing) list it by its framework,
+    // which asks its home, and read its output from b's node. Neither
+    // has an address for that node: they look for it through the other
+    // cells' gateways.
+    let framework = row["framework"].as_str().unwrap().to_string();
+    let (a3, c1) = (&cluster.nodes[2], &cluster.nodes[6]);
+    for asker in [a3, c1] {
+        let out = asker.cli(&["ps", "--json", "--framework", &framework]);
+        assert!(
+            out.status.success(),
+            "ps on {}: {}",
+            asker.id,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"] == id.as_str() && r["node"] == ran_on.as_str()),
+            "{} lists {rows}",
+            asker.id
+        );
+        let logs = asker.cli(&["logs", &id]);
+        assert!(
+            logs.status.success(),
+            "logs on {}: {}\n{}",
+            asker.id,
+            String::from_utf8_lossy(&logs.stderr),
+            asker.log()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&logs.stdout).trim(),
+            format!("first from {ran_on}")
+        );
+    }
+    // A long far task is killed from a node of a third cell.
     let out = home.cli(&["run", "--cpus", "4", "--json", "--", "sleep", "600"]);
     assert!(
         out.status.success(),
@@ -282,10 +320,10 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
     wait_for("the long far task to run", WAIT, || {
         task_row(home, &long).filter(|r| r["state"] == "running")
     });
-    let kill = home.cli(&["kill", &long]);
+    let kill = c1.cli(&["kill", &long]);
     assert!(
         kill.status.success(),
-        "{}",
+        "kill on c1: {}",
         String::from_utf8_lossy(&kill.stderr)
     );
     wait_for("the long far task to be killed", WAIT, || {

@@ -486,5 +486,12 @@ pub fn sample_peer_messages() -> Vec<PeerMessage> {
                 contact: contact(),
             }],
         }),
+        PeerMessage::Locate(Locate {
+            node: NodeId::new("n3").expect("valid"),
+        }),
+        PeerMessage::Located(Located {
+            cell: CellId(7),
+            contact: contact(),
+        }),
     ]
 }

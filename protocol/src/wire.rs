@@ -28,7 +28,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// `TaskList` says how many rows matched before its cut, and a node sends
 /// its witness the tasks it runs for frameworks homed on it
 /// ([`PeerMessage::Witness`]).
-pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/4";
+pub const PEER_PROTOCOL_NAME: &str = "/agora/peer/5";
 
 // ---------------------------------------------------------------- peers
 
@@ -435,6 +435,25 @@ pub struct CellMembers {
     pub members: Vec<CellMember>,
 }
 
+/// Any node → one gateway of each other cell: where is this node? Sent
+/// when a message must go to a node that is neither in the sender's cell
+/// nor imported (a task's home or runner in another cell).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locate {
+    /// The node looked for.
+    pub node: NodeId,
+}
+
+/// Answer to [`PeerMessage::Locate`], from a node whose cell has the node
+/// alive (the others stay silent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Located {
+    /// The answering node's cell, the located node's.
+    pub cell: CellId,
+    /// Where the node is reached.
+    pub contact: Contact,
+}
+
 /// Everything one node says to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -482,6 +501,10 @@ pub enum PeerMessage {
     CellQuery(CellQuery),
     /// Answer to `CellQuery`.
     CellMembers(CellMembers),
+    /// Any node → a gateway of another cell: where is this node?
+    Locate(Locate),
+    /// Answer to `Locate`.
+    Located(Located),
 }
 
 impl PeerMessage {
@@ -508,6 +531,8 @@ impl PeerMessage {
             PeerMessage::FederationView(_) => "federation_view",
             PeerMessage::CellQuery(_) => "cell_query",
             PeerMessage::CellMembers(_) => "cell_members",
+            PeerMessage::Locate(_) => "locate",
+            PeerMessage::Located(_) => "located",
         }
     }
 
@@ -531,7 +556,9 @@ impl PeerMessage {
             PeerMessage::FederationQuery
             | PeerMessage::FederationView(_)
             | PeerMessage::CellQuery(_)
-            | PeerMessage::CellMembers(_) => Recipient::Directory,
+            | PeerMessage::CellMembers(_)
+            | PeerMessage::Locate(_)
+            | PeerMessage::Located(_) => Recipient::Directory,
         }
     }
 }
@@ -588,7 +615,9 @@ impl PeerMessage {
             | PeerMessage::FederationQuery
             | PeerMessage::FederationView(_)
             | PeerMessage::CellQuery(_)
-            | PeerMessage::CellMembers(_) => None,
+            | PeerMessage::CellMembers(_)
+            | PeerMessage::Locate(_)
+            | PeerMessage::Located(_) => None,
         }
     }
 }

@@ -28,6 +28,7 @@ impl HttpSide {
         gossip: GossipStats,
         p2p: P2pStats,
         journal: super::journal::Stats,
+        located: super::cells::CellsStats,
     ) {
         let tasks = core.local_listing();
         let http_fw = core.http_framework();
@@ -64,6 +65,9 @@ impl HttpSide {
             gossip_local_health: gossip.local_health,
             journal_syncs: journal.syncs,
             journal_errors: journal.errors,
+            cell_locates: located.locates,
+            cell_located: located.located,
+            cell_unlocated: located.unlocated_dropped,
         });
         self.metrics.set_peer_totals(&PeerTotals {
             sent: p2p.sent,

@@ -23,8 +23,18 @@
 //!   members' addresses to libp2p ([`CellsOut::Contact`]). A gateway
 //!   answers a `cell_query` about its own cell from its cell's gossip.
 //!
+//! - **Locating.** A message for a node this node has no address for (in
+//!   cells: a node of another cell that is not imported, such as a task's
+//!   home or runner asked about from elsewhere) is held while one gateway
+//!   of every other cell is asked where that node is (`locate`); the node's
+//!   cell answers (`located`), the address goes to libp2p and the held
+//!   messages follow. Unanswered after [`LOCATE_TIMEOUT`], they are dropped
+//!   (the asker's own timeout reports the node unreachable).
+//!
 //! Bounded: the directory holds at most [`MAX_CELLS`] cells, an answer at
-//! most [`MAX_IMPORTED`] members, seeds at most [`MAX_FEDERATION_SEEDS`].
+//! most [`MAX_IMPORTED`] members, seeds at most [`MAX_FEDERATION_SEEDS`],
+//! at most [`MAX_LOCATING`] nodes are looked for at once with at most
+//! [`MAX_HELD`] messages each.
 
 use agora_protocol::NodeId;
 use agora_protocol::cell::{CellAggregate, CellId};
@@ -32,7 +42,8 @@ use agora_protocol::host::{MAX_CELLS, MAX_IMPORTED};
 use agora_protocol::time::Instant;
 use agora_protocol::view::NodeInfo;
 use agora_protocol::wire::{
-    CellEntry, CellMember, CellMembers, CellQuery, Contact, FederationView, PeerMessage,
+    CellEntry, CellMember, CellMembers, CellQuery, Contact, FederationView, Locate, Located,
+    PeerMessage,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -45,6 +56,12 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 pub const ROLE_SETTLE: Duration = Duration::from_secs(1);
 /// The most seeds a starting federation gossip is given.
 pub const MAX_FEDERATION_SEEDS: usize = 64;
+/// How long messages wait for their node to be located.
+pub const LOCATE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most nodes looked for at once.
+pub const MAX_LOCATING: usize = 256;
+/// The most messages held for one node being looked for.
+pub const MAX_HELD: usize = 64;
 
 /// This node's place in the cells.
 #[derive(Clone, Debug)]
@@ -104,6 +121,20 @@ pub struct CellsStats {
     pub member_answers: u64,
     /// Times this node took the gateway role.
     pub gateway_starts: u64,
+    /// Nodes looked for in other cells (`locate` rounds started).
+    pub locates: u64,
+    /// Nodes found that way.
+    pub located: u64,
+    /// Messages dropped because their node was not found in time, or too
+    /// many were waiting.
+    pub unlocated_dropped: u64,
+}
+
+/// Messages waiting for their node's address.
+#[derive(Debug)]
+struct Locating {
+    deadline: Instant,
+    held: Vec<PeerMessage>,
 }
 
 /// The cells machine.
@@ -116,6 +147,7 @@ pub struct Cells {
     /// What the host last said about the role, and since when.
     wanted: Option<(bool, Instant)>,
     imports: BTreeSet<CellId>,
+    locating: BTreeMap<NodeId, Locating>,
     next_refresh: Instant,
     turn: usize,
     out: VecDeque<CellsOut>,
@@ -133,6 +165,7 @@ impl Cells {
             gateway: false,
             wanted: None,
             imports: BTreeSet::new(),
+            locating: BTreeMap::new(),
             next_refresh: now,
             turn: 0,
             out: VecDeque::new(),
@@ -204,6 +237,7 @@ impl Cells {
                 self.out.push_back(CellsOut::StopFederation);
             }
         }
+        self.expire_locating(now);
         if now < self.next_refresh {
             return;
         }
@@ -227,6 +261,70 @@ impl Cells {
         for c in imports {
             self.ask_members(c);
         }
+    }
+
+    /// `msg` must go to `to`, whose address this node does not know: held
+    /// while the other cells are asked where `to` is (see the module
+    /// docs). Dropped at once when there is no other cell to ask, or too
+    /// much is waiting already.
+    pub fn handle_unroutable(&mut self, now: Instant, to: NodeId, msg: PeerMessage) {
+        if let Some(l) = self.locating.get_mut(&to) {
+            if l.held.len() < MAX_HELD {
+                l.held.push(msg);
+            } else {
+                self.stats.unlocated_dropped += 1;
+            }
+            return;
+        }
+        let asks: Vec<NodeId> = self
+            .directory
+            .values()
+            .filter(|e| e.cell != self.cell && !e.gateways.is_empty())
+            .map(|e| e.gateways[self.turn % e.gateways.len()].node.clone())
+            .collect();
+        if asks.is_empty() || self.locating.len() >= MAX_LOCATING {
+            self.stats.unlocated_dropped += 1;
+            tracing::debug!(%to, kind = msg.kind(), "no address for this node and no other cell to ask; message dropped");
+            return;
+        }
+        self.stats.locates += 1;
+        for g in asks {
+            if let Some(contact) = self.gateway_contact(&g) {
+                self.out.push_back(CellsOut::Contact(contact));
+            }
+            self.out.push_back(CellsOut::Send {
+                to: g,
+                msg: PeerMessage::Locate(Locate { node: to.clone() }),
+            });
+        }
+        self.locating.insert(
+            to,
+            Locating {
+                deadline: now + LOCATE_TIMEOUT,
+                held: vec![msg],
+            },
+        );
+    }
+
+    fn gateway_contact(&self, node: &NodeId) -> Option<Contact> {
+        self.directory
+            .values()
+            .flat_map(|e| e.gateways.iter())
+            .find(|g| g.node == *node)
+            .cloned()
+    }
+
+    fn expire_locating(&mut self, now: Instant) {
+        let mut dropped = 0;
+        self.locating.retain(|node, l| {
+            let keep = now < l.deadline;
+            if !keep {
+                dropped += l.held.len() as u64;
+                tracing::debug!(%node, held = l.held.len(), "no cell said where this node is; its messages were dropped");
+            }
+            keep
+        });
+        self.stats.unlocated_dropped += dropped;
     }
 
     /// The federation gossip's cells (this node is a gateway): the
@@ -284,6 +382,42 @@ impl Cells {
                     });
                 } else {
                     tracing::debug!(%from, cell = cell.0, "a cell query about another cell; not answered");
+                }
+            }
+            PeerMessage::Locate(Locate { node }) => {
+                // Answered from the home cell's gossip, by whichever member
+                // is asked (a gateway, normally); silent when the node is
+                // not a live member here.
+                let found = members()
+                    .into_iter()
+                    .find(|m| m.info.id == node && m.contact.node == node && m.info.alive);
+                if let Some(m) = found {
+                    self.out.push_back(CellsOut::Send {
+                        to: from,
+                        msg: PeerMessage::Located(Located {
+                            cell: self.cell,
+                            contact: m.contact,
+                        }),
+                    });
+                }
+            }
+            PeerMessage::Located(Located { cell, contact }) => {
+                // Only an answer about a node looked for, from another
+                // cell of the directory, is believed.
+                if cell == self.cell || !self.directory.contains_key(&cell) {
+                    return;
+                }
+                let Some(l) = self.locating.remove(&contact.node) else {
+                    return;
+                };
+                self.stats.located += 1;
+                let to = contact.node.clone();
+                self.out.push_back(CellsOut::Contact(contact));
+                for msg in l.held {
+                    self.out.push_back(CellsOut::Send {
+                        to: to.clone(),
+                        msg,
+                    });
                 }
             }
             PeerMessage::CellMembers(m) => {
@@ -636,6 +770,129 @@ mod tests {
             || panic!("not asked for another cell"),
         );
         assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn a_message_for_a_node_of_another_cell_waits_until_that_cell_says_where_it_is() {
+        let mut c = machine("a", "east");
+        let now = Instant::from_millis(10);
+        let (east, west, north) = (
+            entry("east", &["a"]),
+            entry("west", &["w1"]),
+            entry("north", &["n1"]),
+        );
+        let msg = |n: u64| PeerMessage::ListTasks(agora_protocol::wire::TaskQuery::all(n));
+        // No other cell known: dropped at once.
+        c.handle_unroutable(now, id("w7"), msg(1));
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.stats.unlocated_dropped, 1);
+        c.handle_message(
+            id("b"),
+            PeerMessage::FederationView(FederationView {
+                cells: vec![east, west.clone(), north.clone()],
+            }),
+            Vec::new,
+        );
+        drain(&mut c);
+        // One gateway of each other cell is asked (their addresses to libp2p
+        // first); a second message for the same node waits with the first.
+        c.handle_unroutable(now, id("w7"), msg(2));
+        c.handle_unroutable(now, id("w7"), msg(3));
+        let out = drain(&mut c);
+        let locate = PeerMessage::Locate(Locate { node: id("w7") });
+        assert_eq!(
+            out,
+            vec![
+                CellsOut::Contact(contact("n1")),
+                CellsOut::Send {
+                    to: id("n1"),
+                    msg: locate.clone()
+                },
+                CellsOut::Contact(contact("w1")),
+                CellsOut::Send {
+                    to: id("w1"),
+                    msg: locate.clone()
+                },
+            ]
+        );
+        // Only the asked node's cell's answer is believed; its own cell
+        // or a cell outside the directory is not.
+        let answer = |cell: CellId| {
+            PeerMessage::Located(Located {
+                cell,
+                contact: contact("w7"),
+            })
+        };
+        c.handle_message(id("x"), answer(CellId::from_name("east")), Vec::new);
+        c.handle_message(id("x"), answer(CellId::from_name("south")), Vec::new);
+        assert!(drain(&mut c).is_empty());
+        c.handle_message(id("w1"), answer(west.cell), Vec::new);
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                CellsOut::Contact(contact("w7")),
+                CellsOut::Send {
+                    to: id("w7"),
+                    msg: msg(2)
+                },
+                CellsOut::Send {
+                    to: id("w7"),
+                    msg: msg(3)
+                },
+            ]
+        );
+        // A second answer (north's, had it one) finds nothing waiting.
+        c.handle_message(id("n1"), answer(north.cell), Vec::new);
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.stats.located, 1);
+        // Unanswered, held messages are dropped after LOCATE_TIMEOUT.
+        c.handle_unroutable(now, id("z9"), msg(4));
+        drain(&mut c);
+        c.handle_tick(now + LOCATE_TIMEOUT / 2, &[id("b")], &[]);
+        c.handle_message(id("b"), answer(west.cell), Vec::new);
+        c.handle_tick(now + LOCATE_TIMEOUT, &[id("b")], &[]);
+        assert_eq!(c.stats.unlocated_dropped, 2);
+        let late = PeerMessage::Located(Located {
+            cell: west.cell,
+            contact: contact("z9"),
+        });
+        c.handle_message(id("w1"), late, Vec::new);
+        assert!(
+            !drain(&mut c)
+                .iter()
+                .any(|o| matches!(o, CellsOut::Send { to, .. } if *to == id("z9"))),
+            "nothing is sent after the timeout"
+        );
+        assert_eq!(c.stats.locates, 2);
+    }
+
+    #[test]
+    fn a_member_answers_where_a_live_node_of_its_cell_is_and_nothing_else() {
+        let mut c = machine("a", "east");
+        let member = |n: &str, alive: bool| {
+            let mut info = NodeInfo::new(id(n), Resources::cpu_mem(1000, 256), Default::default());
+            info.alive = alive;
+            CellMember {
+                info,
+                contact: contact(n),
+            }
+        };
+        let members = || vec![member("e1", true), member("e2", false)];
+        let ask = |n: &str| PeerMessage::Locate(Locate { node: id(n) });
+        c.handle_message(id("z"), ask("e1"), members);
+        assert_eq!(
+            drain(&mut c),
+            vec![CellsOut::Send {
+                to: id("z"),
+                msg: PeerMessage::Located(Located {
+                    cell: CellId::from_name("east"),
+                    contact: contact("e1")
+                })
+            }]
+        );
+        c.handle_message(id("z"), ask("e2"), members);
+        c.handle_message(id("z"), ask("w1"), members);
+        assert!(drain(&mut c).is_empty(), "dead or unknown: no answer");
     }
 
     #[test]

@@ -517,7 +517,9 @@ impl Core {
                 msg @ (PeerMessage::FederationQuery
                 | PeerMessage::FederationView(_)
                 | PeerMessage::CellQuery(_)
-                | PeerMessage::CellMembers(_)),
+                | PeerMessage::CellMembers(_)
+                | PeerMessage::Locate(_)
+                | PeerMessage::Located(_)),
             ) => self.out.push_back(Output::Directory { from, msg }),
             Some(other) => {
                 tracing::debug!(%from, kind = other.kind(), "the host handed back a message it decides on; dropped");

@@ -157,7 +157,7 @@ impl Driver {
 
     /// Carries out what the machine asked, then shows the core what it
     /// knows.
-    fn drain_cells(&mut self) {
+    pub(super) fn drain_cells(&mut self) {
         let now = self.clock.now();
         loop {
             let Some(c) = self.cells.as_mut() else {

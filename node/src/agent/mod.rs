@@ -49,7 +49,7 @@ use crate::socket::{self, ClientCmd};
 use crate::surface::{Asker, Reply};
 use agora_protocol::host::{self, Host};
 use agora_protocol::view::NodeInfo;
-use agora_protocol::wire::{LogChunk, ServerMessage};
+use agora_protocol::wire::{LogChunk, PeerMessage, ServerMessage};
 use agora_protocol::{Instant, NodeId};
 use anyhow::Context;
 use core::{Core, Output};
@@ -497,7 +497,7 @@ impl Driver {
     fn drive(&mut self) {
         while let Some(o) = self.core.poll_output() {
             match o {
-                Output::Transmit(t) => self.p2p.send(&t.to, t.msg),
+                Output::Transmit(t) => self.transmit(t.to, t.msg),
                 Output::Exec(host::Exec::Launch(l)) => {
                     tracing::debug!(task = %l.task_id, "launching");
                     self.executor.launch(l);
@@ -539,6 +539,10 @@ impl Driver {
                             self.gossip.stats(),
                             self.p2p.stats,
                             self.journal.stats,
+                            self.cells
+                                .as_ref()
+                                .map(|c| c.machine.stats)
+                                .unwrap_or_default(),
                         );
                     }
                 }
@@ -562,6 +566,21 @@ impl Driver {
                 self.journal.rewrite(&bytes);
             }
         }
+    }
+
+    /// Sends a message to a node; in cells, one whose address this node
+    /// does not know (another cell's node, not imported) waits while the
+    /// cells machine finds it.
+    fn transmit(&mut self, to: NodeId, msg: PeerMessage) {
+        if !self.p2p.knows(&to)
+            && let Some(c) = self.cells.as_mut()
+        {
+            let now = self.clock.now();
+            c.machine.handle_unroutable(now, to, msg);
+            self.drain_cells();
+            return;
+        }
+        self.p2p.send(&to, msg);
     }
 
     fn publish(&mut self, ledger: core::Ledger) {

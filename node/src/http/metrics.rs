@@ -44,6 +44,9 @@
 //! | `agora_cells_known` | gauge | |
 //! | `agora_cells_imported` | gauge | |
 //! | `agora_cell_gateway` | gauge | |
+//! | `agora_cell_locates_total` | counter | |
+//! | `agora_cell_located_total` | counter | |
+//! | `agora_cell_messages_unlocated_total` | counter | |
 //! | `agora_data_dir_unavailable` | gauge | `reason` = disk_full, data_dir_read_only, data_dir_unwritable: 1 while this node takes no new tasks for that reason |
 //!
 //! The nine from `agora_socket_connections` to `agora_gossip_isolated`
@@ -132,6 +135,9 @@ pub struct Metrics {
     cells_known: Gauge,
     cells_imported: Gauge,
     cell_gateway: Gauge,
+    cell_locates: Counter,
+    cell_located: Counter,
+    cell_unlocated: Counter,
     journal_syncs: Counter,
     journal_errors: Counter,
 }
@@ -150,6 +156,12 @@ pub struct NodeTotals {
     pub journal_syncs: u64,
     /// Failed writes or syncs of the task journal.
     pub journal_errors: u64,
+    /// Nodes of other cells looked for through their gateways.
+    pub cell_locates: u64,
+    /// Nodes found that way.
+    pub cell_located: u64,
+    /// Messages dropped because their node was not found.
+    pub cell_unlocated: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -291,6 +303,24 @@ impl Metrics {
             "1 while this node is one of its cell's gateways (in the federation gossip)",
             cell_gateway.clone(),
         );
+        let cell_locates = Counter::default();
+        registry.register(
+            "cell_locates",
+            "Nodes of other cells this node looked for through those cells' gateways, to send them a message (a task's home or runner asked about from elsewhere)",
+            cell_locates.clone(),
+        );
+        let cell_located = Counter::default();
+        registry.register(
+            "cell_located",
+            "Nodes of other cells found that way",
+            cell_located.clone(),
+        );
+        let cell_unlocated = Counter::default();
+        registry.register(
+            "cell_messages_unlocated",
+            "Messages dropped because no cell said where their node is within 3 s (it is dead, or its cell's gateways are unreachable)",
+            cell_unlocated.clone(),
+        );
         let journal_syncs = Counter::default();
         registry.register(
             "journal_syncs",
@@ -327,6 +357,9 @@ impl Metrics {
             cells_known,
             cells_imported,
             cell_gateway,
+            cell_locates,
+            cell_located,
+            cell_unlocated,
             journal_syncs,
             journal_errors,
         };
@@ -419,6 +452,9 @@ impl Metrics {
         self.gossip_local_health.set(to_i64(t.gossip_local_health));
         raise(&self.journal_syncs, t.journal_syncs);
         raise(&self.journal_errors, t.journal_errors);
+        raise(&self.cell_locates, t.cell_locates);
+        raise(&self.cell_located, t.cell_located);
+        raise(&self.cell_unlocated, t.cell_unlocated);
     }
 
     /// The cells gauges, from the node's cell list.
@@ -805,6 +841,9 @@ mod tests {
             gossip_local_health: 3,
             journal_syncs: 12,
             journal_errors: 1,
+            cell_locates: 3,
+            cell_located: 2,
+            cell_unlocated: 5,
         };
         m.set_node_totals(&t);
         t.gossip_local_health = 0;
@@ -817,6 +856,9 @@ mod tests {
             "agora_gossip_local_health 0",
             "agora_journal_syncs_total 12",
             "agora_journal_write_errors_total 1",
+            "agora_cell_locates_total 3",
+            "agora_cell_located_total 2",
+            "agora_cell_messages_unlocated_total 5",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

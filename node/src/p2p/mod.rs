@@ -437,6 +437,11 @@ impl P2p {
         self.reply_to = Some(addr.to_string());
     }
 
+    /// Whether this node knows where `node` is reached.
+    pub fn knows(&self, node: &NodeId) -> bool {
+        self.peers.contains_key(node)
+    }
+
     /// Records where a node is reachable (from its gossiped state).
     pub fn set_peer(&mut self, node: &NodeId, peer_id: &str, addr: &str) {
         let (Ok(peer), Ok(addr)) = (peer_id.parse::<PeerId>(), addr.parse::<Multiaddr>()) else {

@@ -830,8 +830,9 @@ impl<R: Rng> Host<R> {
     /// The nodes to ask for a task listing, besides this node's own rows:
     /// a task's or a framework's rows are all on its home node (its bidder
     /// keeps them, wherever the tasks run), so a query naming one whose
-    /// home is alive asks only that home (or nobody, when it is this node);
-    /// any other query, or one whose home is dead or not named in the id,
+    /// home is alive asks only that home (or nobody, when it is this node),
+    /// and so does one whose home, in cells, is in no view here (another
+    /// cell's node); any other query, or one whose home is dead or not named in the id,
     /// asks every live node. Dead nodes are returned apart: their rows are
     /// missing from any answer.
     pub fn list_targets(&self, q: &crate::wire::TaskQuery) -> ListTargets {
@@ -844,6 +845,13 @@ impl<R: Rng> Host<R> {
         match home {
             Some(h) if h == self.me => ListTargets::default(),
             Some(h) if self.view.get(&h).is_some_and(|i| i.alive) => ListTargets {
+                ask: vec![h],
+                dead: Vec::new(),
+            },
+            // In cells, a home this node has no gossip about is in another
+            // cell: ask it there (the driver finds it through that cell's
+            // gateways); this cell's nodes would not know more than it.
+            Some(h) if self.config.cell.is_some() && self.view.get(&h).is_none() => ListTargets {
                 ask: vec![h],
                 dead: Vec::new(),
             },

@@ -153,7 +153,9 @@ impl<R: Rng> Host<R> {
             | PeerMessage::FederationQuery
             | PeerMessage::FederationView(_)
             | PeerMessage::CellQuery(_)
-            | PeerMessage::CellMembers(_)) => Some(other),
+            | PeerMessage::CellMembers(_)
+            | PeerMessage::Locate(_)
+            | PeerMessage::Located(_)) => Some(other),
         }
     }
 

@@ -817,6 +817,33 @@ fn a_listing_whose_home_is_dead_asks_everyone_and_names_the_dead() {
 }
 
 #[test]
+fn in_cells_a_listing_whose_home_is_in_another_cell_asks_that_home() {
+    // A task homed on a (cell 0) asked about from c (cell 1): c has no
+    // gossip about a. It used to ask every live node of its own cell,
+    // which do not hold a's rows; now it asks a, which its driver finds
+    // through cell 0's gateways.
+    let mut net = Net::new(vec![
+        in_cell("a", 1, 0),
+        in_cell("b", 1, 1),
+        in_cell("c", 1, 1),
+    ]);
+    net.gossip();
+    let fw = FrameworkId::homed("batch", 1, &nid("a")).unwrap();
+    let q = crate::wire::TaskQuery {
+        task_id: Some(TaskId::for_framework(&fw, 1)),
+        ..crate::wire::TaskQuery::all(1)
+    };
+    assert!(net.hosts[&nid("c")].view().get(&nid("a")).is_none());
+    let t = net.hosts[&nid("c")].list_targets(&q);
+    assert_eq!(t.ask, vec![nid("a")]);
+    assert!(t.dead.is_empty());
+    // A flat cluster that has not heard of the home still asks everyone.
+    let mut flat = Net::new(vec![host("b", 1, 0), host("c", 1, 0)]);
+    flat.gossip();
+    assert_eq!(flat.hosts[&nid("c")].list_targets(&q).ask, vec![nid("b")]);
+}
+
+#[test]
 fn a_kill_on_a_known_node_asks_only_that_node() {
     let mut net = Net::new(vec![host("a", 0, 0), host("b", 4, 0), host("c", 0, 0)]);
     let fw = FrameworkId::homed("batch", 1, &nid("a")).unwrap();
