@@ -75,8 +75,8 @@ pub enum Command {
     /// task order; filter with --state, --name, --node, --framework.
     Ps(PsArgs),
     /// List the cluster's nodes as this node sees them (and, in a cluster
-    /// of cells, every cell's totals).
-    Nodes(ListArgs),
+    /// of cells, every cell's totals); --all lists every cell's members.
+    Nodes(NodesArgs),
     /// List the cells: this node's own (its gateways, members, free
     /// resources, from its gossip) and the others the federation knows
     /// (from their gateways). Empty in a flat cluster.
@@ -369,6 +369,20 @@ pub struct ListArgs {
     /// Print a JSON array with stable snake_case keys.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `agora nodes` flags.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Print a JSON array with stable snake_case keys.
+    #[arg(long)]
+    pub json: bool,
+    /// In a cluster of cells, list the members of every cell, not only of
+    /// this node's own: each other cell's gateways are asked (answers wait
+    /// at most 2 s; a cell that does not answer is named on stderr). Rows
+    /// get a CELL column (`cell` in JSON).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `agora ps` flags.

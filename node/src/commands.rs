@@ -11,7 +11,7 @@
 //! reconcile of one unfinished task) and gives up if nothing at all comes
 //! back within another timeout.
 
-use crate::cli::{KillArgs, ListArgs, LogsArgs, PsArgs, RunArgs};
+use crate::cli::{KillArgs, ListArgs, LogsArgs, NodesArgs, PsArgs, RunArgs};
 use crate::client::Client;
 use agora_protocol::codec::{Codec, DEFAULT_MAX_FRAME};
 use agora_protocol::constraint::Constraint;
@@ -515,29 +515,14 @@ pub async fn ps(socket: &Path, timeout: Duration, args: PsArgs) -> anyhow::Resul
 ///
 /// # Errors
 /// Connection problems.
-pub async fn nodes(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::Result<i32> {
+pub async fn nodes(socket: &Path, timeout: Duration, args: NodesArgs) -> anyhow::Result<i32> {
     let mut client = Client::connect_with_timeout(socket, timeout).await?;
+    if args.all {
+        return all_nodes(&mut client, args.json).await;
+    }
     let rows = list_nodes(&mut client).await?;
     if args.json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|n| {
-                serde_json::json!({
-                    "id": n.id.as_str(),
-                    "addr": n.addr,
-                    "alive": n.alive,
-                    "cpus_total": n.total.cpu_millis as f64 / 1000.0,
-                    "cpus_free": n.free.cpu_millis as f64 / 1000.0,
-                    "mem_total_mib": n.total.mem_mib,
-                    "mem_free_mib": n.free.mem_mib,
-                    "disk_total_mib": n.total.disk_mib,
-                    "disk_free_mib": n.free.disk_mib,
-                    "gpus_total": n.total.gpus,
-                    "gpus_free": n.free.gpus,
-                    "attrs": n.attrs.0,
-                })
-            })
-            .collect();
+        let v: Vec<serde_json::Value> = rows.iter().map(node_json).collect();
         println!("{}", serde_json::Value::Array(v));
         return Ok(0);
     }
@@ -550,16 +535,7 @@ pub async fn nodes(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::
         .ok()
         .filter(|c| c.cell.is_some());
     for n in rows {
-        let attrs: Vec<String> = n.attrs.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "{:<24} {:<22} {:<6} {:>11} {:>15} {}",
-            n.id.as_str(),
-            n.addr,
-            if n.alive { "yes" } else { "DEAD" },
-            cpus_free(&n.free, &n.total),
-            mem_free(&n.free, &n.total),
-            attrs.join(",")
-        );
+        println!("{}", node_line(&n));
     }
     if let Some(list) = cells {
         // The nodes above are this node's cell, and the members of cells
@@ -568,6 +544,82 @@ pub async fn nodes(socket: &Path, timeout: Duration, args: ListArgs) -> anyhow::
         print_cells(&list);
     }
     Ok(0)
+}
+
+/// `agora nodes --all`: every cell's members.
+async fn all_nodes(client: &mut Client, json: bool) -> anyhow::Result<i32> {
+    client
+        .send(&ClientMessage::ListAllNodes(ListTasks { request_id: 1 }))
+        .await?;
+    let deadline = client.deadline();
+    let list = loop {
+        match client.recv_by(deadline).await? {
+            ServerMessage::CellNodes(c) => break c,
+            ServerMessage::Error(e) => bail!(error_text(&e)),
+            _ => {}
+        }
+    };
+    for c in &list.cells {
+        if let Some(e) = &c.error {
+            eprintln!("note: {e}; its members are missing");
+        }
+    }
+    if json {
+        let v: Vec<serde_json::Value> = list
+            .cells
+            .iter()
+            .flat_map(|c| {
+                c.nodes.iter().map(move |n| {
+                    let mut row = node_json(n);
+                    row["cell"] = serde_json::json!(c.cell);
+                    row
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    println!(
+        "{:<12} {:<24} {:<22} {:<6} {:>11} {:>15} ATTRS",
+        "CELL", "ID", "ADDR", "ALIVE", "CPUS FREE", "MEM FREE MIB"
+    );
+    for c in &list.cells {
+        let cell = c.cell.as_deref().unwrap_or("-");
+        for n in &c.nodes {
+            println!("{cell:<12} {}", node_line(n));
+        }
+    }
+    Ok(0)
+}
+
+fn node_line(n: &NodeRow) -> String {
+    let attrs: Vec<String> = n.attrs.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "{:<24} {:<22} {:<6} {:>11} {:>15} {}",
+        n.id.as_str(),
+        n.addr,
+        if n.alive { "yes" } else { "DEAD" },
+        cpus_free(&n.free, &n.total),
+        mem_free(&n.free, &n.total),
+        attrs.join(",")
+    )
+}
+
+fn node_json(n: &NodeRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": n.id.as_str(),
+        "addr": n.addr,
+        "alive": n.alive,
+        "cpus_total": n.total.cpu_millis as f64 / 1000.0,
+        "cpus_free": n.free.cpu_millis as f64 / 1000.0,
+        "mem_total_mib": n.total.mem_mib,
+        "mem_free_mib": n.free.mem_mib,
+        "disk_total_mib": n.total.disk_mib,
+        "disk_free_mib": n.free.disk_mib,
+        "gpus_total": n.total.gpus,
+        "gpus_free": n.free.gpus,
+        "attrs": n.attrs.0,
+    })
 }
 
 /// The cells as the socket's node knows them.

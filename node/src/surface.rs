@@ -10,9 +10,9 @@
 //! JSON and status codes for HTTP.
 
 use agora_protocol::wire::{
-    BidOn, CellList, ClientMessage, ErrorCode, ErrorReply, Kill, ListTasks, LogChunk, NodeList,
-    Offer, ReadLog, Register, Registered, ServerMessage, StatusAck, StatusEvent, Submit, Submitted,
-    TaskPage, TaskQuery, TaskRow,
+    BidOn, CellList, CellNodeList, ClientMessage, ErrorCode, ErrorReply, Kill, ListTasks, LogChunk,
+    NodeList, Offer, ReadLog, Register, Registered, ServerMessage, StatusAck, StatusEvent, Submit,
+    Submitted, TaskPage, TaskQuery, TaskRow,
 };
 use agora_protocol::{NodeId, TaskId};
 
@@ -58,6 +58,8 @@ pub enum Command {
     ReadLog(ReadLog),
     /// The cells this node knows.
     ListCells(ListTasks),
+    /// Every cell's members (its gateways asked).
+    ListAllNodes(ListTasks),
 }
 
 impl From<ClientMessage> for Command {
@@ -75,6 +77,7 @@ impl From<ClientMessage> for Command {
             ClientMessage::ListNodes(l) => Command::ListNodes(l),
             ClientMessage::ReadLog(r) => Command::ReadLog(r),
             ClientMessage::ListCells(l) => Command::ListCells(l),
+            ClientMessage::ListAllNodes(l) => Command::ListAllNodes(l),
         }
     }
 }
@@ -102,6 +105,8 @@ pub enum Reply {
     Log(LogChunk),
     /// To `ListCells`.
     Cells(CellList),
+    /// To `ListAllNodes`.
+    CellNodes(CellNodeList),
     /// The command failed.
     Error(ErrorReply),
 }
@@ -129,6 +134,7 @@ impl Reply {
             Reply::Nodes(n) => ServerMessage::Nodes(n),
             Reply::Log(c) => ServerMessage::Log(c),
             Reply::Cells(c) => ServerMessage::Cells(c),
+            Reply::CellNodes(c) => ServerMessage::CellNodes(c),
             Reply::Error(e) => ServerMessage::Error(e),
             Reply::KillSent(_) | Reply::Task(_) => return None,
         })

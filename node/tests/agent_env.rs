@@ -80,6 +80,29 @@ fn the_agent_ignores_the_clis_agora_socket() {
             .is_some_and(|a| a.iter().any(|n| n["id"] == "n1")),
         "{nodes}"
     );
+    // In a flat cluster, --all lists the same nodes, with no cell.
+    let all = n1.cli(&["nodes", "--all", "--json"]);
+    assert!(
+        all.status.success(),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&all), ids(&nodes));
+    assert!(
+        all.as_array().unwrap().iter().all(|n| n["cell"].is_null()),
+        "{all}"
+    );
 }
 
 #[test]

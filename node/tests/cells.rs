@@ -182,6 +182,48 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
         assert_eq!(gateways(members[0]), vec![gws[0].to_string()]);
     }
 
+    // `agora nodes --all` lists every cell's members, asked of the other
+    // cells' gateways; the API does the same with ?all=true.
+    let out = cluster.nodes[1].cli(&["nodes", "--all", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut listed: Vec<(String, String)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["cell"].as_str().unwrap().to_string(),
+                r["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let expect: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (n[..1].to_string(), n.to_string()))
+        .collect();
+    assert_eq!(listed, expect, "{all}");
+    let table = cluster.nodes[7].cli(&["nodes", "--all"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success() && text.starts_with("CELL"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("a ")).count(),
+        3,
+        "{text}"
+    );
+    let v = request(&http, "GET", "/api/v1/nodes?all=true", &[], None)
+        .unwrap()
+        .json();
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(9), "{v}");
+    assert_eq!(v["unanswered_cells"], serde_json::json!([]), "{v}");
+    let bad = request(&http, "GET", "/api/v1/nodes?all=yes", &[], None).unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
     // The API and /metrics of a2 tell the same.
     let v = request(&http, "GET", "/api/v1/cells", &[], None)
         .unwrap()

@@ -300,6 +300,7 @@ pub fn sample_client_messages() -> Vec<ClientMessage> {
             framework: Some(fw),
             limit: 10,
         }),
+        ClientMessage::ListAllNodes(ListTasks { request_id: 5 }),
         ClientMessage::ListNodes(ListTasks { request_id: 4 }),
         ClientMessage::ReadLog(ReadLog {
             request_id: 5,
@@ -350,13 +351,37 @@ pub fn sample_server_messages() -> Vec<ServerMessage> {
         ServerMessage::Nodes(NodeList {
             request_id: 4,
             nodes: vec![NodeRow {
-                id: node,
+                id: node.clone(),
                 addr: "127.0.0.1:7700".into(),
                 alive: true,
                 total: Resources::cpu_mem(4000, 8192),
                 free: Resources::cpu_mem(1000, 512),
-                attrs,
+                attrs: attrs.clone(),
             }],
+        }),
+        ServerMessage::CellNodes(CellNodeList {
+            request_id: 6,
+            cells: vec![
+                CellNodes {
+                    cell: Some("east".into()),
+                    home: true,
+                    nodes: vec![NodeRow {
+                        id: node,
+                        addr: "127.0.0.1:7700".into(),
+                        alive: true,
+                        total: Resources::cpu_mem(4000, 8192),
+                        free: Resources::cpu_mem(1000, 512),
+                        attrs,
+                    }],
+                    error: None,
+                },
+                CellNodes {
+                    cell: Some("west".into()),
+                    home: false,
+                    nodes: Vec::new(),
+                    error: Some("its gateways did not answer".into()),
+                },
+            ],
         }),
         ServerMessage::Log(LogChunk {
             request_id: 5,

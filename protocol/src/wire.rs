@@ -713,6 +713,9 @@ pub enum ClientMessage {
     ReadLog(ReadLog),
     /// List the cells this node knows of (its own, and the federation's).
     ListCells(ListTasks),
+    /// List every cell's members: this node's cell from its gossip, every
+    /// other cell from one of its gateways (answered with `cell_nodes`).
+    ListAllNodes(ListTasks),
 }
 
 /// The node's answer to the handshake.
@@ -815,6 +818,28 @@ pub struct CellList {
     pub cells: Vec<CellRow>,
 }
 
+/// One cell's members, in a [`CellNodeList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellNodes {
+    /// The cell's name (`None`: a flat cluster, no cells).
+    pub cell: Option<String>,
+    /// Whether it is the asked node's own cell.
+    pub home: bool,
+    /// Its members, by id.
+    pub nodes: Vec<NodeRow>,
+    /// Why its members are missing (its gateways did not answer).
+    pub error: Option<String>,
+}
+
+/// Answer to `ListAllNodes`: the home cell first, then the others by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellNodeList {
+    /// From the request.
+    pub request_id: u64,
+    /// The cells.
+    pub cells: Vec<CellNodes>,
+}
+
 /// Answer to `ListNodes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeList {
@@ -890,4 +915,6 @@ pub enum ServerMessage {
     Error(ErrorReply),
     /// Answer to `list_cells`.
     Cells(CellList),
+    /// Answer to `list_all_nodes`.
+    CellNodes(CellNodeList),
 }

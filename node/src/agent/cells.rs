@@ -31,11 +31,17 @@
 //!   messages follow. Unanswered after [`LOCATE_TIMEOUT`], they are dropped
 //!   (the asker's own timeout reports the node unreachable).
 //!
+//! - **Surveys** (`agora nodes --all`): one gateway of every other cell is
+//!   asked for its members (`cell_query`); the answers, or after
+//!   [`SURVEY_TIMEOUT`] what came, go back to the asker
+//!   ([`CellsOut::Surveyed`]).
+//!
 //! Bounded: the directory holds at most [`MAX_CELLS`] cells, an answer at
 //! most [`MAX_IMPORTED`] members, seeds at most [`MAX_FEDERATION_SEEDS`],
 //! at most [`MAX_LOCATING`] nodes are looked for at once with at most
-//! [`MAX_HELD`] messages each.
+//! [`MAX_HELD`] messages each, and at most [`MAX_SURVEYS`] surveys are open.
 
+use crate::surface::Asker;
 use agora_protocol::NodeId;
 use agora_protocol::cell::{CellAggregate, CellId};
 use agora_protocol::host::{MAX_CELLS, MAX_IMPORTED};
@@ -62,6 +68,10 @@ pub const LOCATE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_LOCATING: usize = 256;
 /// The most messages held for one node being looked for.
 pub const MAX_HELD: usize = 64;
+/// How long a survey waits for the other cells' gateways.
+pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most surveys open at once.
+pub const MAX_SURVEYS: usize = 64;
 
 /// This node's place in the cells.
 #[derive(Clone, Debug)]
@@ -108,6 +118,33 @@ pub enum CellsOut {
         /// Its aggregate.
         agg: CellAggregate,
     },
+    /// A survey is complete (or timed out): every other cell's members.
+    Surveyed {
+        /// Who asked.
+        asker: Asker,
+        /// The asker's request id.
+        request_id: u64,
+        /// The other cells, by name.
+        cells: Vec<SurveyedCell>,
+    },
+}
+
+/// One other cell in a finished survey.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurveyedCell {
+    /// Its name.
+    pub name: String,
+    /// Its members as its gateway answered (`None`: no answer in time).
+    pub members: Option<Vec<NodeInfo>>,
+}
+
+#[derive(Debug)]
+struct Survey {
+    asker: Asker,
+    request_id: u64,
+    deadline: Instant,
+    /// Each other cell's name and, once answered, members.
+    cells: BTreeMap<CellId, (String, Option<Vec<NodeInfo>>)>,
 }
 
 /// Counters (for `/metrics`).
@@ -148,6 +185,7 @@ pub struct Cells {
     wanted: Option<(bool, Instant)>,
     imports: BTreeSet<CellId>,
     locating: BTreeMap<NodeId, Locating>,
+    surveys: Vec<Survey>,
     next_refresh: Instant,
     turn: usize,
     out: VecDeque<CellsOut>,
@@ -166,6 +204,7 @@ impl Cells {
             wanted: None,
             imports: BTreeSet::new(),
             locating: BTreeMap::new(),
+            surveys: Vec::new(),
             next_refresh: now,
             turn: 0,
             out: VecDeque::new(),
@@ -200,10 +239,15 @@ impl Cells {
 
     /// When [`Cells::handle_tick`] has work next.
     pub fn poll_timeout(&self) -> Instant {
-        match self.wanted {
+        let t = match self.wanted {
             Some((w, since)) if w != self.gateway => self.next_refresh.min(since + ROLE_SETTLE),
             _ => self.next_refresh,
-        }
+        };
+        self.locating
+            .values()
+            .map(|l| l.deadline)
+            .chain(self.surveys.iter().map(|s| s.deadline))
+            .fold(t, Instant::min)
     }
 
     /// The next thing to do.
@@ -238,6 +282,7 @@ impl Cells {
             }
         }
         self.expire_locating(now);
+        self.finish_surveys(Some(now));
         if now < self.next_refresh {
             return;
         }
@@ -304,6 +349,77 @@ impl Cells {
                 held: vec![msg],
             },
         );
+    }
+
+    /// `asker` wants every other cell's members: one gateway of each is
+    /// asked. Refused (with the reason) when too many surveys are open.
+    pub fn handle_survey(
+        &mut self,
+        now: Instant,
+        asker: Asker,
+        request_id: u64,
+    ) -> Result<(), String> {
+        if self.surveys.len() >= MAX_SURVEYS {
+            return Err(format!(
+                "{MAX_SURVEYS} surveys of the cells are already open on this node; retry in {} s",
+                SURVEY_TIMEOUT.as_secs()
+            ));
+        }
+        let mut cells = BTreeMap::new();
+        let others: Vec<CellEntry> = self
+            .directory
+            .values()
+            .filter(|e| e.cell != self.cell)
+            .cloned()
+            .collect();
+        for e in others {
+            cells.insert(e.cell, (e.name.clone(), None));
+            if e.gateways.is_empty() {
+                continue;
+            }
+            let g = e.gateways[self.turn % e.gateways.len()].clone();
+            self.stats.member_queries += 1;
+            let to = g.node.clone();
+            self.out.push_back(CellsOut::Contact(g));
+            self.out.push_back(CellsOut::Send {
+                to,
+                msg: PeerMessage::CellQuery(CellQuery { cell: e.cell }),
+            });
+        }
+        self.surveys.push(Survey {
+            asker,
+            request_id,
+            deadline: now + SURVEY_TIMEOUT,
+            cells,
+        });
+        self.finish_surveys(None);
+        Ok(())
+    }
+
+    /// Hands back the surveys every cell answered, and (given the time)
+    /// those past their deadline.
+    fn finish_surveys(&mut self, now: Option<Instant>) {
+        let mut i = 0;
+        while i < self.surveys.len() {
+            let s = &self.surveys[i];
+            let done = s.cells.values().all(|(_, m)| m.is_some());
+            if done || now.is_some_and(|t| t >= s.deadline) {
+                let s = self.surveys.swap_remove(i);
+                let mut cells: Vec<SurveyedCell> = s
+                    .cells
+                    .into_values()
+                    .map(|(name, members)| SurveyedCell { name, members })
+                    .collect();
+                cells.sort_by(|a, b| a.name.cmp(&b.name));
+                self.out.push_back(CellsOut::Surveyed {
+                    asker: s.asker,
+                    request_id: s.request_id,
+                    cells,
+                });
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn gateway_contact(&self, node: &NodeId) -> Option<Contact> {
@@ -421,7 +537,29 @@ impl Cells {
                 }
             }
             PeerMessage::CellMembers(m) => {
-                if m.cell == self.cell || !self.imports.contains(&m.cell) {
+                if m.cell == self.cell {
+                    return;
+                }
+                let surveyed = self
+                    .surveys
+                    .iter()
+                    .any(|s| s.cells.get(&m.cell).is_some_and(|(_, got)| got.is_none()));
+                if surveyed {
+                    let infos: Vec<NodeInfo> = m
+                        .members
+                        .iter()
+                        .take(MAX_IMPORTED)
+                        .filter(|x| x.contact.node == x.info.id)
+                        .map(|x| x.info.clone())
+                        .collect();
+                    for s in &mut self.surveys {
+                        if let Some((_, got @ None)) = s.cells.get_mut(&m.cell) {
+                            *got = Some(infos.clone());
+                        }
+                    }
+                    self.finish_surveys(None);
+                }
+                if !self.imports.contains(&m.cell) {
                     return;
                 }
                 self.stats.member_answers += 1;
@@ -893,6 +1031,114 @@ mod tests {
         c.handle_message(id("z"), ask("e2"), members);
         c.handle_message(id("z"), ask("w1"), members);
         assert!(drain(&mut c).is_empty(), "dead or unknown: no answer");
+    }
+
+    #[test]
+    fn a_survey_asks_every_other_cell_and_answers_when_all_did_or_in_time() {
+        let mut c = machine("a", "east");
+        let (west, north) = (entry("west", &["w1"]), entry("north", &["n1"]));
+        let asker = Asker::Conn(7);
+        // No other cell: answered at once, empty.
+        c.handle_survey(Instant::ZERO, asker, 1).unwrap();
+        assert_eq!(
+            drain(&mut c),
+            vec![CellsOut::Surveyed {
+                asker,
+                request_id: 1,
+                cells: Vec::new()
+            }]
+        );
+        c.handle_message(
+            id("b"),
+            PeerMessage::FederationView(FederationView {
+                cells: vec![entry("east", &["a"]), west.clone(), north.clone()],
+            }),
+            Vec::new,
+        );
+        drain(&mut c);
+        c.handle_survey(Instant::ZERO, asker, 2).unwrap();
+        let asked: Vec<NodeId> = drain(&mut c)
+            .into_iter()
+            .filter_map(|o| match o {
+                CellsOut::Send {
+                    to,
+                    msg: PeerMessage::CellQuery(_),
+                } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![id("n1"), id("w1")]);
+        let w2 = NodeInfo::new(id("w2"), Resources::cpu_mem(2000, 512), Default::default());
+        let members = |cell: &CellEntry, infos: Vec<NodeInfo>| {
+            PeerMessage::CellMembers(CellMembers {
+                cell: cell.cell,
+                members: infos
+                    .into_iter()
+                    .map(|info| CellMember {
+                        contact: contact(info.id.as_str()),
+                        info,
+                    })
+                    .collect(),
+            })
+        };
+        c.handle_message(id("w1"), members(&west, vec![w2.clone()]), Vec::new);
+        // West answered (not imported: nothing goes to the host); north
+        // has not, so the survey waits.
+        assert!(drain(&mut c).is_empty());
+        c.handle_message(id("n1"), members(&north, Vec::new()), Vec::new);
+        assert_eq!(
+            drain(&mut c),
+            vec![CellsOut::Surveyed {
+                asker,
+                request_id: 2,
+                cells: vec![
+                    SurveyedCell {
+                        name: "north".into(),
+                        members: Some(Vec::new())
+                    },
+                    SurveyedCell {
+                        name: "west".into(),
+                        members: Some(vec![w2.clone()])
+                    },
+                ]
+            }]
+        );
+        // North silent: after SURVEY_TIMEOUT the answer says so.
+        c.handle_survey(Instant::ZERO, asker, 3).unwrap();
+        c.handle_message(id("w1"), members(&west, vec![w2.clone()]), Vec::new);
+        drain(&mut c);
+        assert!(c.poll_timeout() <= Instant::ZERO + SURVEY_TIMEOUT);
+        c.handle_tick(Instant::ZERO + SURVEY_TIMEOUT, &[id("b")], &[]);
+        let done: Vec<CellsOut> = drain(&mut c)
+            .into_iter()
+            .filter(|o| matches!(o, CellsOut::Surveyed { .. }))
+            .collect();
+        assert_eq!(
+            done,
+            vec![CellsOut::Surveyed {
+                asker,
+                request_id: 3,
+                cells: vec![
+                    SurveyedCell {
+                        name: "north".into(),
+                        members: None
+                    },
+                    SurveyedCell {
+                        name: "west".into(),
+                        members: Some(vec![w2])
+                    },
+                ]
+            }]
+        );
+        // Bounded.
+        for i in 0..MAX_SURVEYS as u64 {
+            c.handle_survey(Instant::from_millis(5000), asker, 10 + i)
+                .unwrap();
+        }
+        assert!(
+            c.handle_survey(Instant::from_millis(5000), asker, 99)
+                .is_err()
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::surface::{Asker, Command, Reply};
 use agora_protocol::host::Refused;
 use agora_protocol::task::TaskSpec;
 use agora_protocol::wire::{
-    self, BidOn, ErrorCode, LogChunk, LogRead, MAX_LOG_CHUNK, NodeList, ReadLog, Register,
-    Registered, StatusEvent, Submit, Submitted, TaskQuery,
+    self, BidOn, CellNodeList, ErrorCode, LogChunk, LogRead, MAX_LOG_CHUNK, NodeList, ReadLog,
+    Register, Registered, StatusEvent, Submit, Submitted, TaskQuery,
 };
 use agora_protocol::{FrameworkId, Instant, TaskId, offers};
 use std::time::Duration;
@@ -73,6 +73,7 @@ impl Core {
             Command::GetTask(id) => self.get_task(now, asker, id),
             Command::ListNodes(l) => self.list_nodes(asker, l.request_id),
             Command::ListCells(l) => self.list_cells(asker, l.request_id),
+            Command::ListAllNodes(l) => self.list_all_nodes(asker, l.request_id),
             Command::ReadLog(r) => self.read_log(now, asker, r),
             Command::Submit(s) => match self.http_framework().cloned() {
                 Some(fw) => self.submit(now, asker, &fw, s),
@@ -110,6 +111,7 @@ impl Core {
             Command::GetTask(id) => return self.get_task(now, asker, id),
             Command::ListNodes(l) => return self.list_nodes(asker, l.request_id),
             Command::ListCells(l) => return self.list_cells(asker, l.request_id),
+            Command::ListAllNodes(l) => return self.list_all_nodes(asker, l.request_id),
             Command::ReadLog(r) => return self.read_log(now, asker, r),
             Command::Register(r) => return self.register(now, conn, r),
             Command::Kill(k) => {
@@ -135,7 +137,7 @@ impl Core {
                 asker,
                 Reply::error(
                     ErrorCode::NotRegistered,
-                    "register first: only list_tasks, list_nodes, list_cells, read_log and kill work before register",
+                    "register first: only list_tasks, list_nodes, list_all_nodes, list_cells, read_log and kill work before register",
                     None,
                 ),
             );
@@ -155,6 +157,7 @@ impl Core {
             | Command::GetTask(_)
             | Command::ListNodes(_)
             | Command::ListCells(_)
+            | Command::ListAllNodes(_)
             | Command::ReadLog(_)
             | Command::Register(_)
             | Command::Kill(_) => {}
@@ -570,6 +573,33 @@ impl Core {
     fn list_cells(&mut self, asker: Asker, request_id: u64) {
         let list = self.cell_list(request_id);
         self.reply(asker, Reply::Cells(list));
+    }
+
+    /// Every cell's members: in a flat cluster, the view; in cells, the
+    /// driver asks every other cell's gateways ([`Output::Survey`]) and
+    /// answers with [`Core::home_cell_rows`] and what they said.
+    fn list_all_nodes(&mut self, asker: Asker, request_id: u64) {
+        if self.host.cell().is_none() {
+            let nodes = crate::http::node_rows(self.host.view());
+            let cells = vec![wire::CellNodes {
+                cell: None,
+                home: true,
+                nodes,
+                error: None,
+            }];
+            return self.reply(asker, Reply::CellNodes(CellNodeList { request_id, cells }));
+        }
+        self.out.push_back(Output::Survey { asker, request_id });
+    }
+
+    /// The home cell's members (the view without imported nodes), by id.
+    pub fn home_cell_rows(&self) -> Vec<wire::NodeRow> {
+        crate::http::sorted_rows(
+            self.host
+                .view()
+                .iter()
+                .filter(|n| !self.host.is_imported(&n.id)),
+        )
     }
 
     fn list_nodes(&mut self, asker: Asker, request_id: u64) {

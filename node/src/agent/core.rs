@@ -106,6 +106,15 @@ pub enum Output {
         /// Import (`true`) or drop (`false`).
         import: bool,
     },
+    /// Every other cell's members are wanted (`list_all_nodes`): the
+    /// driver's cells machine asks their gateways and the driver answers
+    /// `asker`.
+    Survey {
+        /// Who asked.
+        asker: Asker,
+        /// The request id.
+        request_id: u64,
+    },
     /// A cell directory message from another node, for the driver's cells
     /// machine ([`super::cells`]): it answers from gossip.
     Directory {

@@ -4,9 +4,11 @@
 //! who to ask.
 
 use super::Driver;
-use super::cells::{Cells, CellsOut, FederationMember, directory_from};
+use super::cells::{Cells, CellsOut, FederationMember, SurveyedCell, directory_from};
 use crate::gossip::{Gossip, GossipConfig, LocalState, Snapshot};
+use crate::surface::Reply;
 use agora_protocol::wire::{CellMember, Contact};
+use agora_protocol::wire::{CellNodeList, CellNodes, ErrorCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -147,6 +149,55 @@ impl Driver {
         self.drain_cells();
     }
 
+    /// `list_all_nodes`: the cells machine asks every other cell.
+    pub(super) fn on_survey(&mut self, asker: crate::surface::Asker, request_id: u64) {
+        let now = self.clock.now();
+        let Some(c) = self.cells.as_mut() else {
+            return;
+        };
+        if let Err(why) = c.machine.handle_survey(now, asker, request_id) {
+            self.reply(asker, Reply::error(ErrorCode::Busy, why, Some(request_id)));
+        }
+        self.drain_cells();
+    }
+
+    /// A finished survey: the home cell from gossip, the others as their
+    /// gateways answered.
+    fn answer_survey(
+        &mut self,
+        asker: crate::surface::Asker,
+        request_id: u64,
+        others: Vec<SurveyedCell>,
+        home: String,
+    ) {
+        let mut cells = vec![CellNodes {
+            cell: Some(home),
+            home: true,
+            nodes: self.core.home_cell_rows(),
+            error: None,
+        }];
+        for o in others {
+            let (nodes, error) = match o.members {
+                Some(m) => (crate::http::sorted_rows(m.iter()), None),
+                None => (
+                    Vec::new(),
+                    Some(format!(
+                        "no gateway of cell {} answered within {} s",
+                        o.name,
+                        super::cells::SURVEY_TIMEOUT.as_secs()
+                    )),
+                ),
+            };
+            cells.push(CellNodes {
+                cell: Some(o.name),
+                home: false,
+                nodes,
+                error,
+            });
+        }
+        self.reply(asker, Reply::CellNodes(CellNodeList { request_id, cells }));
+    }
+
     /// The host imports or drops a cell.
     pub(super) fn on_import_cell(&mut self, cell: agora_protocol::cell::CellId, import: bool) {
         if let Some(c) = self.cells.as_mut() {
@@ -191,6 +242,14 @@ impl Driver {
                 }
                 CellsOut::Import { cell, members } => self.core.handle_import(now, cell, members),
                 CellsOut::Aggregate { cell, agg } => self.core.handle_aggregate(now, cell, agg),
+                CellsOut::Surveyed {
+                    asker,
+                    request_id,
+                    cells,
+                } => {
+                    let home = c.machine.name().to_string();
+                    self.answer_survey(asker, request_id, cells, home);
+                }
             }
         }
     }

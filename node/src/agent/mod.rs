@@ -528,6 +528,7 @@ impl Driver {
                 }
                 Output::Cells { cell, import } => self.on_import_cell(cell, import),
                 Output::Directory { from, msg } => self.on_directory(from, msg),
+                Output::Survey { asker, request_id } => self.on_survey(asker, request_id),
                 Output::Journal { bytes, sync } => {
                     self.journal.append(&bytes);
                     self.journal_sync_due |= sync;

@@ -404,7 +404,49 @@ async fn cells(State(st): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn nodes(State(st): State<AppState>) -> Json<serde_json::Value> {
+async fn nodes(State(st): State<AppState>, q: Params) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = params(q)?;
+    match q.get("all").map(String::as_str) {
+        None | Some("false") => Ok(Json(view_nodes(&st))),
+        Some("true") => all_nodes(&st).await.map(Json),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "all={other:?}: use all=true (every cell's members, asked of their gateways) or all=false"
+        ))),
+    }
+}
+
+/// `GET /api/v1/nodes?all=true`: every cell's members, each row with its
+/// `cell`; cells whose gateways did not answer in `unanswered_cells`.
+async fn all_nodes(st: &AppState) -> Result<serde_json::Value, ApiError> {
+    let reply = st
+        .ask(
+            "list every cell's nodes",
+            Command::ListAllNodes(agora_protocol::wire::ListTasks { request_id: 0 }),
+        )
+        .await?;
+    let Reply::CellNodes(list) = reply else {
+        return Err(ApiError::unavailable(
+            "cannot list every cell's nodes: the agent answered something else; retry".to_string(),
+        ));
+    };
+    let snap = st.snapshot();
+    let me = snap.node_id.as_str();
+    let mut rows = Vec::new();
+    let mut unanswered = Vec::new();
+    for c in &list.cells {
+        if c.error.is_some() {
+            unanswered.extend(c.cell.clone());
+        }
+        for n in &c.nodes {
+            let mut v = serde_json::to_value(NodeView::new(n, me)).unwrap_or_default();
+            v["cell"] = json!(c.cell);
+            rows.push(v);
+        }
+    }
+    Ok(json!({ "node_id": me, "nodes": rows, "unanswered_cells": unanswered }))
+}
+
+fn view_nodes(st: &AppState) -> serde_json::Value {
     let snap = st.snapshot();
     let mut rows: Vec<NodeView> = snap
         .nodes
@@ -412,7 +454,7 @@ async fn nodes(State(st): State<AppState>) -> Json<serde_json::Value> {
         .map(|n| NodeView::new(n, snap.node_id.as_str()))
         .collect();
     rows.sort_by(|a, b| a.id.cmp(&b.id));
-    Json(json!({ "node_id": snap.node_id.as_str(), "nodes": rows }))
+    json!({ "node_id": snap.node_id.as_str(), "nodes": rows })
 }
 
 async fn node(

@@ -72,7 +72,7 @@ pub use metrics::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, EDGE, EdgeCounters, Metrics, NodeTotals, PeerTotals,
     WarnEvery,
 };
-pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id};
+pub use snapshot::{LocalFramework, framework_rows, node_rows, parse_framework_id, sorted_rows};
 pub use spec::{SpecBody, SpecCommand, submit_specs};
 pub use views::{NodeView, TaskView};
 

@@ -6,7 +6,7 @@
 use super::{ApiSnapshot, CellRow, FrameworkRow};
 use agora_protocol::ids::{FrameworkId, NodeId};
 use agora_protocol::resources::Resources;
-use agora_protocol::view::ClusterView;
+use agora_protocol::view::{ClusterView, NodeInfo};
 use agora_protocol::wire::{NodeRow, TaskRow};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -26,8 +26,13 @@ pub struct LocalFramework {
 
 /// One row per node of the view, sorted by id.
 pub fn node_rows(view: &ClusterView) -> Vec<NodeRow> {
-    let mut rows: Vec<NodeRow> = view
-        .iter()
+    sorted_rows(view.iter())
+}
+
+/// The rows of these nodes, by id.
+pub fn sorted_rows<'a>(nodes: impl IntoIterator<Item = &'a NodeInfo>) -> Vec<NodeRow> {
+    let mut rows: Vec<NodeRow> = nodes
+        .into_iter()
         .map(|n| NodeRow {
             id: n.id.clone(),
             addr: n.addr.clone(),
@@ -157,7 +162,6 @@ mod tests {
     use agora_protocol::constraint::Attributes;
     use agora_protocol::fairness::FrameworkUsage;
     use agora_protocol::task::TaskState;
-    use agora_protocol::view::NodeInfo;
 
     fn id(s: &str) -> NodeId {
         NodeId::new(s).unwrap()

@@ -86,6 +86,12 @@ impl<R: Rng> Host<R> {
         self.config.cell
     }
 
+    /// Whether `node` is in the view because a bidder here imported its
+    /// cell (it is not a member of the home cell).
+    pub fn is_imported(&self, node: &NodeId) -> bool {
+        self.cells.is_imported(node)
+    }
+
     /// The aggregate of the home cell, from this node's view of its members
     /// (what a gateway publishes to the federation).
     pub fn home_aggregate(&self) -> CellAggregate {

@@ -171,7 +171,8 @@ impl Net {
                         | Output::PublishApi
                         | Output::SaveFrameworks(_)
                         | Output::Cells { .. }
-                        | Output::Directory { .. } => {}
+                        | Output::Directory { .. }
+                        | Output::Survey { .. } => {}
                     }
                 }
             }
