@@ -10,6 +10,7 @@
 //! - [`view`] and [`fairness`]: the gossip view of the cluster and DRF.
 //! - [`auctioneer`] and [`bidder`]: the two halves of the auction.
 //! - [`offers`]: offers for frameworks that choose nodes themselves.
+//! - [`service`]: services kept at a count with no leader (being built).
 //! - [`host`]: everything one node decides, as one machine that owns the
 //!   auctioneer, the bidders homed there and the view (the node and the
 //!   simulator both drive it).
@@ -31,6 +32,7 @@ pub mod ids;
 pub mod listing;
 pub mod offers;
 pub mod resources;
+pub mod service;
 pub mod task;
 pub mod time;
 pub mod view;
