@@ -12,10 +12,11 @@
 #
 # Slurm: where `sbatch` and a running `slurmctld` are present (Debian's
 # slurm-wlm, configured with one node of SLOTS cpus), the same TASKS run as
-# a job array (`sbatch --array`) is timed beside each round. This script
-# does not install or configure Slurm; without it, it says so and measures
-# Agora only. The issue's reference on this machine: Slurm 22.05, 64 cpus,
-# 2,000 tasks: 38.4 s as an array, 42.7 s as 2,000 sbatch calls.
+# a job array (`sbatch --array`) is timed beside each round. This
+# script does not install or configure Slurm (scripts/bench/slurm_setup.sh
+# does, as root); without it, it says so and measures Agora only. The
+# issue's reference on this machine: Slurm 22.05, 64 cpus, 2,000 tasks:
+# 38.4 s as an array, 42.7 s as 2,000 sbatch calls.
 #
 # Usage: scripts/bench/throughput.sh [--calls] [--rounds R] [--tasks N] [--slots S] AGORA...
 #   e.g. scripts/bench/throughput.sh /tmp/agora-old target/release/agora
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds="$2"; shift ;;
         --tasks) tasks="$2"; shift ;;
         --slots) slots="$2"; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) bins+=("$1") ;;
     esac
     shift
@@ -106,10 +107,18 @@ one_round() {
 }
 
 slurm_round() {
-    local t0 t1 job
+    local t0 t1 job out
     t0=$(date +%s.%N)
     job=$(sbatch --parsable --array=1-"$tasks" --cpus-per-task=1 --output=/dev/null --wrap true)
-    while squeue -h -j "${job%%;*}" 2>/dev/null | grep -q .; do sleep 0.2; done
+    job="${job%%;*}"
+    # Until no element of the array is queued, running or completing. A
+    # failed squeue (slurmctld busy) is asked again, not taken as empty.
+    while :; do
+        if out=$(squeue -h -r -o %i 2>/dev/null); then
+            grep -q "^${job}_" <<<"$out" || break
+        fi
+        sleep 0.2
+    done
     t1=$(date +%s.%N)
     echo "$t1 - $t0" | bc -l
 }
