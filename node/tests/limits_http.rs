@@ -138,3 +138,35 @@ fn when_every_slot_holds_a_client_that_sent_a_request_a_new_one_gets_503() {
     });
     assert!(metric(&http, "agora_http_connections_refused_total", &[]) >= 1.0);
 }
+
+#[test]
+fn a_client_that_declares_a_body_and_stalls_gets_408_and_its_slot_back() {
+    // Before, a client that sent a whole head declaring a body, then only
+    // part of the body, held its connection (and a slot) for as long as it
+    // stayed connected: 1,024 of them kept every other client out.
+    assert_eq!(
+        agora_node::http::server::BODY_READ_TIMEOUT,
+        Duration::from_secs(10)
+    );
+    let (_c, http) = one_node(&[]);
+    let mut s = TcpStream::connect(&http).unwrap();
+    s.write_all(
+        format!(
+            "POST /api/v1/tasks HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"tasks\":"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut answer = String::new();
+    let read = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("did not arrive within 10 s"), "{answer}");
+    assert!(
+        read.is_ok(),
+        "the connection stays open after the answer: {read:?}"
+    );
+    assert_eq!(metric(&http, "agora_http_body_timeouts_total", &[]), 1.0);
+    assert_eq!(get(&http, "/api/v1/cluster").status, 200);
+}

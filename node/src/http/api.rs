@@ -687,8 +687,35 @@ async fn submit(
 
 /// Reads a request body of at most `limit` bytes. A larger body is a 413;
 /// up to four times the limit is read and dropped first, so that the client,
-/// still sending, gets the answer rather than a reset connection.
-async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// still sending, gets the answer rather than a reset connection. A body
+/// that does not arrive whole within [`super::server::BODY_READ_TIMEOUT`]
+/// is a 408 (the connection closes: the rest is never read).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let limit_s = super::server::BODY_READ_TIMEOUT.as_secs();
+    match tokio::time::timeout(
+        super::server::BODY_READ_TIMEOUT,
+        read_body_whole(headers, body, limit),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            super::metrics::EdgeCounters::bump(&super::EDGE.http_body_timeouts);
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {limit_s} s; send the whole body at once"
+                ),
+            ))
+        }
+    }
+}
+
+async fn read_body_whole(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(

@@ -31,6 +31,7 @@
 //! | `agora_http_connections_refused_total` | counter | |
 //! | `agora_http_connections_evicted_total` | counter | |
 //! | `agora_http_header_timeouts_total` | counter | |
+//! | `agora_http_body_timeouts_total` | counter | |
 //! | `agora_gossip_isolated` | gauge | |
 //! | `agora_peer_connections` | gauge | |
 //! | `agora_peer_connections_closed_total` | counter | `reason` = idle, lru |
@@ -568,6 +569,8 @@ pub struct EdgeCounters {
     pub http_header_timeouts: AtomicU64,
     /// HTTP request heads over hyper's limit (answered 431).
     pub http_heads_too_large: AtomicU64,
+    /// HTTP requests whose body did not arrive in time (answered 408).
+    pub http_body_timeouts: AtomicU64,
     /// 1 while gossip is isolated: the node expects peers (it has seeds or
     /// receives gossip it cannot open) but sees no other live node.
     pub gossip_isolated: AtomicU64,
@@ -597,6 +600,7 @@ impl EdgeCounters {
             http_evicted: AtomicU64::new(0),
             http_header_timeouts: AtomicU64::new(0),
             http_heads_too_large: AtomicU64::new(0),
+            http_body_timeouts: AtomicU64::new(0),
             gossip_isolated: AtomicU64::new(0),
             peer_connections_open: AtomicU64::new(0),
             peer_connections_closed_idle: AtomicU64::new(0),
@@ -672,6 +676,7 @@ struct EdgeMetrics {
     http_refused: Counter,
     http_evicted: Counter,
     http_header_timeouts: Counter,
+    http_body_timeouts: Counter,
     gossip_isolated: Gauge,
     peer_connections_open: Gauge,
     peer_connections_closed: Family<ReasonLabel, Counter>,
@@ -690,6 +695,7 @@ impl EdgeMetrics {
             http_refused: Counter::default(),
             http_evicted: Counter::default(),
             http_header_timeouts: Counter::default(),
+            http_body_timeouts: Counter::default(),
             gossip_isolated: Gauge::default(),
             peer_connections_open: Gauge::default(),
             peer_connections_closed: Family::default(),
@@ -735,6 +741,11 @@ impl EdgeMetrics {
             "http_header_timeouts",
             "HTTP connections closed because a request head did not arrive within the header timeout",
             m.http_header_timeouts.clone(),
+        );
+        registry.register(
+            "http_body_timeouts",
+            "HTTP requests answered 408 and closed because their body did not arrive within the body timeout",
+            m.http_body_timeouts.clone(),
         );
         registry.register(
             "gossip_isolated",
@@ -791,6 +802,7 @@ impl EdgeMetrics {
         raise(&self.http_refused, load(&c.http_refused));
         raise(&self.http_evicted, load(&c.http_evicted));
         raise(&self.http_header_timeouts, load(&c.http_header_timeouts));
+        raise(&self.http_body_timeouts, load(&c.http_body_timeouts));
         self.gossip_isolated.set(to_i64(load(&c.gossip_isolated)));
         self.peer_connections_open
             .set(to_i64(load(&c.peer_connections_open)));

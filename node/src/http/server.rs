@@ -15,6 +15,9 @@
 //!   when every slot holds a client that has sent a request is the new one
 //!   answered `503` with `Retry-After: 1` and closed.
 //! - A head larger than hyper's limit (about 400 KiB) is answered `431`.
+//! - A request body must arrive whole within [`BODY_READ_TIMEOUT`] of the
+//!   handler starting to read it; otherwise the request is answered `408`
+//!   and the connection closed.
 //!
 //! Each of these is counted ([`crate::http::EDGE`], shown on `/metrics`)
 //! and warned about at most once a minute.
@@ -36,6 +39,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 
 /// How long a client may take to send a whole request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a whole request body, once its head
+/// arrived (answered 408 and closed past it: a client that declares a body
+/// and stalls would otherwise hold its connection slot for good).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections being answered 503 at once; past this many (a flood) a
 /// new one is closed unanswered.
