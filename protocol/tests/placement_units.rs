@@ -465,3 +465,66 @@ fn a_unique_reason_also_counts_the_nodes_other_constraints_excluded() {
          small in total)"
     );
 }
+
+#[test]
+fn unanswered_confirms_are_resent_ever_more_slowly_before_the_task_is_reported_lost() {
+    // A node that gossips alive but is too loaded to answer: confirms were
+    // re-sent every 200 ms and the task reported lost after 20 of them
+    // (4 s), while the node went on to launch it. Now each re-send waits
+    // twice as long as the last, up to 2 s, 12 confirms in all.
+    let mut v = labelled(&[("a", 4000, &[])]);
+    let mut b = bidder_with(bidder::Config::default());
+    let task = b.submit(ms(0), constrained("web", 250, &[])).unwrap();
+    b.handle_timeout(ms(0), &mut v);
+    let bids = bids_sent(&mut b);
+    let (_, node, x) = bids.first().expect("a bid").clone();
+    b.handle_message(
+        ms(5),
+        node.clone(),
+        PeerMessage::Award(Award {
+            bid_id: x.bid_id,
+            task_id: x.task_id.clone(),
+            lease_id: LeaseId(9),
+            lease_ms: 3000,
+            ports: vec![],
+        }),
+        &mut v,
+    )
+    .unwrap();
+    let mut confirms = vec![5u64];
+    sent(&mut b);
+    let mut lost_at = None;
+    while let Some(t) = b.poll_timeout() {
+        if t > ms(60_000) {
+            break;
+        }
+        b.handle_timeout(t, &mut v);
+        for s in sent(&mut b) {
+            if matches!(s.msg, PeerMessage::Confirm(_)) {
+                confirms.push((t - ms(0)).as_millis() as u64);
+            }
+        }
+        let lost = events(&mut b).into_iter().any(|e| {
+            matches!(e, BEvent::Status { status, .. }
+                if status.task_id == task && status.state == TaskState::Lost)
+        });
+        if lost {
+            lost_at = Some((t - ms(0)).as_millis() as u64);
+            break;
+        }
+    }
+    let gaps: Vec<u64> = confirms.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(
+        gaps,
+        [
+            200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000, 2000, 2000
+        ],
+        "confirms at {confirms:?}"
+    );
+    assert_eq!(confirms.len(), 12);
+    assert_eq!(
+        lost_at,
+        Some(confirms[11] + 2000),
+        "lost after the last wait"
+    );
+}

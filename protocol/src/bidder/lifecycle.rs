@@ -190,7 +190,8 @@ impl<R: Rng> Bidder<R> {
             return;
         }
         *attempts += 1;
-        let (node, lease) = (node.clone(), *lease);
+        let (node, lease, attempt) = (node.clone(), *lease, *attempts);
+        let wait = self.confirm_wait(attempt);
         self.transmits.push_back(Transmit {
             to: node,
             msg: PeerMessage::Confirm(Confirm {
@@ -198,7 +199,16 @@ impl<R: Rng> Bidder<R> {
                 task_id: task_id.clone(),
             }),
         });
-        self.set_confirm_timer(now + self.config.confirm_timeout, task_id);
+        self.set_confirm_timer(now + wait, task_id);
+    }
+
+    /// How long the `attempt`-th confirm (1: the first) waits for its
+    /// answer: `confirm_timeout` doubled for each earlier one, at most
+    /// `confirm_backoff_max`.
+    pub(super) fn confirm_wait(&self, attempt: u32) -> std::time::Duration {
+        let base = self.config.confirm_timeout;
+        let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        doubled.min(self.config.confirm_backoff_max.max(base))
     }
 
     pub(super) fn resend_kill(&mut self, now: Instant, task_id: &TaskId) {

@@ -113,8 +113,11 @@ pub struct Config {
     /// A bid with no answer after this long counts as lost (keep it above
     /// `bid_wait` plus a round trip).
     pub bid_timeout: Duration,
-    /// A confirm with no answer after this long is sent again.
+    /// A confirm with no answer after this long is sent again; each re-send
+    /// waits twice as long as the one before, up to `confirm_backoff_max`.
     pub confirm_timeout: Duration,
+    /// The longest wait between two confirm re-sends.
+    pub confirm_backoff_max: Duration,
     /// After this many unanswered confirms the task is reported lost.
     pub confirm_attempts: u32,
     /// First retry delay after an attempt that won nothing.
@@ -150,8 +153,14 @@ impl Default for Config {
             bid_wait: Duration::from_millis(500),
             // bid_wait plus room for the answer; see the auctioneer's lease_ttl.
             bid_timeout: Duration::from_secs(1),
+            // 0.2, 0.4, 0.8, 1.6, then 2 s: about 19 s before giving up on
+            // a node that gossips alive but does not answer (a dead one is
+            // declared dead by the failure detector sooner). Every 200 ms
+            // for 4 s gave up on loaded nodes that did answer later (36 of
+            // 2,000 tasks reported lost on 50 agents), and sent 20 confirms.
             confirm_timeout: Duration::from_millis(200),
-            confirm_attempts: 20,
+            confirm_backoff_max: Duration::from_secs(2),
+            confirm_attempts: 12,
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
             placement_timeout: Duration::from_secs(60),
