@@ -26,6 +26,7 @@ pub mod gossip;
 pub mod http;
 pub mod identity;
 pub mod p2p;
+pub mod service_file;
 pub mod socket;
 pub mod surface;
 pub mod users;
