@@ -6,6 +6,8 @@
 //! - [`version`]: hybrid-logical-clock versions; the larger wins.
 //! - [`store`]: the replicated spec set (last writer wins, tombstones,
 //!   anti-entropy summaries and digests).
+//! - [`replica`]: spreading specs between nodes (writes pushed, then
+//!   anti-entropy between nodes whose summaries differ).
 //! - [`owner`]: which node owns a service (rendezvous over the eligible
 //!   live nodes) and who takes over.
 //! - [`plan`]: what the owner does next, from what it observes: replace,
@@ -13,12 +15,14 @@
 
 pub mod owner;
 pub mod plan;
+pub mod replica;
 pub mod spec;
 pub mod store;
 pub mod version;
 
 pub use owner::{owner, ranked};
 pub use plan::{Instance, Phase, Plan, Restarts, Status, StopReason, plan};
+pub use replica::{Replica, SyncMessage, WriteError};
 pub use spec::{Backoff, HealthCheck, Probe, ServiceSpec, SpecError, UpgradeStrategy};
 pub use store::{Applied, Digest, Entry, Store, Summary};
 pub use version::{Hlc, Stamp, Version};
