@@ -120,7 +120,9 @@ pub struct AgentArgs {
     pub advertise: Option<String>,
 
     /// Gossip addresses of nodes already in the cluster, HOST:PORT, comma
-    /// separated or repeated. Empty for the first node.
+    /// separated or repeated. Empty for the first node. In cells, seeds of
+    /// other cells do: a node alone in its cell asks them (at PORT+1) where
+    /// its cell's members are.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
 

@@ -407,3 +407,68 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
         "second ran on {ran2} (b's dead gateway was {b_gateway}): {row2}"
     );
 }
+
+#[test]
+fn nodes_whose_seeds_are_all_in_another_cell_still_form_their_cell() {
+    // One seed list for every node, all of cell a (as an operator gives
+    // with --cells K): the nodes of cell b cannot gossip with their seeds
+    // (each cell seals its gossip under its own name), and each stayed
+    // alone in a cell of its own. They now ask the seeds for the directory
+    // and find each other through it.
+    let mut cluster = Cluster::new();
+    let key = cluster.key.clone();
+    let names = ["a1", "a2", "b1", "b2", "b3"];
+    let fed: Vec<u16> = names.iter().map(|_| free_udp()).collect();
+    let fed_seeds: Vec<String> = fed.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let fed_seeds = fed_seeds.join(",");
+    let mut a_seeds: Vec<String> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let fed_listen = format!("127.0.0.1:{}", fed[i]);
+        let mut extra: Vec<String> = vec![
+            "--cell".into(),
+            name[..1].into(),
+            "--gateways".into(),
+            "1".into(),
+            "--federation-listen".into(),
+            fed_listen,
+            "--federation-seeds".into(),
+            fed_seeds.clone(),
+        ];
+        if !a_seeds.is_empty() {
+            extra.push("--seeds".into());
+            extra.push(a_seeds.join(","));
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let at = cluster.add(name, &key, &extra);
+        if name.starts_with('a') {
+            a_seeds.push(cluster.nodes[at].addr());
+        }
+    }
+    for node in &cluster.nodes {
+        let want = if node.id.starts_with('a') { 2 } else { 3 };
+        wait_for(
+            &format!("{} to see its cell of {want}", node.id),
+            WAIT,
+            || {
+                let r = home_row(node)?;
+                (r["alive"] == want && r["name"] == node.id[..1]).then_some(())
+            },
+        );
+        wait_for(&format!("{} to know 2 cells", node.id), WAIT, || {
+            let c = cells(node)?;
+            let rows = c["cells"].as_array()?;
+            (rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|r| r["gateways"].as_array().is_some_and(|g| g.len() == 1)))
+            .then_some(())
+        });
+    }
+    let b1 = &cluster.nodes[2];
+    assert!(
+        b1.log()
+            .contains("alone in this cell: gossiping with its members"),
+        "{}",
+        b1.log()
+    );
+}

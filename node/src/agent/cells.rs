@@ -31,6 +31,17 @@
 //!   messages follow. Unanswered after [`LOCATE_TIMEOUT`], they are dropped
 //!   (the asker's own timeout reports the node unreachable).
 //!
+//! - **Joining through other cells' seeds.** A node whose cell gossip has
+//!   shown no other live member for [`BOOTSTRAP_AFTER`] (its seeds are all
+//!   in other cells, so their datagrams do not open) asks, every
+//!   [`BOOTSTRAP_EVERY`] while alone: a gateway of its own cell the
+//!   directory names for that cell's members (`cell_query`), which it then
+//!   gossips with directly ([`CellsOut::GossipWith`]); with no such
+//!   gateway known, its seeds for their directory (`federation_query`, sent
+//!   to each seed's PORT+1, the default libp2p port:
+//!   [`CellsOut::Bootstrap`]). A lone gateway also gossips with the
+//!   federation addresses the answer names
+//!   ([`CellsOut::FederationGossipWith`]), so that its cell is seen.
 //! - **Surveys** (`agora nodes --all`): one gateway of every other cell is
 //!   asked for its members (`cell_query`); the answers, or after
 //!   [`SURVEY_TIMEOUT`] what came, go back to the asker
@@ -62,6 +73,13 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 pub const ROLE_SETTLE: Duration = Duration::from_secs(1);
 /// The most seeds a starting federation gossip is given.
 pub const MAX_FEDERATION_SEEDS: usize = 64;
+/// How long a node must be alone in its cell before it looks for its
+/// cell through the directory.
+pub const BOOTSTRAP_AFTER: Duration = Duration::from_secs(2);
+/// How often a lone node looks again.
+pub const BOOTSTRAP_EVERY: Duration = Duration::from_secs(3);
+/// The most addresses one bootstrap step contacts.
+pub const MAX_BOOTSTRAP_ADDRS: usize = 16;
 /// How long messages wait for their node to be located.
 pub const LOCATE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most nodes looked for at once.
@@ -83,6 +101,8 @@ pub struct CellsConfig {
     pub me: Contact,
     /// `--federation-seeds`.
     pub federation_seeds: Vec<String>,
+    /// `--seeds` (the cell gossip's), asked for the directory when alone.
+    pub seeds: Vec<String>,
 }
 
 /// What the machine asks its driver to do.
@@ -104,6 +124,18 @@ pub enum CellsOut {
     },
     /// This node is no longer a gateway: leave the federation gossip.
     StopFederation,
+    /// Ask these seeds (gossip addresses; their PORT+1 is asked) for the
+    /// directory.
+    Bootstrap {
+        /// The seeds.
+        seeds: Vec<String>,
+    },
+    /// Gossip directly with these members of the home cell (gossip
+    /// addresses).
+    GossipWith(Vec<String>),
+    /// Gossip directly with these federation addresses (this node is a
+    /// gateway that sees no other).
+    FederationGossipWith(Vec<String>),
     /// Another cell's members, for the host ([`super::core::Core::handle_import`]).
     Import {
         /// The cell.
@@ -158,6 +190,8 @@ pub struct CellsStats {
     pub member_answers: u64,
     /// Times this node took the gateway role.
     pub gateway_starts: u64,
+    /// Times a lone node looked for its cell through the directory.
+    pub bootstraps: u64,
     /// Nodes looked for in other cells (`locate` rounds started).
     pub locates: u64,
     /// Nodes found that way.
@@ -186,6 +220,9 @@ pub struct Cells {
     imports: BTreeSet<CellId>,
     locating: BTreeMap<NodeId, Locating>,
     surveys: Vec<Survey>,
+    /// Since when the home cell has shown no other live member.
+    alone_since: Option<Instant>,
+    next_bootstrap: Instant,
     next_refresh: Instant,
     turn: usize,
     out: VecDeque<CellsOut>,
@@ -205,6 +242,8 @@ impl Cells {
             imports: BTreeSet::new(),
             locating: BTreeMap::new(),
             surveys: Vec::new(),
+            alone_since: None,
+            next_bootstrap: now,
             next_refresh: now,
             turn: 0,
             out: VecDeque::new(),
@@ -255,11 +294,27 @@ impl Cells {
         self.out.pop_front()
     }
 
-    /// The host's gateways of the home cell now (`gateways`), and the
-    /// federation addresses the home cell's members publish: takes or
-    /// gives up the gateway role, and every [`REFRESH`] asks for the
-    /// directory and the imported cells' members.
-    pub fn handle_tick(&mut self, now: Instant, gateways: &[NodeId], home_federation: &[String]) {
+    /// The host's gateways of the home cell now (`gateways`), the
+    /// federation addresses the home cell's members publish, and whether
+    /// the home cell shows no other live member (`alone`): takes or gives
+    /// up the gateway role, every [`REFRESH`] asks for the directory and
+    /// the imported cells' members, and a lone node looks for its cell.
+    pub fn handle_tick(
+        &mut self,
+        now: Instant,
+        gateways: &[NodeId],
+        home_federation: &[String],
+        alone: bool,
+    ) {
+        if alone {
+            let since = *self.alone_since.get_or_insert(now);
+            if now >= since + BOOTSTRAP_AFTER && now >= self.next_bootstrap {
+                self.next_bootstrap = now + BOOTSTRAP_EVERY;
+                self.bootstrap();
+            }
+        } else {
+            self.alone_since = None;
+        }
         let want = gateways.contains(&self.cfg.me.node);
         // The role changes once the host has said so for ROLE_SETTLE: a
         // node that starts alone is its cell's gateway until its first
@@ -349,6 +404,51 @@ impl Cells {
                 held: vec![msg],
             },
         );
+    }
+
+    /// A lone node looks for its cell (see the module docs).
+    fn bootstrap(&mut self) {
+        self.stats.bootstraps += 1;
+        if self.ask_home_gateways() {
+            return;
+        }
+        let seeds: Vec<String> = self
+            .cfg
+            .seeds
+            .iter()
+            .take(MAX_BOOTSTRAP_ADDRS)
+            .cloned()
+            .collect();
+        if !seeds.is_empty() {
+            self.out.push_back(CellsOut::Bootstrap { seeds });
+        }
+    }
+
+    /// Asks a gateway of the home cell other than this node (from the
+    /// directory) for the cell's members; false when none is known.
+    fn ask_home_gateways(&mut self) -> bool {
+        let me = self.cfg.me.node.clone();
+        let Some(entry) = self.directory.get(&self.cell) else {
+            return false;
+        };
+        let others: Vec<Contact> = entry
+            .gateways
+            .iter()
+            .filter(|g| g.node != me)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return false;
+        }
+        let g = others[self.turn % others.len()].clone();
+        self.turn = self.turn.wrapping_add(1);
+        let to = g.node.clone();
+        self.out.push_back(CellsOut::Contact(g));
+        self.out.push_back(CellsOut::Send {
+            to,
+            msg: PeerMessage::CellQuery(CellQuery { cell: self.cell }),
+        });
+        true
     }
 
     /// `asker` wants every other cell's members: one gateway of each is
@@ -483,6 +583,39 @@ impl Cells {
                 });
             }
             PeerMessage::FederationView(v) => {
+                if self.alone_since.is_some() {
+                    // Looking for the home cell: its other gateways, and
+                    // (a lone gateway) the federation's addresses.
+                    let mine = self.cfg.me.federation.clone();
+                    let fed: Vec<String> = v
+                        .cells
+                        .iter()
+                        .flat_map(|e| e.gateways.iter())
+                        .filter_map(|g| g.federation.clone())
+                        .filter(|a| Some(a) != mine.as_ref())
+                        .take(MAX_BOOTSTRAP_ADDRS)
+                        .collect();
+                    let home: Vec<Contact> = v
+                        .cells
+                        .iter()
+                        .filter(|e| e.cell == self.cell && CellId::from_name(&e.name) == e.cell)
+                        .flat_map(|e| e.gateways.iter())
+                        .filter(|g| g.node != self.cfg.me.node)
+                        .take(MAX_BOOTSTRAP_ADDRS)
+                        .cloned()
+                        .collect();
+                    if self.gateway && !fed.is_empty() {
+                        self.out.push_back(CellsOut::FederationGossipWith(fed));
+                    }
+                    for g in home {
+                        let to = g.node.clone();
+                        self.out.push_back(CellsOut::Contact(g));
+                        self.out.push_back(CellsOut::Send {
+                            to,
+                            msg: PeerMessage::CellQuery(CellQuery { cell: self.cell }),
+                        });
+                    }
+                }
                 // A gateway reads the federation itself.
                 if !self.gateway {
                     self.set_directory(v.cells);
@@ -538,6 +671,19 @@ impl Cells {
             }
             PeerMessage::CellMembers(m) => {
                 if m.cell == self.cell {
+                    // A lone node's answer: gossip with its cell's members.
+                    if self.alone_since.is_some() {
+                        let addrs: Vec<String> = m
+                            .members
+                            .iter()
+                            .filter(|x| x.info.id != self.cfg.me.node && x.info.alive)
+                            .map(|x| x.info.addr.clone())
+                            .take(MAX_BOOTSTRAP_ADDRS)
+                            .collect();
+                        if !addrs.is_empty() {
+                            self.out.push_back(CellsOut::GossipWith(addrs));
+                        }
+                    }
                     return;
                 }
                 let surveyed = self
@@ -708,6 +854,7 @@ mod tests {
                 name: cell.into(),
                 me: contact(me),
                 federation_seeds: vec!["10.0.0.9:7702".into()],
+                seeds: vec!["10.0.0.9:7700".into()],
             },
             Instant::ZERO,
         )
@@ -737,7 +884,7 @@ mod tests {
     #[test]
     fn a_node_takes_and_gives_up_the_gateway_role_as_the_host_decides() {
         let mut c = machine("a", "east");
-        c.handle_tick(Instant::ZERO, &[id("b")], &[]);
+        c.handle_tick(Instant::ZERO, &[id("b")], &[], false);
         assert!(!c.is_gateway());
         // Not a gateway: it asks the cell's gateway for the directory.
         assert_eq!(
@@ -748,15 +895,15 @@ mod tests {
             }]
         );
         // Within the refresh period nothing more is asked.
-        c.handle_tick(Instant::from_millis(500), &[id("b")], &[]);
+        c.handle_tick(Instant::from_millis(500), &[id("b")], &[], false);
         assert!(drain(&mut c).is_empty());
         // `b` died: the host names `a`, which takes the role once that has
         // held for ROLE_SETTLE (not for a moment's view).
-        c.handle_tick(Instant::from_millis(600), &[id("a")], &[]);
+        c.handle_tick(Instant::from_millis(600), &[id("a")], &[], false);
         assert!(!c.is_gateway());
-        c.handle_tick(Instant::from_millis(700), &[id("b")], &[]);
-        c.handle_tick(Instant::from_millis(800), &[id("a")], &[]);
-        c.handle_tick(Instant::from_millis(1700), &[id("a")], &[]);
+        c.handle_tick(Instant::from_millis(700), &[id("b")], &[], false);
+        c.handle_tick(Instant::from_millis(800), &[id("a")], &[], false);
+        c.handle_tick(Instant::from_millis(1700), &[id("a")], &[], false);
         assert!(!c.is_gateway(), "named again at 800 ms: not settled yet");
         // The next refresh is at 2700 ms; the role is due before.
         assert_eq!(c.poll_timeout(), Instant::from_millis(1800));
@@ -765,6 +912,7 @@ mod tests {
             Instant::from_millis(1800),
             &[id("a")],
             &["127.0.0.1:9999".into()],
+            false,
         );
         assert!(c.is_gateway());
         assert_eq!(
@@ -774,11 +922,11 @@ mod tests {
             }]
         );
         // A gateway does not ask for the directory: it reads the federation.
-        c.handle_tick(Instant::from_millis(2900), &[id("a")], &[]);
+        c.handle_tick(Instant::from_millis(2900), &[id("a")], &[], false);
         assert!(drain(&mut c).is_empty());
-        c.handle_tick(Instant::from_millis(3000), &[id("c")], &[]);
+        c.handle_tick(Instant::from_millis(3000), &[id("c")], &[], false);
         assert!(c.is_gateway(), "gives the role up only once settled too");
-        c.handle_tick(Instant::from_millis(4000), &[id("c")], &[]);
+        c.handle_tick(Instant::from_millis(4000), &[id("c")], &[], false);
         assert!(!c.is_gateway());
         assert_eq!(drain(&mut c)[0], CellsOut::StopFederation);
         assert_eq!(c.stats.gateway_starts, 1);
@@ -787,7 +935,7 @@ mod tests {
     #[test]
     fn the_directory_gives_aggregates_and_imports_ask_the_cells_gateways() {
         let mut c = machine("a", "east");
-        c.handle_tick(Instant::ZERO, &[id("b")], &[]);
+        c.handle_tick(Instant::ZERO, &[id("b")], &[], false);
         drain(&mut c);
         let west = entry("west", &["w1", "w2"]);
         let mut forged = entry("forged", &["x"]);
@@ -848,7 +996,7 @@ mod tests {
             ]
         );
         // Refreshed each period while imported; not after the drop.
-        c.handle_tick(Instant::from_millis(1000), &[id("b")], &[]);
+        c.handle_tick(Instant::from_millis(1000), &[id("b")], &[], false);
         let asks = drain(&mut c)
             .into_iter()
             .filter(|o| {
@@ -986,9 +1134,9 @@ mod tests {
         // Unanswered, held messages are dropped after LOCATE_TIMEOUT.
         c.handle_unroutable(now, id("z9"), msg(4));
         drain(&mut c);
-        c.handle_tick(now + LOCATE_TIMEOUT / 2, &[id("b")], &[]);
+        c.handle_tick(now + LOCATE_TIMEOUT / 2, &[id("b")], &[], false);
         c.handle_message(id("b"), answer(west.cell), Vec::new);
-        c.handle_tick(now + LOCATE_TIMEOUT, &[id("b")], &[]);
+        c.handle_tick(now + LOCATE_TIMEOUT, &[id("b")], &[], false);
         assert_eq!(c.stats.unlocated_dropped, 2);
         let late = PeerMessage::Located(Located {
             cell: west.cell,
@@ -1108,7 +1256,7 @@ mod tests {
         c.handle_message(id("w1"), members(&west, vec![w2.clone()]), Vec::new);
         drain(&mut c);
         assert!(c.poll_timeout() <= Instant::ZERO + SURVEY_TIMEOUT);
-        c.handle_tick(Instant::ZERO + SURVEY_TIMEOUT, &[id("b")], &[]);
+        c.handle_tick(Instant::ZERO + SURVEY_TIMEOUT, &[id("b")], &[], false);
         let done: Vec<CellsOut> = drain(&mut c)
             .into_iter()
             .filter(|o| matches!(o, CellsOut::Surveyed { .. }))
@@ -1139,6 +1287,96 @@ mod tests {
             c.handle_survey(Instant::from_millis(5000), asker, 99)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_node_alone_in_its_cell_finds_it_through_the_directory() {
+        // a's seeds are all in other cells: its cell gossip shows nobody
+        // (who the host names gateway does not matter here).
+        let mut c = machine("a", "east");
+        let t = |ms: u64| Instant::from_millis(ms);
+        let boot = |out: &[CellsOut]| {
+            out.iter()
+                .filter(|o| matches!(o, CellsOut::Bootstrap { .. }))
+                .count()
+        };
+        c.handle_tick(t(0), &[id("z")], &[], true);
+        assert_eq!(boot(&drain(&mut c)), 0, "not before BOOTSTRAP_AFTER");
+        c.handle_tick(t(2000), &[id("z")], &[], true);
+        assert!(drain(&mut c).contains(&CellsOut::Bootstrap {
+            seeds: vec!["10.0.0.9:7700".into()]
+        }));
+        c.handle_tick(t(3000), &[id("z")], &[], true);
+        assert_eq!(boot(&drain(&mut c)), 0, "not again before BOOTSTRAP_EVERY");
+        // A seed answers with its directory: east's other gateway is asked
+        // for east's members.
+        c.handle_message(
+            id("w1"),
+            PeerMessage::FederationView(FederationView {
+                cells: vec![entry("east", &["e9"]), entry("west", &["w1"])],
+            }),
+            Vec::new,
+        );
+        let out = drain(&mut c);
+        assert!(out.contains(&CellsOut::Send {
+            to: id("e9"),
+            msg: PeerMessage::CellQuery(CellQuery {
+                cell: CellId::from_name("east")
+            })
+        }));
+        // Its answer: gossip with east's live members other than a.
+        let member = |n: &str, addr: &str, alive: bool| {
+            let mut info = NodeInfo::new(id(n), Resources::cpu_mem(1000, 256), Default::default());
+            info.addr = addr.into();
+            info.alive = alive;
+            CellMember {
+                info,
+                contact: contact(n),
+            }
+        };
+        c.handle_message(
+            id("e9"),
+            PeerMessage::CellMembers(CellMembers {
+                cell: CellId::from_name("east"),
+                members: vec![
+                    member("e9", "10.0.0.5:7700", true),
+                    member("e8", "10.0.0.6:7700", false),
+                    member("a", "10.0.0.1:7700", true),
+                ],
+            }),
+            Vec::new,
+        );
+        assert_eq!(
+            drain(&mut c),
+            vec![CellsOut::GossipWith(vec!["10.0.0.5:7700".into()])]
+        );
+        // Still alone at the next look: the directory's gateway is asked,
+        // not the seeds.
+        c.handle_tick(t(5000), &[id("z")], &[], true);
+        let out = drain(&mut c);
+        assert_eq!(boot(&out), 0);
+        assert!(out.iter().any(|o| matches!(o, CellsOut::Send { to, msg: PeerMessage::CellQuery(_) } if *to == id("e9"))));
+        // Joined: no more looking, and a late answer changes nothing.
+        c.handle_tick(t(8000), &[id("e9")], &[], false);
+        drain(&mut c);
+        c.handle_tick(t(20_000), &[id("e9")], &[], false);
+        assert!(!drain(&mut c).iter().any(|o| matches!(
+            o,
+            CellsOut::Send {
+                msg: PeerMessage::CellQuery(_),
+                ..
+            } | CellsOut::Bootstrap { .. }
+        )));
+        c.handle_message(
+            id("e9"),
+            PeerMessage::CellMembers(CellMembers {
+                cell: CellId::from_name("east"),
+                members: vec![member("e9", "10.0.0.5:7700", true)],
+            }),
+            Vec::new,
+        );
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.stats.bootstraps, 2);
     }
 
     #[test]

@@ -87,7 +87,9 @@ impl Driver {
             .filter(|m| m.alive && m.id != me)
             .filter_map(|m| m.state.as_ref()?.federation.clone())
             .collect();
-        c.machine.handle_tick(now, &gateways, &home_federation);
+        let alone = !c.home.members.iter().any(|m| m.alive && m.id != me);
+        c.machine
+            .handle_tick(now, &gateways, &home_federation, alone);
         if c.machine.is_gateway()
             && c.federation.is_none()
             && c.pending_start.is_none()
@@ -226,6 +228,37 @@ impl Driver {
                 CellsOut::Send { to, msg } => self.p2p.send(&to, msg),
                 CellsOut::Contact(k) => self.p2p.set_peer(&k.node, &k.peer_id, &k.p2p_addr),
                 CellsOut::StartFederation { seeds } => c.pending_start = Some(seeds),
+                CellsOut::Bootstrap { seeds } => {
+                    for seed in seeds {
+                        // The seed's libp2p port by default: its gossip
+                        // PORT+1 (a seed given by name is skipped).
+                        match seed.parse::<std::net::SocketAddr>() {
+                            Ok(a) if a.port() < u16::MAX => {
+                                let p2p = std::net::SocketAddr::new(a.ip(), a.port() + 1);
+                                self.p2p.bootstrap(
+                                    crate::p2p::tcp_multiaddr(p2p),
+                                    agora_protocol::wire::PeerMessage::FederationQuery,
+                                );
+                            }
+                            _ => {
+                                tracing::debug!(%seed, "cannot ask this seed for the directory (not IP:PORT)")
+                            }
+                        }
+                    }
+                }
+                CellsOut::GossipWith(addrs) => {
+                    tracing::info!(cell = c.machine.name(), members = ?addrs, "alone in this cell: gossiping with its members the directory names");
+                    for a in addrs.iter().filter_map(|a| a.parse().ok()) {
+                        self.gossip.gossip_with(a);
+                    }
+                }
+                CellsOut::FederationGossipWith(addrs) => {
+                    if let Some(g) = &c.federation {
+                        for a in addrs.iter().filter_map(|a| a.parse().ok()) {
+                            g.gossip_with(a);
+                        }
+                    }
+                }
                 CellsOut::StopFederation => {
                     c.pending_start = None;
                     c.retry_at = None;

@@ -298,6 +298,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                         federation: Some(fed_advertise.to_string()),
                     },
                     federation_seeds: cfg.federation_seeds.clone(),
+                    seeds: cfg.seeds.clone(),
                 },
                 clock.now(),
             ),

@@ -427,6 +427,17 @@ impl Gossip {
         ))
     }
 
+    /// Starts one direct exchange with `addr` (a member this node has not
+    /// heard of through gossip: a cell's member found through the
+    /// directory). Best effort.
+    pub fn gossip_with(&self, addr: SocketAddr) {
+        if let Some(h) = &self.handle
+            && let Err(err) = h.gossip(addr)
+        {
+            debug!(%addr, %err, "could not start a direct gossip exchange");
+        }
+    }
+
     /// Replaces what this node publishes. Never blocks: the driver task
     /// writes the latest state into chitchat, and only changed keys travel.
     pub fn publish(&self, state: LocalState) {

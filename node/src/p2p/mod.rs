@@ -318,7 +318,13 @@ pub struct P2p {
     pool: pool::Pool,
     /// This node's libp2p address, sent in every envelope.
     reply_to: Option<String>,
+    /// Messages for nodes known only by address (a seed of another cell
+    /// asked for the directory), sent once their connection is up.
+    bootstraps: Vec<(Multiaddr, PeerMessage)>,
 }
+
+/// Most messages waiting for a connection to an address (bootstraps).
+const MAX_BOOTSTRAPS: usize = 16;
 
 /// The most nodes learned from envelopes (`reply_to`) rather than gossip.
 pub const MAX_LEARNED_PEERS: usize = 16_384;
@@ -388,6 +394,7 @@ impl P2p {
             codec,
             pool: pool::Pool::new(pool),
             reply_to: None,
+            bootstraps: Vec::new(),
         })
     }
 
@@ -435,6 +442,24 @@ impl P2p {
     /// libp2p address).
     pub fn set_reply_to(&mut self, addr: &str) {
         self.reply_to = Some(addr.to_string());
+    }
+
+    /// Sends `msg` to whoever listens at `addr`, a node known only by its
+    /// address (its peer id and node id are learned when the connection is
+    /// up; its answer comes back through this node's `reply_to`). Best
+    /// effort: at most [`MAX_BOOTSTRAPS`] wait, the oldest make room.
+    pub fn bootstrap(&mut self, addr: Multiaddr, msg: PeerMessage) {
+        use libp2p::swarm::dial_opts::DialOpts;
+        if self.bootstraps.len() >= MAX_BOOTSTRAPS {
+            self.bootstraps.remove(0);
+        }
+        let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.bootstraps.push((addr, msg)),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "cannot dial an address to ask for the directory")
+            }
+        }
     }
 
     /// Whether this node knows where `node` is reached.
@@ -549,10 +574,28 @@ impl P2p {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
             } => {
                 for victim in self.pool.established(connection_id, peer_id) {
                     self.swarm.close_connection(victim);
+                }
+                if endpoint.is_dialer() {
+                    let addr = endpoint.get_remote_address().clone();
+                    if let Some(i) = self.bootstraps.iter().position(|(a, _)| *a == addr) {
+                        let (_, msg) = self.bootstraps.remove(i);
+                        self.stats.sent += 1;
+                        let envelope = PeerEnvelope {
+                            from: self.me.clone(),
+                            msg,
+                            reply_to: self.reply_to.clone(),
+                        };
+                        let _ = self.swarm.behaviour_mut().rr.send_request_with_addresses(
+                            &peer_id,
+                            envelope,
+                            vec![addr],
+                        );
+                    }
                 }
                 None
             }
