@@ -12,6 +12,9 @@
 //! `[backoff]` (`initial`, `factor`, `max`) and `[upgrade]`
 //! (`min_healthy`, `max_over`, fractions 0 to 1).
 
+// A number or a string (`cpus = 0.5` or `cpus = "0.5"`, `mem = 64` or
+// `mem = "64M"`), as the HTTP API's task specs take them.
+use crate::http::spec::Quantity;
 use agora_protocol::constraint::Constraint;
 use agora_protocol::resources::{Resources, parse_cpus, parse_mib};
 use agora_protocol::service::{Backoff, HealthCheck, Probe, ServiceSpec, UpgradeStrategy};
@@ -19,24 +22,6 @@ use agora_protocol::task::Command;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// A number or a string (`cpus = 0.5` or `cpus = "0.5"`, `mem = 64` or
-/// `mem = "64M"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Quantity {
-    Number(f64),
-    Text(String),
-}
-
-impl Quantity {
-    fn text(&self) -> String {
-        match self {
-            Quantity::Number(n) => n.to_string(),
-            Quantity::Text(s) => s.clone(),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -90,6 +90,34 @@ fn first_id(stdout: &[u8]) -> String {
         .to_string()
 }
 
+/// The agent flags of a node of cell `cell` with one gateway per cell, its
+/// federation gossip on `fed_listen`, joining through `fed_seeds`, and
+/// `seeds` (none for the first node).
+fn cell_flags(cell: &str, fed_listen: u16, fed_seeds: &str, seeds: &[String]) -> Vec<String> {
+    let mut flags: Vec<String> = vec![
+        "--cell".into(),
+        cell.into(),
+        "--gateways".into(),
+        "1".into(),
+        "--federation-listen".into(),
+        format!("127.0.0.1:{fed_listen}"),
+        "--federation-seeds".into(),
+        fed_seeds.into(),
+    ];
+    if !seeds.is_empty() {
+        flags.push("--seeds".into());
+        flags.push(seeds.join(","));
+    }
+    flags
+}
+
+/// Federation ports for `n` nodes, and all of them as one seed list.
+fn federation_ports(n: usize) -> (Vec<u16>, String) {
+    let ports: Vec<u16> = (0..n).map(|_| free_udp()).collect();
+    let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    (ports, seeds.join(","))
+}
+
 fn task_row(node: &Node, id: &str) -> Option<serde_json::Value> {
     node.ps()?.into_iter().find(|r| r["id"] == id)
 }
@@ -99,39 +127,21 @@ fn three_cells_place_far_tasks_and_survive_a_gateway_death() {
     let mut cluster = Cluster::new();
     let key = cluster.key.clone();
     let names = ["a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"];
-    let fed: Vec<u16> = names.iter().map(|_| free_udp()).collect();
-    let fed_seeds: Vec<String> = fed.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let fed_seeds = fed_seeds.join(",");
+    let (fed, fed_seeds) = federation_ports(names.len());
     let mut seeds: Vec<String> = Vec::new();
     // a2 (the home of the far tasks) serves the HTTP API.
     let http = free_tcp_addr();
     for (i, name) in names.iter().enumerate() {
-        let cell = &name[..1];
         // Only b2 and b3 can take a 4-cpu task.
         let cpus = if *name == "b2" || *name == "b3" {
             "8"
         } else {
             "1"
         };
-        let fed_listen = format!("127.0.0.1:{}", fed[i]);
-        let mut extra: Vec<String> = vec![
-            "--cell".into(),
-            cell.into(),
-            "--gateways".into(),
-            "1".into(),
-            "--federation-listen".into(),
-            fed_listen,
-            "--federation-seeds".into(),
-            fed_seeds.clone(),
-            "--cpus".into(),
-            cpus.into(),
-        ];
+        let mut extra = cell_flags(&name[..1], fed[i], &fed_seeds, &seeds);
+        extra.extend(["--cpus".into(), cpus.into()]);
         if *name == "a2" {
             extra.extend(["--http".into(), http.clone(), "--http-public-read".into()]);
-        }
-        if !seeds.is_empty() {
-            extra.push("--seeds".into());
-            extra.push(seeds.join(","));
         }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let at = cluster.add(name, &key, &extra);
@@ -418,26 +428,10 @@ fn nodes_whose_seeds_are_all_in_another_cell_still_form_their_cell() {
     let mut cluster = Cluster::new();
     let key = cluster.key.clone();
     let names = ["a1", "a2", "b1", "b2", "b3"];
-    let fed: Vec<u16> = names.iter().map(|_| free_udp()).collect();
-    let fed_seeds: Vec<String> = fed.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let fed_seeds = fed_seeds.join(",");
+    let (fed, fed_seeds) = federation_ports(names.len());
     let mut a_seeds: Vec<String> = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let fed_listen = format!("127.0.0.1:{}", fed[i]);
-        let mut extra: Vec<String> = vec![
-            "--cell".into(),
-            name[..1].into(),
-            "--gateways".into(),
-            "1".into(),
-            "--federation-listen".into(),
-            fed_listen,
-            "--federation-seeds".into(),
-            fed_seeds.clone(),
-        ];
-        if !a_seeds.is_empty() {
-            extra.push("--seeds".into());
-            extra.push(a_seeds.join(","));
-        }
+        let extra = cell_flags(&name[..1], fed[i], &fed_seeds, &a_seeds);
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let at = cluster.add(name, &key, &extra);
         if name.starts_with('a') {

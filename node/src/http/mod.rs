@@ -64,7 +64,7 @@ mod error;
 mod metrics;
 pub mod server;
 mod snapshot;
-mod spec;
+pub(crate) mod spec;
 mod views;
 
 pub use error::ApiError;

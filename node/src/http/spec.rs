@@ -20,7 +20,7 @@ pub enum Quantity {
 }
 
 impl Quantity {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Quantity::Number(n) => n.to_string(),
             Quantity::Text(s) => s.clone(),

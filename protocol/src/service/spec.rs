@@ -318,18 +318,21 @@ impl ServiceSpec {
             ));
         }
         if let Some(h) = &self.health {
+            if let Probe::Http { port, .. } | Probe::Tcp { port } = &h.probe
+                && *port >= self.ports
+            {
+                return Err(bad(
+                    "health.port",
+                    format!(
+                        "is {port}, but the service has {} port(s) (PORT0..): raise `ports` or probe another",
+                        self.ports
+                    ),
+                ));
+            }
             match &h.probe {
                 Probe::Cmd(c) => check_command("health.cmd", c)?,
-                Probe::Http { port, path } => {
-                    if *port >= self.ports {
-                        return Err(bad(
-                            "health.port",
-                            format!(
-                                "is {port}, but the service has {} port(s) (PORT0..): raise `ports` or probe another",
-                                self.ports
-                            ),
-                        ));
-                    }
+                Probe::Tcp { .. } => {}
+                Probe::Http { path, .. } => {
                     if !path.starts_with('/')
                         || path.len() > MAX_PATH
                         || path.chars().any(char::is_control)
@@ -338,17 +341,6 @@ impl ServiceSpec {
                             "health.http",
                             format!(
                                 "{path:?} is not a path: start it with '/', no control characters, at most {MAX_PATH} bytes"
-                            ),
-                        ));
-                    }
-                }
-                Probe::Tcp { port } => {
-                    if *port >= self.ports {
-                        return Err(bad(
-                            "health.port",
-                            format!(
-                                "is {port}, but the service has {} port(s) (PORT0..): raise `ports` or probe another",
-                                self.ports
                             ),
                         ));
                     }
