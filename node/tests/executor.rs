@@ -1340,3 +1340,53 @@ fn gc_off_disk() -> GcPolicy {
         ..GcPolicy::default()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_fails_in_preparation_leaves_no_cgroups_behind() {
+    // Its cgroups were made, then writing its checkpoint failed: the task
+    // failed, and its cgroups stayed on the host for good.
+    let dir = DataDir::new("cgroup-prepare");
+    let (tx, mut rx) = mpsc::channel(64);
+    let (mut exec, _) = Executor::open(config(&dir.0, true), tx).await.unwrap();
+    let mode = exec.cgroup_mode();
+    if mode.starts_with("no cgroups") {
+        println!("skipping: {mode}");
+        return;
+    }
+    let id = TaskId::new("unwritable").unwrap();
+    // The checkpoints' directory made immutable (root ignores permissions,
+    // not this): the sandbox and the cgroups are made, the checkpoint is not.
+    let tasks = dir.0.join("tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    struct Mutable(PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let set = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&tasks)
+        .status();
+    if !set.as_ref().is_ok_and(|s| s.success()) {
+        println!("skipping: chattr +i does not work here ({set:?})");
+        return;
+    }
+    let _undo = Mutable(tasks.clone());
+    exec.launch(request("unwritable", sh("true")));
+    let st = next_status(&mut rx, "unwritable").await;
+    assert_eq!(st.state, TaskState::Failed, "{st:?}");
+    assert!(
+        st.reason.as_deref().unwrap_or("").contains("checkpoint"),
+        "{st:?}"
+    );
+    let dirs = exec.cgroup_dirs(&id);
+    assert!(!dirs.is_empty());
+    for d in &dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    exec.detach().await;
+}

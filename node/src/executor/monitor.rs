@@ -382,6 +382,24 @@ fn prepare(shared: &Shared, cp: &mut Checkpoint) -> Result<(), String> {
         }
     };
     let spec = launch_spec(shared, cp, &sandbox, procs);
+    let written = write_launch(shared, cp, &meta, &spec);
+    if written.is_err() && !cp.cgroups.is_empty() {
+        // Nothing will run in them: free them now (the end of a task that
+        // never started does not know of them).
+        cgroup::remove(&cp.cgroups);
+        cp.cgroups.clear();
+    }
+    written
+}
+
+/// Writes the launch spec, the request and the checkpoint of a task being
+/// prepared.
+fn write_launch(
+    shared: &Shared,
+    cp: &mut Checkpoint,
+    meta: &std::path::Path,
+    spec: &LaunchSpec,
+) -> Result<(), String> {
     let write = |name: &str, bytes: Vec<u8>| {
         let path = meta.join(name);
         atomic_write(&path, &bytes)
@@ -389,7 +407,7 @@ fn prepare(shared: &Shared, cp: &mut Checkpoint) -> Result<(), String> {
     };
     write(
         LAUNCH_FILE,
-        serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
+        serde_json::to_vec_pretty(spec).map_err(|e| e.to_string())?,
     )?;
     write(
         REQUEST_FILE,
