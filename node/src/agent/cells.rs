@@ -214,6 +214,7 @@ pub struct Cells {
     cfg: CellsConfig,
     cell: CellId,
     directory: BTreeMap<CellId, CellEntry>,
+    directory_version: u64,
     gateway: bool,
     /// What the host last said about the role, and since when.
     wanted: Option<(bool, Instant)>,
@@ -237,6 +238,7 @@ impl Cells {
             cell: CellId::from_name(&cfg.name),
             cfg,
             directory: BTreeMap::new(),
+            directory_version: 0,
             gateway: false,
             wanted: None,
             imports: BTreeSet::new(),
@@ -745,7 +747,16 @@ impl Cells {
             });
             next.insert(e.cell, e);
         }
-        self.directory = next;
+        if next != self.directory {
+            self.directory = next;
+            self.directory_version += 1;
+        }
+    }
+
+    /// Grows each time the directory changes (so that the driver copies it
+    /// for the core only then).
+    pub fn directory_version(&self) -> u64 {
+        self.directory_version
     }
 
     fn ask_members(&mut self, cell: CellId) {

@@ -32,6 +32,8 @@ pub struct CellsIo {
     pub retry_at: Option<std::time::Instant>,
     /// The home cell's last snapshot.
     pub home: Arc<Snapshot>,
+    /// The directory version last shown to the core.
+    pub shown: Option<u64>,
 }
 
 impl CellsIo {
@@ -217,11 +219,17 @@ impl Driver {
                 return;
             };
             let Some(o) = c.machine.poll_output() else {
-                let view = super::core::CellsView {
-                    name: c.machine.name().to_string(),
-                    others: c.machine.directory().values().cloned().collect(),
-                };
-                self.core.set_cells(Some(view));
+                // Copied for the core only when it changed (it may hold
+                // thousands of cells).
+                let version = c.machine.directory_version();
+                if c.shown != Some(version) {
+                    c.shown = Some(version);
+                    let view = super::core::CellsView {
+                        name: c.machine.name().to_string(),
+                        others: c.machine.directory().values().cloned().collect(),
+                    };
+                    self.core.set_cells(Some(view));
+                }
                 return;
             };
             match o {

@@ -316,6 +316,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             pending_start: None,
             retry_at: None,
             home: Arc::new(Snapshot::default()),
+            shown: None,
         }
     });
     let mut driver = Driver {
