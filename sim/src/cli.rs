@@ -125,6 +125,12 @@ pub struct Args {
     /// the node's default of 8192 would need 38 GB at 10,000 nodes.
     #[arg(long, default_value_t = 128)]
     pub answer_cache: usize,
+    /// Threads for the auction's run, which runs its cells side by side
+    /// (0: one per core). The result is the same for any number: only the
+    /// wall time changes. With `--scheduler all` the baselines run first,
+    /// side by side on as many threads, then the auction.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Output directory for report.json and the SVG plots.
     #[arg(long, default_value = "sim-out")]
     pub out: PathBuf,
@@ -243,6 +249,14 @@ fn bar(quiet: bool, len: u64, name: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
+/// The threads a run may use: `--threads`, or one per core.
+pub fn threads(a: &Args) -> usize {
+    if a.threads > 0 {
+        return a.threads;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Runs the schedulers of `a` with `p` (which may carry a test fault).
 ///
 /// # Errors
@@ -291,69 +305,78 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
         let wl = Workload::new(kind.clone(), sizing, p.seed).map_err(anyhow::Error::msg)?;
         bars.push((*name, wl, pb));
     }
-    // The auction is by far the slowest run; it gets a thread of its own while
-    // the baselines run one after another on this one. Each run is a separate
-    // deterministic simulation, so running them side by side changes nothing
-    // in what they compute.
-    let mut collectors: Vec<(String, Collector)> = Vec::new();
+    // The baselines go first, side by side (each is a separate deterministic
+    // simulation, so running them at once changes nothing in what they
+    // compute); then the auction, by far the slowest, runs its cells on
+    // every thread (see `auction`'s module doc). Running the auction beside
+    // the baselines would leave its threads waiting for each other
+    // whenever one lost its core to a baseline.
+    let threads = threads(a);
     let mut gossip_out = None;
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let mut auction = None;
-        let mut done: Vec<(usize, Collector)> = Vec::new();
-        let mut baseline = Vec::new();
-        for (i, (name, wl, pb)) in bars.into_iter().enumerate() {
-            if name == "auction" {
-                let params = p.clone();
-                auction = Some((
-                    i,
-                    std::thread::Builder::new()
-                        .name("auction".into())
-                        .spawn_scoped(scope, move || {
-                            let t0 = Instant::now();
-                            let out = AuctionSim::new(params, wl, pb.clone()).run();
-                            if let Some(pb) = pb {
-                                pb.finish();
-                            }
-                            out.map(|(mut c, g)| {
-                                c.wall_s = t0.elapsed().as_secs_f64();
-                                (c, g)
-                            })
-                        })
-                        .context("cannot start the auction thread")?,
-                ));
-            } else {
-                baseline.push((i, name, wl, pb));
-            }
+    let mut done: Vec<(usize, Collector)> = Vec::new();
+    let mut auction = None;
+    let mut baseline = Vec::new();
+    for (i, (name, wl, pb)) in bars.into_iter().enumerate() {
+        if name == "auction" {
+            auction = Some((i, wl, pb));
+        } else {
+            baseline.push((i, name, wl, pb));
         }
+    }
+    let run_baseline = |name: &str, wl: Workload, pb: Option<ProgressBar>| {
+        let kind = match name {
+            "central" => baselines::Kind::Central,
+            "random" => baselines::Kind::Random,
+            _ => baselines::Kind::Sparrow,
+        };
+        let t0 = Instant::now();
+        let mut c = baselines::run(kind, p, wl, pb.clone())?;
+        c.wall_s = t0.elapsed().as_secs_f64();
+        if let Some(pb) = pb {
+            pb.finish();
+        }
+        anyhow::Ok(c)
+    };
+    if threads > 1 {
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let mut handles = Vec::new();
+            for (i, name, wl, pb) in baseline {
+                let run = &run_baseline;
+                let h = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn_scoped(scope, move || run(name, wl, pb))
+                    .with_context(|| format!("cannot start the {name} thread"))?;
+                handles.push((i, name, h));
+            }
+            for (i, name, h) in handles {
+                let c = h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))??;
+                done.push((i, c));
+            }
+            Ok(())
+        })?;
+    } else {
         for (i, name, wl, pb) in baseline {
-            let kind = match name {
-                "central" => baselines::Kind::Central,
-                "random" => baselines::Kind::Random,
-                _ => baselines::Kind::Sparrow,
-            };
-            let t0 = Instant::now();
-            let mut c = baselines::run(kind, p, wl, pb.clone())?;
-            c.wall_s = t0.elapsed().as_secs_f64();
-            if let Some(pb) = pb {
-                pb.finish();
-            }
-            done.push((i, c));
+            done.push((i, run_baseline(name, wl, pb)?));
         }
-        if let Some((i, handle)) = auction {
-            let (c, g) = handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("the auction thread panicked"))??;
-            gossip_out = Some(g);
-            done.push((i, c));
+    }
+    if let Some((i, wl, pb)) = auction {
+        let t0 = Instant::now();
+        let (mut c, g) = AuctionSim::new(p.clone(), wl, pb.clone(), threads).run()?;
+        c.wall_s = t0.elapsed().as_secs_f64();
+        if let Some(pb) = pb {
+            pb.finish();
         }
-        // Report in the order of `names`, whatever finished first.
-        done.sort_by_key(|(i, _)| *i);
-        collectors = done
-            .into_iter()
-            .map(|(i, c)| (names[i].to_string(), c))
-            .collect();
-        Ok(())
-    })?;
+        gossip_out = Some(g);
+        done.push((i, c));
+    }
+    // Report in the order of `names`.
+    done.sort_by_key(|(i, _)| *i);
+    let mut collectors: Vec<(String, Collector)> = done
+        .into_iter()
+        .map(|(i, c)| (names[i].to_string(), c))
+        .collect();
     let central = collectors
         .iter()
         .find(|(n, _)| n == "central")

@@ -123,6 +123,25 @@ impl<E> Queue<E> {
         Some((e.at, e.ev))
     }
 
+    /// The time of the earliest event, without taking it.
+    pub fn peek_time(&mut self) -> Option<Micros> {
+        while self.current.is_empty() {
+            if !self.advance() {
+                return None;
+            }
+        }
+        self.current.peek().map(|e| e.at)
+    }
+
+    /// The earliest event if it is due before `limit` (exclusive), advancing
+    /// the clock to its time; `None` when nothing is.
+    pub fn pop_before(&mut self, limit: Micros) -> Option<(Micros, E)> {
+        if self.peek_time()? >= limit {
+            return None;
+        }
+        self.pop()
+    }
+
     /// Moves to the next bucket that holds anything; false when none does.
     fn advance(&mut self) -> bool {
         if self.in_ring == 0 {

@@ -54,6 +54,14 @@ impl Histogram {
         self.total += 1;
     }
 
+    /// Adds every value `other` recorded.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+    }
+
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.total
@@ -243,6 +251,26 @@ impl Collector {
     pub fn busy_sub(&mut self, now: Micros, cpu_millis: u64) {
         self.advance(now);
         self.busy_millis = self.busy_millis.saturating_sub(cpu_millis);
+    }
+
+    /// Adds what `other` counted (a part of the same run: one cell of the
+    /// auction), with both brought to `end` for utilization. The fairness
+    /// samples stay this collector's.
+    pub fn absorb(&mut self, other: &mut Collector, end: Micros) {
+        self.advance(end);
+        other.advance(end);
+        self.submitted += other.submitted;
+        self.completed += other.completed;
+        self.placement.merge(&other.placement);
+        self.response.merge(&other.response);
+        self.bids += other.bids;
+        self.rejects += other.rejects;
+        self.overcommit += other.overcommit;
+        self.lost_unreported += other.lost_unreported;
+        self.lost_reported += other.lost_reported;
+        self.cross_cell += other.cross_cell;
+        self.busy_millis += other.busy_millis;
+        self.busy_integral += other.busy_integral;
     }
 
     fn advance(&mut self, now: Micros) {

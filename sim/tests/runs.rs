@@ -53,6 +53,56 @@ fn same_seed_same_trace_and_different_seed_different_trace() {
     assert_ne!(h1, hash(&b), "different seed, different trace");
 }
 
+/// The report of a run with its wall-clock times zeroed: what must not
+/// depend on the machine or the thread count.
+fn report_without_walls(a: &Args) -> agora_sim::metrics::Report {
+    let mut r = simulate(a, &params(a).unwrap()).unwrap().report;
+    r.run.wall_s = 0.0;
+    for s in r.schedulers.values_mut() {
+        s.wall_s = 0.0;
+    }
+    r
+}
+
+#[test]
+fn the_auction_gives_the_same_report_on_any_number_of_threads() {
+    // Four cells at load 0.95 of 4-core nodes, so bidders cross cells (the
+    // messages between shards), imports are answered between windows, and
+    // crashes and rejoins (cluster-wide events) happen.
+    let run = |threads: &str| {
+        report_without_walls(&args(&[
+            "--nodes",
+            "64",
+            "--cell-size",
+            "16",
+            "--cores-per-node",
+            "4",
+            "--load",
+            "0.95",
+            "--duration",
+            "4",
+            "--failure-rate",
+            "120",
+            "--rejoin-after-s",
+            "1",
+            "--seed",
+            "5",
+            "--threads",
+            threads,
+        ]))
+    };
+    let one = run("1");
+    let a = &one.schedulers["auction"];
+    assert!(
+        a.tasks_placed_across_cells > 0,
+        "no task crossed cells: {a:?}"
+    );
+    assert!(a.tasks_lost_reported > 0, "no crash lost a task: {a:?}");
+    assert_eq!(one, run("2"), "1 thread and 2 threads");
+    assert_eq!(one, run("3"), "1 thread and 3 threads");
+    assert_eq!(run("2"), run("2"), "2 threads twice");
+}
+
 #[test]
 fn the_checker_stops_a_run_whose_ledger_is_broken() {
     let a = args(&["--scheduler", "auction", "--seed", "3"]);

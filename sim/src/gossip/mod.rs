@@ -100,6 +100,23 @@ pub struct Metrics {
     pub unconverged: u64,
 }
 
+impl Metrics {
+    /// Adds what another group (or another cell's part of the run) measured.
+    pub fn absorb(&mut self, o: &Metrics) {
+        self.convergence.merge(&o.convergence);
+        self.detection.merge(&o.detection);
+        for (a, b) in self.deciles.iter_mut().zip(&o.deciles) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+        self.bytes += o.bytes;
+        self.messages += o.messages;
+        self.max_message = self.max_message.max(o.max_message);
+        self.oversize += o.oversize;
+        self.unconverged += o.unconverged;
+    }
+}
+
 /// One chitchat cluster: a cell, or the federation of gateways.
 pub struct Group {
     cfg: Config,

@@ -1,0 +1,157 @@
+//! Running the shards of one window on several threads.
+//!
+//! The coordinator (the thread that calls [`Pool::window`]) publishes a
+//! window's end, then works beside the pool's threads: each claims the next
+//! unclaimed shard with a compare-and-swap on a counter that carries the
+//! window's number, so a thread late from the previous window can never
+//! claim a shard of this one, runs it to the window's end, and counts it
+//! done. The coordinator returns when every shard is done.
+//!
+//! Waiting: a thread with nothing to claim spins for a few tens of
+//! microseconds (a window is about that much work), then parks until woken
+//! (by the last shard done, or by the next window). Parking matters on a
+//! busy machine: a thread that spun while the thread it waits for was
+//! preempted would keep that thread off the core.
+//!
+//! Which thread runs which shard changes nothing in what a shard computes:
+//! a shard only touches its own state during a window.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// How long a waiting thread spins before it parks.
+const SPIN: Duration = Duration::from_micros(40);
+/// A parked thread looks again after this long even if nobody woke it.
+const NAP: Duration = Duration::from_micros(500);
+
+/// The shared state of one run's pool.
+pub(super) struct Pool {
+    /// Window number in the high 32 bits, next shard index in the low 32.
+    next: AtomicU64,
+    /// The current window's number (threads wait for it to change).
+    epoch: AtomicU64,
+    /// The current window's end (exclusive), simulated µs.
+    end: AtomicU64,
+    /// Shards finished in the current window.
+    done: AtomicUsize,
+    /// Set once: the threads leave.
+    stop: AtomicBool,
+    /// Threads parked (or about to park).
+    sleepers: AtomicUsize,
+    /// Every thread of the run, the coordinator's included, to wake them.
+    threads: Mutex<Vec<Thread>>,
+}
+
+impl Pool {
+    pub(super) fn new() -> Self {
+        Pool {
+            next: AtomicU64::new(u64::from(u32::MAX)),
+            epoch: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            threads: Mutex::new(vec![std::thread::current()]),
+        }
+    }
+
+    /// Runs `work(shard, end)` once for every shard, on this thread and the
+    /// pool's, and returns when all are done.
+    pub(super) fn window<S>(
+        &self,
+        shards: &[Mutex<S>],
+        end: u64,
+        work: &(impl Fn(&mut S, u64) + Sync),
+    ) {
+        let epoch = self.epoch.load(Ordering::Relaxed) + 1;
+        self.done.store(0, Ordering::Relaxed);
+        self.end.store(end, Ordering::Relaxed);
+        self.next.store(epoch << 32, Ordering::Release);
+        self.epoch.store(epoch, Ordering::SeqCst);
+        self.wake();
+        self.claim_all(epoch, shards, work);
+        self.wait_for(|| self.done.load(Ordering::SeqCst) >= shards.len());
+    }
+
+    /// The loop of one pool thread, until [`Pool::stop`].
+    pub(super) fn serve<S>(&self, shards: &[Mutex<S>], work: &(impl Fn(&mut S, u64) + Sync)) {
+        if let Ok(mut t) = self.threads.lock() {
+            t.push(std::thread::current());
+        }
+        let mut seen = 0;
+        loop {
+            self.wait_for(|| {
+                self.stop.load(Ordering::SeqCst) || self.epoch.load(Ordering::SeqCst) != seen
+            });
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            seen = self.epoch.load(Ordering::Acquire);
+            self.claim_all(seen, shards, work);
+        }
+    }
+
+    /// Tells the pool's threads to leave.
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn claim_all<S>(&self, epoch: u64, shards: &[Mutex<S>], work: &(impl Fn(&mut S, u64) + Sync)) {
+        loop {
+            let cur = self.next.load(Ordering::Acquire);
+            let i = (cur & u64::from(u32::MAX)) as usize;
+            if cur >> 32 != epoch || i >= shards.len() {
+                return;
+            }
+            if self
+                .next
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // A successful claim of this window's counter happens after the
+            // coordinator stored this window's end.
+            let end = self.end.load(Ordering::Acquire);
+            {
+                let mut s = shards[i].lock().unwrap_or_else(|e| e.into_inner());
+                work(&mut s, end);
+            }
+            if self.done.fetch_add(1, Ordering::SeqCst) + 1 == shards.len() {
+                self.wake();
+            }
+        }
+    }
+
+    /// Spins, then parks, until `ready()`.
+    fn wait_for(&self, ready: impl Fn() -> bool) {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while !ready() {
+            spins += 1;
+            if spins % 64 != 0 || start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            if !ready() {
+                std::thread::park_timeout(NAP);
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes the parked threads, if any.
+    fn wake(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0
+            && let Ok(t) = self.threads.lock()
+        {
+            for t in t.iter() {
+                t.unpark();
+            }
+        }
+    }
+}
