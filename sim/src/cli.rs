@@ -402,10 +402,10 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
                 p50: s(m.convergence.quantile(0.5)),
                 p99: s(m.convergence.quantile(0.99)),
             },
-            failure_detection_s: P50P99 {
+            failure_detection_s: (m.detection.count() > 0).then(|| P50P99 {
                 p50: s(m.detection.quantile(0.5)),
                 p99: s(m.detection.quantile(0.99)),
-            },
+            }),
             max_message_bytes: m.max_message,
             oversize_messages: m.oversize,
         }
@@ -489,17 +489,34 @@ pub fn write_outputs(dir: &std::path::Path, o: &Outcome) -> anyhow::Result<()> {
             false,
         )
         .map_err(anyhow::Error::msg)?;
+        let (unit, scale) = byte_unit(g.bytes_series.iter().map(|p| p.1).fold(0.0, f64::max));
+        let series: Vec<(f64, f64)> = g
+            .bytes_series
+            .iter()
+            .map(|(t, b)| (*t, b / scale))
+            .collect();
         plots::line_chart(
             &dir.join("gossip_bytes.svg"),
-            "Gossip bytes sent per node per second",
+            "Gossip sent per node per second",
             "time (s)",
-            "bytes / node / s",
-            &[("cells + federation".into(), g.bytes_series.clone())],
+            &format!("{unit}/s per node"),
+            &[("cells + federation".into(), series)],
             false,
         )
         .map_err(anyhow::Error::msg)?;
     }
     Ok(())
+}
+
+/// The unit (B, KB, MB, GB; 1 KB = 1,000 B) that shows `max` bytes with a
+/// few digits, and its size in bytes.
+pub fn byte_unit(max: f64) -> (&'static str, f64) {
+    match max {
+        m if m >= 1e9 => ("GB", 1e9),
+        m if m >= 1e6 => ("MB", 1e6),
+        m if m >= 1e3 => ("KB", 1e3),
+        _ => ("B", 1.0),
+    }
 }
 
 /// The summary table.
@@ -547,12 +564,15 @@ pub fn table(o: &Outcome) -> String {
     if let (Some(g), Some(go)) = (&o.report.gossip, &o.gossip) {
         let _ = writeln!(
             s,
-            "gossip: {:.0} B/node/s, convergence p50 {:.2} s p99 {:.2} s, detection p50 {:.2} s p99 {:.2} s, max message {} B, oversize {}; largest flat cell that fits a datagram: {} nodes",
+            "gossip: {:.0} B/node/s, convergence p50 {:.2} s p99 {:.2} s, detection {}, max message {} B, oversize {}; largest flat cell that fits a datagram: {} nodes",
             g.bytes_per_node_per_s,
             g.convergence_s.p50,
             g.convergence_s.p99,
-            g.failure_detection_s.p50,
-            g.failure_detection_s.p99,
+            g.failure_detection_s
+                .map_or("none (no node failed)".to_string(), |d| format!(
+                    "p50 {:.2} s p99 {:.2} s",
+                    d.p50, d.p99
+                )),
             g.max_message_bytes,
             g.oversize_messages,
             go.max_flat_cell

@@ -154,8 +154,8 @@ pub struct SchedulerReport {
     /// Tasks launched in a cell other than their framework's home cell
     /// (auction runs with cells; 0 otherwise).
     pub tasks_placed_across_cells: u64,
-    /// Wall-clock seconds this scheduler's run took (with `all`, the auction
-    /// runs on its own thread beside the baselines).
+    /// Wall-clock seconds this scheduler's run took (with `all`, the
+    /// baselines run side by side first, then the auction on every thread).
     pub wall_s: f64,
 }
 
@@ -166,8 +166,9 @@ pub struct GossipReport {
     pub bytes_per_node_per_s: f64,
     /// Seconds for a state change to reach 99% of its cell.
     pub convergence_s: P50P99,
-    /// Seconds from a crash until a cell member's detector declares it dead.
-    pub failure_detection_s: P50P99,
+    /// Seconds from a crash until a cell member's detector declares it dead;
+    /// `null` when no node failed (nothing to detect).
+    pub failure_detection_s: Option<P50P99>,
     /// Largest gossip message, in bytes.
     pub max_message_bytes: u64,
     /// Messages that exceeded the 65,507-byte datagram and were not sent.
