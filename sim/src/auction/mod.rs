@@ -356,6 +356,7 @@ impl AuctionSim {
     ) -> Result<(), Violation> {
         let duration = self.ctx.p.duration;
         let mut t: Micros = 0;
+        let mut chooser = pool::Chooser::new(self.threads > 1 && shards.len() > 1);
         loop {
             self.route(shards, t);
             while let Some(at) = self.gq.peek_time()
@@ -395,7 +396,14 @@ impl AuctionSim {
                         .push(at, Ev::Arrival(job));
                 }
             }
-            pool.window(shards, end, work);
+            if chooser.parallel() {
+                pool.window(shards, end, work);
+            } else {
+                for s in shards {
+                    work(&mut lock(s), end);
+                }
+            }
+            chooser.tick();
             // The earliest violation, whichever shard saw it.
             let mut first: Option<Violation> = None;
             for s in shards {

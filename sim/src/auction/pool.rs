@@ -13,6 +13,12 @@
 //! busy machine: a thread that spun while the thread it waits for was
 //! preempted would keep that thread off the core.
 //!
+//! On a machine busy with other work, threads that meet every few tens of
+//! microseconds lose more to waiting for a preempted partner than they gain:
+//! [`Chooser`] times blocks of windows run on the pool and on the
+//! coordinator alone, and keeps to whichever is faster at the moment,
+//! trying the other now and then.
+//!
 //! Which thread runs which shard changes nothing in what a shard computes:
 //! a shard only touches its own state during a window.
 
@@ -153,5 +159,69 @@ impl Pool {
                 t.unpark();
             }
         }
+    }
+}
+
+/// Windows in one timed block.
+const BLOCK: u32 = 2_048;
+/// One block in this many tries the mode that is slower at the moment.
+const PROBE_EVERY: u32 = 8;
+
+/// Chooses, block by block, between running windows on the pool and on the
+/// coordinator alone, by the wall time each took lately.
+pub(super) struct Chooser {
+    enabled: bool,
+    parallel: bool,
+    windows: u32,
+    blocks: u32,
+    started: Instant,
+    /// Smoothed seconds per block: [alone, parallel].
+    cost: [Option<f64>; 2],
+}
+
+impl Chooser {
+    /// `enabled`: more than one thread and more than one shard.
+    pub(super) fn new(enabled: bool) -> Self {
+        Chooser {
+            enabled,
+            parallel: enabled,
+            windows: 0,
+            blocks: 0,
+            started: Instant::now(),
+            cost: [None, None],
+        }
+    }
+
+    /// Whether the next window runs on the pool.
+    pub(super) fn parallel(&self) -> bool {
+        self.parallel
+    }
+
+    /// One window done.
+    pub(super) fn tick(&mut self) {
+        if !self.enabled {
+            return;
+        }
+        self.windows += 1;
+        if self.windows < BLOCK {
+            return;
+        }
+        let took = self.started.elapsed().as_secs_f64();
+        let m = usize::from(self.parallel);
+        self.cost[m] = Some(self.cost[m].map_or(took, |c| 0.7 * c + 0.3 * took));
+        self.blocks += 1;
+        let best = match self.cost {
+            [Some(alone), Some(par)] => par <= alone,
+            // Measure each mode once before choosing.
+            [None, _] => false,
+            [_, None] => true,
+        };
+        self.parallel = if self.blocks.is_multiple_of(PROBE_EVERY) {
+            !best
+        } else {
+            best
+        };
+        self.windows = 0;
+        self.started = Instant::now();
     }
 }
