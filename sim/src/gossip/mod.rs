@@ -438,7 +438,8 @@ impl Group {
         learned: &mut Vec<Learned>,
     ) {
         let k = self.k;
-        let alive = self.up.iter().filter(|u| **u).count() as u32;
+        // Counted only when a tracked change needs it (most deltas carry none).
+        let mut alive: Option<u32> = None;
         let watched = self.watch[dst];
         for i in 0..self.scratch.len() {
             let (s, have, _, _) = self.scratch[i];
@@ -463,6 +464,8 @@ impl Group {
             for t in self.tracked[s].iter_mut() {
                 if old < t.version && have >= t.version {
                     t.informed += 1;
+                    let alive =
+                        *alive.get_or_insert_with(|| self.up.iter().filter(|u| **u).count() as u32);
                     let frac = f64::from(t.informed) / f64::from(alive.max(1));
                     while (t.next_decile as usize) < 10 {
                         let need = if t.next_decile == 9 {
