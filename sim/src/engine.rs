@@ -261,6 +261,27 @@ mod tests {
     }
 
     #[test]
+    fn pop_before_keeps_what_is_due_later_and_what_is_pushed_after_a_peek() {
+        let mut q = Queue::new();
+        q.push(5 * BUCKET_US, "late");
+        // Peeking moves the calendar to the event's bucket...
+        assert_eq!(q.peek_time(), Some(5 * BUCKET_US));
+        assert_eq!(q.pop_before(5 * BUCKET_US), None, "not due before its time");
+        // ...and an earlier event pushed afterwards (a message from another
+        // shard, delivered between windows) still comes out first.
+        q.push(3 * BUCKET_US, "early");
+        q.push(3 * BUCKET_US, "early too");
+        assert_eq!(q.pop_before(10 * BUCKET_US), Some((3 * BUCKET_US, "early")));
+        assert_eq!(
+            q.pop_before(10 * BUCKET_US),
+            Some((3 * BUCKET_US, "early too"))
+        );
+        assert_eq!(q.pop_before(10 * BUCKET_US), Some((5 * BUCKET_US, "late")));
+        assert_eq!(q.pop_before(10 * BUCKET_US), None);
+        assert!(q.is_empty());
+    }
+
+    #[test]
     fn equal_times_pop_in_insertion_order() {
         let mut q = Queue::new();
         q.push(5, "b");

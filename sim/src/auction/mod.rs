@@ -338,9 +338,10 @@ impl AuctionSim {
             for _ in 1..self.threads.min(shards.len()) {
                 scope.spawn(|| pool.serve(&shards, &work));
             }
-            let r = self.windows(&pool, &shards, &work);
-            pool.stop();
-            r
+            // The pool's threads leave however the window loop ends (a
+            // panic included: the scope would otherwise wait for them).
+            let _stop = pool::StopOnDrop(&pool);
+            self.windows(&pool, &shards, &work)
         });
         self.shards = shards;
         result?;

@@ -44,6 +44,8 @@ pub(super) struct Pool {
     done: AtomicUsize,
     /// Set once: the threads leave.
     stop: AtomicBool,
+    /// A shard's work panicked on some thread.
+    panicked: AtomicBool,
     /// Threads parked (or about to park).
     sleepers: AtomicUsize,
     /// Every thread of the run, the coordinator's included, to wake them.
@@ -58,6 +60,7 @@ impl Pool {
             end: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             threads: Mutex::new(vec![std::thread::current()]),
         }
@@ -79,6 +82,10 @@ impl Pool {
         self.wake();
         self.claim_all(epoch, shards, work);
         self.wait_for(|| self.done.load(Ordering::SeqCst) >= shards.len());
+        assert!(
+            !self.panicked.load(Ordering::SeqCst),
+            "a thread of the auction's run panicked (its message is above)"
+        );
     }
 
     /// The loop of one pool thread, until [`Pool::stop`].
@@ -122,13 +129,11 @@ impl Pool {
             // A successful claim of this window's counter happens after the
             // coordinator stored this window's end.
             let end = self.end.load(Ordering::Acquire);
-            {
-                let mut s = shards[i].lock().unwrap_or_else(|e| e.into_inner());
-                work(&mut s, end);
-            }
-            if self.done.fetch_add(1, Ordering::SeqCst) + 1 == shards.len() {
-                self.wake();
-            }
+            // Counted done even if `work` panics, so that the coordinator
+            // does not wait for it forever; it then panics itself.
+            let _done = Done(self, shards.len());
+            let mut s = shards[i].lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut s, end);
         }
     }
 
@@ -158,6 +163,30 @@ impl Pool {
             for t in t.iter() {
                 t.unpark();
             }
+        }
+    }
+}
+
+/// Stops the pool when dropped.
+pub(super) struct StopOnDrop<'a>(pub(super) &'a Pool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// Counts one shard done when dropped (after its work, or while a panic
+/// unwinds through it).
+struct Done<'a>(&'a Pool, usize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.panicked.store(true, Ordering::SeqCst);
+        }
+        if self.0.done.fetch_add(1, Ordering::SeqCst) + 1 == self.1 {
+            self.0.wake();
         }
     }
 }
@@ -223,5 +252,62 @@ impl Chooser {
         };
         self.windows = 0;
         self.started = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::AssertUnwindSafe;
+
+    fn run_windows(threads: usize, windows: u64, shards: &[Mutex<(u64, u64)>]) {
+        let pool = Pool::new();
+        // Each shard counts its windows and checks it is given them in order.
+        let work = |s: &mut (u64, u64), end: u64| {
+            assert_eq!(s.1 + 1, end, "windows in order");
+            s.0 += 1;
+            s.1 = end;
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|| pool.serve(shards, &work));
+            }
+            let _stop = StopOnDrop(&pool);
+            for end in 1..=windows {
+                pool.window(shards, end, &work);
+            }
+        });
+    }
+
+    #[test]
+    fn every_shard_runs_once_in_every_window_on_any_number_of_threads() {
+        for threads in [1, 2, 3] {
+            let shards: Vec<Mutex<(u64, u64)>> = (0..7).map(|_| Mutex::new((0, 0))).collect();
+            run_windows(threads, 2_000, &shards);
+            for s in &shards {
+                assert_eq!(s.lock().unwrap().0, 2_000, "{threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_shard_ends_the_run_instead_of_hanging_it() {
+        let pool = Pool::new();
+        let shards: Vec<Mutex<u32>> = (0..8).map(Mutex::new).collect();
+        let work = |s: &mut u32, end: u64| {
+            if *s == 5 && end == 3 {
+                panic!("shard 5 breaks in window 3");
+            }
+        };
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            std::thread::scope(|scope| {
+                scope.spawn(|| pool.serve(&shards, &work));
+                let _stop = StopOnDrop(&pool);
+                for end in 1..10 {
+                    pool.window(&shards, end, &work);
+                }
+            })
+        }));
+        assert!(r.is_err(), "the panic reaches the caller");
     }
 }
