@@ -284,7 +284,7 @@ impl Shard {
         if !self.node(to).up {
             return Ok(());
         }
-        let from_id = node_id(from);
+        let from_id = ctx.ids[from as usize].clone();
         let at = Instant::from_micros(now);
         // The host routes it: to its auctioneer, or to the bidder whose bid
         // or task it answers. Log reads and listings never travel here.
