@@ -143,7 +143,7 @@ impl Pool {
         let mut spins = 0u32;
         while !ready() {
             spins += 1;
-            if spins % 64 != 0 || start.elapsed() < SPIN {
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
