@@ -125,6 +125,12 @@ pub struct Args {
     /// the node's default of 8192 would need 38 GB at 10,000 nodes.
     #[arg(long, default_value_t = 128)]
     pub answer_cache: usize,
+    /// Threads for the auction's run, which runs its cells side by side
+    /// (0: one per core). The result is the same for any number: only the
+    /// wall time changes. With `--scheduler all` the baselines run first,
+    /// side by side on as many threads, then the auction.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Output directory for report.json and the SVG plots.
     #[arg(long, default_value = "sim-out")]
     pub out: PathBuf,
@@ -243,6 +249,14 @@ fn bar(quiet: bool, len: u64, name: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
+/// The threads a run may use: `--threads`, or one per core.
+pub fn threads(a: &Args) -> usize {
+    if a.threads > 0 {
+        return a.threads;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Runs the schedulers of `a` with `p` (which may carry a test fault).
 ///
 /// # Errors
@@ -291,69 +305,78 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
         let wl = Workload::new(kind.clone(), sizing, p.seed).map_err(anyhow::Error::msg)?;
         bars.push((*name, wl, pb));
     }
-    // The auction is by far the slowest run; it gets a thread of its own while
-    // the baselines run one after another on this one. Each run is a separate
-    // deterministic simulation, so running them side by side changes nothing
-    // in what they compute.
-    let mut collectors: Vec<(String, Collector)> = Vec::new();
+    // The baselines go first, side by side (each is a separate deterministic
+    // simulation, so running them at once changes nothing in what they
+    // compute); then the auction, by far the slowest, runs its cells on
+    // every thread (see `auction`'s module doc). Running the auction beside
+    // the baselines would leave its threads waiting for each other
+    // whenever one lost its core to a baseline.
+    let threads = threads(a);
     let mut gossip_out = None;
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let mut auction = None;
-        let mut done: Vec<(usize, Collector)> = Vec::new();
-        let mut baseline = Vec::new();
-        for (i, (name, wl, pb)) in bars.into_iter().enumerate() {
-            if name == "auction" {
-                let params = p.clone();
-                auction = Some((
-                    i,
-                    std::thread::Builder::new()
-                        .name("auction".into())
-                        .spawn_scoped(scope, move || {
-                            let t0 = Instant::now();
-                            let out = AuctionSim::new(params, wl, pb.clone()).run();
-                            if let Some(pb) = pb {
-                                pb.finish();
-                            }
-                            out.map(|(mut c, g)| {
-                                c.wall_s = t0.elapsed().as_secs_f64();
-                                (c, g)
-                            })
-                        })
-                        .context("cannot start the auction thread")?,
-                ));
-            } else {
-                baseline.push((i, name, wl, pb));
-            }
+    let mut done: Vec<(usize, Collector)> = Vec::new();
+    let mut auction = None;
+    let mut baseline = Vec::new();
+    for (i, (name, wl, pb)) in bars.into_iter().enumerate() {
+        if name == "auction" {
+            auction = Some((i, wl, pb));
+        } else {
+            baseline.push((i, name, wl, pb));
         }
+    }
+    let run_baseline = |name: &str, wl: Workload, pb: Option<ProgressBar>| {
+        let kind = match name {
+            "central" => baselines::Kind::Central,
+            "random" => baselines::Kind::Random,
+            _ => baselines::Kind::Sparrow,
+        };
+        let t0 = Instant::now();
+        let mut c = baselines::run(kind, p, wl, pb.clone())?;
+        c.wall_s = t0.elapsed().as_secs_f64();
+        if let Some(pb) = pb {
+            pb.finish();
+        }
+        anyhow::Ok(c)
+    };
+    if threads > 1 {
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let mut handles = Vec::new();
+            for (i, name, wl, pb) in baseline {
+                let run = &run_baseline;
+                let h = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn_scoped(scope, move || run(name, wl, pb))
+                    .with_context(|| format!("cannot start the {name} thread"))?;
+                handles.push((i, name, h));
+            }
+            for (i, name, h) in handles {
+                let c = h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))??;
+                done.push((i, c));
+            }
+            Ok(())
+        })?;
+    } else {
         for (i, name, wl, pb) in baseline {
-            let kind = match name {
-                "central" => baselines::Kind::Central,
-                "random" => baselines::Kind::Random,
-                _ => baselines::Kind::Sparrow,
-            };
-            let t0 = Instant::now();
-            let mut c = baselines::run(kind, p, wl, pb.clone())?;
-            c.wall_s = t0.elapsed().as_secs_f64();
-            if let Some(pb) = pb {
-                pb.finish();
-            }
-            done.push((i, c));
+            done.push((i, run_baseline(name, wl, pb)?));
         }
-        if let Some((i, handle)) = auction {
-            let (c, g) = handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("the auction thread panicked"))??;
-            gossip_out = Some(g);
-            done.push((i, c));
+    }
+    if let Some((i, wl, pb)) = auction {
+        let t0 = Instant::now();
+        let (mut c, g) = AuctionSim::new(p.clone(), wl, pb.clone(), threads).run()?;
+        c.wall_s = t0.elapsed().as_secs_f64();
+        if let Some(pb) = pb {
+            pb.finish();
         }
-        // Report in the order of `names`, whatever finished first.
-        done.sort_by_key(|(i, _)| *i);
-        collectors = done
-            .into_iter()
-            .map(|(i, c)| (names[i].to_string(), c))
-            .collect();
-        Ok(())
-    })?;
+        gossip_out = Some(g);
+        done.push((i, c));
+    }
+    // Report in the order of `names`.
+    done.sort_by_key(|(i, _)| *i);
+    let mut collectors: Vec<(String, Collector)> = done
+        .into_iter()
+        .map(|(i, c)| (names[i].to_string(), c))
+        .collect();
     let central = collectors
         .iter()
         .find(|(n, _)| n == "central")
@@ -379,10 +402,10 @@ pub fn simulate(a: &Args, p: &Params) -> anyhow::Result<Outcome> {
                 p50: s(m.convergence.quantile(0.5)),
                 p99: s(m.convergence.quantile(0.99)),
             },
-            failure_detection_s: P50P99 {
+            failure_detection_s: (m.detection.count() > 0).then(|| P50P99 {
                 p50: s(m.detection.quantile(0.5)),
                 p99: s(m.detection.quantile(0.99)),
-            },
+            }),
             max_message_bytes: m.max_message,
             oversize_messages: m.oversize,
         }
@@ -466,17 +489,34 @@ pub fn write_outputs(dir: &std::path::Path, o: &Outcome) -> anyhow::Result<()> {
             false,
         )
         .map_err(anyhow::Error::msg)?;
+        let (unit, scale) = byte_unit(g.bytes_series.iter().map(|p| p.1).fold(0.0, f64::max));
+        let series: Vec<(f64, f64)> = g
+            .bytes_series
+            .iter()
+            .map(|(t, b)| (*t, b / scale))
+            .collect();
         plots::line_chart(
             &dir.join("gossip_bytes.svg"),
-            "Gossip bytes sent per node per second",
+            "Gossip sent per node per second",
             "time (s)",
-            "bytes / node / s",
-            &[("cells + federation".into(), g.bytes_series.clone())],
+            &format!("{unit}/s per node"),
+            &[("cells + federation".into(), series)],
             false,
         )
         .map_err(anyhow::Error::msg)?;
     }
     Ok(())
+}
+
+/// The unit (B, KB, MB, GB; 1 KB = 1,000 B) that shows `max` bytes with a
+/// few digits, and its size in bytes.
+pub fn byte_unit(max: f64) -> (&'static str, f64) {
+    match max {
+        m if m >= 1e9 => ("GB", 1e9),
+        m if m >= 1e6 => ("MB", 1e6),
+        m if m >= 1e3 => ("KB", 1e3),
+        _ => ("B", 1.0),
+    }
 }
 
 /// The summary table.
@@ -524,12 +564,15 @@ pub fn table(o: &Outcome) -> String {
     if let (Some(g), Some(go)) = (&o.report.gossip, &o.gossip) {
         let _ = writeln!(
             s,
-            "gossip: {:.0} B/node/s, convergence p50 {:.2} s p99 {:.2} s, detection p50 {:.2} s p99 {:.2} s, max message {} B, oversize {}; largest flat cell that fits a datagram: {} nodes",
+            "gossip: {:.0} B/node/s, convergence p50 {:.2} s p99 {:.2} s, detection {}, max message {} B, oversize {}; largest flat cell that fits a datagram: {} nodes",
             g.bytes_per_node_per_s,
             g.convergence_s.p50,
             g.convergence_s.p99,
-            g.failure_detection_s.p50,
-            g.failure_detection_s.p99,
+            g.failure_detection_s
+                .map_or("none (no node failed)".to_string(), |d| format!(
+                    "p50 {:.2} s p99 {:.2} s",
+                    d.p50, d.p99
+                )),
             g.max_message_bytes,
             g.oversize_messages,
             go.max_flat_cell

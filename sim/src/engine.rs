@@ -123,6 +123,25 @@ impl<E> Queue<E> {
         Some((e.at, e.ev))
     }
 
+    /// The time of the earliest event, without taking it.
+    pub fn peek_time(&mut self) -> Option<Micros> {
+        while self.current.is_empty() {
+            if !self.advance() {
+                return None;
+            }
+        }
+        self.current.peek().map(|e| e.at)
+    }
+
+    /// The earliest event if it is due before `limit` (exclusive), advancing
+    /// the clock to its time; `None` when nothing is.
+    pub fn pop_before(&mut self, limit: Micros) -> Option<(Micros, E)> {
+        if self.peek_time()? >= limit {
+            return None;
+        }
+        self.pop()
+    }
+
     /// Moves to the next bucket that holds anything; false when none does.
     fn advance(&mut self) -> bool {
         if self.in_ring == 0 {
@@ -239,6 +258,27 @@ mod tests {
             "{} entries still reserved",
             reserved(&q)
         );
+    }
+
+    #[test]
+    fn pop_before_keeps_what_is_due_later_and_what_is_pushed_after_a_peek() {
+        let mut q = Queue::new();
+        q.push(5 * BUCKET_US, "late");
+        // Peeking moves the calendar to the event's bucket...
+        assert_eq!(q.peek_time(), Some(5 * BUCKET_US));
+        assert_eq!(q.pop_before(5 * BUCKET_US), None, "not due before its time");
+        // ...and an earlier event pushed afterwards (a message from another
+        // shard, delivered between windows) still comes out first.
+        q.push(3 * BUCKET_US, "early");
+        q.push(3 * BUCKET_US, "early too");
+        assert_eq!(q.pop_before(10 * BUCKET_US), Some((3 * BUCKET_US, "early")));
+        assert_eq!(
+            q.pop_before(10 * BUCKET_US),
+            Some((3 * BUCKET_US, "early too"))
+        );
+        assert_eq!(q.pop_before(10 * BUCKET_US), Some((5 * BUCKET_US, "late")));
+        assert_eq!(q.pop_before(10 * BUCKET_US), None);
+        assert!(q.is_empty());
     }
 
     #[test]

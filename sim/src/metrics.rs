@@ -54,6 +54,14 @@ impl Histogram {
         self.total += 1;
     }
 
+    /// Adds every value `other` recorded.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+    }
+
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.total
@@ -146,8 +154,8 @@ pub struct SchedulerReport {
     /// Tasks launched in a cell other than their framework's home cell
     /// (auction runs with cells; 0 otherwise).
     pub tasks_placed_across_cells: u64,
-    /// Wall-clock seconds this scheduler's run took (with `all`, the auction
-    /// runs on its own thread beside the baselines).
+    /// Wall-clock seconds this scheduler's run took (with `all`, the
+    /// baselines run side by side first, then the auction on every thread).
     pub wall_s: f64,
 }
 
@@ -158,8 +166,9 @@ pub struct GossipReport {
     pub bytes_per_node_per_s: f64,
     /// Seconds for a state change to reach 99% of its cell.
     pub convergence_s: P50P99,
-    /// Seconds from a crash until a cell member's detector declares it dead.
-    pub failure_detection_s: P50P99,
+    /// Seconds from a crash until a cell member's detector declares it dead;
+    /// `null` when no node failed (nothing to detect).
+    pub failure_detection_s: Option<P50P99>,
     /// Largest gossip message, in bytes.
     pub max_message_bytes: u64,
     /// Messages that exceeded the 65,507-byte datagram and were not sent.
@@ -243,6 +252,26 @@ impl Collector {
     pub fn busy_sub(&mut self, now: Micros, cpu_millis: u64) {
         self.advance(now);
         self.busy_millis = self.busy_millis.saturating_sub(cpu_millis);
+    }
+
+    /// Adds what `other` counted (a part of the same run: one cell of the
+    /// auction), with both brought to `end` for utilization. The fairness
+    /// samples stay this collector's.
+    pub fn absorb(&mut self, other: &mut Collector, end: Micros) {
+        self.advance(end);
+        other.advance(end);
+        self.submitted += other.submitted;
+        self.completed += other.completed;
+        self.placement.merge(&other.placement);
+        self.response.merge(&other.response);
+        self.bids += other.bids;
+        self.rejects += other.rejects;
+        self.overcommit += other.overcommit;
+        self.lost_unreported += other.lost_unreported;
+        self.lost_reported += other.lost_reported;
+        self.cross_cell += other.cross_cell;
+        self.busy_millis += other.busy_millis;
+        self.busy_integral += other.busy_integral;
     }
 
     fn advance(&mut self, now: Micros) {

@@ -1,12 +1,36 @@
 //! SVG plots of a run (plotters): job response-time CDF per scheduler, state
 //! dissemination over time, gossip bytes per node, fairness over time.
+//!
+//! Schedulers often draw the same curve (central and sparrow at low load),
+//! so each series has its own line style as well as its colour: a wide
+//! pale solid line, then dashes, dots and a thin solid line drawn over it.
+//! Where curves coincide the dashes and dots show on top of the wide line,
+//! and the legend shows each style.
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use std::path::Path;
 
 type Series = (String, Vec<(f64, f64)>);
 
 const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+
+/// How a series' line is drawn.
+#[derive(Clone, Copy)]
+enum Line {
+    /// Solid, this many pixels wide.
+    Solid(u32),
+    /// Dashes of this length and gap, this wide.
+    Dashed(u32, u32, u32),
+}
+
+/// Series `i` is drawn in style `i % 4`: distinct even where curves overlap.
+const LINE_STYLES: [Line; 4] = [
+    Line::Solid(6),
+    Line::Dashed(12, 6, 2),
+    Line::Dashed(2, 5, 3),
+    Line::Solid(1),
+];
 
 /// Draws one line chart with a series per entry.
 ///
@@ -61,15 +85,40 @@ pub fn line_chart(
                 .map_err(|e| err(&e))?;
             for (i, (name, data)) in series.iter().enumerate() {
                 let color = COLORS[i % COLORS.len()];
-                chart
-                    .draw_series(LineSeries::new(
-                        data.iter()
-                            .map(|(x, y)| (if log_x { x.max(x0) } else { *x }, *y)),
-                        color.stroke_width(2),
-                    ))
-                    .map_err(|e| err(&e))?
-                    .label(name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                let pts = data
+                    .iter()
+                    .map(|(x, y)| (if log_x { x.max(x0) } else { *x }, *y));
+                let leg = vec![(0, 0), (24, 0)];
+                match LINE_STYLES[i % LINE_STYLES.len()] {
+                    Line::Solid(w) => {
+                        let style = color.mix(if w > 2 { 0.45 } else { 1.0 }).stroke_width(w);
+                        chart
+                            .draw_series(LineSeries::new(pts, style))
+                            .map_err(|e| err(&e))?
+                            .label(name.clone())
+                            .legend(move |(x, y)| {
+                                PathElement::new(
+                                    leg.iter().map(|(a, b)| (x + a, y + b)).collect::<Vec<_>>(),
+                                    style,
+                                )
+                            });
+                    }
+                    Line::Dashed(size, gap, w) => {
+                        let style = color.stroke_width(w);
+                        chart
+                            .draw_series(DashedLineSeries::new(pts, size, gap, style))
+                            .map_err(|e| err(&e))?
+                            .label(name.clone())
+                            .legend(move |(x, y)| {
+                                DashedPathElement::new(
+                                    leg.iter().map(|(a, b)| (x + a, y + b)).collect::<Vec<_>>(),
+                                    size,
+                                    gap,
+                                    style,
+                                )
+                            });
+                    }
+                }
             }
             chart
                 .configure_series_labels()

@@ -16,13 +16,40 @@
 //! what the chitchat model says each home learned), the auctioneers' fair
 //! shares (set once a second from the cluster's allocations, where a node
 //! computes them from its gossip view), and what a cell import fetches: a
-//! host's [`host::Event::ImportCell`] is answered at once with the cell's
-//! nodes as they are (the node asks one of the cell's gateways). When to
-//! cross is the host's decision, as on the node.
+//! host's [`host::Event::ImportCell`] is answered with the cell's nodes as
+//! they are at the end of the current window (below), at most one
+//! lookahead later (the node asks one of the cell's gateways, a round trip
+//! away). When to cross is the host's decision, as on the node.
 //!
 //! The executor is simulated: a launched task reports `Running` at once and
 //! `Finished` after its duration. Invariants are checked after every event
 //! (see [`crate::invariants`]); a violation stops the run.
+//!
+//! # Running cells in parallel
+//!
+//! Each cell is a [`shard::Shard`] with its nodes, its gossip group, its
+//! own event queue and RNG. Shards meet only through messages between
+//! nodes of different cells, which take at least the network's base
+//! latency: the **lookahead** `L`. So the run advances in windows of at
+//! most `L` simulated µs (conservative parallel discrete-event simulation):
+//! within a window every shard runs its own events on whichever thread
+//! claims it ([`pool`]); anything it sends another shard lands at least `L`
+//! later, so in a later window, and waits in its outbox. Between windows
+//! the coordinator delivers the outboxes (in shard order, so ties break the
+//! same way every run), answers cell imports, pushes the jobs arriving in
+//! the next window to their home shards, and runs the cluster-wide events
+//! at their exact times, with every shard stopped: the one-second sample
+//! (fair shares, fairness, gossip bytes), the federation's rounds (which
+//! read a cell's state and tell every home), crashes, rejoins and the test
+//! fault. A window never crosses the next such event.
+//!
+//! The shards are the cells whatever the thread count, and nothing depends
+//! on which thread ran a shard, so the same seed gives the same run with 1
+//! thread or 8 (`sim/tests/runs.rs` checks it).
+//!
+//! A message within a cell takes its modelled latency as before. Only with
+//! `--latency-us 0` does the lookahead (then 1 µs) delay a cross-cell
+//! message beyond its modelled latency.
 
 use crate::engine::{Micros, Queue, SEC, TraceHash, splitmix};
 use crate::failures::CrashAt;
@@ -46,14 +73,16 @@ use indicatif::ProgressBar;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
 
-mod cells;
-mod lifecycle;
+mod global;
 mod params;
-mod pump;
+mod pool;
+mod shard;
 
 pub use params::{Params, home_node, node_id};
 use params::{cell_range, node_index};
+use shard::{Ev, Running, Shard, SimNode};
 
 /// What the auction run produced besides its [`Collector`].
 #[derive(Clone, Debug, Default)]
@@ -66,22 +95,10 @@ pub struct GossipOutcome {
     pub max_flat_cell: usize,
 }
 
-enum Ev {
-    Arrival,
-    Deliver {
-        to: u32,
-        from: u32,
-        msg: Box<PeerMessage>,
-    },
-    NodeTimer(u32),
-    TaskEnd {
-        node: u32,
-        epoch: u32,
-        task: TaskId,
-    },
-    Gossip(u32),
-    FedGossip(u32),
+/// The cluster-wide events, run between windows with every shard stopped.
+enum Global {
     Sample,
+    FedGossip(u32),
     Crash {
         node: u32,
         rejoin_at: Option<Micros>,
@@ -90,103 +107,88 @@ enum Ev {
     Fault,
 }
 
-struct Running {
-    res: Resources,
-    fw: u32,
-}
-
-struct SimNode {
-    id: NodeId,
-    host: Host<ChaCha8Rng>,
-    up: bool,
-    epoch: u32,
-    timer: Micros,
-    exec: HashMap<TaskId, Running>,
-    exec_used: Resources,
-    cell: u32,
-    local: u32,
-    history: VecDeque<(u32, u64, Resources)>,
-    bidders: Vec<u32>,
-}
-
 /// One framework: its bidder lives in its home node's host.
-struct SimBidder {
-    id: FrameworkId,
-    fw: u32,
-    home: u32,
+pub(super) struct SimBidder {
+    pub(super) id: FrameworkId,
+    pub(super) fw: u32,
+    pub(super) home: u32,
 }
 
-struct TaskInfo {
-    job: u64,
-    duration: Micros,
-    placed: bool,
-    res: Resources,
+/// What every shard reads and none changes.
+pub(super) struct Ctx {
+    pub(super) p: Params,
+    /// The smallest latency between two nodes: how far a window reaches.
+    pub(super) lookahead: Micros,
+    pub(super) fw_index: HashMap<String, u32>,
+    pub(super) bidders: Vec<SimBidder>,
+    /// The cell of each framework's home.
+    pub(super) fw_home_cell: Vec<u32>,
+    /// Every node's id, by index (formatting one per message was 3% of
+    /// the run).
+    pub(super) ids: Vec<NodeId>,
 }
 
-struct JobState {
-    arrival: Micros,
-    remaining: u32,
+impl Ctx {
+    /// The shard (cell) of node `n`.
+    pub(super) fn shard_of(&self, n: u32) -> u32 {
+        (n as usize / self.p.cell_size.max(1)) as u32
+    }
 }
 
 /// The auction simulation.
 pub struct AuctionSim {
-    p: Params,
-    q: Queue<Ev>,
+    ctx: std::sync::Arc<Ctx>,
+    shards: Vec<Mutex<Shard>>,
+    threads: usize,
+    gq: Queue<Global>,
     rng: ChaCha8Rng,
-    nodes: Vec<SimNode>,
-    bidders: Vec<SimBidder>,
-    fw_index: HashMap<String, u32>,
     fws: Vec<FrameworkDef>,
-    fw_used: Vec<Resources>,
-    /// Resources of each framework's submitted tasks not yet placed.
-    fw_pending: Vec<Resources>,
-    tasks: HashMap<TaskId, TaskInfo>,
-    jobs: HashMap<u64, JobState>,
-    lost_pending: HashMap<TaskId, Micros>,
     workload: Workload,
     next_job: Option<Job>,
-    cells: Vec<Group>,
     fed: Group,
     fed_cell: Vec<u32>,
     aggregates: BTreeMap<CellId, CellAggregate>,
-    gmetrics: gossip::Metrics,
-    learned: Vec<Learned>,
+    /// The federation's gossip.
+    fmetrics: gossip::Metrics,
     bytes_series: Vec<(f64, f64)>,
     last_bytes: u64,
-    /// Everything measured.
-    pub c: Collector,
+    /// The cluster-wide measurements (fairness samples).
+    c: Collector,
     hash: TraceHash,
     progress: Option<ProgressBar>,
 }
 
 impl AuctionSim {
-    /// Builds the cluster, its cells and the frameworks' bidders.
-    pub fn new(p: Params, workload: Workload, progress: Option<ProgressBar>) -> Self {
+    /// Builds the cluster, its cells and the frameworks' bidders; the run
+    /// will use `threads` threads (at least 1; the result does not depend
+    /// on it).
+    pub fn new(
+        p: Params,
+        workload: Workload,
+        progress: Option<ProgressBar>,
+        threads: usize,
+    ) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
         let cells_n = p.cells();
         let fws = workload.frameworks().to_vec();
         let cap = p.capacity();
         let mut nodes: Vec<SimNode> = (0..p.nodes as u32)
-            .map(|i| {
-                let id = node_id(i);
-                let cell = (i as usize / p.cell_size.max(1)) as u32;
-                SimNode {
-                    host: new_host(&p, id.clone()),
-                    id,
-                    up: true,
-                    epoch: 0,
-                    timer: Micros::MAX,
-                    exec: HashMap::new(),
-                    exec_used: Resources::ZERO,
-                    cell,
-                    local: (i as usize % p.cell_size.max(1)) as u32,
-                    history: VecDeque::from([(5, 1, cap)]),
-                    bidders: Vec::new(),
-                }
+            .map(|i| SimNode {
+                host: new_host(&p, node_id(i)),
+                id: node_id(i),
+                up: true,
+                epoch: 0,
+                timer: Micros::MAX,
+                exec: HashMap::new(),
+                exec_used: Resources::ZERO,
+                local: (i as usize % p.cell_size.max(1)) as u32,
+                history: VecDeque::from([(5, 1, cap)]),
+                bidders: Vec::new(),
             })
             .collect();
         let mut bidders = Vec::new();
         let mut fw_index = HashMap::new();
+        let mut fw_home_cell = Vec::new();
         for (f, def) in fws.iter().enumerate() {
             let (lo, hi) = cell_range(&p, def.cell % cells_n);
             let home = home_node(&p, def);
@@ -208,6 +210,7 @@ impl AuctionSim {
                 unreachable!("framework names are distinct: {e}");
             }
             fw_index.insert(def.name.clone(), f as u32);
+            fw_home_cell.push((home as usize / p.cell_size.max(1)) as u32);
             nodes[home as usize].bidders.push(f as u32);
             bidders.push(SimBidder {
                 id: fw_id,
@@ -216,27 +219,10 @@ impl AuctionSim {
             });
         }
         let id_len = 6;
-        let mut cells = Vec::new();
-        for c in 0..cells_n {
-            let lo = c * p.cell_size;
-            let hi = ((c + 1) * p.cell_size).min(p.nodes);
-            let members: Vec<u32> = (lo as u32..hi as u32).collect();
-            let watched: Vec<bool> = members
-                .iter()
-                .map(|&i| !nodes[i as usize].bidders.is_empty())
-                .collect();
-            cells.push(Group::new(
-                gossip::Config::cell(p.gossip_interval, id_len),
-                members,
-                &watched,
-                4,
-            ));
-        }
         let mut fed_members = Vec::new();
         let mut fed_cell = Vec::new();
         for c in 0..cells_n {
-            let lo = c * p.cell_size;
-            let hi = ((c + 1) * p.cell_size).min(p.nodes);
+            let (lo, hi) = cell_range(&p, c);
             let ids: Vec<NodeId> = (lo..hi).map(|i| nodes[i].id.clone()).collect();
             for g in cell::gateways(CellId(c as u32), &ids, 3) {
                 if let Some(i) = node_index(&g) {
@@ -251,19 +237,13 @@ impl AuctionSim {
             &[],
             2,
         );
-        let mut q = Queue::new();
+        let mut gq = Queue::new();
         let mut wl = workload;
         let next_job = wl.next_job();
-        if let Some(j) = &next_job {
-            q.push(j.arrival, Ev::Arrival);
-        }
-        for i in 0..p.nodes as u32 {
-            q.push(rng.random_range(0..p.gossip_interval), Ev::Gossip(i));
-        }
         for i in 0..fed.members().len() as u32 {
-            q.push(rng.random_range(0..p.gossip_interval), Ev::FedGossip(i));
+            gq.push(rng.random_range(0..p.gossip_interval), Global::FedGossip(i));
         }
-        q.push(SEC, Ev::Sample);
+        gq.push(SEC, Global::Sample);
         if p.failure_rate > 0.0 {
             // Poisson crashes over the whole cluster; bidder homes are spared
             // (a framework's death is not what this measures).
@@ -278,9 +258,9 @@ impl AuctionSim {
                 let n = rng.random_range(0..p.nodes as u32);
                 if nodes[n as usize].bidders.is_empty() {
                     let at = (t * 1e6) as Micros;
-                    q.push(
+                    gq.push(
                         at,
-                        Ev::Crash {
+                        Global::Crash {
                             node: n,
                             rejoin_at: Some(at + p.rejoin_after),
                         },
@@ -289,44 +269,64 @@ impl AuctionSim {
             }
         }
         for c in &p.crashes {
-            q.push(
+            gq.push(
                 c.at,
-                Ev::Crash {
+                Global::Crash {
                     node: c.node,
                     rejoin_at: c.rejoin,
                 },
             );
         }
         if let Some(f) = &p.fault {
-            q.push(f.at, Ev::Fault);
+            gq.push(f.at, Global::Fault);
         }
-        let n_fw = fws.len();
-        AuctionSim {
-            rng,
-            q,
-            nodes,
-            bidders,
+        let ids = nodes.iter().map(|n| n.id.clone()).collect();
+        let ctx = std::sync::Arc::new(Ctx {
+            ids,
+            lookahead: p.net.base.max(1),
+            p,
             fw_index,
+            bidders,
+            fw_home_cell,
+        });
+        // Split the nodes into their cells, last cell first.
+        let mut shards = Vec::new();
+        for c in (0..cells_n).rev() {
+            let (lo, hi) = cell_range(&ctx.p, c);
+            let members: Vec<u32> = (lo as u32..hi as u32).collect();
+            let cell_nodes = nodes.split_off(lo);
+            let watched: Vec<bool> = cell_nodes.iter().map(|n| !n.bidders.is_empty()).collect();
+            let group = Group::new(
+                gossip::Config::cell(ctx.p.gossip_interval, id_len),
+                members,
+                &watched,
+                4,
+            );
+            debug_assert_eq!(cell_nodes.len(), hi - lo);
+            let seed = splitmix(ctx.p.seed ^ 0x5348_4152_4400_0000 ^ c as u64);
+            shards.push(Mutex::new(Shard::new(
+                &ctx, c as u32, cell_nodes, group, seed,
+            )));
+        }
+        shards.reverse();
+        AuctionSim {
+            ctx,
+            shards,
+            threads: threads.max(1),
+            gq,
+            rng,
             fws,
-            fw_used: vec![Resources::ZERO; n_fw],
-            fw_pending: vec![Resources::ZERO; n_fw],
-            tasks: HashMap::new(),
-            jobs: HashMap::new(),
-            lost_pending: HashMap::new(),
             workload: wl,
             next_job,
-            cells,
             fed,
             fed_cell,
             aggregates: BTreeMap::new(),
-            gmetrics: gossip::Metrics::default(),
-            learned: Vec::new(),
+            fmetrics: gossip::Metrics::default(),
             bytes_series: Vec::new(),
             last_bytes: 0,
             c: Collector::default(),
             hash: TraceHash::default(),
             progress,
-            p,
         }
     }
 
@@ -335,140 +335,166 @@ impl AuctionSim {
     /// # Errors
     /// The first invariant violation, with the seed and the event.
     pub fn run(mut self) -> Result<(Collector, GossipOutcome), Violation> {
-        while let Some((now, ev)) = self.q.pop() {
-            if now > self.p.duration {
-                break;
+        let pool = pool::Pool::new();
+        let shards = std::mem::take(&mut self.shards);
+        let ctx = self.ctx.clone();
+        let work = |s: &mut Shard, end: Micros| s.run_until(&ctx, end);
+        let result = std::thread::scope(|scope| {
+            for _ in 1..self.threads.min(shards.len()) {
+                scope.spawn(|| pool.serve(&shards, &work));
             }
-            let what = self.handle(now, ev);
-            self.hash.mix(now);
-            self.hash.mix(what.0);
-            if let Err(v) = what.1 {
-                return Err(Violation {
-                    seed: self.p.seed,
-                    time: now,
-                    event: self.q.popped(),
+            // The pool's threads leave however the window loop ends (a
+            // panic included: the scope would otherwise wait for them).
+            let _stop = pool::StopOnDrop(&pool);
+            self.windows(&pool, &shards, &work)
+        });
+        self.shards = shards;
+        result?;
+        self.finish()
+    }
+
+    /// The window loop (see the module doc).
+    fn windows(
+        &mut self,
+        pool: &pool::Pool,
+        shards: &[Mutex<Shard>],
+        work: &(impl Fn(&mut Shard, Micros) + Sync),
+    ) -> Result<(), Violation> {
+        let duration = self.ctx.p.duration;
+        let mut t: Micros = 0;
+        let mut chooser = pool::Chooser::new(self.threads > 1 && shards.len() > 1);
+        loop {
+            self.route(shards, t);
+            while let Some(at) = self.gq.peek_time()
+                && at <= t
+            {
+                let Some((at, g)) = self.gq.pop() else { break };
+                if at > duration {
+                    continue;
+                }
+                let what = self.global(shards, at, g);
+                self.hash.mix(at);
+                self.hash.mix(what.0);
+                what.1.map_err(|v| Violation {
+                    seed: self.ctx.p.seed,
+                    time: at,
+                    event: self.gq.popped(),
                     ..v
-                });
+                })?;
+                self.route(shards, t);
             }
-        }
-        let end = self.p.duration;
-        let old = self
-            .lost_pending
-            .values()
-            .filter(|t| end.saturating_sub(**t) > invariants::LOST_REPORT_BOUND)
-            .count();
-        self.c.lost_unreported = old as u64;
-        for b in &self.bidders {
-            if let Some(bidder) = self.nodes[b.home as usize].host.bidder(&b.id) {
-                let s = bidder.stats();
-                self.c.bids += s.bids_sent;
-                self.c.rejects += s.bids_rejected;
+            if t > duration {
+                return Ok(());
             }
+            let end = (t + self.ctx.lookahead)
+                .min(self.gq.peek_time().unwrap_or(Micros::MAX))
+                .min(duration + 1);
+            while let Some(j) = &self.next_job
+                && j.arrival < end
+            {
+                let home = self.ctx.bidders[j.framework].home;
+                let at = j.arrival;
+                let job = self.next_job.take().map(Box::new);
+                self.next_job = self.workload.next_job();
+                if let Some(job) = job {
+                    lock(&shards[self.ctx.shard_of(home) as usize])
+                        .q
+                        .push(at, Ev::Arrival(job));
+                }
+            }
+            if chooser.parallel() {
+                pool.window(shards, end, work);
+            } else {
+                for s in shards {
+                    work(&mut lock(s), end);
+                }
+            }
+            chooser.tick();
+            // The earliest violation, whichever shard saw it.
+            let mut first: Option<Violation> = None;
+            for s in shards {
+                if let Some(v) = lock(s).error.take()
+                    && first.as_ref().is_none_or(|f| v.time < f.time)
+                {
+                    first = Some(v);
+                }
+            }
+            if let Some(v) = first {
+                return Err(v);
+            }
+            t = end;
         }
-        self.c.events = self.q.popped();
-        self.c.trace_hash = self.hash.value();
-        let max_flat_cell = self.cells[0].config().max_flat_members();
+    }
+
+    /// Delivers the shards' outboxes and answers their cell imports, at `t`.
+    fn route(&mut self, shards: &[Mutex<Shard>], t: Micros) {
+        let mut moved = Vec::new();
+        let mut imports = Vec::new();
+        for s in shards {
+            let mut s = lock(s);
+            moved.append(&mut s.out);
+            imports.append(&mut s.imports);
+        }
+        for (at, to, ev) in moved {
+            lock(&shards[to as usize]).q.push(at, ev);
+        }
+        for (node, cell) in imports {
+            let Some(src) = shards.get(cell as usize) else {
+                continue;
+            };
+            let infos = lock(src).infos(true);
+            lock(&shards[self.ctx.shard_of(node) as usize])
+                .q
+                .push(t, Ev::Import { node, cell, infos });
+        }
+    }
+
+    /// Totals over the shards, once the run is over.
+    fn finish(mut self) -> Result<(Collector, GossipOutcome), Violation> {
+        let end = self.ctx.p.duration;
+        let mut c = std::mem::take(&mut self.c);
+        let mut metrics = std::mem::take(&mut self.fmetrics);
+        let mut events = self.gq.popped();
+        let mut hash = self.hash;
+        for s in &self.shards {
+            let mut s = lock(s);
+            let old = s
+                .lost_pending
+                .values()
+                .filter(|t| end.saturating_sub(**t) > invariants::LOST_REPORT_BOUND)
+                .count();
+            c.lost_unreported += old as u64;
+            for n in &s.nodes {
+                for &b in &n.bidders {
+                    if let Some(bidder) = n.host.bidder(&self.ctx.bidders[b as usize].id) {
+                        let st = bidder.stats();
+                        c.bids += st.bids_sent;
+                        c.rejects += st.bids_rejected;
+                    }
+                }
+            }
+            c.absorb(&mut s.c, end);
+            metrics.absorb(&s.gmetrics);
+            events += s.q.popped();
+            hash.mix(s.hash.value());
+        }
+        c.events = events;
+        c.trace_hash = hash.value();
+        let max_flat_cell = lock(&self.shards[0]).group.config().max_flat_members();
         Ok((
-            self.c,
+            c,
             GossipOutcome {
-                metrics: self.gmetrics,
+                metrics,
                 bytes_series: self.bytes_series,
                 max_flat_cell,
             },
         ))
     }
+}
 
-    fn handle(&mut self, now: Micros, ev: Ev) -> (u64, Result<(), Violation>) {
-        match ev {
-            Ev::Arrival => (1, self.arrival(now)),
-            Ev::Deliver { to, from, msg } => {
-                (2 + u64::from(to) * 16, self.deliver(now, to, from, *msg))
-            }
-            Ev::NodeTimer(n) => {
-                if self.nodes[n as usize].timer != now || !self.nodes[n as usize].up {
-                    return (3, Ok(()));
-                }
-                self.nodes[n as usize].timer = Micros::MAX;
-                self.nodes[n as usize]
-                    .host
-                    .handle_timeout(Instant::from_micros(now));
-                (4 + u64::from(n) * 16, self.pump_node(now, n))
-            }
-            Ev::TaskEnd { node, epoch, task } => (7, self.task_end(now, node, epoch, task)),
-            Ev::Gossip(n) => (8, self.gossip_round(now, n)),
-            Ev::FedGossip(i) => {
-                self.fed_round(now, i);
-                (9, Ok(()))
-            }
-            Ev::Sample => (10, self.sample(now)),
-            Ev::Crash { node, rejoin_at } => (11, self.crash(now, node, rejoin_at)),
-            Ev::Rejoin(n) => (12, self.rejoin(now, n)),
-            Ev::Fault => {
-                if let Some(f) = self.p.fault.clone() {
-                    let node = &mut self.nodes[f.node as usize];
-                    node.exec_used = node.exec_used.saturating_add(&f.extra);
-                    return (13, self.check_node(f.node));
-                }
-                (13, Ok(()))
-            }
-        }
-    }
-
-    fn arrival(&mut self, now: Micros) -> Result<(), Violation> {
-        let Some(job) = self.next_job.take() else {
-            return Ok(());
-        };
-        self.next_job = self.workload.next_job();
-        if let Some(j) = &self.next_job {
-            self.q.push(j.arrival, Ev::Arrival);
-        }
-        let b = job.framework as u32;
-        if !job.service {
-            self.jobs.insert(
-                job.id,
-                JobState {
-                    arrival: now,
-                    remaining: job.tasks.len() as u32,
-                },
-            );
-        }
-        let name = format!("j{}", job.id);
-        let home = self.bidders[b as usize].home;
-        let fw_id = self.bidders[b as usize].id.clone();
-        for t in &job.tasks {
-            let res = Resources::cpu_mem(t.cpu_millis, t.mem_mib);
-            let spec = TaskSpec::new(name.clone(), Command::Argv(vec!["sim".into()]), res);
-            let at = Instant::from_micros(now);
-            match self.nodes[home as usize]
-                .host
-                .submit(at, &fw_id, vec![spec])
-            {
-                Ok(ids) => {
-                    self.c.submitted += 1;
-                    let fw = self.bidders[b as usize].fw as usize;
-                    self.fw_pending[fw] = self.fw_pending[fw].saturating_add(&res);
-                    for task_id in ids {
-                        self.tasks.insert(
-                            task_id,
-                            TaskInfo {
-                                job: if job.service { u64::MAX } else { job.id },
-                                duration: t.duration,
-                                placed: false,
-                                res,
-                            },
-                        );
-                    }
-                }
-                Err(_) => {
-                    self.c.submitted += 1;
-                    if let Some(js) = self.jobs.get_mut(&job.id) {
-                        js.remaining = js.remaining.saturating_sub(1);
-                    }
-                }
-            }
-        }
-        self.pump_node(now, home)
-    }
+/// A shard, whoever held it last (a panicking shard ends the run anyway).
+fn lock(s: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A simulated node's host: the node's own machine, with the run's tunables.

@@ -100,6 +100,23 @@ pub struct Metrics {
     pub unconverged: u64,
 }
 
+impl Metrics {
+    /// Adds what another group (or another cell's part of the run) measured.
+    pub fn absorb(&mut self, o: &Metrics) {
+        self.convergence.merge(&o.convergence);
+        self.detection.merge(&o.detection);
+        for (a, b) in self.deciles.iter_mut().zip(&o.deciles) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+        self.bytes += o.bytes;
+        self.messages += o.messages;
+        self.max_message = self.max_message.max(o.max_message);
+        self.oversize += o.oversize;
+        self.unconverged += o.unconverged;
+    }
+}
+
 /// One chitchat cluster: a cell, or the federation of gateways.
 pub struct Group {
     cfg: Config,
@@ -421,7 +438,8 @@ impl Group {
         learned: &mut Vec<Learned>,
     ) {
         let k = self.k;
-        let alive = self.up.iter().filter(|u| **u).count() as u32;
+        // Counted only when a tracked change needs it (most deltas carry none).
+        let mut alive: Option<u32> = None;
         let watched = self.watch[dst];
         for i in 0..self.scratch.len() {
             let (s, have, _, _) = self.scratch[i];
@@ -446,6 +464,8 @@ impl Group {
             for t in self.tracked[s].iter_mut() {
                 if old < t.version && have >= t.version {
                     t.informed += 1;
+                    let alive =
+                        *alive.get_or_insert_with(|| self.up.iter().filter(|u| **u).count() as u32);
                     let frac = f64::from(t.informed) / f64::from(alive.max(1));
                     while (t.next_decile as usize) < 10 {
                         let need = if t.next_decile == 9 {
